@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/daprfake"
+	"github.com/cartworker/cartworker/money"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer collects the worker's log lines from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	require.NoError(t, err)
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	require.True(t, ns.ReadyForConnections(5*time.Second))
+	return ns
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url) //nolint:noctx // test helper against loopback
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	ns := startNATS(t)
+	fake := daprfake.New(daprfake.WithAPIToken("tok"))
+	t.Cleanup(fake.Close)
+	addr := freeAddr(t)
+	env := map[string]string{
+		"NATS_URL":           ns.ClientURL(),
+		"DAPR_HTTP_ENDPOINT": fake.URL(),
+		"DAPR_API_TOKEN":     "tok",
+		"WORKER_CONCURRENCY": "4",
+	}
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-http-addr", addr}, func(k string) string { return env[k] }, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("run did not return after cancel")
+		}
+	})
+
+	require.Eventually(t, func() bool {
+		code, _ := httpGet(t, "http://"+addr+"/readyz")
+		return code == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond)
+	code, _ := httpGet(t, "http://"+addr+"/healthz")
+	require.Equal(t, http.StatusOK, code)
+
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	events := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe("cart.evt.>", events)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	s := command.Subjects{}
+	publish := func(c command.Command) {
+		b, err := command.Marshal(c)
+		require.NoError(t, err)
+		msg := &nats.Msg{Subject: s.Command(c.CartID, c.Type), Data: b, Header: nats.Header{}}
+		msg.Header.Set(command.HeaderMsgID, c.ID)
+		_, err = js.PublishMsg(context.Background(), msg)
+		require.NoError(t, err)
+	}
+	publish(command.Command{ID: "c1", Type: command.TypeCache, CartID: "cart-1"})
+	for i := range 3 {
+		publish(command.Command{ID: "a" + strconv.Itoa(i), Type: command.TypeAddItem, CartID: "cart-1",
+			Items: []command.Item{{ItemCode: "X", Quantity: 2, UnitPrice: mustAmount(t, "120"), TaxCode: "01"}}})
+	}
+	for range 4 {
+		select {
+		case m := <-events:
+			var ev command.Event
+			require.NoError(t, json.Unmarshal(m.Data, &ev))
+			require.Equal(t, command.OutcomeApplied, ev.Outcome, string(m.Data))
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event")
+		}
+	}
+	raw, ok := fake.Get("cart-1")
+	require.True(t, ok)
+	var cart struct {
+		Sales struct {
+			TotalWithTax json.Number `json:"total_amount_with_tax"`
+		} `json:"sales"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &cart))
+	require.Equal(t, "792", cart.Sales.TotalWithTax.String())
+
+	_, body := httpGet(t, "http://"+addr+"/metrics")
+	for _, name := range []string{
+		`cartworker_commands_total{outcome="applied",type="add-item"} 3`,
+		"cartworker_command_duration_seconds_bucket",
+		`cartworker_state_requests_total{code="204",op="save"}`,
+		"cartworker_state_connections_opened_total",
+		"cartworker_breaker_state 0",
+		"cartworker_redeliveries_total 0",
+		"cartworker_dead_letters_total 0",
+	} {
+		require.Contains(t, body, name)
+	}
+	require.NotContains(t, logs.String(), "tok\"", "the API token must never be logged")
+
+	// Dapr down: the breaker opens and readiness follows.
+	fake.FailWith(http.StatusInternalServerError)
+	for i := range 6 {
+		publish(command.Command{ID: "b" + strconv.Itoa(i), Type: command.TypeAddItem, CartID: "cart-1",
+			Items: []command.Item{{ItemCode: "X", Quantity: 1, UnitPrice: mustAmount(t, "1"), TaxCode: "00"}}})
+	}
+	require.Eventually(t, func() bool {
+		code, _ := httpGet(t, "http://"+addr+"/readyz")
+		return code == http.StatusServiceUnavailable
+	}, 15*time.Second, 20*time.Millisecond)
+	fake.Heal()
+}
+
+func TestHelpAndBadConfig(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out)
+	require.ErrorContains(t, err, "help requested")
+	require.Contains(t, out.String(), "WORKER_CONCURRENCY")
+
+	err = run(context.Background(), nil, func(k string) string {
+		if k == "WORKER_CONCURRENCY" {
+			return "lots"
+		}
+		return ""
+	}, &out)
+	require.ErrorContains(t, err, "WORKER_CONCURRENCY")
+}
+
+func mustAmount(t *testing.T, s string) money.Amount {
+	t.Helper()
+	a, err := money.Parse(s)
+	require.NoError(t, err)
+	return a
+}

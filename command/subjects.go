@@ -1,0 +1,114 @@
+package command
+
+import "strings"
+
+// Names the worker creates in JetStream. Every instance shares them.
+const (
+	// StreamCommands holds cart commands (subjects "<prefix>.cmd.>").
+	StreamCommands = "CART_COMMANDS"
+	// StreamDeadLetters holds dead letters (subjects "<prefix>.dlq.>").
+	StreamDeadLetters = "CART_DLQ"
+	// ConsumerName is the durable pull consumer shared by all instances.
+	ConsumerName = "cart-worker"
+	// DefaultPrefix is the default of CART_SUBJECT_PREFIX.
+	DefaultPrefix = "cart"
+)
+
+// Headers set on dead letters, besides a copy of the original headers.
+const (
+	// HeaderMsgID is JetStream's publish de-duplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderDLQReason is a human readable reason for the dead letter.
+	HeaderDLQReason = "Cartworker-Dlq-Reason"
+	// HeaderDLQCode is a machine readable reason (an InvalidError code,
+	// or "max_deliveries").
+	HeaderDLQCode = "Cartworker-Dlq-Code"
+	// HeaderDLQSubject is the subject the command was published on.
+	HeaderDLQSubject = "Cartworker-Original-Subject"
+	// HeaderDLQDeliveries is how many times the command was delivered.
+	HeaderDLQDeliveries = "Cartworker-Deliveries"
+)
+
+// UnknownCartID stands in for the cart id token of a dead-letter subject when
+// the command's subject carried no valid cart id.
+const UnknownCartID = "_invalid_"
+
+// Subjects builds and parses subjects under one prefix. The zero value uses
+// DefaultPrefix.
+type Subjects struct {
+	Prefix string
+}
+
+func (s Subjects) prefix() string {
+	if s.Prefix == "" {
+		return DefaultPrefix
+	}
+	return s.Prefix
+}
+
+// Command is "<prefix>.cmd.<cart_id>.<type>".
+func (s Subjects) Command(cartID string, t Type) string {
+	return s.prefix() + ".cmd." + cartID + "." + string(t)
+}
+
+// Event is "<prefix>.evt.<cart_id>.<outcome>".
+func (s Subjects) Event(cartID string, o Outcome) string {
+	return s.prefix() + ".evt." + cartID + "." + string(o)
+}
+
+// DeadLetter is "<prefix>.dlq.<cart_id>.<type>".
+func (s Subjects) DeadLetter(cartID, typ string) string {
+	return s.prefix() + ".dlq." + cartID + "." + typ
+}
+
+// Commands is the wildcard of every command subject.
+func (s Subjects) Commands() string { return s.prefix() + ".cmd.>" }
+
+// Events is the wildcard of every event subject.
+func (s Subjects) Events() string { return s.prefix() + ".evt.>" }
+
+// CartEvents is the wildcard of one cart's events.
+func (s Subjects) CartEvents(cartID string) string { return s.prefix() + ".evt." + cartID + ".*" }
+
+// DeadLetters is the wildcard of every dead-letter subject.
+func (s Subjects) DeadLetters() string { return s.prefix() + ".dlq.>" }
+
+// ParseCommand splits a command subject into its cart id and type tokens.
+// It does not validate them; ok is false when the subject has another shape.
+func (s Subjects) ParseCommand(subject string) (cartID, typ string, ok bool) {
+	return s.parse(subject, ".cmd.")
+}
+
+// ParseDeadLetter splits a dead-letter subject like ParseCommand.
+func (s Subjects) ParseDeadLetter(subject string) (cartID, typ string, ok bool) {
+	return s.parse(subject, ".dlq.")
+}
+
+func (s Subjects) parse(subject, kind string) (cartID, typ string, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.prefix()+kind)
+	if !found {
+		return "", "", false
+	}
+	cartID, typ, found = strings.Cut(rest, ".")
+	if !found || cartID == "" || typ == "" || strings.Contains(typ, ".") {
+		return "", "", false
+	}
+	return cartID, typ, true
+}
+
+// ValidCartID reports whether id is 1 to MaxCartIDLen characters of
+// [A-Za-z0-9_-].
+func ValidCartID(id string) bool {
+	if len(id) == 0 || len(id) > MaxCartIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

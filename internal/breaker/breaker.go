@@ -1,0 +1,177 @@
+// Package breaker guards the Dapr state store with a circuit breaker.
+//
+// Breaker decorates a Store with one sony/gobreaker breaker shared by Get,
+// Save and Delete, so a sick sidecar is detected whichever operation hits it
+// first. While the breaker is open calls fail fast with ErrOpen instead of
+// piling up on timeouts. Which errors count against the store is decided by
+// IsFailure.
+package breaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/cartworker/cartworker/internal/statepool"
+)
+
+// Store is the state store a Breaker guards and implements;
+// *statepool.Client satisfies it.
+type Store interface {
+	Get(ctx context.Context, key string) (statepool.Entry, error)
+	Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error
+	Delete(ctx context.Context, key, etag string) error
+}
+
+var (
+	_ Store = (*Breaker)(nil)
+	_ Store = (*statepool.Client)(nil)
+)
+
+// State is the breaker's state. The values are exported as the metric
+// cartworker_breaker_state, so they must not change.
+type State int
+
+// Breaker states.
+const (
+	StateClosed   State = 0
+	StateHalfOpen State = 1
+	StateOpen     State = 2
+)
+
+// String implements fmt.Stringer.
+func (s State) String() string {
+	switch s {
+	case StateClosed:
+		return "closed"
+	case StateHalfOpen:
+		return "half-open"
+	case StateOpen:
+		return "open"
+	default:
+		return fmt.Sprintf("State(%d)", int(s))
+	}
+}
+
+func fromGobreaker(s gobreaker.State) State {
+	switch s {
+	case gobreaker.StateHalfOpen:
+		return StateHalfOpen
+	case gobreaker.StateOpen:
+		return StateOpen
+	default:
+		return StateClosed
+	}
+}
+
+// Breaker is a Store that fails fast while the wrapped Store is unhealthy.
+// It is safe for concurrent use.
+type Breaker struct {
+	next Store
+	cb   *gobreaker.CircuitBreaker[statepool.Entry]
+
+	// Built once so rejections, which come in floods, cost no allocation.
+	errOpenState       error
+	errTooManyRequests error
+}
+
+// New wraps next. st must pass Validate.
+func New(next Store, st Settings) (*Breaker, error) {
+	if next == nil {
+		return nil, errNilStore
+	}
+	if err := st.Validate(); err != nil {
+		return nil, err
+	}
+	st = st.withDefaults()
+
+	gs := gobreaker.Settings{
+		Name:        st.Name,
+		MaxRequests: st.MaxRequests,
+		Interval:    st.Interval,
+		Timeout:     st.Timeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= st.ConsecutiveFailures
+		},
+		IsSuccessful: func(err error) bool { return !IsFailure(err) },
+		IsExcluded: func(err error) bool {
+			var ex *excludedError
+			return errors.As(err, &ex)
+		},
+	}
+	if st.OnStateChange != nil {
+		gs.OnStateChange = func(_ string, from, to gobreaker.State) {
+			st.OnStateChange(fromGobreaker(from), fromGobreaker(to))
+		}
+	}
+	return &Breaker{
+		next:               next,
+		cb:                 gobreaker.NewCircuitBreaker[statepool.Entry](gs),
+		errOpenState:       fmt.Errorf("%w: %w", ErrOpen, gobreaker.ErrOpenState),
+		errTooManyRequests: fmt.Errorf("%w: %w", ErrOpen, gobreaker.ErrTooManyRequests),
+	}, nil
+}
+
+// State returns the breaker's current state.
+func (b *Breaker) State() State { return fromGobreaker(b.cb.State()) }
+
+// Get implements Store.
+func (b *Breaker) Get(ctx context.Context, key string) (statepool.Entry, error) {
+	e, err := b.cb.Execute(func() (statepool.Entry, error) {
+		e, err := b.next.Get(ctx, key)
+		return e, markExcluded(ctx, err)
+	})
+	return e, b.unwrap(err)
+}
+
+// Save implements Store.
+func (b *Breaker) Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error {
+	_, err := b.cb.Execute(func() (statepool.Entry, error) {
+		return statepool.Entry{}, markExcluded(ctx, b.next.Save(ctx, key, value, opts))
+	})
+	return b.unwrap(err)
+}
+
+// Delete implements Store.
+func (b *Breaker) Delete(ctx context.Context, key, etag string) error {
+	_, err := b.cb.Execute(func() (statepool.Entry, error) {
+		return statepool.Entry{}, markExcluded(ctx, b.next.Delete(ctx, key, etag))
+	})
+	return b.unwrap(err)
+}
+
+// excludedError marks an error that says nothing about the store's health,
+// so IsExcluded can see it; gobreaker passes IsExcluded only the error.
+type excludedError struct{ err error }
+
+func (e *excludedError) Error() string { return e.err.Error() }
+func (e *excludedError) Unwrap() error { return e.err }
+
+// markExcluded marks errors caused by the caller giving up: its context was
+// cancelled or its own deadline passed before the store answered.
+func markExcluded(ctx context.Context, err error) error {
+	if err != nil && (ctx.Err() != nil || errors.Is(err, context.Canceled)) {
+		return &excludedError{err: err}
+	}
+	return err
+}
+
+// unwrap turns gobreaker's rejections into ErrOpen and strips the exclusion
+// mark, so callers see the store's own error.
+func (b *Breaker) unwrap(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, gobreaker.ErrOpenState):
+		return b.errOpenState
+	case errors.Is(err, gobreaker.ErrTooManyRequests):
+		return b.errTooManyRequests
+	}
+	var ex *excludedError
+	if errors.As(err, &ex) {
+		return ex.err
+	}
+	return err
+}

@@ -1,0 +1,103 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "nats://127.0.0.1:4222", c.NATSURL)
+	require.Equal(t, "http://127.0.0.1:3500", c.DaprHTTPEndpoint)
+	require.Equal(t, "cartstore", c.StateStore)
+	require.Equal(t, ":8080", c.HTTPAddr)
+	require.Equal(t, 20*time.Second, c.ShutdownTimeout)
+	require.Equal(t, "pooled", c.StateClient)
+	p := c.StatePool()
+	require.Equal(t, 100, p.MaxConns)
+	require.Equal(t, 50, p.MaxConnsPerHost)
+	require.Equal(t, 3*time.Second, p.DialTimeout)
+	require.Equal(t, 5*time.Second, p.ResponseHeaderTimeout)
+	require.Equal(t, 10*time.Second, p.RequestTimeout)
+}
+
+func TestEnvThenFlags(t *testing.T) {
+	c, err := Load([]string{"-concurrency", "4"}, env(map[string]string{
+		"DAPR_HTTP_PORT":     "3601",
+		"WORKER_CONCURRENCY": "32",
+		"NATS_URL":           "nats://a:4222,nats://b:4222",
+		"CART_TAX_TABLE":     "01:external:10",
+	}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 4, c.Concurrency, "flags win over env")
+	require.Equal(t, "http://127.0.0.1:3601", c.DaprHTTPEndpoint)
+	require.Equal(t, "01:external:10", c.TaxTable)
+}
+
+func TestBadValuesNameTheVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"WORKER_CONCURRENCY": "many"}, "WORKER_CONCURRENCY"},
+		{map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"},
+		{map[string]string{"WORKER_SHUTDOWN_TIMEOUT": "soon"}, "WORKER_SHUTDOWN_TIMEOUT"},
+		{map[string]string{"WORKER_SHUTDOWN_TIMEOUT": "-1s"}, "WORKER_SHUTDOWN_TIMEOUT"},
+		{map[string]string{"WORKER_STATE_CLIENT": "magic"}, "WORKER_STATE_CLIENT"},
+		{map[string]string{"DAPR_HTTP_ENDPOINT": "ftp://x"}, "DAPR_HTTP_ENDPOINT"},
+		{map[string]string{"NATS_URL": "::"}, "NATS_URL"},
+		{map[string]string{"NATS_USER": "u"}, "NATS_USER"},
+		{map[string]string{"CART_TAX_TABLE": "01:vat:10"}, "CART_TAX_TABLE"},
+		{map[string]string{"CART_SUBJECT_PREFIX": "a.b"}, "CART_SUBJECT_PREFIX"},
+		{map[string]string{"WORKER_HTTP_ADDR": "8080"}, "WORKER_HTTP_ADDR"},
+		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{map[string]string{"WORKER_STATE_MAX_CONNS_PER_HOST": "500"}, "WORKER_STATE_MAX_CONNS_PER_HOST"},
+		{map[string]string{"WORKER_MAX_ACK_PENDING": "8"}, "WORKER_MAX_ACK_PENDING"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			_, err := Load(nil, env(tt.env), &bytes.Buffer{})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+func TestSecretsNeverShown(t *testing.T) {
+	_, err := Load(nil, env(map[string]string{"DAPR_API_TOKEN": "s3cret", "WORKER_CONCURRENCY": "x"}), &bytes.Buffer{})
+	require.Error(t, err)
+
+	c, err := Load(nil, env(map[string]string{
+		"DAPR_API_TOKEN": "s3cret", "NATS_TOKEN": "t0ken", "NATS_USER": "u", "NATS_PASSWORD": "pw9",
+		"NATS_URL": "nats://u:pw9@127.0.0.1:4222",
+	}), &bytes.Buffer{})
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "config", c)
+	for _, s := range []string{"s3cret", "t0ken", "pw9"} {
+		require.NotContains(t, buf.String(), s)
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	_, err := Load([]string{"-h"}, env(nil), &out)
+	require.True(t, errors.Is(err, flag.ErrHelp))
+	for _, v := range []string{"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "DAPR_HTTP_ENDPOINT",
+		"DAPR_HTTP_PORT", "DAPR_API_TOKEN", "CART_STATE_STORE", "WORKER_CONCURRENCY", "WORKER_HTTP_ADDR",
+		"WORKER_SHUTDOWN_TIMEOUT", "CART_SUBJECT_PREFIX", "WORKER_STATE_CLIENT", "default 20s", `default ":8080"`} {
+		require.True(t, strings.Contains(out.String(), v), v)
+	}
+}

@@ -1,0 +1,147 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cartworker/cartworker/command"
+)
+
+// Config tunes a Worker. Zero fields take the documented defaults.
+type Config struct {
+	// Subjects places commands, events and dead letters. Default prefix "cart".
+	Subjects command.Subjects
+	// Concurrency is the most commands in flight in this instance; it is
+	// also the number of lanes. Default 16.
+	Concurrency int
+	// MaxAckPending bounds the unacknowledged messages of the durable
+	// consumer across every instance, so it must leave room for several
+	// instances of 2×Concurrency each. Default 1024.
+	MaxAckPending int
+	// AckWait is how long JetStream waits for an ack before redelivering,
+	// for example after a crash. Default 30s.
+	AckWait time.Duration
+	// MaxDeliver is the delivery after which a command that keeps failing
+	// transiently is dead-lettered. Deliveries refused by an open breaker
+	// count towards it but never dead-letter by themselves. Default 10.
+	MaxDeliver int
+	// RetryBaseDelay and RetryMaxDelay bound the exponential NakWithDelay
+	// backoff of transient failures. Defaults 100ms and 5s.
+	RetryBaseDelay time.Duration
+	RetryMaxDelay  time.Duration
+	// BreakerOpenDelay is the Nak delay while the state breaker is open.
+	// Default 2s.
+	BreakerOpenDelay time.Duration
+	// CartNotFoundGrace is how long after its publication an add-item on a
+	// missing cart is retried (its cache may be in flight on another
+	// instance) before it is rejected with cart_not_found. Default 5s.
+	CartNotFoundGrace time.Duration
+	// CartNotFoundDelay is the Nak delay between those retries. Default 200ms.
+	CartNotFoundDelay time.Duration
+	// ShutdownTimeout bounds how long Run finishes in-flight commands after
+	// its context ends; what is left is Nak'ed. Default 20s.
+	ShutdownTimeout time.Duration
+	// DuplicateWindow is JetStream's publish de-duplication window on the
+	// command stream. Default and minimum 2m.
+	DuplicateWindow time.Duration
+	// CommandMaxAge is how long the command stream keeps messages. Default 24h.
+	CommandMaxAge time.Duration
+	// DeadLetterMaxAge is how long dead letters are kept. Default 14 days.
+	DeadLetterMaxAge time.Duration
+	// SetupTimeout bounds the retries of the start-up JetStream setup.
+	// Default 60s.
+	SetupTimeout time.Duration
+	// Replicas of both streams (1 for a single server). Default 1.
+	Replicas int
+	// Logger receives one line per rejected, dead-lettered or failed command.
+	// Default slog.Default().
+	Logger *slog.Logger
+	// Observer receives metrics. Default: none.
+	Observer Observer
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	dur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.Concurrency, 16)
+	def(&c.MaxAckPending, 1024)
+	def(&c.MaxDeliver, 10)
+	def(&c.Replicas, 1)
+	dur(&c.AckWait, 30*time.Second)
+	dur(&c.SetupTimeout, time.Minute)
+	dur(&c.RetryBaseDelay, 100*time.Millisecond)
+	dur(&c.RetryMaxDelay, 5*time.Second)
+	dur(&c.BreakerOpenDelay, 2*time.Second)
+	dur(&c.CartNotFoundGrace, 5*time.Second)
+	dur(&c.CartNotFoundDelay, 200*time.Millisecond)
+	dur(&c.ShutdownTimeout, 20*time.Second)
+	dur(&c.DuplicateWindow, 2*time.Minute)
+	dur(&c.CommandMaxAge, 24*time.Hour)
+	dur(&c.DeadLetterMaxAge, 14*24*time.Hour)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.Concurrency < 1 || c.Concurrency > 4096 {
+		errs = append(errs, fmt.Errorf("Concurrency %d: want 1..4096", c.Concurrency))
+	}
+	if c.MaxAckPending < 2*c.Concurrency {
+		errs = append(errs, fmt.Errorf("MaxAckPending %d: want at least 2×Concurrency (%d)", c.MaxAckPending, 2*c.Concurrency))
+	}
+	if c.MaxDeliver < 1 {
+		errs = append(errs, fmt.Errorf("MaxDeliver %d: want at least 1", c.MaxDeliver))
+	}
+	if c.DuplicateWindow < 2*time.Minute {
+		errs = append(errs, fmt.Errorf("DuplicateWindow %s: want at least 2m", c.DuplicateWindow))
+	}
+	if c.RetryMaxDelay < c.RetryBaseDelay {
+		errs = append(errs, fmt.Errorf("RetryMaxDelay %s is below RetryBaseDelay %s", c.RetryMaxDelay, c.RetryBaseDelay))
+	}
+	for name, d := range map[string]time.Duration{
+		"AckWait": c.AckWait, "ShutdownTimeout": c.ShutdownTimeout, "BreakerOpenDelay": c.BreakerOpenDelay,
+		"CartNotFoundGrace": c.CartNotFoundGrace, "CartNotFoundDelay": c.CartNotFoundDelay, "RetryBaseDelay": c.RetryBaseDelay,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must not be negative", name, d))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Observer receives the worker's metrics. Implementations must be safe for
+// concurrent use.
+type Observer interface {
+	// CommandDone is called once per delivery with the command type (or
+	// "unknown"), its outcome label and how long handling took. Outcomes:
+	// applied, duplicate, rejected, dead_letter, retry, breaker_open.
+	CommandDone(typ, outcome string, d time.Duration)
+	// Redelivered is called for every delivery after the first.
+	Redelivered()
+	// DeadLettered is called for every dead letter published.
+	DeadLettered()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) CommandDone(string, string, time.Duration) {}
+func (nopObserver) Redelivered()                              {}
+func (nopObserver) DeadLettered()                             {}

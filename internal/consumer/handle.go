@@ -1,0 +1,247 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/cartcache"
+)
+
+// Outcome labels passed to Observer.CommandDone.
+const (
+	LabelApplied     = "applied"
+	LabelDuplicate   = "duplicate"
+	LabelRejected    = "rejected"
+	LabelDeadLetter  = "dead_letter"
+	LabelRetry       = "retry"
+	LabelBreakerOpen = "breaker_open"
+	LabelShutdown    = "shutdown"
+)
+
+// Codes of rejections decided here rather than by command validation.
+const (
+	// CodeMaxDeliveries: a command kept failing transiently until its last
+	// delivery and was dead-lettered.
+	CodeMaxDeliveries = "max_deliveries"
+	// CodeUnknownTaxCode: a line's tax_code is not in the tax table.
+	CodeUnknownTaxCode = "unknown_tax_code"
+)
+
+// handle decides the fate of one delivery. It is the only place where errors
+// from decoding and applying a command are handled.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	start := time.Now()
+	typ, outcome := "unknown", LabelRetry
+	defer func() { w.cfg.Observer.CommandDone(typ, outcome, time.Since(start)) }()
+
+	md, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream message: nothing to ack or redeliver.
+		w.log.Warn("message without metadata", "subject", msg.Subject(), "err", err)
+		outcome = LabelDeadLetter
+		return
+	}
+	if md.NumDelivered > 1 {
+		w.cfg.Observer.Redelivered()
+	}
+	if ctx.Err() != nil {
+		outcome = LabelShutdown
+		w.settle(msg, msg.Nak(), "nak")
+		return
+	}
+
+	cmd, err := w.cfg.Subjects.Decode(msg.Subject(), msg.Data())
+	if err != nil {
+		var inv *command.InvalidError
+		if !errors.As(err, &inv) {
+			inv = &command.InvalidError{Code: command.CodeMalformedJSON, Reason: err.Error()}
+		}
+		_, subjType, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
+		if command.Type(subjType).Valid() {
+			typ = subjType
+		}
+		outcome = w.deadLetter(ctx, msg, md, inv.Code, inv.Reason)
+		return
+	}
+	typ = string(cmd.Type)
+
+	res, err := w.app.Apply(ctx, cmd)
+	switch {
+	case err == nil:
+		outcome = LabelApplied
+		if res.Duplicate {
+			outcome = LabelDuplicate
+		}
+		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
+		if err := w.emit(ev); err != nil {
+			outcome = w.retry(msg, md, err)
+			return
+		}
+		w.settle(msg, msg.Ack(), "ack")
+
+	case errors.Is(err, cartcache.ErrCartNotFound) && time.Since(md.Timestamp) < w.cfg.CartNotFoundGrace:
+		// The cache that creates the cart may still be in flight on
+		// another instance: look again shortly.
+		outcome = LabelRetry
+		w.settle(msg, msg.NakWithDelay(w.cfg.CartNotFoundDelay), "nak")
+
+	case errors.Is(err, cartcache.ErrCartNotFound):
+		outcome = w.reject(msg, md, cmd, command.CodeCartNotFound, err)
+	case errors.Is(err, cartcache.ErrInvalidState):
+		outcome = w.reject(msg, md, cmd, command.CodeInvalidState, err)
+	case errors.Is(err, cartcache.ErrUnknownTaxCode):
+		outcome = w.reject(msg, md, cmd, CodeUnknownTaxCode, err)
+	case errors.Is(err, cartcache.ErrInvalidCart):
+		outcome = w.deadLetter(ctx, msg, md, command.CodeInvalidCart, err.Error())
+
+	case errors.Is(err, breaker.ErrOpen):
+		// Dapr is known to be down: keep the command, neither acked nor
+		// dead-lettered, and come back when the breaker may have closed.
+		outcome = LabelBreakerOpen
+		w.settle(msg, msg.NakWithDelay(w.cfg.BreakerOpenDelay), "nak")
+
+	case ctx.Err() != nil:
+		// Shutdown ran out of time mid-command; another delivery will
+		// finish it, and the applied-id list makes that safe.
+		outcome = LabelShutdown
+		w.settle(msg, msg.Nak(), "nak")
+
+	default:
+		outcome = w.retry(msg, md, err)
+	}
+}
+
+// retry Naks a transiently failed command with exponential backoff, or
+// dead-letters it on its last delivery.
+func (w *Worker) retry(msg jetstream.Msg, md *jetstream.MsgMetadata, err error) string {
+	if int(md.NumDelivered) >= w.cfg.MaxDeliver {
+		// The work context may be cancelled already; the dead letter must
+		// still get out.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return w.deadLetter(ctx, msg, md, CodeMaxDeliveries,
+			fmt.Sprintf("failed %d deliveries, last: %v", md.NumDelivered, err))
+	}
+	delay := w.backoff(md.NumDelivered)
+	w.log.Warn("command failed, will retry",
+		"subject", msg.Subject(), "delivery", md.NumDelivered, "retry_in", delay, "err", err)
+	w.settle(msg, msg.NakWithDelay(delay), "nak")
+	return LabelRetry
+}
+
+func (w *Worker) backoff(delivered uint64) time.Duration {
+	d := w.cfg.RetryBaseDelay
+	for i := uint64(1); i < delivered && d < w.cfg.RetryMaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, w.cfg.RetryMaxDelay)
+}
+
+// reject acks a valid command that the cart refuses and tells the publisher.
+func (w *Worker) reject(msg jetstream.Msg, md *jetstream.MsgMetadata, cmd command.Command, code string, cause error) string {
+	ev := command.Event{
+		CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,
+		Error: &command.EventError{Code: code, Message: cause.Error()},
+	}
+	if err := w.emit(ev); err != nil {
+		return w.retry(msg, md, err)
+	}
+	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "err", cause)
+	w.settle(msg, msg.Ack(), "ack")
+	return LabelRejected
+}
+
+// deadLetter copies the message to the dead-letter stream, emits a rejected
+// event when the subject names a valid cart, and terminates the original.
+// If the copy cannot be stored the original is Nak'ed instead: a command is
+// never dropped without a dead letter.
+func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, code, reason string) string {
+	cartID, typ, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
+	if !command.ValidCartID(cartID) {
+		cartID = command.UnknownCartID
+	}
+	if !command.Type(typ).Valid() {
+		typ = "unknown"
+	}
+	dl := &nats.Msg{
+		Subject: w.cfg.Subjects.DeadLetter(cartID, typ),
+		Data:    msg.Data(),
+		Header:  nats.Header{},
+	}
+	for k, v := range msg.Headers() {
+		dl.Header[k] = v
+	}
+	dl.Header.Set(command.HeaderDLQCode, code)
+	dl.Header.Set(command.HeaderDLQReason, truncate(reason, 512))
+	dl.Header.Set(command.HeaderDLQSubject, msg.Subject())
+	dl.Header.Set(command.HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	// Keyed on the stream sequence so that a retried dead-lettering is
+	// stored once.
+	dl.Header.Set(command.HeaderMsgID, "dlq-"+strconv.FormatUint(md.Sequence.Stream, 10))
+
+	if _, err := w.js.PublishMsg(ctx, dl); err != nil {
+		w.log.Error("dead letter not stored, will retry",
+			"subject", msg.Subject(), "code", code, "err", err)
+		w.settle(msg, msg.NakWithDelay(w.cfg.RetryBaseDelay), "nak")
+		return LabelRetry
+	}
+	w.cfg.Observer.DeadLettered()
+	w.log.Warn("command dead-lettered",
+		"subject", msg.Subject(), "dlq_subject", dl.Subject, "code", code, "reason", reason, "delivery", md.NumDelivered)
+
+	if cartID != command.UnknownCartID {
+		ev := command.Event{
+			CommandID: msg.Headers().Get(command.HeaderMsgID), Type: command.Type(typ), CartID: cartID,
+			Outcome: command.OutcomeRejected, Error: &command.EventError{Code: code, Message: reason},
+		}
+		// The dead letter is stored; a lost event must not resurrect the
+		// command, so a failure here is only logged.
+		if err := w.emit(ev); err != nil {
+			w.log.Warn("rejected event not sent", "subject", msg.Subject(), "err", err)
+		}
+	}
+	w.settle(msg, msg.TermWithReason(code), "term")
+	return LabelDeadLetter
+}
+
+func (w *Worker) emit(ev command.Event) error {
+	b, err := command.MarshalEvent(ev)
+	if err != nil {
+		return err
+	}
+	if err := w.pub.Publish(w.cfg.Subjects.Event(ev.CartID, ev.Outcome), b); err != nil {
+		return fmt.Errorf("publish %s event: %w", ev.Outcome, err)
+	}
+	return nil
+}
+
+// settle reports a failed ack/nak/term. There is nothing else to do: the
+// server redelivers after AckWait, and the applied-id list absorbs it.
+func (w *Worker) settle(msg jetstream.Msg, err error, what string) {
+	if err != nil {
+		w.log.Warn(what+" failed", "subject", msg.Subject(), "err", err)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// loggerish is the worker's logger; pullError keeps one spelling of that line.
+type loggerish struct{ *slog.Logger }
+
+func (l loggerish) pullError(err error) {
+	l.Warn("pull from JetStream failed", "err", err)
+}

@@ -1,0 +1,222 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cartcache"
+)
+
+// Applier applies one validated command. cartcache.Service implements it.
+type Applier interface {
+	Apply(ctx context.Context, cmd command.Command) (cartcache.Result, error)
+}
+
+var _ Applier = (*cartcache.Service)(nil)
+
+// Publisher sends outcome events on core NATS. *nats.Conn implements it.
+type Publisher interface {
+	Publish(subject string, data []byte) error
+}
+
+var _ Publisher = (*nats.Conn)(nil)
+
+// Worker consumes cart commands. Create it with New, call Setup once, then Run.
+type Worker struct {
+	js  jetstream.JetStream
+	pub Publisher
+	app Applier
+	cfg Config
+	log loggerish
+}
+
+// New returns a Worker. It does not touch the server until Setup or Run.
+func New(js jetstream.JetStream, pub Publisher, app Applier, cfg Config) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("consumer config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	return &Worker{js: js, pub: pub, app: app, cfg: cfg, log: loggerish{cfg.Logger}}, nil
+}
+
+// Setup creates or updates the command and dead-letter streams and the
+// shared durable consumer. Every instance calls it at start-up; it is
+// idempotent.
+func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
+	s := w.cfg.Subjects
+	if _, err := w.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        command.StreamCommands,
+		Description: "cart commands, consumed by cartworker",
+		Subjects:    []string{s.Commands()},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      w.cfg.CommandMaxAge,
+		Duplicates:  w.cfg.DuplicateWindow,
+		Replicas:    w.cfg.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", command.StreamCommands, err)
+	}
+	if _, err := w.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        command.StreamDeadLetters,
+		Description: "cart commands that can never be applied",
+		Subjects:    []string{s.DeadLetters()},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      w.cfg.DeadLetterMaxAge,
+		Duplicates:  w.cfg.DuplicateWindow,
+		Replicas:    w.cfg.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", command.StreamDeadLetters, err)
+	}
+	cons, err := w.js.CreateOrUpdateConsumer(ctx, command.StreamCommands, jetstream.ConsumerConfig{
+		Durable:       command.ConsumerName,
+		Description:   "cartworker instances share this consumer",
+		FilterSubject: s.Commands(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		// The worker, not the server, decides when to give up, so that an
+		// open breaker never exhausts a command's deliveries and every give
+		// up is a dead letter rather than a silent drop.
+		MaxDeliver:    -1,
+		MaxAckPending: w.cfg.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", command.ConsumerName, err)
+	}
+	return cons, nil
+}
+
+// Run sets up JetStream, then pulls and handles commands until ctx ends. It
+// then stops pulling, lets the lanes finish what they hold within
+// ShutdownTimeout, Naks whatever is left, and returns nil. Its goroutines
+// have all exited when it returns.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.setupWithRetry(ctx)
+	if err != nil {
+		return err
+	}
+	return w.consume(ctx, cons)
+}
+
+// setupWithRetry retries Setup for up to SetupTimeout: at start-up NATS may
+// still be coming up next to the worker, as in docker compose.
+func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error) {
+	deadline := time.Now().Add(w.cfg.SetupTimeout)
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := w.Setup(attemptCtx)
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, err
+		}
+		w.log.Warn("JetStream setup failed, retrying", "err", err)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
+	n := w.cfg.Concurrency
+	iter, err := cons.Messages(
+		jetstream.PullMaxMessages(n),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+	)
+	if err != nil {
+		return fmt.Errorf("pull from %s: %w", command.ConsumerName, err)
+	}
+
+	// work is the context handlers run under: it outlives ctx by at most
+	// ShutdownTimeout so that in-flight commands can finish.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	var wg sync.WaitGroup
+	stopWatch := make(chan struct{})
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			// Drain stops the pulls but still hands out what is buffered,
+			// which the lanes handle or Nak below.
+			iter.Drain()
+			t := time.NewTimer(w.cfg.ShutdownTimeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				// Handlers see a cancelled context and Nak; Stop also ends
+				// a drain stuck on a broken connection.
+				cancelWork()
+				iter.Stop()
+			case <-stopWatch:
+			}
+		case <-stopWatch:
+			iter.Stop()
+		}
+	})
+
+	slots := make(chan struct{}, n)
+	lanes := make([]chan jetstream.Msg, n)
+	var lanesWG sync.WaitGroup
+	for i := range lanes {
+		// A lane never holds more than n messages because a slot is taken
+		// before a message is queued, so sends below never block.
+		lanes[i] = make(chan jetstream.Msg, n)
+		lane := lanes[i]
+		lanesWG.Go(func() {
+			for msg := range lane {
+				w.handle(work, msg)
+				<-slots
+			}
+		})
+	}
+
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			// Heartbeat and status hiccups are reported by the iterator and
+			// then recovered by it; wait a little rather than spin.
+			w.log.pullError(err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		slots <- struct{}{}
+		lanes[w.lane(msg.Subject())] <- msg
+	}
+	for _, l := range lanes {
+		close(l)
+	}
+	lanesWG.Wait()
+	close(stopWatch)
+	wg.Wait()
+	return nil
+}
+
+// lane picks a cart's lane from its subject, without decoding the body.
+func (w *Worker) lane(subject string) int {
+	cartID, _, _ := w.cfg.Subjects.ParseCommand(subject)
+	// Inline FNV-1a: hash/fnv would allocate on this per-message path.
+	h := uint32(2166136261)
+	for i := 0; i < len(cartID); i++ {
+		h ^= uint32(cartID[i])
+		h *= 16777619
+	}
+	return int(h % uint32(w.cfg.Concurrency))
+}

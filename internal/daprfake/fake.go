@@ -1,0 +1,456 @@
+// Package daprfake is an in-process fake of Dapr's HTTP state API for unit
+// tests and benchmarks.
+//
+// It serves the endpoints the worker uses on an httptest.Server, keeps
+// documents in memory with integer ETags, honours first-write concurrency and
+// TTL metadata, and lets tests inject faults and read back what it saw,
+// including how many TCP connections clients opened.
+//
+// ETags come from one counter for the whole fake, so they never repeat.
+// Dapr's Redis store instead versions each key from 1, so a key deleted and
+// re-created there can reuse an old ETag; do not test logic that relies on
+// either behaviour.
+package daprfake
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Operation names accepted by Requests.
+const (
+	OpGet     = "get"
+	OpSave    = "save"
+	OpDelete  = "delete"
+	OpHealthz = "healthz"
+)
+
+// DefaultStoreName is the store the fake serves unless WithStoreName says
+// otherwise.
+const DefaultStoreName = "cartstore"
+
+// Option configures a Fake.
+type Option func(*Fake)
+
+// WithAPIToken makes the fake require the dapr-api-token header on state
+// calls, answering 401 without it. /v1.0/healthz stays open, as in daprd.
+func WithAPIToken(token string) Option {
+	return func(f *Fake) { f.token = token }
+}
+
+// WithStoreName sets the only store name the fake answers for; other names
+// get 400 ERR_STATE_STORE_NOT_FOUND. Default DefaultStoreName.
+func WithStoreName(name string) Option {
+	return func(f *Fake) { f.store = name }
+}
+
+// WithClock replaces time.Now for TTL expiry, so tests can expire documents
+// without waiting.
+func WithClock(now func() time.Time) Option {
+	return func(f *Fake) { f.now = now }
+}
+
+type item struct {
+	doc     []byte
+	etag    uint64
+	ttl     time.Duration
+	expires time.Time // zero: never
+}
+
+// Fake is a running fake Dapr sidecar. All methods are safe for concurrent
+// use.
+type Fake struct {
+	srv   *httptest.Server
+	store string
+	token string
+	now   func() time.Time
+	done  chan struct{}
+	close sync.Once
+
+	mu       sync.Mutex
+	items    map[string]item
+	lastETag uint64
+	failCode int
+	failLeft int // < 0: until Heal
+	delay    time.Duration
+	opened   int
+	open     int
+	maxOpen  int
+	requests map[string]int
+}
+
+// New starts a fake. Call Close when done, typically via t.Cleanup.
+func New(opts ...Option) *Fake {
+	f := &Fake{
+		store:    DefaultStoreName,
+		now:      time.Now,
+		done:     make(chan struct{}),
+		items:    make(map[string]item),
+		requests: make(map[string]int),
+	}
+	for _, o := range opts {
+		o(f)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1.0/state/{store}", f.handleSave)
+	mux.HandleFunc("GET /v1.0/state/{store}/{key}", f.handleGet)
+	mux.HandleFunc("DELETE /v1.0/state/{store}/{key}", f.handleDelete)
+	mux.HandleFunc("GET /v1.0/healthz", f.handleHealthz)
+
+	f.srv = httptest.NewUnstartedServer(mux)
+	f.srv.Config.ConnState = f.connState
+	f.srv.Start()
+	return f
+}
+
+// URL is the base URL to use as statepool.Config.Endpoint.
+func (f *Fake) URL() string { return f.srv.URL }
+
+// Close stops the server, cutting short any delayed requests. It is safe to
+// call more than once.
+func (f *Fake) Close() {
+	f.close.Do(func() {
+		close(f.done)
+		f.srv.Close()
+	})
+}
+
+// FailWith makes every request answer code until Heal.
+func (f *Fake) FailWith(code int) { f.FailNext(-1, code) }
+
+// FailNext makes the next n requests answer code; n < 0 means until Heal.
+func (f *Fake) FailNext(n, code int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failCode, f.failLeft = code, n
+}
+
+// Heal stops injected failures.
+func (f *Fake) Heal() { f.FailNext(0, 0) }
+
+// SetDelay holds every request for d before answering; zero removes it.
+func (f *Fake) SetDelay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = d
+}
+
+// Conns reports how many TCP connections the fake has accepted and the most
+// that were open at once.
+func (f *Fake) Conns() (opened, maxOpen int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opened, f.maxOpen
+}
+
+// OpenConns reports how many connections are open now.
+func (f *Fake) OpenConns() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.open
+}
+
+// Requests reports how many requests arrived for op (OpGet, OpSave,
+// OpDelete, OpHealthz), including rejected and failed ones.
+func (f *Fake) Requests(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests[op]
+}
+
+// Get returns a copy of the stored document at key, honouring TTL.
+func (f *Fake) Get(key string) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	it, ok := f.lookup(key)
+	if !ok {
+		return nil, false
+	}
+	return append([]byte(nil), it.doc...), true
+}
+
+// ETag returns the current ETag of key.
+func (f *Fake) ETag(key string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	it, ok := f.lookup(key)
+	if !ok {
+		return "", false
+	}
+	return strconv.FormatUint(it.etag, 10), true
+}
+
+// TTL returns the ttlInSeconds last saved with key, zero if none.
+func (f *Fake) TTL(key string) (time.Duration, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	it, ok := f.lookup(key)
+	if !ok {
+		return 0, false
+	}
+	return it.ttl, true
+}
+
+// Put seeds key with doc, bypassing faults and concurrency checks, and
+// returns the new ETag.
+func (f *Fake) Put(key string, doc []byte) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastETag++
+	f.items[key] = item{doc: append([]byte(nil), doc...), etag: f.lastETag}
+	return strconv.FormatUint(f.lastETag, 10)
+}
+
+// Len reports how many live documents the fake holds.
+func (f *Fake) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for k := range f.items {
+		if _, ok := f.lookup(k); ok {
+			n++
+		}
+	}
+	return n
+}
+
+// lookup returns the live item at key, dropping it if expired. f.mu must be
+// held.
+func (f *Fake) lookup(key string) (item, bool) {
+	it, ok := f.items[key]
+	if !ok {
+		return item{}, false
+	}
+	if !it.expires.IsZero() && !f.now().Before(it.expires) {
+		delete(f.items, key)
+		return item{}, false
+	}
+	return it, true
+}
+
+func (f *Fake) connState(_ net.Conn, s http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch s {
+	case http.StateNew:
+		f.opened++
+		f.open++
+		f.maxOpen = max(f.maxOpen, f.open)
+	case http.StateClosed, http.StateHijacked:
+		f.open--
+	}
+}
+
+// begin does what every request shares: count, delay, authenticate, inject
+// faults. It reports false when it has already answered.
+func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
+	f.mu.Lock()
+	f.requests[op]++
+	delay := f.delay
+	f.mu.Unlock()
+
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return false
+		case <-f.done:
+			writeError(w, http.StatusServiceUnavailable, "ERR_FAKE_CLOSED", "fake is shutting down")
+			return false
+		}
+	}
+
+	if op != OpHealthz && f.token != "" && r.Header.Get("dapr-api-token") != f.token {
+		writeError(w, http.StatusUnauthorized, "ERR_UNAUTHORIZED", "invalid api token")
+		return false
+	}
+
+	f.mu.Lock()
+	code := 0
+	if f.failLeft != 0 {
+		code = f.failCode
+		if f.failLeft > 0 {
+			f.failLeft--
+		}
+	}
+	f.mu.Unlock()
+	if code != 0 {
+		writeError(w, code, "ERR_FAKE_INJECTED", "injected failure")
+		return false
+	}
+
+	if op != OpHealthz && r.PathValue("store") != f.store {
+		writeError(w, http.StatusBadRequest, "ERR_STATE_STORE_NOT_FOUND",
+			"state store "+r.PathValue("store")+" is not found")
+		return false
+	}
+	return true
+}
+
+func (f *Fake) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	if f.begin(w, r, OpHealthz) {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (f *Fake) handleGet(w http.ResponseWriter, r *http.Request) {
+	if !f.begin(w, r, OpGet) {
+		return
+	}
+	key := r.PathValue("key")
+	f.mu.Lock()
+	it, ok := f.lookup(key)
+	f.mu.Unlock()
+	if !ok {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	h := w.Header()
+	h.Set("ETag", strconv.FormatUint(it.etag, 10))
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(it.doc)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(it.doc)
+}
+
+// setRequest mirrors one element of Dapr's bulk save body.
+type setRequest struct {
+	Key      string            `json:"key"`
+	Value    json.RawMessage   `json:"value"`
+	ETag     *string           `json:"etag,omitempty"`
+	Options  setOptions        `json:"options"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+type setOptions struct {
+	Concurrency string `json:"concurrency"`
+}
+
+func (f *Fake) handleSave(w http.ResponseWriter, r *http.Request) {
+	if !f.begin(w, r, OpSave) {
+		return
+	}
+	var reqs []setRequest
+	if err := json.NewDecoder(r.Body).Decode(&reqs); err != nil {
+		writeError(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", err.Error())
+		return
+	}
+
+	type write struct {
+		key   string
+		check bool // first-write: etag must match
+		etag  uint64
+		it    item
+	}
+	writes := make([]write, 0, len(reqs))
+	for _, req := range reqs {
+		if req.Key == "" || len(req.Value) == 0 {
+			writeError(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", "key and value are required")
+			return
+		}
+		ttl, err := parseTTL(req.Metadata["ttlInSeconds"])
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "ERR_STATE_SAVE", "invalid ttlInSeconds: "+err.Error())
+			return
+		}
+		wr := write{key: req.Key, it: item{doc: req.Value, ttl: ttl}}
+		if req.ETag != nil && *req.ETag != "" && req.Options.Concurrency != "last-write" {
+			wr.check = true
+			if wr.etag, err = strconv.ParseUint(*req.ETag, 10, 64); err != nil {
+				writeError(w, http.StatusBadRequest, "ERR_STATE_SAVE", "invalid etag value: "+*req.ETag)
+				return
+			}
+		}
+		writes = append(writes, wr)
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Check every item before writing any, so a rejected batch changes
+	// nothing.
+	for _, wr := range writes {
+		if !wr.check {
+			continue
+		}
+		// An etag on a missing key is a mismatch too, as in Dapr's Redis
+		// store.
+		if cur, ok := f.lookup(wr.key); !ok || cur.etag != wr.etag {
+			writeError(w, http.StatusConflict, "ERR_STATE_SAVE", "possible etag mismatch")
+			return
+		}
+	}
+	now := f.now()
+	for _, wr := range writes {
+		f.lastETag++
+		it := wr.it
+		it.etag = f.lastETag
+		if it.ttl > 0 {
+			it.expires = now.Add(it.ttl)
+		}
+		f.items[wr.key] = it
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *Fake) handleDelete(w http.ResponseWriter, r *http.Request) {
+	if !f.begin(w, r, OpDelete) {
+		return
+	}
+	key := r.PathValue("key")
+	etag := r.Header.Get("If-Match")
+	if r.URL.Query().Get("concurrency") == "last-write" {
+		etag = ""
+	}
+	var want uint64
+	if etag != "" {
+		v, err := strconv.ParseUint(etag, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "ERR_STATE_DELETE", "invalid etag value: "+etag)
+			return
+		}
+		want = v
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cur, ok := f.lookup(key)
+	if etag != "" && (!ok || cur.etag != want) {
+		writeError(w, http.StatusConflict, "ERR_STATE_DELETE", "possible etag mismatch")
+		return
+	}
+	delete(f.items, key)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// parseTTL reads ttlInSeconds; "" and -1 mean no expiry, as in Dapr.
+func parseTTL(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n <= 0 {
+		return 0, nil
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func writeError(w http.ResponseWriter, code int, errorCode, msg string) {
+	body, _ := json.Marshal(struct {
+		ErrorCode string `json:"errorCode"`
+		Message   string `json:"message"`
+	}{errorCode, msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,450 @@
+package statepool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Operation names reported to Hooks.OnRequest and in StatusError.Op.
+const (
+	OpGet    = "get"
+	OpSave   = "save"
+	OpDelete = "delete"
+)
+
+// Codes reported to Hooks.OnRequest when no HTTP status was received.
+const (
+	CodeTimeout = "timeout"
+	CodeError   = "error"
+)
+
+// Header names in canonical form, so assigning them straight into the
+// header map skips canonicalisation on the hot path. HTTP/1.1 header names
+// are case-insensitive, so Dapr's dapr-api-token matches.
+const (
+	headerAPIToken    = "Dapr-Api-Token"
+	headerContentType = "Content-Type"
+	headerIfMatch     = "If-Match"
+	headerETag        = "Etag"
+)
+
+// maxDrain is the largest declared body worth draining to keep the
+// connection. Dapr's bodies are tiny; past this, dropping the connection is
+// cheaper than reading on.
+const maxDrain = 1 << 20
+
+// Entry is a stored document and the ETag it was read at.
+type Entry struct {
+	// Value is the raw JSON document.
+	Value []byte
+	// ETag is Dapr's version of the document; pass it to Save or Delete to
+	// make them conditional.
+	ETag string
+}
+
+// SaveOptions tunes a Save.
+type SaveOptions struct {
+	// ETag, when set, makes the save conditional (first-write concurrency):
+	// Dapr answers 409, surfaced as ErrETagMismatch, if the document has
+	// changed or does not exist.
+	ETag string
+	// TTL, when positive, expires the document after that long. Dapr counts
+	// whole seconds, so it is rounded up.
+	TTL time.Duration
+}
+
+// Client calls Dapr's state API for one store. It is safe for concurrent
+// use.
+type Client struct {
+	doer      Doer
+	hooks     Hooks
+	timeout   time.Duration
+	keyPrefix string   // <endpoint>/v1.0/state/<store>/
+	saveURL   string   // <endpoint>/v1.0/state/<store>
+	token     []string // shared header value, never mutated
+	bufs      sync.Pool
+}
+
+// New returns a Client that sends through doer, normally the shared client
+// from NewHTTPClient or the Doer from NewDoer. cfg must pass Validate.
+func New(doer Doer, cfg Config, hooks Hooks) (*Client, error) {
+	if doer == nil {
+		return nil, errors.New("statepool: nil Doer")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c := &Client{
+		doer:    doer,
+		hooks:   hooks,
+		timeout: cfg.RequestTimeout,
+		saveURL: cfg.Endpoint + "/v1.0/state/" + url.PathEscape(cfg.StoreName),
+	}
+	c.keyPrefix = c.saveURL + "/"
+	if cfg.APIToken != "" {
+		c.token = []string{cfg.APIToken}
+	}
+	return c, nil
+}
+
+// Get returns the document at key, or ErrNotFound.
+func (c *Client) Get(ctx context.Context, key string) (Entry, error) {
+	if key == "" {
+		return Entry{}, ErrEmptyKey
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.keyPrefix+url.PathEscape(key), nil)
+	if err != nil {
+		return Entry{}, wrap(OpGet, key, err)
+	}
+	c.setAuth(req)
+	resp, err := c.doer.Do(req)
+	if err != nil {
+		return Entry{}, c.transportErr(OpGet, key, err)
+	}
+	defer resp.Body.Close()
+
+	switch resp.StatusCode {
+	case http.StatusOK:
+		value, err := readBody(resp)
+		if err != nil {
+			return Entry{}, c.transportErr(OpGet, key, err)
+		}
+		c.report(OpGet, resp.StatusCode)
+		return Entry{Value: value, ETag: resp.Header.Get(headerETag)}, nil
+	case http.StatusNoContent, http.StatusNotFound:
+		return Entry{}, c.finish(OpGet, resp, ErrNotFound)
+	default:
+		return Entry{}, c.statusErr(OpGet, key, resp)
+	}
+}
+
+// Save stores value, which must be one JSON document, at key. With
+// opts.ETag set it fails with ErrETagMismatch if the document changed.
+func (c *Client) Save(ctx context.Context, key string, value []byte, opts SaveOptions) error {
+	if key == "" {
+		return ErrEmptyKey
+	}
+	if !json.Valid(value) {
+		return ErrInvalidValue
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+
+	body := c.newBody()
+	defer body.release() // Save's own reference; the transport holds others.
+	body.data = appendSaveBody(body.data[:0], key, value, opts)
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.saveURL, nil)
+	if err != nil {
+		return wrap(OpSave, key, err)
+	}
+	req.Body = body.reader()
+	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+	req.ContentLength = int64(len(body.data))
+	req.Header[headerContentType] = jsonContentType
+	c.setAuth(req)
+
+	resp, err := c.doer.Do(req)
+	if err != nil {
+		return c.transportErr(OpSave, key, err)
+	}
+	defer resp.Body.Close()
+
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK, http.StatusCreated:
+		return c.finish(OpSave, resp, nil)
+	case http.StatusConflict:
+		return c.finish(OpSave, resp, ErrETagMismatch)
+	default:
+		return c.statusErr(OpSave, key, resp)
+	}
+}
+
+// Delete removes key. With etag set it fails with ErrETagMismatch if the
+// document changed. Deleting a missing key without an etag succeeds.
+func (c *Client) Delete(ctx context.Context, key, etag string) error {
+	if key == "" {
+		return ErrEmptyKey
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+
+	u := c.keyPrefix + url.PathEscape(key)
+	if etag != "" {
+		u += "?concurrency=first-write"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+	if err != nil {
+		return wrap(OpDelete, key, err)
+	}
+	if etag != "" {
+		req.Header[headerIfMatch] = []string{etag}
+	}
+	c.setAuth(req)
+
+	resp, err := c.doer.Do(req)
+	if err != nil {
+		return c.transportErr(OpDelete, key, err)
+	}
+	defer resp.Body.Close()
+
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK:
+		return c.finish(OpDelete, resp, nil)
+	case http.StatusConflict:
+		return c.finish(OpDelete, resp, ErrETagMismatch)
+	default:
+		return c.statusErr(OpDelete, key, resp)
+	}
+}
+
+var jsonContentType = []string{"application/json"}
+
+// withTimeout applies RequestTimeout unless the caller's deadline is already
+// sooner, which saves a timer per call when the caller is the tighter bound.
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= c.timeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+func (c *Client) setAuth(req *http.Request) {
+	if c.token != nil {
+		req.Header[headerAPIToken] = c.token
+	}
+}
+
+// finish drains the body so the connection goes back to the pool, then
+// reports the call. A failed drain is reported but does not override err:
+// the status was already received and decides the outcome.
+func (c *Client) finish(op string, resp *http.Response, err error) error {
+	drain(resp)
+	c.report(op, resp.StatusCode)
+	return err
+}
+
+func (c *Client) statusErr(op, key string, resp *http.Response) error {
+	var head [maxErrorBody]byte
+	n, _ := io.ReadFull(resp.Body, head[:])
+	drain(resp)
+	c.report(op, resp.StatusCode)
+	return &StatusError{Op: op, Key: key, StatusCode: resp.StatusCode, Body: string(head[:n])}
+}
+
+func (c *Client) transportErr(op, key string, err error) error {
+	// url.Error repeats the method and full URL; the key is context enough.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if c.hooks.OnRequest != nil {
+		code := CodeError
+		if isTimeout(err) {
+			code = CodeTimeout
+		}
+		c.hooks.OnRequest(op, code)
+	}
+	return wrap(op, key, err)
+}
+
+func (c *Client) report(op string, status int) {
+	if c.hooks.OnRequest != nil {
+		c.hooks.OnRequest(op, statusCode(status))
+	}
+}
+
+func wrap(op, key string, err error) error {
+	return fmt.Errorf("statepool: %s %q: %w", op, key, err)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// statusCode avoids an allocation per call for the statuses Dapr returns.
+func statusCode(status int) string {
+	switch status {
+	case http.StatusOK:
+		return "200"
+	case http.StatusNoContent:
+		return "204"
+	case http.StatusBadRequest:
+		return "400"
+	case http.StatusUnauthorized:
+		return "401"
+	case http.StatusNotFound:
+		return "404"
+	case http.StatusConflict:
+		return "409"
+	case http.StatusInternalServerError:
+		return "500"
+	case http.StatusBadGateway:
+		return "502"
+	case http.StatusServiceUnavailable:
+		return "503"
+	default:
+		return strconv.Itoa(status)
+	}
+}
+
+// readBody reads the whole body into a slice sized from Content-Length, so
+// the common case costs one allocation of exactly the document's size.
+func readBody(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= maxDrain {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, err
+		}
+		drain(resp)
+		return b, nil
+	}
+	return io.ReadAll(resp.Body)
+}
+
+// drain reads the rest of the body so the transport can reuse the
+// connection. A chunked body of unknown size is still bounded by the
+// per-call timeout. io.Copy into io.Discard uses a pooled buffer, so this
+// allocates nothing.
+func drain(resp *http.Response) {
+	if resp.ContentLength > maxDrain {
+		return
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+}
+
+// appendSaveBody appends Dapr's bulk save body for one item:
+//
+//	[{"key":K,"value":V,"etag":E,"options":{"concurrency":"first-write"},"metadata":{"ttlInSeconds":"N"}}]
+//
+// value is spliced in raw (it is already JSON), so Dapr stores the document
+// rather than a string holding it.
+func appendSaveBody(b []byte, key string, value []byte, opts SaveOptions) []byte {
+	b = append(b, `[{"key":`...)
+	b = appendJSONString(b, key)
+	b = append(b, `,"value":`...)
+	b = append(b, value...)
+	if opts.ETag != "" {
+		b = append(b, `,"etag":`...)
+		b = appendJSONString(b, opts.ETag)
+		b = append(b, `,"options":{"concurrency":"first-write"}`...)
+	}
+	if opts.TTL > 0 {
+		secs := int64((opts.TTL + time.Second - 1) / time.Second)
+		b = append(b, `,"metadata":{"ttlInSeconds":"`...)
+		b = strconv.AppendInt(b, secs, 10)
+		b = append(b, `"}`...)
+	}
+	return append(b, `}]`...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Keys and ETags are short and
+// almost always plain ASCII, so this beats a json.Marshal allocation.
+// Invalid UTF-8 passes through; Dapr rejects it, which is the right outcome.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch >= 0x20 && ch != '"' && ch != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch ch {
+		case '"', '\\':
+			b = append(b, '\\', ch)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[ch>>4], hexDigits[ch&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// saveBody is a pooled request buffer shared by Save and every reader the
+// transport takes from it (the body and any GetBody replay). Each holds a
+// reference; the buffer returns to the pool only when all have let go,
+// because the transport may still read a body after Do returns.
+type saveBody struct {
+	data  []byte
+	refs  atomic.Int32
+	pool  *sync.Pool
+	first saveBodyReader // the request body; GetBody replays allocate
+	used  bool           // first has been handed out
+}
+
+func (c *Client) newBody() *saveBody {
+	b, ok := c.bufs.Get().(*saveBody)
+	if !ok {
+		b = &saveBody{pool: &c.bufs}
+	}
+	b.refs.Store(1)
+	b.used = false
+	return b
+}
+
+// reader is called by Save and by the transport inside Do, never
+// concurrently, so used needs no lock.
+func (b *saveBody) reader() io.ReadCloser {
+	b.refs.Add(1)
+	if !b.used {
+		b.used = true
+		b.first.Reader.Reset(b.data)
+		b.first.owner = b
+		b.first.closed.Store(false)
+		return &b.first
+	}
+	r := &saveBodyReader{owner: b}
+	r.Reader.Reset(b.data)
+	return r
+}
+
+// maxPooledBody keeps one oversized cart from pinning its buffer forever.
+const maxPooledBody = 64 << 10
+
+func (b *saveBody) release() {
+	if b.refs.Add(-1) == 0 && cap(b.data) <= maxPooledBody {
+		b.pool.Put(b)
+	}
+}
+
+type saveBodyReader struct {
+	bytes.Reader
+	owner  *saveBody
+	closed atomic.Bool
+}
+
+func (r *saveBodyReader) Close() error {
+	if r.closed.CompareAndSwap(false, true) {
+		r.owner.release()
+	}
+	return nil
+}

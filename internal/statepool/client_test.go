@@ -1,0 +1,332 @@
+package statepool_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/daprfake"
+	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/statetest"
+)
+
+func TestStoreContract(t *testing.T) {
+	for _, mode := range []statepool.Mode{statepool.ModePooled, statepool.ModePerRequest} {
+		t.Run(string(mode), func(t *testing.T) {
+			statetest.RunStoreContract(t, func(t *testing.T) (statetest.Store, *daprfake.Fake) {
+				f := newFake(t)
+				return newClient(t, f, statepool.Config{Mode: mode}, statepool.Hooks{}), f
+			})
+		})
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	_, err := statepool.New(nil, statepool.Config{}, statepool.Hooks{})
+	require.Error(t, err)
+
+	_, err = statepool.New(http.DefaultClient, statepool.Config{MaxConns: -1}, statepool.Hooks{})
+	require.ErrorIs(t, err, statepool.ErrInvalidConfig)
+}
+
+func TestArgumentErrors(t *testing.T) {
+	f := newFake(t)
+	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	ctx := context.Background()
+
+	tests := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"get empty key", func() error { _, err := c.Get(ctx, ""); return err }, statepool.ErrEmptyKey},
+		{"save empty key", func() error { return c.Save(ctx, "", []byte(`{}`), statepool.SaveOptions{}) }, statepool.ErrEmptyKey},
+		{"delete empty key", func() error { return c.Delete(ctx, "", "") }, statepool.ErrEmptyKey},
+		{"save nil value", func() error { return c.Save(ctx, "k", nil, statepool.SaveOptions{}) }, statepool.ErrInvalidValue},
+		{"save bad json", func() error { return c.Save(ctx, "k", []byte(`{"a":`), statepool.SaveOptions{}) }, statepool.ErrInvalidValue},
+		{
+			"save smuggled item",
+			func() error { return c.Save(ctx, "k", []byte(`1},{"key":"other","value":2`), statepool.SaveOptions{}) },
+			statepool.ErrInvalidValue,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.ErrorIs(t, tt.call(), tt.want)
+		})
+	}
+	require.Zero(t, f.Requests(daprfake.OpSave)+f.Requests(daprfake.OpGet)+f.Requests(daprfake.OpDelete),
+		"argument errors must not reach Dapr")
+}
+
+func TestKeysArePathEscaped(t *testing.T) {
+	f := newFake(t)
+	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	ctx := context.Background()
+
+	for _, key := range []string{"a/b", "a b", "q?x=1", "h#frag", "pct%41", "ünï"} {
+		t.Run(key, func(t *testing.T) {
+			require.NoError(t, c.Save(ctx, key, []byte(`{"k":1}`), statepool.SaveOptions{}))
+			e, err := c.Get(ctx, key)
+			require.NoError(t, err)
+			require.JSONEq(t, `{"k":1}`, string(e.Value))
+			require.NoError(t, c.Delete(ctx, key, e.ETag))
+			_, ok := f.Get(key)
+			require.False(t, ok)
+		})
+	}
+}
+
+func TestTTLRoundsUpToWholeSeconds(t *testing.T) {
+	f := newFake(t)
+	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+
+	tests := []struct {
+		ttl  time.Duration
+		want time.Duration
+	}{
+		{time.Nanosecond, time.Second},
+		{1500 * time.Millisecond, 2 * time.Second},
+		{time.Hour, time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ttl.String(), func(t *testing.T) {
+			require.NoError(t, c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{TTL: tt.ttl}))
+			got, _ := f.TTL("k")
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestAPIToken(t *testing.T) {
+	const token = "s3cret-token"
+	f := newFake(t, daprfake.WithAPIToken(token))
+	ctx := context.Background()
+
+	with := newClient(t, f, statepool.Config{APIToken: token}, statepool.Hooks{})
+	require.NoError(t, with.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{}))
+	_, err := with.Get(ctx, "k")
+	require.NoError(t, err)
+	require.NoError(t, with.Delete(ctx, "k", ""))
+
+	without := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	_, err = without.Get(ctx, "k")
+	var se *statepool.StatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, http.StatusUnauthorized, se.StatusCode)
+	require.Equal(t, statepool.OpGet, se.Op)
+	require.NotContains(t, err.Error(), token)
+}
+
+func TestStatusError(t *testing.T) {
+	f := newFake(t)
+	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	f.FailWith(http.StatusServiceUnavailable)
+
+	err := c.Save(context.Background(), "c-1", []byte(`{}`), statepool.SaveOptions{})
+	var se *statepool.StatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, statepool.OpSave, se.Op)
+	require.Equal(t, "c-1", se.Key)
+	require.Equal(t, http.StatusServiceUnavailable, se.StatusCode)
+	require.Contains(t, se.Body, "ERR_FAKE_INJECTED")
+	require.Equal(t, `statepool: save "c-1": unexpected status 503: `+se.Body, err.Error())
+}
+
+// TestStatusErrorBodyTruncated also checks that a long error body is drained
+// so the connection survives.
+func TestStatusErrorBodyTruncated(t *testing.T) {
+	var opened atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(strings.Repeat("x", 10_000)))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	cfg := statepool.Config{Endpoint: srv.URL}
+	hc := statepool.NewHTTPClient(cfg, statepool.Hooks{})
+	t.Cleanup(hc.CloseIdleConnections)
+	c, err := statepool.New(hc, cfg, statepool.Hooks{})
+	require.NoError(t, err)
+
+	for range 3 {
+		_, err := c.Get(context.Background(), "k")
+		var se *statepool.StatusError
+		require.ErrorAs(t, err, &se)
+		require.Len(t, se.Body, 256)
+	}
+	require.EqualValues(t, 1, opened.Load())
+}
+
+func TestOnRequestCodes(t *testing.T) {
+	f := newFake(t)
+	var rec recorder
+	c := newClient(t, f, statepool.Config{}, rec.hooks())
+	ctx := context.Background()
+
+	_, err := c.Get(ctx, "k")
+	require.ErrorIs(t, err, statepool.ErrNotFound)
+	require.NoError(t, c.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{}))
+	e, err := c.Get(ctx, "k")
+	require.NoError(t, err)
+	require.ErrorIs(t, c.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{ETag: "999"}), statepool.ErrETagMismatch)
+	require.ErrorIs(t, c.Delete(ctx, "k", "999"), statepool.ErrETagMismatch)
+	require.NoError(t, c.Delete(ctx, "k", e.ETag))
+	f.FailNext(1, http.StatusInternalServerError)
+	_, err = c.Get(ctx, "k")
+	require.Error(t, err)
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.Get(cancelled, "k")
+	require.ErrorIs(t, err, context.Canceled)
+
+	require.Equal(t, []string{
+		"get 204", "save 204", "get 200", "save 409", "delete 409", "delete 204", "get 500", "get error",
+	}, rec.requests())
+}
+
+func TestTimeouts(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  statepool.Config
+	}{
+		{"ResponseHeaderTimeout", statepool.Config{ResponseHeaderTimeout: 50 * time.Millisecond}},
+		{"RequestTimeout", statepool.Config{RequestTimeout: 50 * time.Millisecond}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake(t)
+			f.SetDelay(10 * time.Second)
+			var rec recorder
+			c := newClient(t, f, tt.cfg, rec.hooks())
+
+			start := time.Now()
+			_, err := c.Get(context.Background(), "k")
+			elapsed := time.Since(start)
+
+			require.Error(t, err)
+			require.Less(t, elapsed, 2*time.Second, "timeout must bound the call")
+			require.True(t, breaker.IsFailure(err), "timeouts must trip the breaker: %v", err)
+			var ne net.Error
+			isTimeout := errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+			require.True(t, isTimeout, "want a timeout, got %v", err)
+			require.True(t, strings.HasPrefix(err.Error(), `statepool: get "k": `), err.Error())
+			require.Equal(t, []string{"get timeout"}, rec.requests())
+		})
+	}
+}
+
+func TestConnectionRefusedIsFailure(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+
+	var rec recorder
+	cfg := statepool.Config{Endpoint: "http://" + addr}
+	hc := statepool.NewHTTPClient(cfg, rec.hooks())
+	t.Cleanup(hc.CloseIdleConnections)
+	c, err := statepool.New(hc, cfg, rec.hooks())
+	require.NoError(t, err)
+
+	_, err = c.Get(context.Background(), "k")
+	require.Error(t, err)
+	require.True(t, breaker.IsFailure(err), "%v", err)
+	require.Zero(t, rec.dials.Load())
+	require.Equal(t, []string{"get error"}, rec.requests())
+}
+
+func TestPooledCapsConnections(t *testing.T) {
+	const (
+		workers = 200
+		perHost = 8
+	)
+	f := newFake(t)
+	f.SetDelay(2 * time.Millisecond) // keep requests in flight together
+	f.Put("k", []byte(`{"n":1}`))
+	var rec recorder
+	c := newClient(t, f, statepool.Config{MaxConnsPerHost: perHost}, rec.hooks())
+
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Get(context.Background(), "k")
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	eventually(t, func() bool {
+		opened, _ := f.Conns()
+		return int64(opened) == rec.dials.Load()
+	}, "OnDial must count every connection the server accepted")
+	opened, maxOpen := f.Conns()
+	require.LessOrEqual(t, opened, perHost)
+	require.LessOrEqual(t, maxOpen, perHost)
+	require.Equal(t, workers, f.Requests(daprfake.OpGet))
+}
+
+func TestPerRequestOpensConnectionPerCall(t *testing.T) {
+	const calls = 20
+	f := newFake(t)
+	var rec recorder
+	c := newClient(t, f, statepool.Config{Mode: statepool.ModePerRequest}, rec.hooks())
+
+	for range calls {
+		require.NoError(t, c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{}))
+	}
+	eventually(t, func() bool {
+		opened, _ := f.Conns()
+		return opened == calls && rec.dials.Load() == calls
+	}, "per-request mode must dial once per call")
+	eventually(t, func() bool { return f.OpenConns() == 0 }, "per-request connections must be closed")
+}
+
+// TestSequentialCallsReuseOneConnection proves bodies are drained on every
+// outcome; an undrained body would cost a new connection.
+func TestSequentialCallsReuseOneConnection(t *testing.T) {
+	f := newFake(t)
+	var rec recorder
+	c := newClient(t, f, statepool.Config{}, rec.hooks())
+	ctx := context.Background()
+
+	for range 10 {
+		_, err := c.Get(ctx, "k") // 204
+		require.ErrorIs(t, err, statepool.ErrNotFound)
+		require.NoError(t, c.Save(ctx, "k", []byte(`{"a":[1,2,3]}`), statepool.SaveOptions{}))
+		e, err := c.Get(ctx, "k") // 200 with body
+		require.NoError(t, err)
+		require.ErrorIs(t, c.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{ETag: "0"}), statepool.ErrETagMismatch)
+		f.FailNext(1, http.StatusInternalServerError)
+		var se *statepool.StatusError
+		require.ErrorAs(t, c.Delete(ctx, "k", e.ETag), &se)
+		require.NoError(t, c.Delete(ctx, "k", e.ETag))
+	}
+	opened, _ := f.Conns()
+	require.Equal(t, 1, opened)
+	require.EqualValues(t, 1, rec.dials.Load())
+}

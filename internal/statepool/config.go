@@ -1,0 +1,234 @@
+package statepool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Mode selects how state calls reach Dapr.
+type Mode string
+
+const (
+	// ModePooled sends every call through one shared, keep-alive
+	// *http.Client. It is the default and the only mode for production.
+	ModePooled Mode = "pooled"
+
+	// ModePerRequest builds a fresh http.Client and Transport for every call,
+	// with keep-alives disabled, and closes it afterwards. It exists only to
+	// reproduce the upstream "before" behaviour in benchmarks; never use it
+	// in production.
+	ModePerRequest Mode = "per-request"
+)
+
+// Defaults applied to zero-valued Config fields.
+const (
+	DefaultEndpoint              = "http://127.0.0.1:3500"
+	DefaultStoreName             = "cartstore"
+	DefaultMaxConns              = 100
+	DefaultMaxConnsPerHost       = 50
+	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultDialTimeout           = 3 * time.Second
+	DefaultResponseHeaderTimeout = 5 * time.Second
+	DefaultRequestTimeout        = 10 * time.Second
+)
+
+// Config configures the state client and its transport. The zero value is
+// usable: every zero field takes the default named in its comment.
+type Config struct {
+	// Endpoint is the base URL of the Dapr sidecar's HTTP API, without the
+	// /v1.0 prefix. Default DefaultEndpoint.
+	Endpoint string
+
+	// StoreName is the Dapr state store component name. Default
+	// DefaultStoreName.
+	StoreName string
+
+	// APIToken, when set, is sent as the dapr-api-token header. String and
+	// LogValue redact it so a logged Config never leaks it.
+	APIToken string
+
+	// Mode selects pooled or per-request transport. Default ModePooled.
+	Mode Mode
+
+	// MaxConns caps the connections open at once across all hosts; dials
+	// beyond it wait for a connection to close. It also bounds the idle
+	// pool. Default DefaultMaxConns.
+	MaxConns int
+
+	// MaxConnsPerHost caps connections (active and idle) to one host, which
+	// for a sidecar means all of them. It must not exceed MaxConns. Default
+	// DefaultMaxConnsPerHost, lowered to MaxConns when that is smaller.
+	MaxConnsPerHost int
+
+	// IdleConnTimeout is how long an idle keep-alive connection is kept.
+	// Default DefaultIdleConnTimeout.
+	IdleConnTimeout time.Duration
+
+	// DialTimeout bounds a TCP dial, including any wait for a free slot
+	// under MaxConns. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+
+	// ResponseHeaderTimeout bounds the wait for response headers once the
+	// request is written. Default DefaultResponseHeaderTimeout.
+	ResponseHeaderTimeout time.Duration
+
+	// RequestTimeout bounds each state call end to end, body included. A
+	// caller's earlier deadline still wins. Default DefaultRequestTimeout.
+	RequestTimeout time.Duration
+}
+
+// withDefaults returns c with every zero or negative field replaced by its
+// default, so code built from an unvalidated Config still behaves sanely.
+func (c Config) withDefaults() Config {
+	if c.Endpoint == "" {
+		c.Endpoint = DefaultEndpoint
+	}
+	c.Endpoint = strings.TrimRight(c.Endpoint, "/")
+	if c.StoreName == "" {
+		c.StoreName = DefaultStoreName
+	}
+	if c.Mode == "" {
+		c.Mode = ModePooled
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxConnsPerHost <= 0 {
+		c.MaxConnsPerHost = min(DefaultMaxConnsPerHost, c.MaxConns)
+	}
+	if c.IdleConnTimeout <= 0 {
+		c.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.ResponseHeaderTimeout <= 0 {
+		c.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	return c
+}
+
+// Validate reports every invalid field at once. Zero values are valid; they
+// mean "use the default". Each error names its field and wraps
+// ErrInvalidConfig.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
+	}
+
+	if c.Endpoint != "" {
+		u, err := url.Parse(c.Endpoint)
+		switch {
+		case err != nil:
+			bad("Endpoint", "%v", err)
+		case u.Scheme != "http" && u.Scheme != "https":
+			bad("Endpoint", "scheme must be http or https, got %q", u.Scheme)
+		case u.Host == "":
+			bad("Endpoint", "missing host in %q", c.Endpoint)
+		case u.RawQuery != "" || u.Fragment != "":
+			bad("Endpoint", "must not carry a query or fragment")
+		}
+	}
+	if strings.ContainsAny(c.StoreName, "/?#") {
+		bad("StoreName", "must not contain '/', '?' or '#', got %q", c.StoreName)
+	}
+	switch c.Mode {
+	case "", ModePooled, ModePerRequest:
+	default:
+		bad("Mode", "must be %q or %q, got %q", ModePooled, ModePerRequest, c.Mode)
+	}
+	if c.MaxConns < 0 {
+		bad("MaxConns", "must not be negative, got %d", c.MaxConns)
+	}
+	if c.MaxConnsPerHost < 0 {
+		bad("MaxConnsPerHost", "must not be negative, got %d", c.MaxConnsPerHost)
+	}
+	if c.MaxConns > 0 && c.MaxConnsPerHost > c.MaxConns {
+		bad("MaxConnsPerHost", "%d exceeds MaxConns %d", c.MaxConnsPerHost, c.MaxConns)
+	}
+	if c.MaxConns == 0 && c.MaxConnsPerHost > DefaultMaxConns {
+		bad("MaxConnsPerHost", "%d exceeds default MaxConns %d", c.MaxConnsPerHost, DefaultMaxConns)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"IdleConnTimeout", c.IdleConnTimeout},
+		{"DialTimeout", c.DialTimeout},
+		{"ResponseHeaderTimeout", c.ResponseHeaderTimeout},
+		{"RequestTimeout", c.RequestTimeout},
+	} {
+		if d.v < 0 {
+			bad(d.field, "must not be negative, got %s", d.v)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// redacted stands in for a set secret in String and LogValue.
+const redacted = "[REDACTED]"
+
+func (c Config) tokenForDisplay() string {
+	if c.APIToken == "" {
+		return ""
+	}
+	return redacted
+}
+
+// String renders the effective config with APIToken redacted, so a Config
+// passed to fmt or a log line never leaks the token.
+func (c Config) String() string {
+	d := c.withDefaults()
+	var b strings.Builder
+	b.WriteString("statepool.Config{Endpoint:")
+	b.WriteString(d.Endpoint)
+	b.WriteString(" StoreName:")
+	b.WriteString(d.StoreName)
+	b.WriteString(" APIToken:")
+	b.WriteString(c.tokenForDisplay())
+	b.WriteString(" Mode:")
+	b.WriteString(string(d.Mode))
+	b.WriteString(" MaxConns:")
+	b.WriteString(strconv.Itoa(d.MaxConns))
+	b.WriteString(" MaxConnsPerHost:")
+	b.WriteString(strconv.Itoa(d.MaxConnsPerHost))
+	b.WriteString(" IdleConnTimeout:")
+	b.WriteString(d.IdleConnTimeout.String())
+	b.WriteString(" DialTimeout:")
+	b.WriteString(d.DialTimeout.String())
+	b.WriteString(" ResponseHeaderTimeout:")
+	b.WriteString(d.ResponseHeaderTimeout.String())
+	b.WriteString(" RequestTimeout:")
+	b.WriteString(d.RequestTimeout.String())
+	b.WriteByte('}')
+	return b.String()
+}
+
+// GoString keeps %#v from printing the raw token.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue implements slog.LogValuer with APIToken redacted.
+func (c Config) LogValue() slog.Value {
+	d := c.withDefaults()
+	return slog.GroupValue(
+		slog.String("endpoint", d.Endpoint),
+		slog.String("store_name", d.StoreName),
+		slog.String("api_token", c.tokenForDisplay()),
+		slog.String("mode", string(d.Mode)),
+		slog.Int("max_conns", d.MaxConns),
+		slog.Int("max_conns_per_host", d.MaxConnsPerHost),
+		slog.Duration("idle_conn_timeout", d.IdleConnTimeout),
+		slog.Duration("dial_timeout", d.DialTimeout),
+		slog.Duration("response_header_timeout", d.ResponseHeaderTimeout),
+		slog.Duration("request_timeout", d.RequestTimeout),
+	)
+}

@@ -1,0 +1,13 @@
+// Package statepool is the worker's HTTP client for Dapr's state API.
+//
+// The process builds one pooled *http.Client with NewHTTPClient and injects it
+// into New. Pooling is the point of the package: the upstream service built a
+// fresh client per state call, paying a TCP handshake every time and leaving
+// sockets in TIME_WAIT. ModePerRequest reproduces that behaviour only so that
+// benchmarks can compare the two.
+//
+// Client speaks the subset of the API the cart worker needs (get, save with
+// first-write concurrency and TTL, delete) and maps Dapr's status codes onto
+// the sentinel errors in errors.go. It never logs; callers decide what an
+// error is worth.
+package statepool

@@ -1,0 +1,61 @@
+package statepool
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// ErrNotFound is returned by Get when the key holds no document. Dapr answers
+// 204 No Content for a missing key; 404 is treated the same way.
+var ErrNotFound = errors.New("statepool: key not found")
+
+// ErrETagMismatch is returned by Save and Delete when Dapr rejects the ETag
+// with 409 Conflict: the document changed (or vanished) since it was read.
+// The caller should re-read and retry.
+var ErrETagMismatch = errors.New("statepool: etag mismatch")
+
+// ErrEmptyKey is returned when a call is made with an empty key, which Dapr
+// would route to a different endpoint rather than reject.
+var ErrEmptyKey = errors.New("statepool: empty key")
+
+// ErrInvalidValue is returned by Save when the value is not a single valid
+// JSON document. The value is spliced raw into the request body, so an
+// unchecked value could corrupt the request or smuggle in extra keys.
+var ErrInvalidValue = errors.New("statepool: value is not valid JSON")
+
+// ErrInvalidConfig is wrapped by every error that Config.Validate returns.
+var ErrInvalidConfig = errors.New("statepool: invalid config")
+
+// maxErrorBody is how much of an unexpected response body StatusError keeps.
+const maxErrorBody = 256
+
+// StatusError is returned when Dapr answers with a status the operation does
+// not expect and that has no sentinel of its own.
+type StatusError struct {
+	// Op is the operation: "get", "save" or "delete".
+	Op string
+	// Key is the state key the call was for.
+	Key string
+	// StatusCode is the HTTP status Dapr returned.
+	StatusCode int
+	// Body holds at most the first 256 bytes of the response body; Dapr puts
+	// its errorCode and message there.
+	Body string
+}
+
+// Error implements error.
+func (e *StatusError) Error() string {
+	var b strings.Builder
+	b.WriteString("statepool: ")
+	b.WriteString(e.Op)
+	b.WriteByte(' ')
+	b.WriteString(strconv.Quote(e.Key))
+	b.WriteString(": unexpected status ")
+	b.WriteString(strconv.Itoa(e.StatusCode))
+	if e.Body != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Body)
+	}
+	return b.String()
+}

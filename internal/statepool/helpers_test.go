@@ -1,0 +1,64 @@
+package statepool_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cartworker/cartworker/internal/daprfake"
+	"github.com/cartworker/cartworker/internal/statepool"
+)
+
+// recorder collects hook calls.
+type recorder struct {
+	dials atomic.Int64
+
+	mu    sync.Mutex
+	calls []string // "op code"
+}
+
+func (r *recorder) hooks() statepool.Hooks {
+	return statepool.Hooks{
+		OnDial: func() { r.dials.Add(1) },
+		OnRequest: func(op, code string) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.calls = append(r.calls, op+" "+code)
+		},
+	}
+}
+
+func (r *recorder) requests() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+func newFake(t testing.TB, opts ...daprfake.Option) *daprfake.Fake {
+	t.Helper()
+	f := daprfake.New(opts...)
+	t.Cleanup(f.Close)
+	return f
+}
+
+// newClient builds a Client against f in cfg.Mode, closing its pool on
+// cleanup.
+func newClient(t testing.TB, f *daprfake.Fake, cfg statepool.Config, hooks statepool.Hooks) *statepool.Client {
+	t.Helper()
+	cfg.Endpoint = f.URL()
+	doer, closeIdle := statepool.NewDoer(cfg, hooks)
+	t.Cleanup(closeIdle)
+	c, err := statepool.New(doer, cfg, hooks)
+	require.NoError(t, err)
+	return c
+}
+
+// eventually polls cond until it holds or the deadline passes; server-side
+// connection bookkeeping trails the client by a scheduling hop.
+func eventually(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	require.Eventually(t, cond, 5*time.Second, 5*time.Millisecond, msg)
+}
