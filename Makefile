@@ -1,0 +1,59 @@
+# cartworker — see README.md. Every target works on a fresh Debian machine
+# with Go: Docker is installed and started on demand, images are built locally.
+
+SHELL := /bin/bash
+GO    ?= go
+
+# testcontainers-go: the Ryuk reaper image cannot be pulled here (tests clean
+# up with t.Cleanup instead), and container ports must be reached on loopback.
+export TESTCONTAINERS_RYUK_DISABLED ?= true
+export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
+
+export NATS_IMAGE   ?= nats:2.15
+export REDIS_IMAGE  ?= redis:7
+export DAPRD_IMAGE  ?= daprio/daprd:1.18.0
+export WORKER_IMAGE ?= cartworker/worker:dev
+
+INTEGRATION_TIMEOUT ?= 30m
+
+.PHONY: help run demo stop logs images test test-unit test-integration lint bench build
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+run: ## start the whole stack (NATS, Redis, daprd, worker) as containers
+	@scripts/stack.sh up
+
+demo: ## publish a cart's commands and print the cart read back through Dapr
+	@$(GO) run ./cmd/cartctl demo
+
+stop: ## stop and remove the stack
+	@scripts/stack.sh down
+
+logs: ## follow the worker's logs
+	@scripts/stack.sh logs
+
+images: ## build the container images locally (skips those present)
+	@scripts/build-images.sh
+
+build: ## build the binaries into bin/
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+
+test: lint test-unit test-integration ## unit tests (race detector) and the integration suite
+
+lint: ## gofmt and go vet, both must be clean
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/...
+
+test-unit: ## unit tests with the race detector
+	$(GO) test -race -count=1 ./...
+
+test-integration: ## integration suite against real containers (builds images first)
+	@scripts/ensure-docker.sh
+	@scripts/build-images.sh
+	$(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./integration/...
+
+bench: ## load test: pooled vs per-request vs ceiling vs go-sdk; writes bench/REPORT.md
+	@scripts/bench.sh
