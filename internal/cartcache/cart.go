@@ -3,6 +3,8 @@ package cartcache
 import (
 	"bytes"
 	"encoding/json"
+
+	sjson "github.com/segmentio/encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -30,11 +32,13 @@ const AppliedIDsField = "applied_command_ids"
 // so whatever this package does not model survives untouched; the modelled
 // fields are decoded next to it and written back over it on encode.
 type document struct {
-	fields  map[string]json.RawMessage
-	lines   []json.RawMessage
-	views   []lineView
-	applied []string
-	status  string
+	fields map[string]json.RawMessage
+	// views are the lines as the totals need them; existing lines are never
+	// re-encoded; new ones are spliced onto the stored array on encode.
+	views    []lineView
+	newLines [][]byte
+	applied  []string
+	status   string
 }
 
 // lineView is the part of a stored line item the totals need.
@@ -77,20 +81,16 @@ type newLine struct {
 
 func parseDocument(raw []byte) (*document, error) {
 	d := &document{}
-	if err := json.Unmarshal(raw, &d.fields); err != nil {
+	if err := sjson.Unmarshal(raw, &d.fields); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidCart, err)
 	}
 	if d.fields == nil {
 		d.fields = map[string]json.RawMessage{}
 	}
-	if err := d.decodeField("line_items", &d.lines); err != nil {
+	// One pass over the lines straight into the views: this is the hot
+	// path, and the lines are most of the document.
+	if err := d.decodeField("line_items", &d.views); err != nil {
 		return nil, err
-	}
-	d.views = make([]lineView, len(d.lines))
-	for i, l := range d.lines {
-		if err := json.Unmarshal(l, &d.views[i]); err != nil {
-			return nil, fmt.Errorf("%w: line_items[%d]: %v", ErrInvalidCart, i, err)
-		}
 	}
 	if err := d.decodeField(AppliedIDsField, &d.applied); err != nil {
 		return nil, err
@@ -106,7 +106,7 @@ func (d *document) decodeField(name string, v any) error {
 	if !ok || bytes.Equal(raw, []byte("null")) {
 		return nil
 	}
-	if err := json.Unmarshal(raw, v); err != nil {
+	if err := sjson.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrInvalidCart, name, err)
 	}
 	return nil
@@ -165,7 +165,7 @@ func appendID(ids []string, id string, keep int) []string {
 func (d *document) appendItems(items []command.Item) error {
 	for _, it := range items {
 		l := newLine{
-			LineNo:             len(d.lines) + 1,
+			LineNo:             len(d.views) + 1,
 			ItemCode:           it.ItemCode,
 			CategoryCode:       it.CategoryCode,
 			Description:        it.Description,
@@ -184,10 +184,36 @@ func (d *document) appendItems(items []command.Item) error {
 		if err != nil {
 			return fmt.Errorf("encode line: %w", err)
 		}
-		d.lines = append(d.lines, raw)
+		d.newLines = append(d.newLines, raw)
 		d.views = append(d.views, lineView{Quantity: l.Quantity, Amount: l.Amount, TaxCode: l.TaxCode})
 	}
-	return d.set("line_items", d.lines)
+	d.fields["line_items"] = spliceArray(d.fields["line_items"], d.newLines)
+	d.newLines = d.newLines[:0]
+	return nil
+}
+
+// spliceArray appends elems to the JSON array arr without re-encoding the
+// elements already there. arr may be empty or null.
+func spliceArray(arr json.RawMessage, elems [][]byte) json.RawMessage {
+	arr = bytes.TrimSpace(arr)
+	if len(arr) < 2 || arr[0] != '[' {
+		arr = []byte("[]")
+	}
+	body := bytes.TrimSpace(arr[1 : len(arr)-1])
+	size := len(body) + 2
+	for _, e := range elems {
+		size += len(e) + 1
+	}
+	out := make([]byte, 0, size)
+	out = append(out, '[')
+	out = append(out, body...)
+	for i, e := range elems {
+		if i > 0 || len(body) > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, e...)
+	}
+	return append(out, ']')
 }
 
 // recompute rewrites taxes, subtotal, sales totals and balance from the lines,

@@ -323,7 +323,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("subject_prefix", c.SubjectPrefix),
 		slog.Int("concurrency", c.Concurrency),
 		slog.Int("max_ack_pending", c.MaxAckPending),
-		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.Bool("pprof", c.Pprof),
 	)
