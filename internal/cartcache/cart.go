@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 
-	sjson "github.com/segmentio/encoding/json"
 	"fmt"
+	sjson "github.com/segmentio/encoding/json"
 	"sort"
 	"strconv"
 	"time"
