@@ -3,12 +3,14 @@ package cartcache
 import (
 	"bytes"
 	"encoding/json"
-
 	"fmt"
-	sjson "github.com/segmentio/encoding/json"
 	"sort"
 	"strconv"
 	"time"
+
+	// A drop-in decoder about twice as fast as encoding/json on cart
+	// documents (BenchmarkApplyAddItem*), which are the worker's hot path.
+	sjson "github.com/segmentio/encoding/json"
 
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/money"
