@@ -27,6 +27,10 @@ const (
 	HeaderDLQSubject = "Cartworker-Original-Subject"
 	// HeaderDLQDeliveries is how many times the command was delivered.
 	HeaderDLQDeliveries = "Cartworker-Deliveries"
+	// HeaderDLQMsgID keeps the command's Nats-Msg-Id: the dead letter's own
+	// Nats-Msg-Id is derived from the stream sequence so that storing it
+	// twice is harmless.
+	HeaderDLQMsgID = "Cartworker-Original-Msg-Id"
 )
 
 // UnknownCartID stands in for the cart id token of a dead-letter subject when

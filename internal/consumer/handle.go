@@ -184,6 +184,9 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	dl.Header.Set(command.HeaderDLQReason, truncate(reason, 512))
 	dl.Header.Set(command.HeaderDLQSubject, msg.Subject())
 	dl.Header.Set(command.HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	if id := msg.Headers().Get(command.HeaderMsgID); id != "" {
+		dl.Header.Set(command.HeaderDLQMsgID, id)
+	}
 	// Keyed on the stream sequence so that a retried dead-lettering is
 	// stored once.
 	dl.Header.Set(command.HeaderMsgID, "dlq-"+strconv.FormatUint(md.Sequence.Stream, 10))

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/daprfake"
+	"github.com/cartworker/cartworker/internal/statepool"
+)
+
+// env is an embedded JetStream server with the worker's two streams, a fake
+// Dapr sidecar, and the environment cartctl sees.
+type env struct {
+	srv  *server.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	dapr *daprfake.Fake
+	vars map[string]string
+}
+
+func newEnv(t *testing.T, daprOpts ...daprfake.Option) *env {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	require.NoError(t, err)
+	srv.Start()
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	require.True(t, srv.ReadyForConnections(10*time.Second), "nats-server did not start")
+
+	e := &env{srv: srv, dapr: daprfake.New(daprOpts...)}
+	t.Cleanup(e.dapr.Close)
+	e.nc, err = nats.Connect(srv.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(e.nc.Close)
+	e.js, err = jetstream.New(e.nc)
+	require.NoError(t, err)
+	for name, subject := range map[string]string{
+		command.StreamCommands:    "cart.cmd.>",
+		command.StreamDeadLetters: "cart.dlq.>",
+	} {
+		_, err := e.js.CreateStream(ctx(t), jetstream.StreamConfig{
+			Name: name, Subjects: []string{subject}, Storage: jetstream.MemoryStorage, Duplicates: 2 * time.Minute,
+		})
+		require.NoError(t, err)
+	}
+	e.vars = map[string]string{
+		"NATS_URL":           srv.ClientURL(),
+		"DAPR_HTTP_ENDPOINT": e.dapr.URL(),
+	}
+	return e
+}
+
+func ctx(t *testing.T) context.Context {
+	t.Helper()
+	c, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+// run runs cartctl with args in e's environment.
+func (e *env) run(t *testing.T, args ...string) result {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	err := e.cli(&stdout, &stderr).run(ctx(t), args)
+	return result{stdout: stdout.String(), stderr: stderr.String(), err: err}
+}
+
+func (e *env) cli(stdout, stderr *syncBuffer) *cli {
+	return &cli{stdout: stdout, stderr: stderr, lookupEnv: func(k string) (string, bool) {
+		v, ok := e.vars[k]
+		return v, ok
+	}}
+}
+
+// startWorker runs a small stand-in for cartworker: it consumes the command
+// stream, applies each command with the real cart logic to the fake Dapr
+// store, and publishes the outcome event.
+func (e *env) startWorker(t *testing.T) {
+	t.Helper()
+	cfg := statepool.Config{Endpoint: e.dapr.URL(), APIToken: e.vars["DAPR_API_TOKEN"]}
+	doer, closeIdle := statepool.NewDoer(cfg, statepool.Hooks{})
+	t.Cleanup(closeIdle)
+	store, err := statepool.New(doer, cfg, statepool.Hooks{})
+	require.NoError(t, err)
+	svc := cartcache.New(store, cartcache.Config{})
+
+	cons, err := e.js.CreateConsumer(ctx(t), command.StreamCommands, jetstream.ConsumerConfig{
+		AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	var s command.Subjects
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		cmd, err := s.Decode(m.Subject(), m.Data())
+		if err != nil {
+			_ = m.Term()
+			return
+		}
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := svc.Apply(c, cmd)
+		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
+		if err != nil {
+			code := "error"
+			switch {
+			case errors.Is(err, cartcache.ErrCartNotFound):
+				code = command.CodeCartNotFound
+			case errors.Is(err, cartcache.ErrInvalidState):
+				code = command.CodeInvalidState
+			case errors.Is(err, cartcache.ErrUnknownTaxCode):
+				code = "unknown_tax_code"
+			}
+			ev = command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,
+				Error: &command.EventError{Code: code, Message: err.Error()}}
+		}
+		if b, err := command.MarshalEvent(ev); err == nil {
+			_ = e.nc.Publish(s.Event(ev.CartID, ev.Outcome), b)
+		}
+		_ = m.Ack()
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cc.Stop()
+		<-cc.Closed()
+	})
+}
+
+// putDeadLetter stores a dead letter as the worker would, returning its seq.
+// orig is the original subject; empty means the command subject.
+func (e *env) putDeadLetter(t *testing.T, cartID, typ, orig, body, code, reason string) uint64 {
+	t.Helper()
+	var s command.Subjects
+	if orig == "" {
+		orig = s.Command(cartID, command.Type(typ))
+	}
+	m := nats.NewMsg(s.DeadLetter(cartID, typ))
+	m.Data = []byte(body)
+	m.Header.Set("Traceparent", "00-abc-def-01") // a header of the original publish
+	m.Header.Set(command.HeaderDLQCode, code)
+	m.Header.Set(command.HeaderDLQReason, reason)
+	m.Header.Set(command.HeaderDLQSubject, orig)
+	m.Header.Set(command.HeaderDLQDeliveries, "10")
+	m.Header.Set(command.HeaderMsgID, "dlq-"+cartID+typ+code)
+	ack, err := e.js.PublishMsg(ctx(t), m)
+	require.NoError(t, err)
+	return ack.Sequence
+}
+
+func (e *env) streamState(t *testing.T, name string) jetstream.StreamState {
+	t.Helper()
+	st, err := e.js.Stream(ctx(t), name)
+	require.NoError(t, err)
+	return st.CachedInfo().State
+}
+
+// lines splits output into non-empty lines.
+func lines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
+	t.Helper()
+	c, cancel := context.WithCancel(ctx(t))
+	t.Cleanup(cancel)
+	return c, cancel
+}
