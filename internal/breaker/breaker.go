@@ -173,5 +173,19 @@ func (b *Breaker) unwrap(err error) error {
 	if errors.As(err, &ex) {
 		return ex.err
 	}
+	if IsFailure(err) && b.State() != StateClosed {
+		// This call tripped the breaker or was a failed half-open probe:
+		// it is as much an outage as a rejected call, so the caller must
+		// treat it like one (the consumer then never dead-letters a
+		// command because Dapr was down).
+		return &openError{err: err}
+	}
 	return err
 }
+
+// openError is a store failure observed while the breaker is not closed. It
+// matches both ErrOpen and the store's own error.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return ErrOpen.Error() + ": " + e.err.Error() }
+func (e *openError) Unwrap() []error { return []error{ErrOpen, e.err} }

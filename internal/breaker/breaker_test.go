@@ -292,3 +292,23 @@ func TestCancelledProbeFreesSlot(t *testing.T) {
 	require.ErrorIs(t, err, statepool.ErrNotFound, "the slot must be free for the next probe")
 	require.Equal(t, breaker.StateClosed, b.State())
 }
+
+func TestFailureThatLeavesBreakerOpenWrapsErrOpen(t *testing.T) {
+	b, fake := newBreaker(t, statepool.Config{}, breaker.Settings{ConsecutiveFailures: 2, Timeout: 50 * time.Millisecond})
+	fake.FailWith(http.StatusInternalServerError)
+	ctx := context.Background()
+
+	_, err := b.Get(ctx, "k")
+	require.Error(t, err)
+	require.NotErrorIs(t, err, breaker.ErrOpen, "the breaker is still closed after one failure")
+
+	_, err = b.Get(ctx, "k")
+	require.ErrorIs(t, err, breaker.ErrOpen, "the failure that trips the breaker is an outage")
+	var se *statepool.StatusError
+	require.ErrorAs(t, err, &se, "and still carries the store's error")
+
+	require.Eventually(t, func() bool { return b.State() == breaker.StateHalfOpen }, 5*time.Second, 5*time.Millisecond)
+	_, err = b.Get(ctx, "k")
+	require.ErrorIs(t, err, breaker.ErrOpen, "a failed half-open probe is an outage too")
+	require.Equal(t, breaker.StateOpen, b.State())
+}

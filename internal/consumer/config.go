@@ -132,7 +132,8 @@ func (c Config) Validate() error {
 type Observer interface {
 	// CommandDone is called once per delivery with the command type (or
 	// "unknown"), its outcome label and how long handling took. Outcomes:
-	// applied, duplicate, rejected, dead_letter, retry, breaker_open.
+	// applied, duplicate, rejected, dead_letter, retry, breaker_open,
+	// shutdown.
 	CommandDone(typ, outcome string, d time.Duration)
 	// Redelivered is called for every delivery after the first.
 	Redelivered()

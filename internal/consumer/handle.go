@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,7 +70,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		if command.Type(subjType).Valid() {
 			typ = subjType
 		}
-		outcome = w.deadLetter(ctx, msg, md, inv.Code, inv.Reason)
+		outcome = w.deadLetter(ctx, msg, md, "", inv.Code, inv.Reason)
 		return
 	}
 	typ = string(cmd.Type)
@@ -83,7 +84,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
 		if err := w.emit(ev); err != nil {
-			outcome = w.retry(msg, md, err)
+			outcome = w.retry(msg, md, cmd.ID, err)
 			return
 		}
 		w.settle(msg, msg.Ack(), "ack")
@@ -101,7 +102,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	case errors.Is(err, cartcache.ErrUnknownTaxCode):
 		outcome = w.reject(msg, md, cmd, CodeUnknownTaxCode, err)
 	case errors.Is(err, cartcache.ErrInvalidCart):
-		outcome = w.deadLetter(ctx, msg, md, command.CodeInvalidCart, err.Error())
+		outcome = w.deadLetter(ctx, msg, md, cmd.ID, command.CodeInvalidCart, err.Error())
 
 	case errors.Is(err, breaker.ErrOpen):
 		// Dapr is known to be down: keep the command, neither acked nor
@@ -116,19 +117,19 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.settle(msg, msg.Nak(), "nak")
 
 	default:
-		outcome = w.retry(msg, md, err)
+		outcome = w.retry(msg, md, cmd.ID, err)
 	}
 }
 
 // retry Naks a transiently failed command with exponential backoff, or
 // dead-letters it on its last delivery.
-func (w *Worker) retry(msg jetstream.Msg, md *jetstream.MsgMetadata, err error) string {
+func (w *Worker) retry(msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID string, err error) string {
 	if int(md.NumDelivered) >= w.cfg.MaxDeliver {
 		// The work context may be cancelled already; the dead letter must
 		// still get out.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return w.deadLetter(ctx, msg, md, CodeMaxDeliveries,
+		return w.deadLetter(ctx, msg, md, cmdID, CodeMaxDeliveries,
 			fmt.Sprintf("failed %d deliveries, last: %v", md.NumDelivered, err))
 	}
 	delay := w.backoff(md.NumDelivered)
@@ -153,7 +154,7 @@ func (w *Worker) reject(msg jetstream.Msg, md *jetstream.MsgMetadata, cmd comman
 		Error: &command.EventError{Code: code, Message: cause.Error()},
 	}
 	if err := w.emit(ev); err != nil {
-		return w.retry(msg, md, err)
+		return w.retry(msg, md, cmd.ID, err)
 	}
 	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "err", cause)
 	w.settle(msg, msg.Ack(), "ack")
@@ -163,8 +164,9 @@ func (w *Worker) reject(msg jetstream.Msg, md *jetstream.MsgMetadata, cmd comman
 // deadLetter copies the message to the dead-letter stream, emits a rejected
 // event when the subject names a valid cart, and terminates the original.
 // If the copy cannot be stored the original is Nak'ed instead: a command is
-// never dropped without a dead letter.
-func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, code, reason string) string {
+// never dropped without a dead letter. cmdID is the body's id when it could
+// be decoded; the Nats-Msg-Id header stands in otherwise.
+func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID, code, reason string) string {
 	cartID, typ, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
 	if !command.ValidCartID(cartID) {
 		cartID = command.UnknownCartID
@@ -178,7 +180,12 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		Header:  nats.Header{},
 	}
 	for k, v := range msg.Headers() {
-		dl.Header[k] = v
+		// JetStream's own headers (Nats-Expected-Stream and friends) are
+		// instructions for the original publish; on the copy they would
+		// make CART_DLQ refuse it.
+		if !strings.HasPrefix(k, "Nats-") {
+			dl.Header[k] = v
+		}
 	}
 	dl.Header.Set(command.HeaderDLQCode, code)
 	dl.Header.Set(command.HeaderDLQReason, truncate(reason, 512))
@@ -194,7 +201,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	if _, err := w.js.PublishMsg(ctx, dl); err != nil {
 		w.log.Error("dead letter not stored, will retry",
 			"subject", msg.Subject(), "code", code, "err", err)
-		w.settle(msg, msg.NakWithDelay(w.cfg.RetryBaseDelay), "nak")
+		w.settle(msg, msg.NakWithDelay(w.backoff(md.NumDelivered)), "nak")
 		return LabelRetry
 	}
 	w.cfg.Observer.DeadLettered()
@@ -202,8 +209,11 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		"subject", msg.Subject(), "dlq_subject", dl.Subject, "code", code, "reason", reason, "delivery", md.NumDelivered)
 
 	if cartID != command.UnknownCartID {
+		if cmdID == "" {
+			cmdID = msg.Headers().Get(command.HeaderMsgID)
+		}
 		ev := command.Event{
-			CommandID: msg.Headers().Get(command.HeaderMsgID), Type: command.Type(typ), CartID: cartID,
+			CommandID: cmdID, Type: command.Type(typ), CartID: cartID,
 			Outcome: command.OutcomeRejected, Error: &command.EventError{Code: code, Message: reason},
 		}
 		// The dead letter is stored; a lost event must not resurrect the

@@ -158,10 +158,9 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 			defer t.Stop()
 			select {
 			case <-t.C:
-				// Handlers see a cancelled context and Nak; Stop also ends
-				// a drain stuck on a broken connection.
+				// Handlers see a cancelled context and Nak; the pull loop
+				// stops waiting on a drain stuck on a broken connection.
 				cancelWork()
-				iter.Stop()
 			case <-stopWatch:
 			}
 		case <-stopWatch:
@@ -185,14 +184,18 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		})
 	}
 
+	var lastErr error
 	for {
-		msg, err := iter.Next()
+		// NextContext(work) bounds the wait after shutdown even when NATS
+		// is unreachable and the drain cannot complete.
+		msg, err := iter.Next(jetstream.NextContext(work))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || work.Err() != nil {
 				break
 			}
 			// Heartbeat and status hiccups are reported by the iterator and
 			// then recovered by it; wait a little rather than spin.
+			lastErr = err
 			w.log.pullError(err)
 			time.Sleep(100 * time.Millisecond)
 			continue
@@ -206,6 +209,12 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 	lanesWG.Wait()
 	close(stopWatch)
 	wg.Wait()
+	if ctx.Err() == nil {
+		// The iterator closed by itself (consumer deleted, connection
+		// closed): stopping quietly would leave a live process that consumes
+		// nothing, so fail and let the supervisor restart the worker.
+		return fmt.Errorf("%w: %w", ErrStopped, errors.Join(lastErr, jetstream.ErrMsgIteratorClosed))
+	}
 	return nil
 }
 

@@ -1,0 +1,135 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/money"
+)
+
+const (
+	brkCommands   = 30
+	brkCarts      = 3
+	brkMaxDeliver = 3
+)
+
+// TestBreakerTripsAndRecovers stops daprd under load: the breaker opens,
+// the worker turns unready, commands wait (redelivered well past
+// WORKER_MAX_DELIVER) without being dead-lettered, and once daprd is back
+// every command is applied exactly once and the worker is ready again.
+func TestBreakerTripsAndRecovers(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	nats := sharedStack(t)
+	// daprd on a fixed loopback port, so the worker keeps its endpoint
+	// across the stop and start.
+	st := newTestStack(t, stackOptions{daprHostPort: freePort(t)})
+	b := connectBus(ctx, t, nats.NATSURL)
+	w := inProcessWorker(t, "breaker", workerEnv(t, st, nats, map[string]string{
+		"WORKER_BREAKER_FAILURES":      "3",
+		"WORKER_BREAKER_OPEN_TIMEOUT":  "1s",
+		"WORKER_MAX_DELIVER":           strconv.Itoa(brkMaxDeliver),
+		"WORKER_CONCURRENCY":           "4",
+		"WORKER_STATE_DIAL_TIMEOUT":    "500ms",
+		"WORKER_STATE_HEADER_TIMEOUT":  "1s",
+		"WORKER_STATE_REQUEST_TIMEOUT": "2s",
+	}))
+	b.waitConsumer(ctx, t)
+
+	carts := newCartIDs("brk", brkCarts)
+	cacheIDs := cacheCarts(ctx, t, b, carts)
+	plan := newLoad(carts, brkCommands)
+
+	stopTimeout := 5 * time.Second
+	require.NoError(t, st.daprd.Stop(ctx, &stopTimeout), "stop daprd")
+	for _, c := range plan.cmds {
+		_, err := b.pub.Publish(ctx, c)
+		require.NoError(t, err)
+	}
+
+	// The breaker opens and the worker says it is not ready.
+	poll(ctx, t, 30*time.Second, "breaker open and /readyz 503", func() error {
+		m := w.metrics(t)
+		state := m.get(t, "cartworker_breaker_state")
+		code, err := w.readyz()
+		if err != nil {
+			return err
+		}
+		if state != 2 || code != http.StatusServiceUnavailable {
+			return fmt.Errorf("breaker state %.0f, readyz %d", state, code)
+		}
+		return nil
+	})
+
+	// Hold daprd down until every command has been delivered more often
+	// than WORKER_MAX_DELIVER: none may be dead-lettered for it.
+	poll(ctx, t, time.Minute, "commands redelivered past WORKER_MAX_DELIVER", func() error {
+		m := w.metrics(t)
+		redeliveries := m.get(t, "cartworker_redeliveries_total")
+		if want := float64(brkCommands * (brkMaxDeliver + 1)); redeliveries < want {
+			return fmt.Errorf("%.0f redeliveries, want %.0f", redeliveries, want)
+		}
+		return nil
+	})
+	m := w.metrics(t)
+	var dead []string
+	for _, dl := range b.deadLetters(ctx, t) {
+		dead = append(dead, fmt.Sprintf("%s code=%s deliveries=%s reason=%q", dl.Header.Get(command.HeaderDLQSubject),
+			dl.Header.Get(command.HeaderDLQCode), dl.Header.Get(command.HeaderDLQDeliveries), dl.Header.Get(command.HeaderDLQReason)))
+	}
+	require.Empty(t, dead, "commands dead-lettered while daprd was down (a failed half-open probe on a command "+
+		"already delivered WORKER_MAX_DELIVER times is dead-lettered instead of waiting for Dapr)")
+	require.Zero(t, m.get(t, "cartworker_dead_letters_total"), "dead letters while daprd was down")
+	for _, ev := range b.events.all() {
+		require.NotEqual(t, command.OutcomeRejected, ev.Outcome, "rejected while daprd was down: %+v", ev.Error)
+	}
+	require.Zero(t, b.events.appliedCount()-brkCarts, "nothing applied while daprd was down")
+	t.Logf("daprd down: %.0f deliveries refused by the open breaker, %.0f retried, %.0f redeliveries, state requests %.0f",
+		m.get(t, "cartworker_commands_total", "outcome", "breaker_open"),
+		valueOr(m, "cartworker_commands_total", "outcome", "retry"),
+		m.get(t, "cartworker_redeliveries_total"),
+		m.get(t, "cartworker_state_requests_total"))
+
+	// daprd comes back on the same port: everything is applied, once.
+	downFor := time.Now()
+	require.NoError(t, st.daprd.Start(ctx), "start daprd again")
+	b.events.waitApplied(ctx, t, time.Minute, plan.byCart())
+	t.Logf("all %d commands applied %s after daprd restarted", brkCommands, time.Since(downFor).Round(time.Millisecond))
+	poll(ctx, t, 30*time.Second, "breaker closed and /readyz 200", func() error {
+		state := w.metrics(t).get(t, "cartworker_breaker_state")
+		code, err := w.readyz()
+		if err != nil {
+			return err
+		}
+		if state != 0 || code != http.StatusOK {
+			return fmt.Errorf("breaker state %.0f, readyz %d", state, code)
+		}
+		return nil
+	})
+	poll(ctx, t, 30*time.Second, "the consumer to settle", func() error { return b.consumerSettled(ctx) })
+	plan.verify(ctx, t, st, cacheIDs)
+	require.Zero(t, w.metrics(t).get(t, "cartworker_dead_letters_total"))
+	n, err := b.deadLetterCount(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	// And it keeps working.
+	ev, err := b.pub.PublishAndWait(ctx, command.Command{Type: command.TypeAddItem, CartID: carts[0],
+		Items: []command.Item{{ItemCode: "after", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "00"}}})
+	require.NoError(t, err)
+	require.False(t, ev.Duplicate)
+	requireNoPanic(t, w)
+}
+
+// valueOr is a metric's value, 0 when it has no sample yet.
+func valueOr(m metricsText, name string, labels ...string) float64 {
+	v, _ := m.value(name, labels...)
+	return v
+}

@@ -1,0 +1,80 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/testcontainers/testcontainers-go"
+	tcnetwork "github.com/testcontainers/testcontainers-go/network"
+	"github.com/testcontainers/testcontainers-go/wait"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/money"
+	"github.com/cartworker/cartworker/publisher"
+)
+
+// TestWorkerImage runs WORKER_IMAGE next to the shared containers, reaching
+// NATS and daprd by their network aliases as in docker compose, and checks
+// that it serves /readyz and applies a command.
+func TestWorkerImage(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	st := sharedStack(t)
+	b := connectBus(ctx, t, st.NATSURL)
+
+	name := fmt.Sprintf("cwit-%s-image-worker-%s", suiteID, randomHex(2))
+	c, err := testcontainers.Run(ctx, workerImage,
+		testcontainers.WithName(name),
+		testcontainers.WithLabels(map[string]string{"cartworker.it.suite": suiteID}),
+		tcnetwork.WithNetwork([]string{"worker"}, st.network),
+		testcontainers.WithEnv(map[string]string{
+			"NATS_URL":           "nats://" + natsAlias + ":4222",
+			"DAPR_HTTP_ENDPOINT": "http://" + daprAlias + ":3500",
+			"WORKER_HTTP_ADDR":   ":8080",
+			"LOG_FORMAT":         "text",
+		}),
+		publishOnLoopback("8080/tcp", 0),
+		testcontainers.WithWaitStrategyAndDeadline(startupTimeout,
+			wait.ForHTTP("/readyz").WithPort("8080/tcp").WithPollInterval(100*time.Millisecond)),
+	)
+	if c != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("--- last log lines of %s ---\n%s", name, containerTail(c, 40))
+			}
+			tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			require.NoError(t, c.Terminate(tctx, testcontainers.StopTimeout(10*time.Second)))
+		})
+	}
+	require.NoError(t, err, "worker container")
+	b.waitConsumer(ctx, t)
+
+	cart := newCartIDs("img", 1)[0]
+	cacheCarts(ctx, t, b, []string{cart})
+	ev, err := b.pub.PublishAndWait(ctx, publisher.AddItemCommand(cart,
+		command.Item{ItemCode: "IMG", Quantity: 3, UnitPrice: money.FromInt(333), TaxCode: "11"}))
+	require.NoError(t, err)
+	require.Equal(t, command.OutcomeApplied, ev.Outcome)
+	d, _ := readCart(ctx, t, st, cart)
+	require.Equal(t, 1078.0, d.Sales.TotalAmountWithTax, "999 + floor(79.92)")
+
+	endpoint, err := c.PortEndpoint(ctx, "8080/tcp", "http")
+	require.NoError(t, err)
+	resp, err := httpClient.Get(endpoint + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	// SIGTERM (docker stop) ends the worker cleanly.
+	stop := 10 * time.Second
+	require.NoError(t, c.Stop(ctx, &stop))
+	state, err := c.State(ctx)
+	require.NoError(t, err)
+	require.Zero(t, state.ExitCode, "worker container exit code")
+}

@@ -1,0 +1,246 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/publisher"
+)
+
+// bus is a test's connection to NATS: JetStream, a Publisher and the
+// outcome events seen since it connected.
+type bus struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	pub    *publisher.Publisher
+	events *eventLog
+	subj   command.Subjects
+}
+
+// connectBus connects to url, removes the streams (and so the shared
+// durable consumer) left by earlier tests, and starts recording events.
+// Workers recreate the streams when they start.
+func connectBus(ctx context.Context, t *testing.T, url string) *bus {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Name("cartworker-integration-test"))
+	require.NoError(t, err, "connect to NATS at %s", url)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	for _, s := range []string{command.StreamCommands, command.StreamDeadLetters} {
+		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			require.NoError(t, err, "delete stream %s", s)
+		}
+	}
+	pub, err := publisher.New(js, nc, publisher.WithWaitTimeout(30*time.Second))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	b := &bus{nc: nc, js: js, pub: pub, subj: pub.Subjects()}
+	b.events = recordEvents(t, nc, b.subj.Events())
+	return b
+}
+
+// waitConsumer waits until a worker has created the streams and the shared
+// durable consumer, so that commands can be published.
+func (b *bus) waitConsumer(ctx context.Context, t *testing.T) {
+	t.Helper()
+	poll(ctx, t, 30*time.Second, "the worker's JetStream setup", func() error {
+		if _, err := b.js.Stream(ctx, command.StreamDeadLetters); err != nil {
+			return err
+		}
+		_, err := b.js.Consumer(ctx, command.StreamCommands, command.ConsumerName)
+		return err
+	})
+}
+
+// consumerSettled reports whether the shared consumer has nothing left to
+// deliver and nothing unacknowledged.
+func (b *bus) consumerSettled(ctx context.Context) error {
+	c, err := b.js.Consumer(ctx, command.StreamCommands, command.ConsumerName)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 {
+		return fmt.Errorf("consumer: %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+	}
+	return nil
+}
+
+// publishRaw stores body on subject with its own Nats-Msg-Id, bypassing
+// the Publisher's validation. Extra headers come as key, value pairs.
+func (b *bus) publishRaw(ctx context.Context, subject string, body []byte, msgID string, headers ...string) error {
+	m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	m.Header.Set(command.HeaderMsgID, msgID)
+	for i := 0; i+1 < len(headers); i += 2 {
+		m.Header.Set(headers[i], headers[i+1])
+	}
+	ack, err := b.js.PublishMsg(ctx, m)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	if ack.Duplicate {
+		return fmt.Errorf("publish %s: JetStream dropped Nats-Msg-Id %s as a duplicate", subject, msgID)
+	}
+	return nil
+}
+
+// republish stores cmd again under a new Nats-Msg-Id, as a publisher
+// retrying after JetStream's duplicate window would.
+func (b *bus) republish(ctx context.Context, cmd command.Command, msgID string) error {
+	body, err := command.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	return b.publishRaw(ctx, b.subj.Command(cmd.CartID, cmd.Type), body, msgID)
+}
+
+// deadLetters returns every message of the dead-letter stream.
+func (b *bus) deadLetters(ctx context.Context, t *testing.T) []*jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := b.js.Stream(ctx, command.StreamDeadLetters)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		require.NoError(t, err)
+		out = append(out, m)
+	}
+	return out
+}
+
+// deadLetterCount returns how many messages the dead-letter stream holds.
+func (b *bus) deadLetterCount(ctx context.Context) (uint64, error) {
+	s, err := b.js.Stream(ctx, command.StreamDeadLetters)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// eventLog records every outcome event published under a subject.
+type eventLog struct {
+	mu     sync.Mutex
+	events []command.Event
+	// firstApplied is when each command (cart + id) was first applied.
+	firstApplied map[string]time.Time
+}
+
+func recordEvents(t *testing.T, nc *nats.Conn, subject string) *eventLog {
+	t.Helper()
+	l := &eventLog{firstApplied: map[string]time.Time{}}
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		var ev command.Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			ev = command.Event{CommandID: "undecodable: " + string(m.Data)}
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.events = append(l.events, ev)
+		if ev.Outcome == command.OutcomeApplied {
+			k := ev.CartID + "/" + ev.CommandID
+			if _, ok := l.firstApplied[k]; !ok {
+				l.firstApplied[k] = time.Now()
+			}
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, sub.SetPendingLimits(-1, -1))
+	require.NoError(t, nc.Flush())
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return l
+}
+
+// all returns a copy of the events seen so far.
+func (l *eventLog) all() []command.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]command.Event(nil), l.events...)
+}
+
+// appliedCount is how many distinct commands were applied so far.
+func (l *eventLog) appliedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.firstApplied)
+}
+
+// of returns the events of one command on one cart.
+func (l *eventLog) of(cartID, commandID string) []command.Event {
+	var out []command.Event
+	for _, ev := range l.all() {
+		if ev.CartID == cartID && ev.CommandID == commandID {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// waitFor waits for the first event of a command that matches pred.
+func (l *eventLog) waitFor(ctx context.Context, t *testing.T, cartID, commandID string, pred func(command.Event) bool) command.Event {
+	t.Helper()
+	var found command.Event
+	poll(ctx, t, 30*time.Second, "event of "+commandID, func() error {
+		evs := l.of(cartID, commandID)
+		for _, ev := range evs {
+			if pred(ev) {
+				found = ev
+				return nil
+			}
+		}
+		return fmt.Errorf("events so far: %+v", evs)
+	})
+	return found
+}
+
+// waitApplied waits until every command in ids (cart → ids) has an applied
+// event.
+func (l *eventLog) waitApplied(ctx context.Context, t *testing.T, timeout time.Duration, want map[string][]string) {
+	t.Helper()
+	total := 0
+	for _, ids := range want {
+		total += len(ids)
+	}
+	poll(ctx, t, timeout, fmt.Sprintf("%d applied events", total), func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		missing := 0
+		example := ""
+		for cart, ids := range want {
+			for _, id := range ids {
+				if _, ok := l.firstApplied[cart+"/"+id]; !ok {
+					missing++
+					example = cart + "/" + id
+				}
+			}
+		}
+		if missing > 0 {
+			return fmt.Errorf("%d of %d commands not applied yet (e.g. %s)", missing, total, example)
+		}
+		return nil
+	})
+}
