@@ -187,5 +187,5 @@ func (b *Breaker) unwrap(err error) error {
 // matches both ErrOpen and the store's own error.
 type openError struct{ err error }
 
-func (e *openError) Error() string { return ErrOpen.Error() + ": " + e.err.Error() }
+func (e *openError) Error() string   { return ErrOpen.Error() + ": " + e.err.Error() }
 func (e *openError) Unwrap() []error { return []error{ErrOpen, e.err} }
