@@ -1,9 +1,9 @@
 // Package consumer pulls cart commands from the shared JetStream durable
-// consumer into a bounded pool of keyed lanes and decides, once per message,
+// consumer into a bounded pool keyed by cart and decides, once per message,
 // whether it is acknowledged, retried later (NakWithDelay), or terminated and
 // dead-lettered.
 //
-// Messages of one cart always go to the same lane, so an instance applies a
+// At most one message of a cart runs at a time, so an instance applies a
 // cart's commands in arrival order while different carts run in parallel.
 // Several instances may share the durable consumer; the ETag guard and the
 // applied-id list in each cart make their concurrent work safe.

@@ -168,21 +168,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}
 	})
 
-	slots := make(chan struct{}, n)
-	lanes := make([]chan jetstream.Msg, n)
-	var lanesWG sync.WaitGroup
-	for i := range lanes {
-		// A lane never holds more than n messages because a slot is taken
-		// before a message is queued, so sends below never block.
-		lanes[i] = make(chan jetstream.Msg, n)
-		lane := lanes[i]
-		lanesWG.Go(func() {
-			for msg := range lane {
-				w.handle(work, msg)
-				<-slots
-			}
-		})
-	}
+	pool := newKeyedPool(n, func(msg jetstream.Msg) { w.handle(work, msg) })
 
 	var lastErr error
 	for {
@@ -200,13 +186,10 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		slots <- struct{}{}
-		lanes[w.lane(msg.Subject())] <- msg
+		cartID, _, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
+		pool.submit(cartID, msg)
 	}
-	for _, l := range lanes {
-		close(l)
-	}
-	lanesWG.Wait()
+	pool.close()
 	close(stopWatch)
 	wg.Wait()
 	if ctx.Err() == nil {
@@ -216,16 +199,4 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		return fmt.Errorf("%w: %w", ErrStopped, errors.Join(lastErr, jetstream.ErrMsgIteratorClosed))
 	}
 	return nil
-}
-
-// lane picks a cart's lane from its subject, without decoding the body.
-func (w *Worker) lane(subject string) int {
-	cartID, _, _ := w.cfg.Subjects.ParseCommand(subject)
-	// Inline FNV-1a: hash/fnv would allocate on this per-message path.
-	h := uint32(2166136261)
-	for i := 0; i < len(cartID); i++ {
-		h ^= uint32(cartID[i])
-		h *= 16777619
-	}
-	return int(h % uint32(w.cfg.Concurrency))
 }

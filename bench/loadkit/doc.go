@@ -1,0 +1,19 @@
+// Package loadkit is the shared core of cartworker's load tooling
+// (cmd/loadgen and the go-sdk peer in bench/sdkpeer): the cart scenario
+// driver, the latency recorder, exact percentiles, the aggregation of runs
+// into report points, and /proc sampling.
+//
+// It imports only the standard library, so that the separate bench/sdkpeer
+// module can use it through a replace directive without pulling the main
+// module's dependencies, and so that the main module never depends on the
+// Dapr Go SDK.
+//
+// Vocabulary:
+//
+//   - A run is one measurement of one mode (pooled, per-request, ceiling,
+//     go-sdk) at one user count in one scenario (paced, closed-loop) for one
+//     round. Its raw latencies are kept so that rounds can be merged.
+//   - A point is the aggregate of a mode, scenario and user count over its
+//     rounds, per command type: exact percentiles over every sample of every
+//     round, throughput as the median of the rounds' throughputs.
+package loadkit

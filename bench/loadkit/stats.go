@@ -1,0 +1,343 @@
+package loadkit
+
+import (
+	"math"
+	"slices"
+	"sort"
+)
+
+// Percentile returns the p-th percentile (0 < p <= 100) of sorted by the
+// nearest-rank method: the smallest sample with at least p % of the samples
+// at or below it. It is exact, never interpolated, so p99 of 100 samples is
+// the 99th smallest and max is p100. It returns 0 for no samples.
+func Percentile(sorted []int64, p float64) int64 {
+	n := len(sorted)
+	if n == 0 {
+		return 0
+	}
+	if p <= 0 {
+		return sorted[0]
+	}
+	rank := int(math.Ceil(p / 100 * float64(n)))
+	rank = min(max(rank, 1), n)
+	return sorted[rank-1]
+}
+
+// Summary is the latency distribution of one set of samples, in
+// milliseconds.
+type Summary struct {
+	Count  int
+	P50MS  float64
+	P90MS  float64
+	P95MS  float64
+	P99MS  float64
+	MaxMS  float64
+	MeanMS float64
+}
+
+// Summarize computes the exact distribution of latencies given in
+// microseconds. It does not modify us.
+func Summarize(us []int64) Summary {
+	if len(us) == 0 {
+		return Summary{}
+	}
+	s := slices.Clone(us)
+	slices.Sort(s)
+	var sum float64
+	for _, v := range s {
+		sum += float64(v)
+	}
+	ms := func(v int64) float64 { return float64(v) / 1000 }
+	return Summary{
+		Count:  len(s),
+		P50MS:  ms(Percentile(s, 50)),
+		P90MS:  ms(Percentile(s, 90)),
+		P95MS:  ms(Percentile(s, 95)),
+		P99MS:  ms(Percentile(s, 99)),
+		MaxMS:  ms(s[len(s)-1]),
+		MeanMS: sum / float64(len(s)) / 1000,
+	}
+}
+
+// Median returns the median of v (the mean of the middle two for an even
+// count), or 0 for none.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// Point is one row of the report: a mode, scenario, user count and command
+// type aggregated over its rounds. The JSON names are those of
+// bench/results.json.
+type Point struct {
+	Mode     string `json:"mode"`
+	Scenario string `json:"scenario"`
+	Users    int    `json:"users"`
+	Type     string `json:"type"`
+
+	// Exact percentiles over every successful sample of every round.
+	P50MS  float64 `json:"p50_ms"`
+	P90MS  float64 `json:"p90_ms"`
+	P95MS  float64 `json:"p95_ms"`
+	P99MS  float64 `json:"p99_ms"`
+	MaxMS  float64 `json:"max_ms"`
+	MeanMS float64 `json:"mean_ms"`
+	Count  int     `json:"count"`
+
+	// ThroughputPerS is the median over rounds of successful commands of
+	// this type per second; ThroughputRounds lists each round's.
+	ThroughputPerS   float64   `json:"throughput_per_s"`
+	ThroughputRounds []float64 `json:"throughput_rounds_per_s"`
+	// P99RoundsMS is each round's own p99, to show the spread.
+	P99RoundsMS []float64 `json:"p99_rounds_ms"`
+	// Errors counts failed commands of this type over all rounds.
+	Errors int `json:"errors"`
+
+	// Dials is the TCP connections opened to Dapr during the point's runs
+	// (all command types together; every type row of a point repeats it),
+	// -1 when unknown. StateCalls counts the state API calls in the same
+	// runs, so Dials/StateCalls is 1 when every call dials.
+	Dials      int64 `json:"dials"`
+	StateCalls int64 `json:"state_calls"`
+	// StateFailures counts the worker's state calls answered with neither
+	// 200 nor 204 during the point's runs; -1 when unknown.
+	StateFailures int64 `json:"state_failures"`
+	// DialsTotal is the largest cumulative count of the process seen at
+	// the end of any of the point's runs; -1 when unknown.
+	DialsTotal int64 `json:"dials_total"`
+
+	Rounds     int  `json:"rounds"`
+	Saturation bool `json:"saturation,omitempty"`
+	// Process figures: the worker's largest RSS, and CPU use as a
+	// percentage of one core, averaged over the runs' elapsed time.
+	WorkerRSSMiB  float64 `json:"worker_rss_mib,omitempty"`
+	WorkerCPUPct  float64 `json:"worker_cpu_pct,omitempty"`
+	LoadgenCPUPct float64 `json:"loadgen_cpu_pct,omitempty"`
+	HostBusyPct   float64 `json:"host_busy_pct,omitempty"`
+	// WindowS is the measured time summed over rounds.
+	WindowS float64 `json:"window_s"`
+	// ProcCPUPct is each watched process's CPU use in % of one core over
+	// the runs, plus "loadgen" (the load generator or client itself) and
+	// "other": the machine's busy time not accounted for by those, i.e.
+	// the kernel's share for them and every other process on the machine.
+	ProcCPUPct map[string]float64 `json:"proc_cpu_pct,omitempty"`
+	// WorkerHandleMeanMS is the worker's own mean handling time per command
+	// (all types, pull to ack), averaged over rounds; the rest of a
+	// command's latency is messaging (publish, delivery, event) and the
+	// load generator.
+	WorkerHandleMeanMS float64 `json:"worker_handle_mean_ms,omitempty"`
+}
+
+// PointKey identifies the runs that make up one point.
+type PointKey struct {
+	Mode     string
+	Scenario string
+	Users    int
+}
+
+// Aggregate groups runs by mode, scenario and user count and returns one
+// Point per command type, ordered by scenario, users, mode (Modes order) and
+// type (Types order). Types with no sample and no error in any round are
+// omitted.
+func Aggregate(runs []*Run) []Point {
+	groups := map[PointKey][]*Run{}
+	for _, r := range runs {
+		k := PointKey{r.Mode, r.Scenario, r.Users}
+		groups[k] = append(groups[k], r)
+	}
+	keys := make([]PointKey, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.Scenario != b.Scenario {
+			return scenarioRank(a.Scenario) < scenarioRank(b.Scenario)
+		}
+		if a.Users != b.Users {
+			return a.Users < b.Users
+		}
+		return modeRank(a.Mode) < modeRank(b.Mode)
+	})
+	var out []Point
+	for _, k := range keys {
+		out = append(out, aggregateGroup(k, groups[k])...)
+	}
+	return out
+}
+
+func scenarioRank(s string) int {
+	if s == ScenarioPaced {
+		return 0
+	}
+	return 1
+}
+
+func modeRank(m string) int {
+	for i, v := range Modes {
+		if v == m {
+			return i
+		}
+	}
+	return len(Modes)
+}
+
+func aggregateGroup(k PointKey, runs []*Run) []Point {
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Round < runs[j].Round })
+	// Per-point (all types) figures.
+	dials, calls, total, fails := int64(0), int64(0), int64(-1), int64(-1)
+	dialsKnown, callsKnown := true, true
+	var rss, window, elapsed, wcpu, lcpu, busyWeighted, hostCPU, handle float64
+	nHandle := 0
+	procCPU := map[string]float64{}
+	sat := false
+	for _, r := range runs {
+		hostCPU += r.HostCPUS
+		if r.WorkerHandleMS > 0 {
+			handle += r.WorkerHandleMS
+			nHandle++
+		}
+		for name, c := range r.ProcCPUS {
+			procCPU[name] += c
+		}
+		if r.Dials == nil {
+			dialsKnown = false
+		} else {
+			dials += *r.Dials
+		}
+		if r.StateCalls == nil {
+			callsKnown = false
+		} else {
+			calls += *r.StateCalls
+		}
+		if r.StateFailures != nil {
+			fails = max(fails, 0) + *r.StateFailures
+		}
+		if r.DialsTotal != nil {
+			total = max(total, *r.DialsTotal)
+		}
+		rss = max(rss, r.WorkerRSSMaxMiB)
+		window += r.WindowS
+		elapsed += r.ElapsedS
+		wcpu += r.WorkerCPUS
+		lcpu += r.LoadgenCPUS
+		busyWeighted += r.HostBusyPct * r.ElapsedS
+		sat = sat || r.Saturation
+	}
+	if !dialsKnown {
+		dials = -1
+	}
+	if !callsKnown {
+		calls = -1
+	}
+	pct := func(cpu float64) float64 {
+		if elapsed <= 0 {
+			return 0
+		}
+		return cpu / elapsed * 100
+	}
+	busy := 0.0
+	if elapsed > 0 {
+		busy = busyWeighted / elapsed
+	}
+	if nHandle > 0 {
+		handle /= float64(nHandle)
+	}
+	var procPct map[string]float64
+	if len(procCPU) > 0 && elapsed > 0 {
+		procPct = map[string]float64{}
+		accounted := lcpu
+		for name, c := range procCPU {
+			procPct[name] = pct(c)
+			accounted += c
+		}
+		procPct["loadgen"] = pct(lcpu)
+		procPct["other"] = pct(max(0, hostCPU-accounted))
+	}
+
+	var out []Point
+	for _, typ := range typesOf(runs) {
+		var all []int64
+		var thr, p99s []float64
+		errs := 0
+		for _, r := range runs {
+			lat := r.LatenciesUS[typ]
+			all = append(all, lat...)
+			thr = append(thr, r.Throughput(typ))
+			p99s = append(p99s, Summarize(lat).P99MS)
+			errs += r.Errors[typ]
+		}
+		if len(all) == 0 && errs == 0 {
+			continue
+		}
+		s := Summarize(all)
+		out = append(out, Point{
+			Mode: k.Mode, Scenario: k.Scenario, Users: k.Users, Type: typ,
+			P50MS: s.P50MS, P90MS: s.P90MS, P95MS: s.P95MS, P99MS: s.P99MS, MaxMS: s.MaxMS, MeanMS: s.MeanMS,
+			Count:              s.Count,
+			ThroughputPerS:     Median(thr),
+			ThroughputRounds:   thr,
+			P99RoundsMS:        p99s,
+			Errors:             errs,
+			Dials:              dials,
+			StateCalls:         calls,
+			StateFailures:      fails,
+			DialsTotal:         total,
+			Rounds:             len(runs),
+			Saturation:         sat,
+			WorkerRSSMiB:       rss,
+			WorkerCPUPct:       pct(wcpu),
+			LoadgenCPUPct:      pct(lcpu),
+			HostBusyPct:        busy,
+			WindowS:            window,
+			ProcCPUPct:         procPct,
+			WorkerHandleMeanMS: handle,
+		})
+	}
+	return out
+}
+
+// typesOf returns the command types present in runs: Types first, in order,
+// then any other, sorted.
+func typesOf(runs []*Run) []string {
+	seen := map[string]bool{}
+	for _, r := range runs {
+		for t := range r.LatenciesUS {
+			seen[t] = true
+		}
+		for t := range r.Errors {
+			seen[t] = true
+		}
+	}
+	var out []string
+	for _, t := range Types {
+		if seen[t] {
+			out = append(out, t)
+			delete(seen, t)
+		}
+	}
+	var rest []string
+	for t := range seen {
+		rest = append(rest, t)
+	}
+	sort.Strings(rest)
+	return append(out, rest...)
+}
+
+// Find returns the point of mode, scenario, users and typ, if any.
+func Find(points []Point, mode, scenario string, users int, typ string) (Point, bool) {
+	for _, p := range points {
+		if p.Mode == mode && p.Scenario == scenario && p.Users == users && p.Type == typ {
+			return p, true
+		}
+	}
+	return Point{}, false
+}

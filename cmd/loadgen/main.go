@@ -1,0 +1,117 @@
+// Command loadgen is cartworker's load generator and benchmark reporter.
+// `make bench` (scripts/bench.sh) drives it; each subcommand is also usable
+// on its own:
+//
+//	loadgen run      the upstream locust scenario through NATS and the worker
+//	                 (one mode, scenario, user count and round); writes a run
+//	loadgen ceiling  the same state calls straight to daprd through the
+//	                 worker's pooled HTTP client, no NATS and no worker
+//	loadgen capture  builds one 20-line cart through the worker and saves
+//	                 the documents it stored, for the ceiling and the peer
+//	loadgen report   aggregates runs into bench/REPORT.md, results.json and
+//	                 the latency chart
+//	loadgen free-ports, wait, fetch   small helpers for scripts/bench.sh
+//
+// The scenario: each user creates a cart (cache), adds 20 items one at a
+// time (add-item) and deletes it (delete), waiting for each command's
+// outcome event before the next, so a latency is publish to outcome event.
+// In the paced scenario users pause a think time after each command; in the
+// closed-loop one they do not. Only commands started after the warm-up and
+// before the end of the window are counted; every loop is bounded in time.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil
+	stop()
+	if interrupted {
+		// Exit as a shell expects of a program stopped by Ctrl-C, so that
+		// scripts/bench.sh stops too rather than starting the next run.
+		fmt.Fprintln(os.Stderr, "loadgen: interrupted")
+		os.Exit(130)
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+type subcommand struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func subcommands() []subcommand {
+	return []subcommand{
+		{"run", "run the cart scenario through NATS and the worker; write one run as JSON", runWorker},
+		{"ceiling", "run the same state calls directly against daprd (pooled HTTP); write one run", runCeiling},
+		{"capture", "build one 20-line cart through the worker and save its documents", runCapture},
+		{"report", "aggregate runs into REPORT.md, results.json and the chart", runReport},
+		{"free-ports", "print N free TCP ports on 127.0.0.1", runFreePorts},
+		{"wait", "wait until an HTTP URL answers with a status, or a TCP address accepts", runWait},
+		{"fetch", "GET a URL (e.g. a pprof profile) into a file, bounded in time", runFetch},
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "help" || args[0] == "--help" {
+		fmt.Fprintln(stderr, "Usage: loadgen <command> [flags]\n\nCommands:")
+		for _, sc := range subcommands() {
+			fmt.Fprintf(stderr, "  %-11s %s\n", sc.name, sc.summary)
+		}
+		fmt.Fprintln(stderr, "\nRun 'loadgen <command> -h' for its flags.")
+		if len(args) == 0 {
+			return usageError{errors.New("no command given")}
+		}
+		return nil
+	}
+	for _, sc := range subcommands() {
+		if sc.name == args[0] {
+			return sc.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return usageError{fmt.Errorf("unknown command %q", args[0])}
+}
+
+// newFlagSet returns a flag set whose errors are returned, not fatal.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("loadgen "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartworker/cartworker/bench/loadkit"
+)
+
+func i64(v int64) *int64 { return &v }
+
+// fakeRun makes a run whose add-item latencies are base, 2×base, ... n×base
+// microseconds over a 1 s window.
+func fakeRun(mode, scenario string, users, round int, base int64, n int, dials, calls int64) *loadkit.Run {
+	lat := make([]int64, n)
+	for i := range lat {
+		lat[i] = base * int64(i+1)
+	}
+	return &loadkit.Run{
+		Mode: mode, Scenario: scenario, Users: users, Round: round, WindowS: 1, DurationS: 1, WarmupS: 0.5, ThinkMS: 100,
+		LatenciesUS: map[string][]int64{
+			loadkit.TypeCache: {base}, loadkit.TypeAddItem: lat, loadkit.TypeDelete: {base},
+		},
+		Dials: i64(dials), StateCalls: i64(calls), DialsTotal: i64(dials),
+		WorkerRSSMaxMiB: 20, WorkerCPUS: 0.5, ElapsedS: 1.5, HostBusyPct: 80,
+		LoadgenCPUS: 0.15, HostCPUS: 2.4,
+		ProcCPUS: map[string]float64{"daprd": 0.75, "worker-pooled": 0.5, "extra": 0.03},
+	}
+}
+
+// fakeBench is a complete small benchmark: pooled is 10× faster than
+// per-request, the ceiling twice as fast as pooled at saturation.
+func fakeBench() []*loadkit.Run {
+	var runs []*loadkit.Run
+	for _, u := range []int{1, 15} {
+		for round := 1; round <= 2; round++ {
+			runs = append(runs,
+				fakeRun(loadkit.ModePooled, loadkit.ScenarioPaced, u, round, 50, 100, 0, 1000),
+				fakeRun(loadkit.ModePerRequest, loadkit.ScenarioPaced, u, round, 500, 100, 1000, 1000),
+				fakeRun(loadkit.ModePooled, loadkit.ScenarioClosed, u, round, 100, 100, 0, 1000),
+				fakeRun(loadkit.ModePerRequest, loadkit.ScenarioClosed, u, round, 1000, 40, 400, 400),
+				fakeRun(loadkit.ModeCeiling, loadkit.ScenarioClosed, u, round, 80, 120, 15, 1000),
+				fakeRun(loadkit.ModeGoSDK, loadkit.ScenarioClosed, u, round, 40, 200, 1, 1000),
+			)
+		}
+	}
+	for _, r := range []*loadkit.Run{
+		fakeRun(loadkit.ModePooled, loadkit.ScenarioClosed, 64, 1, 100, 300, 0, 3000),
+		fakeRun(loadkit.ModePerRequest, loadkit.ScenarioClosed, 64, 1, 1000, 100, 1000, 1000),
+		fakeRun(loadkit.ModeCeiling, loadkit.ScenarioClosed, 64, 1, 50, 400, 16, 4000),
+		fakeRun(loadkit.ModeGoSDK, loadkit.ScenarioClosed, 64, 1, 40, 500, 1, 5000),
+	} {
+		r.Saturation = true
+		runs = append(runs, r)
+	}
+	// The pooled worker's connections over the run: 12 at the end.
+	runs[0].DialsTotal = i64(12)
+	runs[0].Dials = i64(12)
+	return runs
+}
+
+func testInput() reportInput {
+	in := reportInput{
+		runs: fakeBench(), docs: loadkit.SyntheticDocs(), poolLimit: 50, conc: 16,
+		machine: Machine{Cores: 2, CPUModel: "Test CPU", GoVersion: "go1.26"},
+		now:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		peer:    Peer{Available: true, Client: "github.com/dapr/go-sdk v1.14.2"},
+	}
+	_ = in.versions.Set("daprd=1.18.0")
+	return in
+}
+
+func TestBuildReportResults(t *testing.T) {
+	res, md, svg := buildReport(testInput())
+
+	if res.Config.SaturationUsers != 64 || len(res.Config.Users) != 2 || res.Config.Rounds != 2 {
+		t.Fatalf("config %+v", res.Config)
+	}
+	s := res.Saturation
+	// Pooled 300/s, per-request 100/s, ceiling 400/s.
+	if *s.WorkerAddItemPerS != 300 || *s.PerRequestAddItemPerS != 100 || *s.CeilingAddItemPerS != 400 || *s.GoSDKAddItemPerS != 500 {
+		t.Fatalf("saturation %+v", s)
+	}
+	if *s.WorkerOverPerRequest != 3 || *s.WorkerOverCeiling != 0.75 || *res.Ratios.WorkerSaturationOverCeiling != 0.75 {
+		t.Fatalf("saturation ratios %v %v", *s.WorkerOverPerRequest, *s.WorkerOverCeiling)
+	}
+	if res.WorkerRSSMiB15u == nil || *res.WorkerRSSMiB15u != 20 {
+		t.Fatalf("rss15 %v", res.WorkerRSSMiB15u)
+	}
+	// Paced 15u: pooled p99 is the 99th of 50..5000 µs = 4.95 ms; per-request 49.5 ms.
+	var paced15 *ModeRatio
+	for i, r := range res.Ratios.PooledOverPerRequest {
+		if r.Scenario == loadkit.ScenarioPaced && r.Users == 15 {
+			paced15 = &res.Ratios.PooledOverPerRequest[i]
+		}
+	}
+	if paced15 == nil || *paced15.P99Ratio != 0.1 || *paced15.ThroughputRatio != 1 {
+		t.Fatalf("pooled/per-request paced 15u: %+v", paced15)
+	}
+	if len(res.Ratios.HTTPOverGoSDK) != 3 { // 1, 15 and the saturation 64
+		t.Fatalf("http/go-sdk rows %d", len(res.Ratios.HTTPOverGoSDK))
+	}
+	floors := map[string]Floor{}
+	for _, f := range res.Floors {
+		floors[f.Name] = f
+	}
+	want := map[string]bool{
+		"paced 15 users, pooled add-item p99":                              true, // 4.95 ms
+		"closed-loop saturation, pooled / per-request add-item throughput": true, // 3×
+		"closed-loop saturation, pooled / ceiling add-item throughput":     true, // 75 %
+		"connections opened by the pooled worker over the whole run":       true, // 12
+		"per-request worker: connections opened per state call":            true,
+		"worker RSS at 15 users (pooled)":                                  true,
+	}
+	for name, pass := range want {
+		f, ok := floors[name]
+		if !ok || f.Pass == nil || *f.Pass != pass {
+			t.Errorf("floor %q: %+v", name, f)
+		}
+	}
+	if *floors["connections opened by the pooled worker over the whole run"].Value != 12 {
+		t.Errorf("pooled dials %v", *floors["connections opened by the pooled worker over the whole run"].Value)
+	}
+
+	// results.json has the keys the issue asks for.
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic map[string]any
+	if err := json.Unmarshal(b, &generic); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"points", "saturation", "worker_rss_mib_15u"} {
+		if _, ok := generic[k]; !ok {
+			t.Errorf("results.json lacks %q", k)
+		}
+	}
+	pt := generic["points"].([]any)[0].(map[string]any)
+	for _, k := range []string{"mode", "scenario", "users", "type", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_per_s", "errors", "dials"} {
+		if _, ok := pt[k]; !ok {
+			t.Errorf("point lacks %q", k)
+		}
+	}
+	sat := generic["saturation"].(map[string]any)
+	for _, k := range []string{"users", "worker_add_item_per_s", "per_request_add_item_per_s", "ceiling_add_item_per_s"} {
+		if _, ok := sat[k]; !ok {
+			t.Errorf("saturation lacks %q", k)
+		}
+	}
+
+	report := string(md)
+	for _, s := range []string{
+		"# cartworker load benchmark", "Test CPU", "| cores | 2 |", "daprd | 1.18.0",
+		"**Floors: 6 passed, 0 failed, 0 not measured.**",
+		"4,200 ms", "680 ms", "3.45", "2.63", "67.0 ms", "69.0 ms",
+		"![add-item p50 and p99", "latency.svg",
+		"| paced | 15 | 4.95 ms | 49.5 ms | 0.10× |",
+		"Worker saturation throughput / ceiling: **75 %**",
+		"### paced (think 100 ms)", "### closed-loop", "64 (sat.)",
+		// 2.4 CPU-s busy over 1.5 s: daprd 50 %, worker 33 %, extra 2 %,
+		// loadgen 10 %, other (2.4-0.75-0.5-0.03-0.15)/1.5 = 65 %.
+		"| mode | worker-pooled | daprd | extra | loadgen | other | machine busy |",
+		"| pooled | 33 | 50 | 2 | 10 | 65 | 160 % |",
+	} {
+		if !strings.Contains(report, s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+	checkSVG(t, svg)
+}
+
+func checkSVG(t *testing.T, svg []byte) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	paths, texts := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("chart is not well-formed XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			switch se.Name.Local {
+			case "path":
+				paths++
+			case "text":
+				texts++
+			}
+		}
+	}
+	// Two panels × four series (pooled/per-request × p50/p99).
+	if paths != 8 {
+		t.Errorf("chart has %d series paths, want 8", paths)
+	}
+	if texts < 20 {
+		t.Errorf("chart has only %d labels", texts)
+	}
+}
+
+func TestReportWithMissingModes(t *testing.T) {
+	in := testInput()
+	var runs []*loadkit.Run
+	for _, r := range in.runs {
+		if r.Mode == loadkit.ModePooled && r.Scenario == loadkit.ScenarioPaced {
+			runs = append(runs, r)
+		}
+	}
+	in.runs = runs
+	in.peer = Peer{Reason: "not available: test"}
+	res, md, svg := buildReport(in)
+	if res.Saturation.WorkerAddItemPerS != nil || res.Ratios.WorkerSaturationOverCeiling != nil {
+		t.Fatalf("saturation should be unmeasured: %+v", res.Saturation)
+	}
+	if !strings.Contains(string(md), "not measured") || !strings.Contains(string(md), "not available: test") {
+		t.Error("report does not say what is missing")
+	}
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	for {
+		if _, err := dec.Token(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("chart: %v", err)
+		}
+	}
+}
+
+func TestRunReportWritesFiles(t *testing.T) {
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw")
+	if err := os.Mkdir(raw, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range fakeBench() {
+		if err := r.WriteFile(filepath.Join(raw, strings.Repeat("r", i+1)+".json")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "out")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"report", "-raw", raw, "-out", out, "-peer", "ok", "-version", "daprd=1.18.0"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	for _, f := range []string{reportFile, resultsFile, chartFile} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if !strings.Contains(stdout.String(), "pass") {
+		t.Errorf("stdout: %s", stdout.String())
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 3.14159: "3.14", 15.86: "15.9", 4200: "4,200", 123456.7: "123,457"} {
+		if got := ms(in); got != want {
+			t.Errorf("ms(%v) = %q, want %q", in, got, want)
+		}
+	}
+	if thousands(-1234567.891, 2) != "-1,234,567.89" {
+		t.Errorf("thousands: %s", thousands(-1234567.891, 2))
+	}
+	if tickLabel(2000) != "2k" || tickLabel(0.5) != "0.5" || tickLabel(20) != "20" {
+		t.Error("tick labels")
+	}
+}
+
+func TestParseWorkerMetrics(t *testing.T) {
+	text := `# HELP cartworker_state_connections_opened_total TCP connections dialled to Dapr.
+# TYPE cartworker_state_connections_opened_total counter
+cartworker_state_connections_opened_total 7
+cartworker_state_requests_total{code="200",op="get"} 1200
+cartworker_state_requests_total{code="204",op="save"} 1.2e+03
+cartworker_state_requests_total{code="timeout",op="delete"} 3
+cartworker_commands_total{outcome="applied",type="add-item"} 999
+cartworker_command_duration_seconds_bucket{type="add-item",le="0.001"} 3
+cartworker_command_duration_seconds_sum{type="add-item"} 1.5
+cartworker_command_duration_seconds_count{type="add-item"} 300
+cartworker_command_duration_seconds_sum{type="cache"} 0.5
+cartworker_command_duration_seconds_count{type="cache"} 100
+`
+	c, err := parseWorkerMetrics(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Dials != 7 || c.StateCalls != 2403 || c.HandleS != 2 || c.Handled != 400 {
+		t.Fatalf("%+v", c)
+	}
+	if _, err := parseWorkerMetrics(strings.NewReader("up 1\n")); err == nil {
+		t.Fatal("missing dial metric not reported")
+	}
+}
+
+func TestDriveFlagsValidate(t *testing.T) {
+	for _, args := range [][]string{
+		{"-scenario", "bursty"},
+		{"-users", "0"},
+		{"-duration", "0s"},
+		{"-scenario", "paced", "-think", "0s"},
+	} {
+		fs := newFlagSet("t", io.Discard)
+		var d driveFlags
+		d.register(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.config(); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	fs := newFlagSet("t", io.Discard)
+	var d driveFlags
+	d.register(fs)
+	_ = fs.Parse([]string{"-scenario", "closed-loop", "-think", "1s"})
+	cfg, err := d.config()
+	if err != nil || cfg.Think != 0 {
+		t.Fatalf("closed-loop must ignore think: %v %v", cfg.Think, err)
+	}
+}
+
+func TestUnknownSubcommand(t *testing.T) {
+	err := run(context.Background(), []string{"explode"}, io.Discard, io.Discard)
+	var u usageError
+	if err == nil || !asUsage(err, &u) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func asUsage(err error, u *usageError) bool {
+	v, ok := err.(usageError)
+	if ok {
+		*u = v
+	}
+	return ok
+}

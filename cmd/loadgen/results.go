@@ -1,0 +1,330 @@
+package main
+
+import (
+	"math"
+	"slices"
+
+	"github.com/cartworker/cartworker/bench/loadkit"
+)
+
+// Results is bench/results.json.
+type Results struct {
+	GeneratedAt string            `json:"generated_at"`
+	Machine     Machine           `json:"machine"`
+	Versions    map[string]string `json:"versions"`
+	Config      RunConfig         `json:"config"`
+	Peer        Peer              `json:"peer"`
+	// Points holds every mode, scenario, user count and command type.
+	Points     []loadkit.Point `json:"points"`
+	Saturation Saturation      `json:"saturation"`
+	// WorkerRSSMiB15u is the pooled worker's largest RSS during the
+	// 15-user points; null when there were none.
+	WorkerRSSMiB15u *float64 `json:"worker_rss_mib_15u"`
+	// PerRequestRSSMiB15u is the same for the per-request worker.
+	PerRequestRSSMiB15u *float64 `json:"per_request_rss_mib_15u"`
+	Ratios              Ratios   `json:"ratios"`
+	Floors              []Floor  `json:"floors"`
+	Upstream            Upstream `json:"upstream"`
+	Notes               []string `json:"notes,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	Cores     int     `json:"cores"`
+	CPUModel  string  `json:"cpu_model"`
+	MemoryGiB float64 `json:"memory_gib"`
+	Kernel    string  `json:"kernel"`
+	GoVersion string  `json:"go_version"`
+}
+
+// RunConfig is how the run was configured, as read back from the runs.
+type RunConfig struct {
+	DurationS         float64 `json:"duration_s"`
+	WarmupS           float64 `json:"warmup_s"`
+	ThinkMS           float64 `json:"think_ms"`
+	Rounds            int     `json:"rounds"`
+	Users             []int   `json:"users"`
+	SaturationUsers   int     `json:"saturation_users"`
+	WorkerConcurrency int     `json:"worker_concurrency"`
+	PoolLimit         int     `json:"pool_limit"`
+	DocBytesFirst     int     `json:"doc_bytes_first,omitempty"`
+	DocBytesLast      int     `json:"doc_bytes_last,omitempty"`
+	DocsSource        string  `json:"docs_source,omitempty"`
+	Settings          string  `json:"settings,omitempty"`
+	Topology          string  `json:"topology,omitempty"`
+}
+
+// Peer says whether the go-sdk peer ran.
+type Peer struct {
+	Available bool   `json:"available"`
+	Client    string `json:"client,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// Saturation is the closed-loop point at the highest user count.
+type Saturation struct {
+	Users                   int      `json:"users"`
+	WorkerAddItemPerS       *float64 `json:"worker_add_item_per_s"`
+	PerRequestAddItemPerS   *float64 `json:"per_request_add_item_per_s"`
+	CeilingAddItemPerS      *float64 `json:"ceiling_add_item_per_s"`
+	GoSDKAddItemPerS        *float64 `json:"go_sdk_add_item_per_s"`
+	WorkerOverPerRequest    *float64 `json:"worker_over_per_request"`
+	WorkerOverCeiling       *float64 `json:"worker_over_ceiling"`
+	WorkerAddItemP99MS      *float64 `json:"worker_add_item_p99_ms"`
+	PerRequestAddItemP99MS  *float64 `json:"per_request_add_item_p99_ms"`
+	WorkerCPUPct            *float64 `json:"worker_cpu_pct,omitempty"`
+	PerRequestWorkerCPUPct  *float64 `json:"per_request_worker_cpu_pct,omitempty"`
+	WorkerCommandsPerS      *float64 `json:"worker_commands_per_s,omitempty"`
+	PerRequestCommandsPerS  *float64 `json:"per_request_commands_per_s,omitempty"`
+	CeilingCommandsPerS     *float64 `json:"ceiling_commands_per_s,omitempty"`
+	WorkerPerCommandCPUMS   *float64 `json:"worker_cpu_ms_per_command,omitempty"`
+	PerRequestCPUMSPerComm  *float64 `json:"per_request_cpu_ms_per_command,omitempty"`
+	SaturationHostBusyPct   *float64 `json:"host_busy_pct,omitempty"`
+	SaturationLoadgenCPUPct *float64 `json:"loadgen_cpu_pct,omitempty"`
+}
+
+// Ratios are the comparisons the issue asks for.
+type Ratios struct {
+	// PooledOverPerRequest: add-item p99 and throughput, pooled divided by
+	// per-request, per scenario and user count.
+	PooledOverPerRequest []ModeRatio `json:"pooled_over_per_request"`
+	// WorkerSaturationOverCeiling: the pooled worker's saturation add-item
+	// throughput divided by the ceiling's at the same concurrency.
+	WorkerSaturationOverCeiling *float64 `json:"worker_saturation_over_ceiling"`
+	// HTTPOverGoSDK: the ceiling's (our pooled HTTP client) add-item p50
+	// and p99 divided by the go-sdk peer's, per closed-loop user count.
+	HTTPOverGoSDK []ClientRatio `json:"http_over_go_sdk"`
+}
+
+// ModeRatio compares pooled with per-request at one point.
+type ModeRatio struct {
+	Scenario        string   `json:"scenario"`
+	Users           int      `json:"users"`
+	P99Ratio        *float64 `json:"p99_ratio"`
+	ThroughputRatio *float64 `json:"throughput_ratio"`
+}
+
+// ClientRatio compares our HTTP client with the go-sdk at one point.
+type ClientRatio struct {
+	Users    int      `json:"users"`
+	P50Ratio *float64 `json:"p50_ratio"`
+	P99Ratio *float64 `json:"p99_ratio"`
+}
+
+// Floor is one of the issue's acceptance floors.
+type Floor struct {
+	Name   string   `json:"name"`
+	Value  *float64 `json:"value"`
+	Limit  float64  `json:"limit"`
+	Unit   string   `json:"unit"`
+	Pass   *bool    `json:"pass"`
+	Detail string   `json:"detail,omitempty"`
+}
+
+// Upstream holds the figures of the Python service, for comparison.
+type Upstream struct {
+	Users        int     `json:"users"`
+	BeforeP50MS  float64 `json:"before_p50_ms"`
+	BeforeP99MS  float64 `json:"before_p99_ms"`
+	BeforeReqS   float64 `json:"before_req_per_s"`
+	AfterP50MS   float64 `json:"after_p50_ms"`
+	AfterP99MS   float64 `json:"after_p99_ms"`
+	AfterReqS    float64 `json:"after_req_per_s"`
+	ThinkS       float64 `json:"think_s"`
+	Source       string  `json:"source"`
+	BeforeOneP50 float64 `json:"before_1u_p50_ms"`
+	BeforeOneP99 float64 `json:"before_1u_p99_ms"`
+}
+
+var upstreamFigures = Upstream{
+	Users: 15, BeforeP50MS: 67, BeforeP99MS: 4200, BeforeReqS: 3.45,
+	AfterP50MS: 69, AfterP99MS: 680, AfterReqS: 2.63, ThinkS: 3,
+	BeforeOneP50: 63, BeforeOneP99: 1300,
+	Source: "kugelpos-backend's locust 'add item' runs on one machine; before = a new session per request, after = session and gRPC channel pooling, 10-minute runs",
+}
+
+// Floors of the issue.
+const (
+	floorPacedP99MS        = 10.0
+	floorPooledOverPerReq  = 1.5
+	floorPooledOverCeiling = 0.60
+	floorRSSMiB            = 64.0
+)
+
+func f64(v float64) *float64 { return &v }
+
+func ratio(a, b *float64) *float64 {
+	if a == nil || b == nil || *b == 0 || math.IsNaN(*a) || math.IsNaN(*b) {
+		return nil
+	}
+	return f64(*a / *b)
+}
+
+func boolp(v bool) *bool { return &v }
+
+// field reads one figure of a point, nil when the point is missing.
+func field(points []loadkit.Point, mode, scenario string, users int, typ string, get func(loadkit.Point) float64) *float64 {
+	p, ok := loadkit.Find(points, mode, scenario, users, typ)
+	if !ok || p.Count == 0 {
+		return nil
+	}
+	return f64(get(p))
+}
+
+func p50(p loadkit.Point) float64 { return p.P50MS }
+func p99(p loadkit.Point) float64 { return p.P99MS }
+func thr(p loadkit.Point) float64 { return p.ThroughputPerS }
+
+// computeResults derives the saturation point, ratios and floors from the
+// points.
+func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int) (Saturation, Ratios, []Floor, *float64, *float64) {
+	sat := Saturation{Users: satUsers}
+	cl := loadkit.ScenarioClosed
+	add := loadkit.TypeAddItem
+	if satUsers > 0 {
+		sat.WorkerAddItemPerS = field(points, loadkit.ModePooled, cl, satUsers, add, thr)
+		sat.PerRequestAddItemPerS = field(points, loadkit.ModePerRequest, cl, satUsers, add, thr)
+		sat.CeilingAddItemPerS = field(points, loadkit.ModeCeiling, cl, satUsers, add, thr)
+		sat.GoSDKAddItemPerS = field(points, loadkit.ModeGoSDK, cl, satUsers, add, thr)
+		sat.WorkerOverPerRequest = ratio(sat.WorkerAddItemPerS, sat.PerRequestAddItemPerS)
+		sat.WorkerOverCeiling = ratio(sat.WorkerAddItemPerS, sat.CeilingAddItemPerS)
+		sat.WorkerAddItemP99MS = field(points, loadkit.ModePooled, cl, satUsers, add, p99)
+		sat.PerRequestAddItemP99MS = field(points, loadkit.ModePerRequest, cl, satUsers, add, p99)
+		sat.WorkerCPUPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.WorkerCPUPct })
+		sat.PerRequestWorkerCPUPct = field(points, loadkit.ModePerRequest, cl, satUsers, add, func(p loadkit.Point) float64 { return p.WorkerCPUPct })
+		sat.SaturationHostBusyPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.HostBusyPct })
+		sat.SaturationLoadgenCPUPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.LoadgenCPUPct })
+		sat.WorkerCommandsPerS = commandsPerS(points, loadkit.ModePooled, cl, satUsers)
+		sat.PerRequestCommandsPerS = commandsPerS(points, loadkit.ModePerRequest, cl, satUsers)
+		sat.CeilingCommandsPerS = commandsPerS(points, loadkit.ModeCeiling, cl, satUsers)
+		// CPU per command: a busy worker's cost, independent of how much
+		// CPU the rest of the machine left it.
+		sat.WorkerPerCommandCPUMS = cpuPerCommand(sat.WorkerCPUPct, sat.WorkerCommandsPerS)
+		sat.PerRequestCPUMSPerComm = cpuPerCommand(sat.PerRequestWorkerCPUPct, sat.PerRequestCommandsPerS)
+	}
+
+	var r Ratios
+	for _, sc := range []string{loadkit.ScenarioPaced, loadkit.ScenarioClosed} {
+		us := users
+		if sc == cl && satUsers > 0 && !slices.Contains(us, satUsers) {
+			us = append(slices.Clone(us), satUsers)
+		}
+		for _, u := range us {
+			pp := field(points, loadkit.ModePooled, sc, u, add, p99)
+			rp := field(points, loadkit.ModePerRequest, sc, u, add, p99)
+			pt := field(points, loadkit.ModePooled, sc, u, add, thr)
+			rt := field(points, loadkit.ModePerRequest, sc, u, add, thr)
+			if pp == nil && rp == nil {
+				continue
+			}
+			r.PooledOverPerRequest = append(r.PooledOverPerRequest, ModeRatio{
+				Scenario: sc, Users: u, P99Ratio: ratio(pp, rp), ThroughputRatio: ratio(pt, rt),
+			})
+		}
+	}
+	r.WorkerSaturationOverCeiling = sat.WorkerOverCeiling
+	cu := users
+	if satUsers > 0 && !slices.Contains(cu, satUsers) {
+		cu = append(slices.Clone(cu), satUsers)
+	}
+	for _, u := range cu {
+		h50 := field(points, loadkit.ModeCeiling, cl, u, add, p50)
+		g50 := field(points, loadkit.ModeGoSDK, cl, u, add, p50)
+		h99 := field(points, loadkit.ModeCeiling, cl, u, add, p99)
+		g99 := field(points, loadkit.ModeGoSDK, cl, u, add, p99)
+		if h50 == nil && g50 == nil {
+			continue
+		}
+		r.HTTPOverGoSDK = append(r.HTTPOverGoSDK, ClientRatio{Users: u, P50Ratio: ratio(h50, g50), P99Ratio: ratio(h99, g99)})
+	}
+
+	rss15 := maxOver(points, loadkit.ModePooled, 15, func(p loadkit.Point) float64 { return p.WorkerRSSMiB })
+	rss15req := maxOver(points, loadkit.ModePerRequest, 15, func(p loadkit.Point) float64 { return p.WorkerRSSMiB })
+
+	var floors []Floor
+	check := func(name string, v *float64, limit float64, unit string, atMost bool, detail string) {
+		f := Floor{Name: name, Value: v, Limit: limit, Unit: unit, Detail: detail}
+		if v != nil {
+			if atMost {
+				f.Pass = boolp(*v <= limit)
+			} else {
+				f.Pass = boolp(*v >= limit)
+			}
+		}
+		floors = append(floors, f)
+	}
+	check("paced 15 users, pooled add-item p99", field(points, loadkit.ModePooled, loadkit.ScenarioPaced, 15, add, p99),
+		floorPacedP99MS, "ms", true, "at most")
+	check("closed-loop saturation, pooled / per-request add-item throughput", sat.WorkerOverPerRequest,
+		floorPooledOverPerReq, "×", false, "at least")
+	check("closed-loop saturation, pooled / ceiling add-item throughput", sat.WorkerOverCeiling,
+		floorPooledOverCeiling, "×", false, "at least")
+	pooledDials := maxOver(points, loadkit.ModePooled, 0, func(p loadkit.Point) float64 { return float64(p.DialsTotal) })
+	check("connections opened by the pooled worker over the whole run", pooledDials, float64(poolLimit), "conns", true,
+		"at most the pool limit (WORKER_STATE_MAX_CONNS_PER_HOST)")
+	check("per-request worker: connections opened per state call", dialsPerCall(points, loadkit.ModePerRequest), 0.99, "per call", false,
+		"one per call (at least 0.99: a call that fails before connecting dials nothing)")
+	check("worker RSS at 15 users (pooled)", rss15, floorRSSMiB, "MiB", true, "at most")
+	return sat, r, floors, rss15, rss15req
+}
+
+// commandsPerS sums the throughput of every command type of a point.
+func commandsPerS(points []loadkit.Point, mode, scenario string, users int) *float64 {
+	var sum float64
+	found := false
+	for _, t := range loadkit.Types {
+		if v := field(points, mode, scenario, users, t, thr); v != nil {
+			sum += *v
+			found = true
+		}
+	}
+	if !found {
+		return nil
+	}
+	return f64(sum)
+}
+
+func cpuPerCommand(cpuPct, perS *float64) *float64 {
+	if cpuPct == nil || perS == nil || *perS == 0 || *cpuPct == 0 {
+		return nil
+	}
+	return f64(*cpuPct / 100 / *perS * 1000)
+}
+
+// maxOver is the largest get over mode's points (at users, or all when 0).
+func maxOver(points []loadkit.Point, mode string, users int, get func(loadkit.Point) float64) *float64 {
+	var out *float64
+	for _, p := range points {
+		if p.Mode != mode || (users > 0 && p.Users != users) {
+			continue
+		}
+		v := get(p)
+		if v < 0 {
+			continue
+		}
+		if out == nil || v > *out {
+			out = f64(v)
+		}
+	}
+	return out
+}
+
+// dialsPerCall divides a mode's dials by its state calls over all its
+// points (each point counted once, not per type).
+func dialsPerCall(points []loadkit.Point, mode string) *float64 {
+	var dials, calls int64
+	seen := map[loadkit.PointKey]bool{}
+	for _, p := range points {
+		k := loadkit.PointKey{Mode: p.Mode, Scenario: p.Scenario, Users: p.Users}
+		if p.Mode != mode || seen[k] || p.Dials < 0 || p.StateCalls <= 0 {
+			continue
+		}
+		seen[k] = true
+		dials += p.Dials
+		calls += p.StateCalls
+	}
+	if calls == 0 {
+		return nil
+	}
+	return f64(float64(dials) / float64(calls))
+}
