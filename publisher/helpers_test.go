@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/testkit"
 )
 
 // Cart id prefixes that steer the fake responder.
@@ -34,21 +35,8 @@ type env struct {
 // prefix, with the worker's 2m duplicate window.
 func newEnv(t *testing.T, prefix string) *env {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	require.NoError(t, err)
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	require.True(t, srv.ReadyForConnections(10*time.Second), "nats-server did not start")
+	srv := testkit.StartJetStream(t)
+	var err error
 
 	e := &env{srv: srv, nc: connect(t, srv), s: command.Subjects{Prefix: prefix}}
 	e.js, err = jetstream.New(e.nc)

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/daprfake"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/testkit"
 )
 
 // env is an embedded JetStream server with the worker's two streams, a fake
@@ -32,27 +31,11 @@ type env struct {
 
 func newEnv(t *testing.T, daprOpts ...daprfake.Option) *env {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	require.NoError(t, err)
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	require.True(t, srv.ReadyForConnections(10*time.Second), "nats-server did not start")
-
+	srv := testkit.StartJetStream(t)
 	e := &env{srv: srv, dapr: daprfake.New(daprOpts...)}
 	t.Cleanup(e.dapr.Close)
-	e.nc, err = nats.Connect(srv.ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(e.nc.Close)
+	e.nc = testkit.Connect(t, srv)
+	var err error
 	e.js, err = jetstream.New(e.nc)
 	require.NoError(t, err)
 	for name, subject := range map[string]string{
@@ -78,23 +61,8 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is safe to read while a command writes to it.
+type syncBuffer = testkit.SyncBuffer
 
 type result struct {
 	stdout, stderr string

@@ -8,11 +8,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -20,38 +18,11 @@ import (
 
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/daprfake"
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer collects the worker's log lines from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	require.NoError(t, err)
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	require.True(t, ns.ReadyForConnections(5*time.Second))
-	return ns
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -74,7 +45,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 }
 
 func TestRunEndToEnd(t *testing.T) {
-	ns := startNATS(t)
+	ns := testkit.StartJetStream(t)
 	fake := daprfake.New(daprfake.WithAPIToken("tok"))
 	t.Cleanup(fake.Close)
 	addr := freeAddr(t)
@@ -84,7 +55,7 @@ func TestRunEndToEnd(t *testing.T) {
 		"DAPR_API_TOKEN":     "tok",
 		"WORKER_CONCURRENCY": "4",
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"-http-addr", addr}, func(k string) string { return env[k] }, logs) }()

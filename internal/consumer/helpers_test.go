@@ -24,6 +24,7 @@ import (
 	"github.com/cartworker/cartworker/internal/consumer"
 	"github.com/cartworker/cartworker/internal/daprfake"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 )
 
@@ -79,24 +80,10 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	e := &env{log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))}
 
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "cartworker-test",
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   t.TempDir(),
-		MaxPayload: maxPayload,
-		NoLog:      true,
-		NoSigs:     true,
+	e.srv = testkit.StartJetStream(t, func(o *server.Options) {
+		o.ServerName = "cartworker-test"
+		o.MaxPayload = maxPayload
 	})
-	require.NoError(t, err)
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	require.True(t, srv.ReadyForConnections(10*time.Second), "embedded nats-server did not start")
-	e.srv = srv
 
 	e.fake = daprfake.New()
 	t.Cleanup(e.fake.Close)
