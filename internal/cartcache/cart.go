@@ -115,7 +115,7 @@ func (d *document) decodeField(name string, v any) error {
 }
 
 func (d *document) set(name string, v any) error {
-	b, err := json.Marshal(v)
+	b, err := sjson.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
@@ -182,7 +182,7 @@ func (d *document) appendItems(items []command.Item) error {
 			ItemDetails:        []json.RawMessage{},
 			ImageURLs:          []string{},
 		}
-		raw, err := json.Marshal(l)
+		raw, err := sjson.Marshal(l)
 		if err != nil {
 			return fmt.Errorf("encode line: %w", err)
 		}
@@ -301,7 +301,7 @@ func (d *document) recompute(table TaxTable) error {
 		"total_amount_with_tax": withTax,
 		"total_quantity":        qty,
 	} {
-		b, err := json.Marshal(v)
+		b, err := sjson.Marshal(v)
 		if err != nil {
 			return fmt.Errorf("encode sales.%s: %w", k, err)
 		}
@@ -335,17 +335,34 @@ func (d *document) encode(now time.Time) ([]byte, error) {
 	sort.Strings(keys)
 	buf := make([]byte, 0, size)
 	buf = append(buf, '{')
+	var err error
 	for i, k := range keys {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		kb, err := json.Marshal(k)
+		buf, err = appendKey(buf, k)
 		if err != nil {
-			return nil, fmt.Errorf("encode key: %w", err)
+			return nil, err
 		}
-		buf = append(buf, kb...)
 		buf = append(buf, ':')
 		buf = append(buf, d.fields[k]...)
 	}
 	return append(buf, '}'), nil
+}
+
+// appendKey appends k as a JSON string. Keys are nearly always plain ASCII,
+// which needs no escaping; anything else goes through the encoder.
+func appendKey(b []byte, k string) ([]byte, error) {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			kb, err := json.Marshal(k)
+			if err != nil {
+				return b, fmt.Errorf("encode key: %w", err)
+			}
+			return append(b, kb...), nil
+		}
+	}
+	b = append(b, '"')
+	b = append(b, k...)
+	return append(b, '"'), nil
 }
