@@ -46,6 +46,9 @@ const (
 	MaxQuantity = 9999
 	// MaxCartIDLen is the longest cart id.
 	MaxCartIDLen = 128
+	// MaxUnitPrice is the highest unit price, in whole currency units. It
+	// keeps every line and cart total far inside money.Amount's range.
+	MaxUnitPrice = 100_000_000
 )
 
 // Command is the JSON body of a cart command.

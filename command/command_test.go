@@ -52,6 +52,8 @@ func TestDecodeInvalid(t *testing.T) {
 		{"quantity 0", "cart.cmd.c-1.add-item", item(0, "1"), CodeInvalidQuantity},
 		{"quantity 10000", "cart.cmd.c-1.add-item", item(10000, "1"), CodeInvalidQuantity},
 		{"negative price", "cart.cmd.c-1.add-item", item(1, "-1"), CodeInvalidPrice},
+		{"price too high", "cart.cmd.c-1.add-item", item(1, "100000000.01"), CodeInvalidPrice},
+		{"price overflows", "cart.cmd.c-1.add-item", item(1, "1e30"), CodeMalformedJSON},
 		{"no items", "cart.cmd.c-1.add-item", `{"id":"i","type":"add-item","cart_id":"c-1","items":[]}`, CodeNoItems},
 		{"too many items", "cart.cmd.c-1.add-item", many, CodeTooManyItems},
 		{"cart not an object", "cart.cmd.c-1.cache", `{"id":"i","type":"cache","cart_id":"c-1","cart":[1]}`, CodeInvalidCart},

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/cartworker/cartworker/money"
 )
 
 // Codes of InvalidError. Each is also the dead-letter code header.
@@ -113,8 +115,8 @@ func validateItems(items []Item) error {
 		if it.Quantity < 1 || it.Quantity > MaxQuantity {
 			return invalid(CodeInvalidQuantity, "items[%d]: quantity %d not in 1..%d", i, it.Quantity, MaxQuantity)
 		}
-		if it.UnitPrice.IsNegative() {
-			return invalid(CodeInvalidPrice, "items[%d]: unit_price %s is negative", i, it.UnitPrice)
+		if it.UnitPrice.IsNegative() || it.UnitPrice.Units() > money.FromInt(MaxUnitPrice).Units() {
+			return invalid(CodeInvalidPrice, "items[%d]: unit_price %s not in 0..%d", i, it.UnitPrice, MaxUnitPrice)
 		}
 	}
 	return nil

@@ -177,7 +177,9 @@ func parseFast(s string) (Amount, bool) {
 		s = s[1:]
 	}
 	intPart, fracPart, _ := strings.Cut(s, ".")
-	if intPart == "" || len(fracPart) > Places {
+	// 14 integer digits times 10^Places still fits an int64; longer numbers
+	// take the big.Rat path, which reports overflow instead of wrapping.
+	if intPart == "" || len(intPart) > 14 || len(fracPart) > Places {
 		return Amount{}, false
 	}
 	var v int64

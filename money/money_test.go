@@ -39,6 +39,19 @@ func TestParseRejectsGarbage(t *testing.T) {
 	}
 }
 
+func TestParseLargeValues(t *testing.T) {
+	a, err := Parse("99999999999999.9999") // the largest fast-path value
+	require.NoError(t, err)
+	require.Equal(t, "99999999999999.9999", a.String())
+	a, err = Parse("900000000000000") // 15 digits: exact through big.Rat
+	require.NoError(t, err)
+	require.Equal(t, "900000000000000", a.String())
+	for _, in := range []string{"99999999999999999", "-99999999999999999", "1e30"} {
+		_, err := Parse(in)
+		require.ErrorIs(t, err, ErrOverflow, in)
+	}
+}
+
 func TestNoFloatDrift(t *testing.T) {
 	// 0.1 added 1000 times is exactly 100; float64 gives 99.9999999999986.
 	var sum Amount

@@ -102,19 +102,19 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
-		errs = append(errs, fmt.Errorf("Concurrency %d: want 1..4096", c.Concurrency))
+		errs = append(errs, fmt.Errorf("concurrency %d: want 1..4096", c.Concurrency))
 	}
 	if c.MaxAckPending < 2*c.Concurrency {
-		errs = append(errs, fmt.Errorf("MaxAckPending %d: want at least 2×Concurrency (%d)", c.MaxAckPending, 2*c.Concurrency))
+		errs = append(errs, fmt.Errorf("max ack pending %d: want at least 2×concurrency (%d)", c.MaxAckPending, 2*c.Concurrency))
 	}
 	if c.MaxDeliver < 1 {
-		errs = append(errs, fmt.Errorf("MaxDeliver %d: want at least 1", c.MaxDeliver))
+		errs = append(errs, fmt.Errorf("max deliver %d: want at least 1", c.MaxDeliver))
 	}
 	if c.DuplicateWindow < 2*time.Minute {
-		errs = append(errs, fmt.Errorf("DuplicateWindow %s: want at least 2m", c.DuplicateWindow))
+		errs = append(errs, fmt.Errorf("duplicate window %s: want at least 2m", c.DuplicateWindow))
 	}
 	if c.RetryMaxDelay < c.RetryBaseDelay {
-		errs = append(errs, fmt.Errorf("RetryMaxDelay %s is below RetryBaseDelay %s", c.RetryMaxDelay, c.RetryBaseDelay))
+		errs = append(errs, fmt.Errorf("retry max delay %s is below retry base delay %s", c.RetryMaxDelay, c.RetryBaseDelay))
 	}
 	for name, d := range map[string]time.Duration{
 		"AckWait": c.AckWait, "ShutdownTimeout": c.ShutdownTimeout, "BreakerOpenDelay": c.BreakerOpenDelay,

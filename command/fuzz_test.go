@@ -1,0 +1,37 @@
+package command
+
+import (
+	"errors"
+	"testing"
+)
+
+// FuzzDecode checks that no body, however malformed, panics the decoder or
+// escapes as anything but an *InvalidError, and that what decodes re-encodes
+// to a command that decodes the same way.
+func FuzzDecode(f *testing.F) {
+	f.Add("cart.cmd.c-1.add-item", []byte(goodAdd))
+	f.Add("cart.cmd.c-1.cache", []byte(`{"id":"x","type":"cache","cart_id":"c-1","cart":{"status":"Idle"}}`))
+	f.Add("cart.cmd.c-1.delete", []byte(`{"id":"x","type":"delete","cart_id":"c-1"}`))
+	f.Add("cart.cmd.c@1.delete", []byte(`{`))
+	f.Fuzz(func(t *testing.T, subject string, body []byte) {
+		var s Subjects
+		c, err := s.Decode(subject, body)
+		if err != nil {
+			var inv *InvalidError
+			if !errors.As(err, &inv) || inv.Code == "" {
+				t.Fatalf("error %v is not an *InvalidError with a code", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("decoded command fails Validate: %v", err)
+		}
+		again, err := Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Decode(subject, again); err != nil {
+			t.Fatalf("re-encoded command does not decode: %v\n%s", err, again)
+		}
+	})
+}
