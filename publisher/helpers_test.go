@@ -38,7 +38,7 @@ func newEnv(t *testing.T, prefix string) *env {
 	srv := testkit.StartJetStream(t)
 	var err error
 
-	e := &env{srv: srv, nc: connect(t, srv), s: command.Subjects{Prefix: prefix}}
+	e := &env{srv: srv, nc: testkit.Connect(t, srv), s: command.Subjects{Prefix: prefix}}
 	e.js, err = jetstream.New(e.nc)
 	require.NoError(t, err)
 	_, err = e.js.CreateStream(ctx(t), jetstream.StreamConfig{
@@ -49,14 +49,6 @@ func newEnv(t *testing.T, prefix string) *env {
 	})
 	require.NoError(t, err)
 	return e
-}
-
-func connect(t *testing.T, srv *server.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(srv.ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc
 }
 
 // ctx returns a context that ends with the test, bounded so that a hang
@@ -74,7 +66,7 @@ func ctx(t *testing.T) context.Context {
 // callers must ignore.
 func (e *env) respond(t *testing.T) {
 	t.Helper()
-	nc := connect(t, e.srv)
+	nc := testkit.Connect(t, e.srv)
 	cons, err := e.js.CreateConsumer(ctx(t), command.StreamCommands, jetstream.ConsumerConfig{
 		FilterSubject: e.s.Commands(),
 		AckPolicy:     jetstream.AckExplicitPolicy,

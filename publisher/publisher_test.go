@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 	"github.com/cartworker/cartworker/publisher"
 )
@@ -243,7 +244,7 @@ func TestPublishAndWaitCancelled(t *testing.T) {
 func TestPublishAndWaitConcurrent(t *testing.T) {
 	e := newEnv(t, "")
 	e.respond(t)
-	nc := connect(t, e.srv)
+	nc := testkit.Connect(t, e.srv)
 	p, err := publisher.New(e.js, nc)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, p.Close()) }()
@@ -338,7 +339,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 func TestClose(t *testing.T) {
 	e := newEnv(t, "")
 	e.respond(t)
-	nc := connect(t, e.srv)
+	nc := testkit.Connect(t, e.srv)
 	p, err := publisher.New(e.js, nc)
 	require.NoError(t, err)
 
@@ -368,7 +369,7 @@ func TestClose(t *testing.T) {
 func TestCloseAfterConnectionClosed(t *testing.T) {
 	e := newEnv(t, "")
 	e.respond(t)
-	nc := connect(t, e.srv)
+	nc := testkit.Connect(t, e.srv)
 	p, err := publisher.New(e.js, nc)
 	require.NoError(t, err)
 	_, err = p.PublishAndWait(ctx(t), publisher.DeleteCommand("c-1"))

@@ -317,19 +317,25 @@ func typesOf(runs []*Run) []string {
 			seen[t] = true
 		}
 	}
-	var out []string
-	for _, t := range Types {
-		if seen[t] {
-			out = append(out, t)
-			delete(seen, t)
+	known, rest := OrderKeys(Types, seen)
+	return append(known, rest...)
+}
+
+// OrderKeys splits the keys of set into those listed in order, in that
+// order, and the rest, sorted, so that report columns and rows are stable.
+func OrderKeys(order []string, set map[string]bool) (known, rest []string) {
+	for _, k := range order {
+		if set[k] {
+			known = append(known, k)
 		}
 	}
-	var rest []string
-	for t := range seen {
-		rest = append(rest, t)
+	for k := range set {
+		if !slices.Contains(order, k) {
+			rest = append(rest, k)
+		}
 	}
 	sort.Strings(rest)
-	return append(out, rest...)
+	return known, rest
 }
 
 // Find returns the point of mode, scenario, users and typ, if any.

@@ -586,18 +586,7 @@ func cpuTable(w func(string, ...any), res Results, users int) {
 	if len(rows) == 0 {
 		return
 	}
-	var cols []string
-	for _, n := range cpuOrder {
-		if names[n] {
-			cols = append(cols, n)
-			delete(names, n)
-		}
-	}
-	var rest []string
-	for n := range names {
-		rest = append(rest, n)
-	}
-	sort.Strings(rest)
+	cols, rest := loadkit.OrderKeys(cpuOrder, names)
 	// Processes outside cpuOrder go before loadgen and other.
 	k := len(cols)
 	for k > 0 && (cols[k-1] == "loadgen" || cols[k-1] == "other") {
