@@ -14,7 +14,7 @@ type Config struct {
 	// Subjects places commands, events and dead letters. Default prefix "cart".
 	Subjects command.Subjects
 	// Concurrency is the most commands in flight in this instance; it is
-	// also the number of lanes. Default 16.
+	// also the number of goroutines handling commands. Default 16.
 	Concurrency int
 	// MaxAckPending bounds the unacknowledged messages of the durable
 	// consumer across every instance, so it must leave room for several

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -250,11 +249,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
-}
-
-// loggerish is the worker's logger; pullError keeps one spelling of that line.
-type loggerish struct{ *slog.Logger }
-
-func (l loggerish) pullError(err error) {
-	l.Warn("pull from JetStream failed", "err", err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -34,7 +35,7 @@ type Worker struct {
 	pub Publisher
 	app Applier
 	cfg Config
-	log loggerish
+	log *slog.Logger
 }
 
 // New returns a Worker. It does not touch the server until Setup or Run.
@@ -43,7 +44,7 @@ func New(js jetstream.JetStream, pub Publisher, app Applier, cfg Config) (*Worke
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	return &Worker{js: js, pub: pub, app: app, cfg: cfg, log: loggerish{cfg.Logger}}, nil
+	return &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger}, nil
 }
 
 // Setup creates or updates the command and dead-letter streams and the
@@ -95,7 +96,7 @@ func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
 }
 
 // Run sets up JetStream, then pulls and handles commands until ctx ends. It
-// then stops pulling, lets the lanes finish what they hold within
+// then stops pulling, lets the pool finish what it holds within
 // ShutdownTimeout, Naks whatever is left, and returns nil. Its goroutines
 // have all exited when it returns.
 func (w *Worker) Run(ctx context.Context) error {
@@ -152,7 +153,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		select {
 		case <-ctx.Done():
 			// Drain stops the pulls but still hands out what is buffered,
-			// which the lanes handle or Nak below.
+			// which the pool handles or Naks below.
 			iter.Drain()
 			t := time.NewTimer(w.cfg.ShutdownTimeout)
 			defer t.Stop()
@@ -182,7 +183,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 			// Heartbeat and status hiccups are reported by the iterator and
 			// then recovered by it; wait a little rather than spin.
 			lastErr = err
-			w.log.pullError(err)
+			w.log.Warn("pull from JetStream failed", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
