@@ -438,7 +438,11 @@ func renderMarkdown(res Results, in reportInput) []byte {
 		val = strings.TrimSuffix(val, " — not measured")
 		w("| %s | %s | %s | %s |\n", f.Name, val, limitText(f), result)
 	}
-	w("\nThe throughput floors compare add-items per second at the closed-loop saturation point; the ceiling runs at the same number of users.\n\n")
+	w("\nThe throughput floors compare add-items per second at the closed-loop saturation point; the ceiling runs at the same number of users.")
+	if c := field(res.Points, loadkit.ModeCeiling, loadkit.ScenarioPaced, 15, add, p99); c != nil {
+		w(" At the paced floor's load the bare state calls alone, the ceiling at the same pacing with no NATS and no worker, had an add-item p99 of %s.", msUnit(*c))
+	}
+	w("\n\n")
 
 	w("## Ratios\n\n")
 	w("### Pooled / per-request (add-item)\n\n")
@@ -451,6 +455,19 @@ func renderMarkdown(res Results, in reportInput) []byte {
 		rt := field(res.Points, loadkit.ModePerRequest, r.Scenario, r.Users, add, thr)
 		w("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, usersLabel(r.Users, cfg.SaturationUsers),
 			opt(pp, msUnit), opt(rp, msUnit), opt(r.P99Ratio, times), opt(pt, rate), opt(rt, rate), opt(r.ThroughputRatio, times))
+	}
+	if len(res.Ratios.PacedPooledOverCeiling) > 0 {
+		w("\n### Paced: the worker against the bare state calls (add-item)\n\n")
+		w("The ceiling makes the scenario's state calls straight to daprd at the same pacing, with no NATS and no worker. What the worker's latency adds to it is the JetStream publish and delivery, the worker and the outcome event.\n\n")
+		w("| users | p50 pooled | p50 ceiling | p50 pooled / ceiling | p99 pooled | p99 ceiling | p99 pooled / ceiling |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, r := range res.Ratios.PacedPooledOverCeiling {
+			sc := loadkit.ScenarioPaced
+			w("| %d | %s | %s | %s | %s | %s | %s |\n", r.Users,
+				opt(field(res.Points, loadkit.ModePooled, sc, r.Users, add, p50), msUnit),
+				opt(field(res.Points, loadkit.ModeCeiling, sc, r.Users, add, p50), msUnit), opt(r.P50Ratio, times),
+				opt(field(res.Points, loadkit.ModePooled, sc, r.Users, add, p99), msUnit),
+				opt(field(res.Points, loadkit.ModeCeiling, sc, r.Users, add, p99), msUnit), opt(r.P99Ratio, times))
+		}
 	}
 	w("\n### Saturation (closed loop, %d users)\n\n", cfg.SaturationUsers)
 	w("| mode | add-items/s | all commands/s | add-item p50 | add-item p99 | / ceiling |\n|---|---:|---:|---:|---:|---:|\n")

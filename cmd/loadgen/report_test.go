@@ -45,6 +45,7 @@ func fakeBench() []*loadkit.Run {
 			runs = append(runs,
 				fakeRun(loadkit.ModePooled, loadkit.ScenarioPaced, u, round, 50, 100, 0, 1000),
 				fakeRun(loadkit.ModePerRequest, loadkit.ScenarioPaced, u, round, 500, 100, 1000, 1000),
+				fakeRun(loadkit.ModeCeiling, loadkit.ScenarioPaced, u, round, 25, 100, 15, 1000),
 				fakeRun(loadkit.ModePooled, loadkit.ScenarioClosed, u, round, 100, 100, 0, 1000),
 				fakeRun(loadkit.ModePerRequest, loadkit.ScenarioClosed, u, round, 1000, 40, 400, 400),
 				fakeRun(loadkit.ModeCeiling, loadkit.ScenarioClosed, u, round, 80, 120, 15, 1000),
@@ -108,6 +109,10 @@ func TestBuildReportResults(t *testing.T) {
 	if len(res.Ratios.HTTPOverGoSDK) != 3 { // 1, 15 and the saturation 64
 		t.Fatalf("http/go-sdk rows %d", len(res.Ratios.HTTPOverGoSDK))
 	}
+	// Paced: the ceiling's latencies are half the pooled worker's.
+	if got := res.Ratios.PacedPooledOverCeiling; len(got) != 2 || *got[1].P50Ratio != 2 || *got[1].P99Ratio != 2 || got[1].Users != 15 {
+		t.Fatalf("paced pooled/ceiling %+v", got)
+	}
 	floors := map[string]Floor{}
 	for _, f := range res.Floors {
 		floors[f.Name] = f
@@ -164,6 +169,9 @@ func TestBuildReportResults(t *testing.T) {
 		"4,200 ms", "680 ms", "3.45", "2.63", "67.0 ms", "69.0 ms",
 		"![add-item p50 and p99", "latency.svg",
 		"| paced | 15 | 4.95 ms | 49.5 ms | 0.10× |",
+		"### Paced: the worker against the bare state calls (add-item)",
+		"| 15 | 2.50 ms | 1.25 ms | 2.00× | 4.95 ms | 2.48 ms | 2.00× |",
+		"the ceiling at the same pacing with no NATS and no worker, had an add-item p99 of 2.48 ms.",
 		"Worker saturation throughput / ceiling: **75 %**",
 		"### paced (think 100 ms)", "### closed-loop", "64 (sat.)",
 		// 2.4 CPU-s busy over 1.5 s: daprd 50 %, worker 33 %, extra 2 %,

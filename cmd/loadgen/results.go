@@ -94,6 +94,10 @@ type Ratios struct {
 	// HTTPOverGoSDK: the ceiling's (our pooled HTTP client) add-item p50
 	// and p99 divided by the go-sdk peer's, per closed-loop user count.
 	HTTPOverGoSDK []ClientRatio `json:"http_over_go_sdk"`
+	// PacedPooledOverCeiling: the pooled worker's paced add-item p50 and
+	// p99 divided by the ceiling's at the same pacing, per user count. At
+	// that light load the bare state calls' own tail bounds the worker's.
+	PacedPooledOverCeiling []ClientRatio `json:"paced_pooled_over_ceiling,omitempty"`
 }
 
 // ModeRatio compares pooled with per-request at one point.
@@ -221,6 +225,16 @@ func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int
 				Scenario: sc, Users: u, P99Ratio: ratio(pp, rp), ThroughputRatio: ratio(pt, rt),
 			})
 		}
+	}
+	for _, u := range users {
+		w50 := field(points, loadkit.ModePooled, loadkit.ScenarioPaced, u, add, p50)
+		c50 := field(points, loadkit.ModeCeiling, loadkit.ScenarioPaced, u, add, p50)
+		if w50 == nil || c50 == nil {
+			continue
+		}
+		r.PacedPooledOverCeiling = append(r.PacedPooledOverCeiling, ClientRatio{Users: u, P50Ratio: ratio(w50, c50),
+			P99Ratio: ratio(field(points, loadkit.ModePooled, loadkit.ScenarioPaced, u, add, p99),
+				field(points, loadkit.ModeCeiling, loadkit.ScenarioPaced, u, add, p99))})
 	}
 	r.WorkerSaturationOverCeiling = sat.WorkerOverCeiling
 	cu := users
