@@ -329,7 +329,10 @@ REDIS_VER=$(ver docker exec "$NAME-redis" redis-server --version | sed -n 's/.*v
 DAPR_VER=$(ver docker exec "$NAME-daprd" ./daprd --version)
 DOCKER_VER=$(ver docker version --format '{{.Server.Version}}')
 GIT_VER=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain 2>/dev/null)" ] && GIT_VER="$GIT_VER (uncommitted changes)"
+# The previous run's report files are this run's outputs, not changes to
+# what is measured.
+[ -n "$(git status --porcelain -- . ':!bench/REPORT.md' ':!bench/results.json' ':!bench/latency.svg' 2>/dev/null)" ] &&
+	GIT_VER="$GIT_VER (uncommitted changes)"
 NOTES=$WORK/notes.md
 {
 	echo "- Before the run: load average $LOADAVG, $OTHER_CONTAINERS other container(s) running on this machine; their CPU use shows in *host busy*."
