@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,14 +312,49 @@ func publishOnLoopback(port string, hostPort int) testcontainers.CustomizeReques
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
+// freePort returns a loopback TCP port that was free a moment ago. It comes
+// from just below the kernel's ephemeral range: Docker draws the random host
+// ports it publishes from that range, so a port picked inside it could be
+// given to another container before the test binds it ("port is already
+// allocated").
 func freePort(t *testing.T) int {
 	t.Helper()
+	low := ephemeralLow()
+	if low > 11024 {
+		for range 200 {
+			port := low - 1 - rand.IntN(10000)
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				continue
+			}
+			require.NoError(t, ln.Close())
+			return port
+		}
+	}
+	// An unusual range: take what the kernel gives.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	port := ln.Addr().(*net.TCPAddr).Port
 	require.NoError(t, ln.Close())
 	return port
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range, Linux's
+// default when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return low
 }
 
 // redisCLI runs redis-cli in the stack's Redis container against the
