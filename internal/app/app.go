@@ -152,7 +152,12 @@ func natsOptions(cfg config.Config, log *slog.Logger) []nats.Option {
 		nats.ReconnectWait(time.Second),
 		// At start-up NATS may still be coming up next to the worker.
 		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			// Our own Close at shutdown lands here too, without an error;
+			// that is not news.
+			if err == nil && c.IsClosed() {
+				return
+			}
 			log.Warn("NATS disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
