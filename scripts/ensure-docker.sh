@@ -51,12 +51,16 @@ wait_ready() {
 	return 1
 }
 
-# A daemon may already be starting (e.g. launched by another shell).
+# A daemon may already be starting (e.g. launched by another shell), or
+# stopping: then it exits while we wait and a new one is started below.
 if pid=$(pgrep -x dockerd | head -n1) && [ -n "$pid" ]; then
 	log "dockerd already running (pid $pid); waiting for it"
 	if wait_ready "$pid"; then exit 0; fi
-	log "dockerd (pid $pid) is running but docker info still fails after ${WAIT}s"
-	exit 1
+	if kill -0 "$pid" 2>/dev/null; then
+		log "dockerd (pid $pid) is running but docker info still fails after ${WAIT}s"
+		exit 1
+	fi
+	log "dockerd (pid $pid) exited while we waited; starting a new one"
 fi
 
 start_dockerd() {
