@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 )
 
@@ -26,7 +27,7 @@ const (
 // WORKER_MAX_DELIVER) without being dead-lettered, and once daprd is back
 // every command is applied exactly once and the worker is ready again.
 func TestBreakerTripsAndRecovers(t *testing.T) {
-	ctx := testContext(t, 4*time.Minute)
+	ctx := testkit.Context(t, 4*time.Minute)
 	nats := sharedStack(t)
 	// daprd on a fixed loopback port, so the worker keeps its endpoint
 	// across the stop and start.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 	"github.com/cartworker/cartworker/publisher"
 )
@@ -21,7 +22,7 @@ import (
 // an in-process worker on the shared stack, checking the stored document
 // through Dapr and in Redis.
 func TestContractEndToEnd(t *testing.T) {
-	ctx := testContext(t, 3*time.Minute)
+	ctx := testkit.Context(t, 3*time.Minute)
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
 	w := inProcessWorker(t, "contract", workerEnv(t, st, st, map[string]string{

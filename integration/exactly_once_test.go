@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/testkit"
 )
 
 // Load of the headline scenario.
@@ -69,7 +70,7 @@ var malformedKinds = []malformed{
 // and each instance dials Dapr about as often as its concurrency, never more
 // than its pool limit.
 func TestExactlyOnceThreeInstances(t *testing.T) {
-	ctx := testContext(t, 5*time.Minute)
+	ctx := testkit.Context(t, 5*time.Minute)
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
 

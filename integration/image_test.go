@@ -15,6 +15,7 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 	"github.com/cartworker/cartworker/publisher"
 )
@@ -23,7 +24,7 @@ import (
 // NATS and daprd by their network aliases as in docker compose, and checks
 // that it serves /readyz and applies a command.
 func TestWorkerImage(t *testing.T) {
-	ctx := testContext(t, 2*time.Minute)
+	ctx := testkit.Context(t, 2*time.Minute)
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
 

@@ -168,14 +168,6 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// testContext bounds a test case.
-func testContext(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // poll calls check until it returns nil, every interval, for at most
 // timeout (or until ctx ends), and fails t with check's last error.
 func poll(ctx context.Context, t *testing.T, timeout time.Duration, what string, check func() error) {

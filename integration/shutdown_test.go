@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,7 +24,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 		shutdownTimeout = 5 * time.Second
 		ackWait         = 30 * time.Second
 	)
-	ctx := testContext(t, 4*time.Minute)
+	ctx := testkit.Context(t, 4*time.Minute)
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
 	env := func() map[string]string {

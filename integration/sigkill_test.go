@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/stretchr/testify/require"
 )
 
@@ -21,7 +22,7 @@ func TestSIGKILLMidLoad(t *testing.T) {
 		carts    = 20
 		ackWait  = 3 * time.Second
 	)
-	ctx := testContext(t, 4*time.Minute)
+	ctx := testkit.Context(t, 4*time.Minute)
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
 	var workers []*process

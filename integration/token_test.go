@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 	"github.com/cartworker/cartworker/publisher"
 )
@@ -22,7 +23,7 @@ import (
 // neither token ever shows in the workers' output.
 func TestDaprAPITokenEnforced(t *testing.T) {
 	const maxDeliver = 3
-	ctx := testContext(t, 3*time.Minute)
+	ctx := testkit.Context(t, 3*time.Minute)
 	nats := sharedStack(t)
 	token := "tok-" + randomHex(16)
 	wrong := "tok-" + randomHex(16)

@@ -4,7 +4,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/cartworker/cartworker/internal/app"
 	"github.com/cartworker/cartworker/internal/config"
+	"github.com/cartworker/cartworker/internal/testkit"
 )
 
 // workerEnv is the environment of a worker on st: NATS and Dapr endpoints,
@@ -250,23 +249,9 @@ func hasLabels(raw string, want []string) bool {
 	return true
 }
 
-// syncBuffer collects a worker's output; it is safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects a worker's output while the test reads it, and gives
+// the last lines for failure messages.
+type syncBuffer struct{ testkit.SyncBuffer }
 
 func (b *syncBuffer) tail(n int) string { return tailLines(strings.NewReader(b.String()), n) }
 

@@ -53,12 +53,7 @@ func newEnv(t *testing.T, prefix string) *env {
 
 // ctx returns a context that ends with the test, bounded so that a hang
 // fails instead of blocking the suite.
-func ctx(t *testing.T) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testkit.Context(t, 30*time.Second) }
 
 // respond runs a fake worker: it consumes the command stream and publishes
 // an outcome event per command on its own connection. Before each outcome

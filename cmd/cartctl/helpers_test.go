@@ -54,12 +54,7 @@ func newEnv(t *testing.T, daprOpts ...daprfake.Option) *env {
 	return e
 }
 
-func ctx(t *testing.T) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testkit.Context(t, 30*time.Second) }
 
 // syncBuffer is safe to read while a command writes to it.
 type syncBuffer = testkit.SyncBuffer

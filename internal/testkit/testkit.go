@@ -5,6 +5,7 @@ package testkit
 
 import (
 	"bytes"
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -48,6 +49,15 @@ func Connect(t testing.TB, srv *server.Server, opts ...nats.Option) *nats.Conn {
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// Context returns a context that ends with the test or after d, whichever
+// comes first, so that a hang fails the test instead of blocking the suite.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // SyncBuffer is a bytes.Buffer that a program under test may write to from
