@@ -1,8 +1,7 @@
 package consumer_test
 
-// Tests of defects found while writing this package's tests. Each fails
-// against the code as it stands; the test's comment names the cause and the
-// fix.
+// Regression tests of defects found while writing this package's tests.
+// Each test's comment names the cause and the fix that was made.
 
 import (
 	"context"
@@ -18,21 +17,14 @@ import (
 
 // A publisher may guard its publish with JetStream's expectation headers,
 // for example jetstream.WithExpectStream (Nats-Expected-Stream), which the
-// stream stores with the message. deadLetter (handle.go, the header copy
-// loop) copies every original header onto the dead letter, so the dead
-// letter's own publish to CART_DLQ carries "Nats-Expected-Stream:
-// CART_COMMANDS" and is refused (err_code 10060, expected stream does not
-// match). The command is then Nak'ed with RetryBaseDelay for ever: never
-// dead-lettered, never given up (MaxDeliver is not consulted on that path),
-// redelivered ten times a second. Nats-Expected-Last-Sequence,
-// Nats-Expected-Last-Subject-Sequence and Nats-Expected-Last-Msg-Id break it
-// the same way.
+// stream stores with the message. deadLetter used to copy every original
+// header onto the dead letter, so the dead letter's own publish to CART_DLQ
+// carried "Nats-Expected-Stream: CART_COMMANDS" and was refused (err_code
+// 10060). The command was then Nak'ed for ever, never dead-lettered.
+// Nats-Expected-Last-Sequence and its siblings broke it the same way.
 //
-// Fix: do not copy JetStream publish-control headers: skip every header
-// whose name starts with "Nats-Expected-" (and Nats-Rollup, Nats-TTL,
-// Nats-Marker-Reason, Nats-Batch-*, Nats-Schedule*), or copy only headers
-// without the "Nats-" prefix and keep the original Nats-Msg-Id under a
-// Cartworker-* name.
+// Fix: deadLetter copies only headers without the "Nats-" prefix and keeps
+// the original Nats-Msg-Id as Cartworker-Original-Msg-Id.
 func TestDeadLetterDropsPublishExpectationHeaders(t *testing.T) {
 	e := newEnv(t)
 	obs := newObserver()
@@ -55,16 +47,12 @@ func TestDeadLetterDropsPublishExpectationHeaders(t *testing.T) {
 
 // When the durable consumer disappears (deleted by an operator or a
 // migration script) the pull iterator reports ErrConsumerDeleted once and
-// closes; the next Next returns ErrMsgIteratorClosed and consume
-// (worker.go, the "break" on ErrMsgIteratorClosed, then "return nil") ends
-// Run with nil although its context is still live. The same happens when
-// the connection is closed. internal/app then logs "stopped err=<nil>" and
-// the process exits 0: the worker silently stops consuming, and a
-// supervisor restarting only on failure leaves it down.
+// closes, as it does when the connection is closed. consume used to end Run
+// with nil then, although its context was still live: the process exited 0
+// and a supervisor restarting only on failure left it down.
 //
-// Fix: after the loop, if ctx.Err() == nil, return an error (remember the
-// last error from Next, e.g. fmt.Errorf("consume %s: iterator closed: %w",
-// command.ConsumerName, lastErr)); or, better, re-run Setup and resume.
+// Fix: when the iterator closes while ctx is live, Run returns ErrStopped
+// wrapping the last error from Next.
 func TestRunDoesNotStopSilentlyWhenTheConsumerIsDeleted(t *testing.T) {
 	e := newEnv(t)
 	r := e.startWorker(t, consumer.Config{}, nil)
@@ -85,18 +73,15 @@ func TestRunDoesNotStopSilentlyWhenTheConsumerIsDeleted(t *testing.T) {
 }
 
 // Run's contract is to return within ShutdownTimeout of its context ending.
-// On ctx.Done the watcher (worker.go) calls iter.Drain(), and when
-// ShutdownTimeout expires it calls iter.Stop() "to end a drain stuck on a
-// broken connection". But Stop is a no-op after Drain: both flip the same
-// closed flag with a CompareAndSwap, so the second call returns at once.
-// With NATS unreachable the drain of the core subscription waits for
-// nc.Flush (10 s in nats.go's checkDrained) before the iterator closes, so
-// Run takes about 10 s whatever ShutdownTimeout says; Kubernetes may kill
-// the pod first.
+// On ctx.Done the watcher drains the iterator, and it used to call
+// iter.Stop() when ShutdownTimeout expired. But Stop is a no-op after Drain
+// (both flip the same closed flag), and with NATS unreachable the drain
+// waits about 10 s for a flush before the iterator closes, so Run overran
+// ShutdownTimeout; Kubernetes may kill the pod first.
 //
-// Fix: bound the loop's wait itself: call iter.Next(jetstream.NextContext(work))
-// (work is cancelled when ShutdownTimeout expires) and leave the loop when
-// work.Err() != nil; messages still buffered are redelivered after AckWait.
+// Fix: the loop's own wait is bounded: iter.Next(jetstream.NextContext(work)),
+// where work is cancelled when ShutdownTimeout expires; messages still
+// buffered are redelivered after AckWait.
 func TestShutdownWhileNATSIsDownHonoursShutdownTimeout(t *testing.T) {
 	const shutdownTimeout = 300 * time.Millisecond
 	e := newEnv(t)

@@ -141,8 +141,8 @@ func (e *env) config(cfg consumer.Config) consumer.Config {
 }
 
 // newWorker builds a worker on its own connection, as a separate instance
-// would be. A nil app means the real cartcache service.
-func (e *env) newWorker(t *testing.T, cfg consumer.Config, app consumer.Applier) *consumer.Worker {
+// would be, and returns both. A nil app means the real cartcache service.
+func (e *env) newWorker(t *testing.T, cfg consumer.Config, app consumer.Applier) (*consumer.Worker, *nats.Conn) {
 	t.Helper()
 	nc := e.connect(t, "worker")
 	js, err := jetstream.New(nc)
@@ -152,7 +152,7 @@ func (e *env) newWorker(t *testing.T, cfg consumer.Config, app consumer.Applier)
 	}
 	w, err := consumer.New(js, nc, app, e.config(cfg))
 	require.NoError(t, err)
-	return w
+	return w, nc
 }
 
 // running is a Worker.Run goroutine owned by a test.
@@ -171,17 +171,10 @@ type running struct {
 // at once), then runs a worker until stop or cleanup.
 func (e *env) startWorker(t *testing.T, cfg consumer.Config, app consumer.Applier) *running {
 	t.Helper()
-	nc := e.connect(t, "worker")
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	if app == nil {
-		app = e.svc
-	}
-	w, err := consumer.New(js, nc, app, e.config(cfg))
-	require.NoError(t, err)
+	w, nc := e.newWorker(t, cfg, app)
 	setupCtx, cancelSetup := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelSetup()
-	_, err = w.Setup(setupCtx)
+	_, err := w.Setup(setupCtx)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())

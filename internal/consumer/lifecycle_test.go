@@ -144,7 +144,7 @@ func TestSetupCreatesStreamsAndConsumer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cfg := consumer.Config{MaxAckPending: 100, AckWait: 7 * time.Second, DuplicateWindow: 5 * time.Minute}
-	w := e.newWorker(t, cfg, nil)
+	w, _ := e.newWorker(t, cfg, nil)
 
 	cons, err := w.Setup(ctx)
 	require.NoError(t, err)
@@ -182,7 +182,7 @@ func TestSetupCreatesStreamsAndConsumer(t *testing.T) {
 	e.publishCmd(t, cacheCmd("c1", ""))
 	_, err = w.Setup(ctx)
 	require.NoError(t, err, "Setup is idempotent")
-	second := e.newWorker(t, cfg, nil)
+	second, _ := e.newWorker(t, cfg, nil)
 	_, err = second.Setup(ctx)
 	require.NoError(t, err, "a second instance's Setup succeeds")
 	require.EqualValues(t, 1, e.streamInfo(t, command.StreamCommands).State.Msgs)
@@ -219,7 +219,7 @@ func TestRunRetriesSetupThenGivesUp(t *testing.T) {
 			_, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{"cart.cmd.>"}})
 			require.NoError(t, err)
 
-			w := e.newWorker(t, consumer.Config{SetupTimeout: tt.setupTimeout}, nil)
+			w, _ := e.newWorker(t, consumer.Config{SetupTimeout: tt.setupTimeout}, nil)
 			runCtx, stop := context.WithCancel(context.Background())
 			defer stop()
 			exited := make(chan error, 1)
