@@ -20,6 +20,7 @@ import (
 	"github.com/cartworker/cartworker/internal/daprfake"
 	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
+	"github.com/cartworker/cartworker/publisher"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -86,15 +87,7 @@ func TestRunEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
-	s := command.Subjects{}
-	publish := func(c command.Command) {
-		b, err := command.Marshal(c)
-		require.NoError(t, err)
-		msg := &nats.Msg{Subject: s.Command(c.CartID, c.Type), Data: b, Header: nats.Header{}}
-		msg.Header.Set(command.HeaderMsgID, c.ID)
-		_, err = js.PublishMsg(context.Background(), msg)
-		require.NoError(t, err)
-	}
+	publish := publishFunc(t, js)
 	publish(command.Command{ID: "c1", Type: command.TypeCache, CartID: "cart-1"})
 	for i := range 3 {
 		publish(command.Command{ID: "a" + strconv.Itoa(i), Type: command.TypeAddItem, CartID: "cart-1",
@@ -160,6 +153,20 @@ func TestHelpAndBadConfig(t *testing.T) {
 		return ""
 	}, &out)
 	require.ErrorContains(t, err, "WORKER_CONCURRENCY")
+}
+
+// publishFunc returns a function that publishes a command as a client
+// would, failing t if JetStream does not store it.
+func publishFunc(t *testing.T, js jetstream.JetStream) func(command.Command) {
+	t.Helper()
+	p, err := publisher.New(js, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	return func(cmd command.Command) {
+		t.Helper()
+		_, err := p.Publish(context.Background(), cmd)
+		require.NoError(t, err)
+	}
 }
 
 func mustAmount(t *testing.T, s string) money.Amount {

@@ -61,7 +61,7 @@ func TestShutdownAcknowledgesBeforeReturning(t *testing.T) {
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond, "the worker creates its consumer")
 
-	s := command.Subjects{}
+	publish := publishFunc(t, js)
 	for c := range carts {
 		cartID := fmt.Sprintf("cart-%d", c)
 		cmds := []command.Command{{ID: cartID + "-cache", Type: command.TypeCache, CartID: cartID}}
@@ -70,12 +70,7 @@ func TestShutdownAcknowledgesBeforeReturning(t *testing.T) {
 				Items: []command.Item{{ItemCode: "X", Quantity: 1, UnitPrice: mustAmount(t, "10"), TaxCode: "01"}}})
 		}
 		for _, cmd := range cmds {
-			b, err := command.Marshal(cmd)
-			require.NoError(t, err)
-			msg := &nats.Msg{Subject: s.Command(cmd.CartID, cmd.Type), Data: b, Header: nats.Header{}}
-			msg.Header.Set(command.HeaderMsgID, cmd.ID)
-			_, err = js.PublishMsg(context.Background(), msg)
-			require.NoError(t, err)
+			publish(cmd)
 		}
 	}
 	require.Eventually(t, func() bool { return applied.Load() >= commands/4 }, 30*time.Second, time.Millisecond,
