@@ -322,3 +322,24 @@ func TestParsers(t *testing.T) {
 		t.Fatalf("busy %v", got)
 	}
 }
+
+func TestRunSummary(t *testing.T) {
+	dials, calls := int64(3), int64(120)
+	r := &Run{
+		Mode: ModeGoSDK, Scenario: ScenarioClosed, Users: 64, Round: 2, Saturation: true, WindowS: 2,
+		LatenciesUS:   map[string][]int64{TypeAddItem: {1000, 3000}},
+		Errors:        map[string]int{TypeDelete: 1},
+		Dials:         &dials,
+		StateCalls:    &calls,
+		HostBusyPct:   93.4,
+		ErrorExamples: []string{"delete: timeout"},
+	}
+	want := "go-sdk      closed-loop  64u r2 (saturation):" +
+		" cache p50 0.00ms p99 0.00ms 0.0/s;" +
+		" add-item p50 1.00ms p99 3.00ms 1.0/s;" +
+		" delete p50 0.00ms p99 0.00ms 0.0/s (1 errors);" +
+		" dials 3/120 calls host busy 93%\n    error: delete: timeout"
+	if got := r.Summary(); got != want {
+		t.Errorf("Summary:\n got %q\nwant %q", got, want)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -106,6 +107,39 @@ func (r *Run) Throughput(typ string) float64 {
 		return 0
 	}
 	return float64(r.Count(typ)) / r.WindowS
+}
+
+// Summary is the one-line progress report of a run that cmd/loadgen and
+// bench/sdkpeer print as they finish it.
+func (r *Run) Summary() string {
+	var b strings.Builder
+	sat := ""
+	if r.Saturation {
+		sat = " (saturation)"
+	}
+	fmt.Fprintf(&b, "%-11s %-11s %3du r%d%s:", r.Mode, r.Scenario, r.Users, r.Round, sat)
+	for _, t := range Types {
+		s := Summarize(r.LatenciesUS[t])
+		fmt.Fprintf(&b, " %s p50 %.2fms p99 %.2fms %.1f/s", t, s.P50MS, s.P99MS, r.Throughput(t))
+		if n := r.Errors[t]; n > 0 {
+			fmt.Fprintf(&b, " (%d errors)", n)
+		}
+		b.WriteString(";")
+	}
+	if r.Dials != nil {
+		fmt.Fprintf(&b, " dials %d", *r.Dials)
+		if r.StateCalls != nil {
+			fmt.Fprintf(&b, "/%d calls", *r.StateCalls)
+		}
+	}
+	if r.WorkerRSSMaxMiB > 0 {
+		fmt.Fprintf(&b, " rss %.1fMiB", r.WorkerRSSMaxMiB)
+	}
+	fmt.Fprintf(&b, " host busy %.0f%%", r.HostBusyPct)
+	for _, e := range r.ErrorExamples {
+		fmt.Fprintf(&b, "\n    error: %s", e)
+	}
+	return b.String()
 }
 
 // WriteFile writes r as JSON to path, atomically.

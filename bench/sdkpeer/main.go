@@ -20,7 +20,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -176,7 +175,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := r.WriteFile(*out); err != nil {
 		return err
 	}
-	fmt.Fprintln(stderr, summary(r))
+	fmt.Fprintln(stderr, r.Summary())
 	return ctx.Err()
 }
 
@@ -189,22 +188,4 @@ func sdkVersion() string {
 		}
 	}
 	return "(unknown version)"
-}
-
-func summary(r *loadkit.Run) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-11s %-11s %3du r%d:", r.Mode, r.Scenario, r.Users, r.Round)
-	for _, t := range loadkit.Types {
-		s := loadkit.Summarize(r.LatenciesUS[t])
-		fmt.Fprintf(&b, " %s p50 %.2fms p99 %.2fms %.1f/s", t, s.P50MS, s.P99MS, r.Throughput(t))
-		if n := r.Errors[t]; n > 0 {
-			fmt.Fprintf(&b, " (%d errors)", n)
-		}
-		b.WriteString(";")
-	}
-	fmt.Fprintf(&b, " dials %d/%d calls host busy %.0f%%", *r.Dials, *r.StateCalls, r.HostBusyPct)
-	for _, e := range r.ErrorExamples {
-		fmt.Fprintf(&b, "\n    error: %s", e)
-	}
-	return b.String()
 }

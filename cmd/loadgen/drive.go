@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cartworker/cartworker/bench/loadkit"
@@ -90,7 +89,7 @@ func (d *driveFlags) newRun(mode string, cfg loadkit.DriveConfig) *loadkit.Run {
 
 // write stores the run and prints a one-line summary on stderr.
 func (d *driveFlags) write(run *loadkit.Run, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stderr, summaryLine(run))
+	fmt.Fprintln(stderr, run.Summary())
 	if d.out == "" {
 		b, err := jsonMarshal(run)
 		if err != nil {
@@ -100,37 +99,6 @@ func (d *driveFlags) write(run *loadkit.Run, stdout, stderr io.Writer) error {
 		return err
 	}
 	return run.WriteFile(d.out)
-}
-
-func summaryLine(run *loadkit.Run) string {
-	var b strings.Builder
-	sat := ""
-	if run.Saturation {
-		sat = " (saturation)"
-	}
-	fmt.Fprintf(&b, "%-11s %-11s %3du r%d%s:", run.Mode, run.Scenario, run.Users, run.Round, sat)
-	for _, t := range loadkit.Types {
-		s := loadkit.Summarize(run.LatenciesUS[t])
-		fmt.Fprintf(&b, " %s p50 %.2fms p99 %.2fms %.1f/s", t, s.P50MS, s.P99MS, run.Throughput(t))
-		if n := run.Errors[t]; n > 0 {
-			fmt.Fprintf(&b, " (%d errors)", n)
-		}
-		b.WriteString(";")
-	}
-	if run.Dials != nil {
-		fmt.Fprintf(&b, " dials %d", *run.Dials)
-		if run.StateCalls != nil {
-			fmt.Fprintf(&b, "/%d calls", *run.StateCalls)
-		}
-	}
-	if run.WorkerRSSMaxMiB > 0 {
-		fmt.Fprintf(&b, " rss %.1fMiB", run.WorkerRSSMaxMiB)
-	}
-	fmt.Fprintf(&b, " host busy %.0f%%", run.HostBusyPct)
-	for _, e := range run.ErrorExamples {
-		fmt.Fprintf(&b, "\n    error: %s", e)
-	}
-	return b.String()
 }
 
 func randomID() string {
