@@ -43,25 +43,10 @@ const (
 	redisDB = "2"
 )
 
-// cartstoreComponent is the Dapr component, as upstream: state.redis, DB 2,
-// store-wide TTL of 10 h.
-const cartstoreComponent = `apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: cartstore
-spec:
-  type: state.redis
-  version: v1
-  metadata:
-    - name: redisHost
-      value: "` + redisAlias + `:6379"
-    - name: redisPassword
-      value: ""
-    - name: redisDB
-      value: "` + redisDB + `"
-    - name: ttlInSeconds
-      value: "36000"
-`
+// cartstoreComponent is the Dapr component `make run` and compose mount
+// (state.redis, DB redisDB, store-wide TTL of 10 h, as upstream), so the
+// suite runs against what ships. It reaches Redis as redisAlias:6379.
+const cartstoreComponent = "../deployments/dapr/components/cartstore.yaml"
 
 const startupTimeout = 60 * time.Second
 
@@ -179,7 +164,7 @@ func startStack(ctx context.Context, name string, opts stackOptions) (st *stack,
 			"--resources-path", "/components", "--log-level", "info"),
 		testcontainers.WithEnv(env),
 		testcontainers.WithFiles(testcontainers.ContainerFile{
-			Reader:            strings.NewReader(cartstoreComponent),
+			HostFilePath:      cartstoreComponent,
 			ContainerFilePath: "/components/cartstore.yaml",
 			FileMode:          0o644, // daprd runs as uid 65532
 		}),

@@ -150,28 +150,12 @@ fi
 PORTS=$("$LOADGEN" free-ports -n 8 | tr '\n' ' ')
 read -r P_REDIS P_HTTP P_GRPC P_INT P_NATS_A P_NATS_B P_WA P_WB <<<"$PORTS"
 
-# The component of deployments/dapr/components/cartstore.yaml, pointed at
-# this run's Redis; world-readable for daprd's non-root user.
-cat >"$WORK/components/cartstore.yaml" <<EOF
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: cartstore
-spec:
-  type: state.redis
-  version: v1
-  metadata:
-    - name: redisHost
-      value: 127.0.0.1:$P_REDIS
-    - name: redisDB
-      value: "2"
-    - name: ttlInSeconds
-      value: "36000"
-    - name: keyPrefix
-      value: appid
-scopes:
-  - cartworker
-EOF
+# The component of `make run` and compose, pointed at this run's Redis;
+# world-readable for daprd's non-root user.
+COMPONENT=deployments/dapr/components/cartstore.yaml
+sed "s|value: redis:6379|value: 127.0.0.1:$P_REDIS|" "$COMPONENT" >"$WORK/components/cartstore.yaml"
+grep -q "value: 127.0.0.1:$P_REDIS" "$WORK/components/cartstore.yaml" ||
+	die "$COMPONENT has no 'value: redis:6379' line to point at this run's Redis"
 chmod 755 "$WORK/components"
 chmod 644 "$WORK/components/cartstore.yaml"
 
