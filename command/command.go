@@ -115,4 +115,12 @@ const (
 	CodeCartNotFound = "cart_not_found"
 	// CodeInvalidState: an add-item hit a cart whose status forbids it.
 	CodeInvalidState = "invalid_state"
+	// CodeAmountOverflow: applying the command would take an amount of the
+	// cart (a line, a tax, a total) past what money.Amount holds exactly.
+	// The cart is left unchanged.
+	CodeAmountOverflow = "amount_overflow"
+	// CodeStateRejected: the Dapr state store refused the document this
+	// command produced (HTTP 400 for a reason of the command's own). The
+	// command is dead-lettered at once.
+	CodeStateRejected = "state_rejected"
 )

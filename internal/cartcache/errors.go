@@ -20,6 +20,11 @@ var (
 	// cannot be read. Retrying cannot help.
 	ErrInvalidCart = errors.New("invalid cart document")
 
+	// ErrAmountOverflow is returned when applying a command would take an
+	// amount past money.Amount's exact range. The cart is left unchanged and
+	// retrying cannot help.
+	ErrAmountOverflow = errors.New("cart amount out of range")
+
 	// ErrConflict is returned when the document kept changing under us for
 	// every allowed retry. It is transient.
 	ErrConflict = errors.New("cart kept changing: too many ETag conflicts")
