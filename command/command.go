@@ -61,7 +61,8 @@ type Command struct {
 	TenantID   string `json:"tenant_id,omitempty"`
 	StoreCode  string `json:"store_code,omitempty"`
 	TerminalNo int    `json:"terminal_no,omitempty"`
-	// Items are the lines an add-item appends.
+	// Items are the lines an add-item appends. Decode reads them only for
+	// an add-item; other types ignore the field.
 	Items []Item `json:"items,omitempty"`
 	// Cart is the whole cart document a cache command stores. Fields the
 	// worker does not model are kept verbatim.
@@ -116,8 +117,10 @@ const (
 	// CodeInvalidState: an add-item hit a cart whose status forbids it.
 	CodeInvalidState = "invalid_state"
 	// CodeAmountOverflow: applying the command would take an amount of the
-	// cart (a line, a tax, a total) past what money.Amount holds exactly.
-	// The cart is left unchanged.
+	// cart (a line, a tax, a total) past what money.Amount holds exactly,
+	// or to a value the state store would not keep exactly (daprd stores
+	// JSON numbers as float64: see money.Amount.Float64Exact). The cart is
+	// left unchanged.
 	CodeAmountOverflow = "amount_overflow"
 	// CodeStateRejected: the Dapr state store refused the document this
 	// command produced (HTTP 400 for a reason of the command's own). The

@@ -3,6 +3,7 @@ package command
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/cartworker/cartworker/money"
@@ -41,6 +42,11 @@ func invalid(code, format string, args ...any) *InvalidError {
 
 // Decode parses and validates the command published on subject with body
 // data. Every failure is an *InvalidError.
+//
+// The work it does is bounded by the limits before it is spent: the body
+// size first, then the number of items, counted on the raw JSON before any
+// item is decoded, so that a megabyte of items costs one linear scan rather
+// than twenty thousand price conversions.
 func (s Subjects) Decode(subject string, data []byte) (Command, error) {
 	var c Command
 	if len(data) > MaxBodyBytes {
@@ -56,17 +62,142 @@ func (s Subjects) Decode(subject string, data []byte) (Command, error) {
 	if !Type(subjType).Valid() {
 		return c, invalid(CodeUnknownType, "type %q in subject", subjType)
 	}
+	var w wireCommand
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&c); err != nil {
+	if err := dec.Decode(&w); err != nil {
 		return c, invalid(CodeMalformedJSON, "%v", err)
 	}
 	if dec.More() {
 		return c, invalid(CodeMalformedJSON, "trailing data after the JSON object")
 	}
-	return c, c.validate(subjCart, Type(subjType))
+	c = w.Command
+	if err := c.validateHeader(subjCart, Type(subjType)); err != nil {
+		return c, err
+	}
+	if c.Type == TypeAddItem {
+		items, err := decodeItems(w.Items)
+		if err != nil {
+			return c, err
+		}
+		c.Items = items
+	}
+	return c, c.validateBody()
+}
+
+// wireCommand is a Command as it arrives. Its items stay raw JSON until
+// they are counted; being less deeply nested, this Items field hides
+// Command's from encoding/json.
+type wireCommand struct {
+	Command
+	Items json.RawMessage `json:"items"`
+}
+
+// decodeItems counts the elements of the raw items array, refuses too few
+// or too many, and only then decodes them.
+func decodeItems(raw json.RawMessage) ([]Item, error) {
+	n, err := countElements(raw)
+	if err != nil {
+		return nil, invalid(CodeMalformedJSON, "items: %v", err)
+	}
+	if n == 0 {
+		return nil, invalid(CodeNoItems, "add-item carries no items")
+	}
+	if n > MaxItems {
+		return nil, invalid(CodeTooManyItems, "%d items, limit %d", n, MaxItems)
+	}
+	items := make([]Item, 0, n)
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, itemError(raw, err)
+	}
+	return items, nil
+}
+
+// itemError explains why items failed to decode, naming the item: the
+// common path decodes them all at once, so only a failure pays for a
+// second, item by item, pass.
+func itemError(raw json.RawMessage, err error) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, terr := dec.Token(); terr == nil { // '['
+		for i := 0; dec.More(); i++ {
+			var it Item
+			if ierr := dec.Decode(&it); ierr != nil {
+				return itemInvalid(fmt.Sprintf("items[%d]", i), ierr)
+			}
+		}
+	}
+	return itemInvalid("items", err)
+}
+
+// itemInvalid classifies an item's decoding error. Item's only money field
+// is unit_price: a number it cannot hold (1e-999999, 1e30) is a bad price,
+// not bad JSON.
+func itemInvalid(where string, err error) *InvalidError {
+	if errors.Is(err, money.ErrInvalid) || errors.Is(err, money.ErrOverflow) {
+		return invalid(CodeInvalidPrice, "%s: unit_price: %v", where, err)
+	}
+	return invalid(CodeMalformedJSON, "%s: %v", where, err)
+}
+
+// countElements returns the number of elements of the JSON array raw, or 0
+// for null or nothing. raw must be syntactically valid JSON, as
+// encoding/json leaves a RawMessage; the scan only tracks strings and
+// nesting, without allocating.
+func countElements(raw []byte) (int, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return 0, nil
+	}
+	if raw[0] != '[' || raw[len(raw)-1] != ']' {
+		return 0, errors.New("not an array")
+	}
+	var (
+		n, depth      int
+		inStr, escape bool
+		empty         = true
+	)
+	for _, b := range raw[1 : len(raw)-1] {
+		if inStr {
+			switch {
+			case escape:
+				escape = false
+			case b == '\\':
+				escape = true
+			case b == '"':
+				inStr = false
+			}
+			continue
+		}
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '"':
+			inStr = true
+		case '[', '{':
+			depth++
+		case ']', '}':
+			depth--
+		case ',':
+			if depth == 0 {
+				n++
+			}
+		}
+		empty = false
+	}
+	if empty {
+		return 0, nil
+	}
+	return n + 1, nil
 }
 
 func (c *Command) validate(subjCart string, subjType Type) error {
+	if err := c.validateHeader(subjCart, subjType); err != nil {
+		return err
+	}
+	return c.validateBody()
+}
+
+// validateHeader checks the fields every command has against the subject.
+func (c *Command) validateHeader(subjCart string, subjType Type) error {
 	if c.ID == "" {
 		return invalid(CodeMissingID, "id is empty")
 	}
@@ -79,6 +210,11 @@ func (c *Command) validate(subjCart string, subjType Type) error {
 	if c.CartID != subjCart {
 		return invalid(CodeSubjectMismatch, "body cart_id %q, subject cart id %q", c.CartID, subjCart)
 	}
+	return nil
+}
+
+// validateBody checks what the command's type carries.
+func (c *Command) validateBody() error {
 	switch c.Type {
 	case TypeAddItem:
 		return validateItems(c.Items)

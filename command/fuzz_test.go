@@ -13,6 +13,13 @@ func FuzzDecode(f *testing.F) {
 	f.Add("cart.cmd.c-1.cache", []byte(`{"id":"x","type":"cache","cart_id":"c-1","cart":{"status":"Idle"}}`))
 	f.Add("cart.cmd.c-1.delete", []byte(`{"id":"x","type":"delete","cart_id":"c-1"}`))
 	f.Add("cart.cmd.c@1.delete", []byte(`{`))
+	// Work bounds: too many items of costly prices, one costly price, and
+	// a body of nothing but them.
+	f.Add("cart.cmd.c-1.add-item", addItemBody(400, tinyPriceItem))
+	f.Add("cart.cmd.c-1.add-item", addItemBody(1, tinyPriceItem))
+	f.Add("cart.cmd.c-1.add-item", addItemBody(MaxItems, `{"item_code":"A,\"]},[{","quantity":1,"unit_price":1e40}`))
+	f.Add("cart.cmd.c-1.add-item", addItemBody(MaxBodyBytes/(len(tinyPriceItem)+1)-2, tinyPriceItem))
+	f.Add("cart.cmd.c-1.delete", []byte(`{"id":"x","type":"delete","cart_id":"c-1","items":[`+tinyPriceItem+`]}`))
 	f.Fuzz(func(t *testing.T, subject string, body []byte) {
 		var s Subjects
 		c, err := s.Decode(subject, body)

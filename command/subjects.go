@@ -31,6 +31,13 @@ const (
 	// Nats-Msg-Id is derived from the stream sequence so that storing it
 	// twice is harmless.
 	HeaderDLQMsgID = "Cartworker-Original-Msg-Id"
+	// HeaderDLQSequence is the command's sequence in the command stream,
+	// where its body can still be read when the dead letter omits it.
+	HeaderDLQSequence = "Cartworker-Original-Sequence"
+	// HeaderDLQBodyOmitted is set when the dead letter carries no body
+	// because the copy would not fit the server's max_payload or the
+	// stream's max_msg_size; its value says what was left out.
+	HeaderDLQBodyOmitted = "Cartworker-Dlq-Body-Omitted"
 )
 
 // UnknownCartID stands in for the cart id token of a dead-letter subject when

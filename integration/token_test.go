@@ -3,8 +3,8 @@
 package integration
 
 import (
+	"fmt"
 	"net/http"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -18,9 +18,9 @@ import (
 )
 
 // TestDaprAPITokenEnforced runs daprd with DAPR_API_TOKEN: a worker with the
-// right token applies commands; one with a wrong token applies nothing and
-// dead-letters its commands as max_deliveries without tripping anything;
-// neither token ever shows in the workers' output.
+// right token applies commands; one with a wrong token applies nothing,
+// holds its commands without spending a delivery and says it is not ready
+// because of DAPR_API_TOKEN; neither token ever shows in the workers' output.
 func TestDaprAPITokenEnforced(t *testing.T) {
 	const maxDeliver = 3
 	ctx := testkit.Context(t, 3*time.Minute)
@@ -57,42 +57,49 @@ func TestDaprAPITokenEnforced(t *testing.T) {
 	code, _ := good.waitExit(t, 30*time.Second)
 	require.Zero(t, code, "worker with the right token exits cleanly")
 
-	// A wrong token: every state call is refused with 401, which is not
-	// Dapr's ill health, so the breaker stays closed; the command is
-	// retried and dead-lettered after WORKER_MAX_DELIVER deliveries.
-	envWrong := workerEnv(t, st, nats, map[string]string{"WORKER_MAX_DELIVER": strconv.Itoa(maxDeliver)})
+	// A wrong token is the worker's misconfiguration, not the command's
+	// fault: the worker checks daprd at start-up, stays not ready naming
+	// DAPR_API_TOKEN, pulls nothing and dead-letters nothing, however long
+	// it runs (WORKER_MAX_DELIVER 1 would dead-letter at the first spent
+	// delivery).
+	envWrong := workerEnv(t, st, nats, map[string]string{"WORKER_MAX_DELIVER": "1"})
 	envWrong["DAPR_API_TOKEN"] = wrong
 	bad := startProcess(t, "token-wrong", envWrong)
-	cmd := publisher.AddItemCommand(cart, command.Item{ItemCode: "NEVER", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "01"})
-	_, err = b.pub.PublishAndWait(ctx, cmd)
-	requireRejected(t, err, "max_deliveries")
-	var rej *publisher.RejectedError
-	require.ErrorAs(t, err, &rej)
-	require.Contains(t, rej.Message, "401")
-
-	dls := b.deadLetters(ctx, t)
-	require.Len(t, dls, 1)
-	require.Equal(t, "max_deliveries", dls[0].Header.Get(command.HeaderDLQCode))
-	require.Equal(t, strconv.Itoa(maxDeliver), dls[0].Header.Get(command.HeaderDLQDeliveries))
-	require.Equal(t, b.subj.Command(cart, command.TypeAddItem), dls[0].Header.Get(command.HeaderDLQSubject))
-
+	cmd := publisher.AddItemCommand(cart, command.Item{ItemCode: "LATER", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "01"})
+	cmd.ID = "later-" + cart
+	_, err = b.pub.Publish(ctx, cmd)
+	require.NoError(t, err)
+	poll(ctx, t, 30*time.Second, "several failed checks of daprd", func() error {
+		if n, _ := bad.metrics(t).value("cartworker_state_requests_total", "op", "check", "code", "401"); n < 3 {
+			return fmt.Errorf("%.0f checks refused", n)
+		}
+		return nil
+	})
+	code, body, err := bad.get("/readyz")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "DAPR_API_TOKEN")
+	require.Contains(t, bad.logs.String(), "DAPR_API_TOKEN", "the log names the setting to fix")
+	b.requireHeld(ctx, t, 1)
 	m := bad.metrics(t)
 	require.Equal(t, 0.0, m.get(t, "cartworker_breaker_state"), "a 401 must not trip the breaker")
-	require.Equal(t, float64(maxDeliver), m.get(t, "cartworker_state_requests_total", "op", "get", "code", "401"))
-	require.Equal(t, 1.0, m.get(t, "cartworker_dead_letters_total"))
-	code, err = bad.readyz()
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, 0.0, m.get(t, "cartworker_dead_letters_total"))
 	require.True(t, bad.running(), "the wrong-token worker keeps running")
-
-	// The cart is untouched.
-	after, _ := readCart(ctx, t, st, cart)
-	require.Equal(t, d.LineItems, after.LineItems)
-	require.Equal(t, []string{cacheIDs[cart], ev.CommandID}, after.AppliedIDs)
-
 	bad.signal(t, syscall.SIGTERM)
 	code, _ = bad.waitExit(t, 30*time.Second)
 	require.Zero(t, code)
+
+	// With the token fixed, the command is applied, not lost.
+	fixed := startProcess(t, "token-fixed", workerEnv(t, st, nats, nil))
+	b.events.waitFor(ctx, t, cart, cmd.ID, func(e command.Event) bool { return e.Outcome == command.OutcomeApplied })
+	after, _ := readCart(ctx, t, st, cart)
+	require.Len(t, after.LineItems, 2)
+	require.Equal(t, []string{cacheIDs[cart], ev.CommandID, cmd.ID}, after.AppliedIDs)
+	require.Empty(t, b.deadLetters(ctx, t))
+	fixed.signal(t, syscall.SIGTERM)
+	code, _ = fixed.waitExit(t, 30*time.Second)
+	require.Zero(t, code)
+
 	requireNoPanic(t, good.worker, bad.worker)
 	for _, w := range []*worker{good.worker, bad.worker} {
 		out := w.logs.String()

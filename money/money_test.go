@@ -2,6 +2,7 @@ package money
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -58,7 +59,8 @@ func TestNoFloatDrift(t *testing.T) {
 	tenth, err := Parse("0.1")
 	require.NoError(t, err)
 	for i := 0; i < 1000; i++ {
-		sum = sum.Add(tenth)
+		sum, err = sum.AddChecked(tenth)
+		require.NoError(t, err)
 	}
 	require.Equal(t, "100", sum.String())
 }
@@ -88,9 +90,17 @@ func TestMulDivFloor(t *testing.T) {
 }
 
 func TestFloor(t *testing.T) {
-	require.Equal(t, "79", mustParse(t, "79.92").Floor().String())
-	require.Equal(t, "-80", mustParse(t, "-79.92").Floor().String())
-	require.Equal(t, "24", mustParse(t, "24").Floor().String())
+	for in, want := range map[string]string{"79.92": "79", "-79.92": "-80", "24": "24", "-0.0001": "-1"} {
+		got, err := mustParse(t, in).Floor()
+		require.NoError(t, err, in)
+		require.Equal(t, want, got.String(), in)
+	}
+	// The whole number below the smallest Amount does not exist.
+	_, err := FromUnits(math.MinInt64).Floor()
+	require.ErrorIs(t, err, ErrOverflow)
+	got, err := FromUnits(math.MinInt64 + 5808).Floor()
+	require.NoError(t, err)
+	require.Equal(t, "-922337203685477", got.String())
 }
 
 func TestJSONRoundTrip(t *testing.T) {

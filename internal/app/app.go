@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cartworker/cartworker/command"
@@ -57,7 +56,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	carts := cartcache.New(guarded, cartcache.Config{TaxTable: taxes, TombstoneTTL: cfg.TombstoneTTL})
 
-	nc, err := nats.Connect(cfg.NATSURL, natsOptions(cfg, log)...)
+	nc, err := connectNATS(ctx, cfg, log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -72,9 +71,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxAckPending:     cfg.MaxAckPending,
 		AckWait:           cfg.AckWait,
 		MaxDeliver:        cfg.MaxDeliver,
-		BreakerOpenDelay:  cfg.BreakerOpenTimeout / 2,
+		Probe:             stateProbe(cfg, state, guarded),
 		CartNotFoundGrace: cfg.CartNotFoundGrace,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
+		Replicas:          cfg.NATSStreamReplicas,
+		ManageStreams:     cfg.NATSManageStreams,
 		Logger:            log,
 		Observer:          m,
 	})
@@ -87,9 +88,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return errors.New("NATS is not connected")
 		}
 		if guarded.State() == breaker.StateOpen {
-			return errors.New("state store breaker is open")
+			return errBreakerOpen
 		}
-		return nil
+		return w.Ready()
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

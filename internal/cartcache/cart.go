@@ -3,6 +3,7 @@ package cartcache
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -109,6 +110,11 @@ func (d *document) decodeField(name string, v any) error {
 		return nil
 	}
 	if err := sjson.Unmarshal(raw, v); err != nil {
+		// An amount too large for money.Amount is a readable number the
+		// worker cannot hold exactly, which is what ErrAmountOverflow says.
+		if errors.Is(err, money.ErrOverflow) {
+			return fmt.Errorf("%w: %s: %w", ErrAmountOverflow, name, err)
+		}
 		return fmt.Errorf("%w: %s: %v", ErrInvalidCart, name, err)
 	}
 	return nil
@@ -164,10 +170,19 @@ func appendID(ids []string, id string, keep int) []string {
 }
 
 // appendItems appends the items as new lines numbered after the last one.
+// On error the document is half changed and must be discarded.
 func (d *document) appendItems(items []command.Item) error {
 	for _, it := range items {
+		lineNo := len(d.views) + 1
+		amount, err := it.UnitPrice.MulIntChecked(int64(it.Quantity))
+		if err != nil {
+			return fmt.Errorf("%w: amount of line %d: %w", ErrAmountOverflow, lineNo, err)
+		}
+		if err := storable(amount, "amount of line"); err != nil {
+			return fmt.Errorf("line %d: %w", lineNo, err)
+		}
 		l := newLine{
-			LineNo:             len(d.views) + 1,
+			LineNo:             lineNo,
 			ItemCode:           it.ItemCode,
 			CategoryCode:       it.CategoryCode,
 			Description:        it.Description,
@@ -177,7 +192,7 @@ func (d *document) appendItems(items []command.Item) error {
 			Quantity:           it.Quantity,
 			Discounts:          []json.RawMessage{},
 			DiscountsAllocated: []json.RawMessage{},
-			Amount:             it.UnitPrice.MulInt(int64(it.Quantity)),
+			Amount:             amount,
 			TaxCode:            it.TaxCode,
 			ItemDetails:        []json.RawMessage{},
 			ImageURLs:          []string{},
@@ -219,35 +234,53 @@ func spliceArray(arr json.RawMessage, elems [][]byte) json.RawMessage {
 }
 
 // recompute rewrites taxes, subtotal, sales totals and balance from the lines,
-// the subtotal discounts and the payments, following upstream's rules.
+// the subtotal discounts and the payments, following upstream's rules. Every
+// sum is checked: a total that does not fit money.Amount, that the store
+// would round (see storable) or a quantity sum that does not fit fails with
+// ErrAmountOverflow before anything is written, so no stored total is ever
+// wrong.
 func (d *document) recompute(table TaxTable) error {
 	type group struct {
 		target money.Amount
 		qty    int
 	}
 	groups := map[string]*group{}
-	var subtotal money.Amount
-	qty := 0
+	var (
+		subtotal money.Amount
+		qty      int
+		err      error
+	)
 	for i, l := range d.views {
 		if l.IsCancelled {
 			continue
 		}
-		subtotal = subtotal.Add(l.Amount)
-		qty += l.Quantity
+		line := i + 1
+		if subtotal, err = addAmount(subtotal, l.Amount, "subtotal"); err != nil {
+			return err
+		}
+		if qty, err = addQuantity(qty, l.Quantity, "total quantity"); err != nil {
+			return err
+		}
 		target := l.Amount
 		for _, a := range l.DiscountsAllocated {
-			target = target.Sub(a.Amount)
+			if target, err = subAmount(target, a.Amount, "tax target"); err != nil {
+				return fmt.Errorf("line %d: %w", line, err)
+			}
 		}
 		if _, ok := table[l.TaxCode]; !ok {
-			return fmt.Errorf("%w: %q on line %d", ErrUnknownTaxCode, l.TaxCode, i+1)
+			return fmt.Errorf("%w: %q on line %d", ErrUnknownTaxCode, l.TaxCode, line)
 		}
 		g := groups[l.TaxCode]
 		if g == nil {
 			g = &group{}
 			groups[l.TaxCode] = g
 		}
-		g.target = g.target.Add(target)
-		g.qty += l.Quantity
+		if g.target, err = addAmount(g.target, target, "tax target"); err != nil {
+			return fmt.Errorf("tax code %q: %w", l.TaxCode, err)
+		}
+		if g.qty, err = addQuantity(g.qty, l.Quantity, "tax target quantity"); err != nil {
+			return fmt.Errorf("tax code %q: %w", l.TaxCode, err)
+		}
 	}
 	codes := make([]string, 0, len(groups))
 	for c := range groups {
@@ -263,7 +296,18 @@ func (d *document) recompute(table TaxTable) error {
 			return err
 		}
 		if r.Type == TaxExternal {
-			external = external.Add(amt)
+			if external, err = addAmount(external, amt, "tax amount"); err != nil {
+				return err
+			}
+		}
+		if err := storable(g.target, "tax target"); err != nil {
+			return fmt.Errorf("tax code %q: %w", c, err)
+		}
+		if err := storable(amt, "tax"); err != nil {
+			return fmt.Errorf("tax code %q: %w", c, err)
+		}
+		if err := storableQuantity(g.qty, "tax target quantity"); err != nil {
+			return fmt.Errorf("tax code %q: %w", c, err)
 		}
 		taxes = append(taxes, Tax{
 			TaxNo: r.No, TaxCode: c, TaxType: r.Type, TaxName: r.Name,
@@ -277,16 +321,38 @@ func (d *document) recompute(table TaxTable) error {
 	}
 	total := subtotal
 	for _, s := range subDiscounts {
-		total = total.Sub(s.Amount)
+		if total, err = subAmount(total, s.Amount, "total"); err != nil {
+			return err
+		}
 	}
 	var payments []payment
 	if err := d.decodeField("payments", &payments); err != nil {
 		return err
 	}
-	withTax := total.Add(external)
+	withTax, err := addAmount(total, external, "total with tax")
+	if err != nil {
+		return err
+	}
 	balance := withTax
 	for _, p := range payments {
-		balance = balance.Sub(p.Amount)
+		if balance, err = subAmount(balance, p.Amount, "balance"); err != nil {
+			return err
+		}
+	}
+
+	for _, v := range [...]struct {
+		what string
+		a    money.Amount
+	}{
+		{"subtotal", subtotal}, {"total", total}, {"tax amount", external},
+		{"total with tax", withTax}, {"balance", balance},
+	} {
+		if err := storable(v.a, v.what); err != nil {
+			return err
+		}
+	}
+	if err := storableQuantity(qty, "total quantity"); err != nil {
+		return err
 	}
 
 	// sales carries fields this package does not model (change_amount,
@@ -365,4 +431,63 @@ func appendKey(b []byte, k string) ([]byte, error) {
 	b = append(b, '"')
 	b = append(b, k...)
 	return append(b, '"'), nil
+}
+
+// addAmount returns a + b, or ErrAmountOverflow naming the total it was
+// computing. what is a constant: building it per line would allocate on the
+// hot path.
+func addAmount(a, b money.Amount, what string) (money.Amount, error) {
+	s, err := a.AddChecked(b)
+	if err != nil {
+		return money.Amount{}, fmt.Errorf("%w: %s: %w", ErrAmountOverflow, what, err)
+	}
+	return s, nil
+}
+
+// subAmount returns a − b, or ErrAmountOverflow naming the total it was
+// computing.
+func subAmount(a, b money.Amount, what string) (money.Amount, error) {
+	s, err := a.SubChecked(b)
+	if err != nil {
+		return money.Amount{}, fmt.Errorf("%w: %s: %w", ErrAmountOverflow, what, err)
+	}
+	return s, nil
+}
+
+// addQuantity returns a + b, or ErrAmountOverflow when the sum does not fit
+// an int. Stored quantities come from cached documents and are not bounded
+// by command validation.
+func addQuantity(a, b int, what string) (int, error) {
+	s := a + b
+	if (s > a) != (b > 0) {
+		return 0, fmt.Errorf("%w: %s: %d + %d", ErrAmountOverflow, what, a, b)
+	}
+	return s, nil
+}
+
+// maxExactQuantity is the largest integer a float64 holds exactly, 2^53.
+const maxExactQuantity = 1 << 53
+
+// storable refuses, with ErrAmountOverflow, an amount the cart document
+// cannot hold exactly although money.Amount can. daprd's state API decodes
+// every JSON number it saves into a float64 and stores that (daprd 1.18
+// turns 799919999999200.08 into 799919999999200.1 in Redis), and upstream
+// reads them as Python floats: past 2^39 (about 550 billion) a total with
+// decimals may come back rounded. No real cart gets near; a cart that does
+// is refused rather than stored wrong.
+func storable(a money.Amount, what string) error {
+	if a.Float64Exact() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s would be stored rounded: it has more digits than a float64, as daprd and upstream hold numbers, keeps",
+		ErrAmountOverflow, what, a)
+}
+
+// storableQuantity is storable for a quantity sum.
+func storableQuantity(q int, what string) error {
+	if v := int64(q); v <= maxExactQuantity && v >= -maxExactQuantity {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %d would be stored rounded: it is past 2^53, the last integer a float64 keeps exactly",
+		ErrAmountOverflow, what, q)
 }

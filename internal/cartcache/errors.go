@@ -20,9 +20,11 @@ var (
 	// cannot be read. Retrying cannot help.
 	ErrInvalidCart = errors.New("invalid cart document")
 
-	// ErrAmountOverflow is returned when applying a command would take an
-	// amount past money.Amount's exact range. The cart is left unchanged and
-	// retrying cannot help.
+	// ErrAmountOverflow is returned when applying a command would produce
+	// an amount or quantity that cannot be stored exactly: past
+	// money.Amount's int64 range, or one that daprd, which decodes JSON
+	// numbers as float64, would round on save. The cart is left unchanged
+	// and retrying cannot help.
 	ErrAmountOverflow = errors.New("cart amount out of range")
 
 	// ErrConflict is returned when the document kept changing under us for

@@ -84,9 +84,11 @@ type tombstone struct {
 
 // Apply applies cmd, which must have passed command validation.
 //
-// Errors: ErrCartNotFound, ErrInvalidState, ErrUnknownTaxCode and
-// ErrInvalidCart are final rejections; anything else (store failures,
-// ErrConflict) is transient and the command may be retried as is.
+// Errors: ErrCartNotFound, ErrInvalidState, ErrUnknownTaxCode,
+// ErrAmountOverflow and ErrInvalidCart are final rejections; anything else
+// (store failures, ErrConflict) is transient and the command may be retried
+// as is. Every error is returned before the save, so a refused command
+// leaves the stored cart exactly as it was.
 func (s *Service) Apply(ctx context.Context, cmd command.Command) (Result, error) {
 	var apply func(context.Context, command.Command) (Result, error)
 	switch cmd.Type {

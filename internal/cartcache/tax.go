@@ -1,6 +1,7 @@
 package cartcache
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -111,7 +112,8 @@ func taxType(s string) TaxType {
 
 var hundred = money.FromInt(100)
 
-// amount returns the tax on target under r, floored to whole units.
+// amount returns the tax on target under r, floored to whole units. A tax
+// that does not fit money.Amount is ErrAmountOverflow.
 func (r TaxRule) amount(target money.Amount) (money.Amount, error) {
 	var (
 		t   money.Amount
@@ -123,12 +125,21 @@ func (r TaxRule) amount(target money.Amount) (money.Amount, error) {
 	case TaxInternal:
 		// target / (1 + rate/100) × rate / 100 == target × rate / (100 + rate),
 		// which keeps the arithmetic exact.
-		t, err = target.MulDivFloor(r.Rate, hundred.Add(r.Rate))
+		var den money.Amount
+		if den, err = hundred.AddChecked(r.Rate); err == nil {
+			t, err = target.MulDivFloor(r.Rate, den)
+		}
 	default:
 		return money.Amount{}, nil
 	}
-	if err != nil {
+	if err == nil {
+		t, err = t.Floor()
+	}
+	switch {
+	case errors.Is(err, money.ErrOverflow):
+		return money.Amount{}, fmt.Errorf("%w: tax %s on %s: %w", ErrAmountOverflow, r.Code, target, err)
+	case err != nil:
 		return money.Amount{}, fmt.Errorf("tax %s on %s: %w", r.Code, target, err)
 	}
-	return t.Floor(), nil
+	return t, nil
 }

@@ -43,6 +43,19 @@ type Config struct {
 	NATSToken string
 	// NATSCreds is a path to a .creds file (NATS_CREDS).
 	NATSCreds string
+	// NATSConnectTimeout bounds the start-up retries of an unreachable NATS
+	// server (NATS_CONNECT_TIMEOUT); an authorization failure is not
+	// retried. Once connected, the worker reconnects for ever.
+	NATSConnectTimeout time.Duration
+	// NATSStreamReplicas is the replica count of the streams the worker
+	// creates, and the floor NATSManageStreams raises existing ones to
+	// (NATS_STREAM_REPLICAS).
+	NATSStreamReplicas int
+	// NATSManageStreams lets the worker raise the replicas, limits and
+	// subjects of existing streams towards its own, never lowering or
+	// removing any (NATS_MANAGE_STREAMS).
+	// Off, an existing stream is only checked, never changed.
+	NATSManageStreams bool
 
 	// DaprHTTPEndpoint is the base URL of daprd's HTTP API
 	// (DAPR_HTTP_ENDPOINT); empty means http://127.0.0.1:<DaprHTTPPort>.
@@ -135,6 +148,11 @@ func (c *Config) bind(fs *flag.FlagSet) []setting {
 	str(&c.NATSPassword, "NATS_PASSWORD", "nats-password", "", "NATS password (prefer the env var)", true)
 	str(&c.NATSToken, "NATS_TOKEN", "nats-token", "", "NATS token (prefer the env var)", true)
 	str(&c.NATSCreds, "NATS_CREDS", "nats-creds", "", "path to a NATS .creds file", false)
+	// 10s leaves a slow start of NATS next to the worker time, and still
+	// reports a wrong NATS_URL well within 15s.
+	dur(&c.NATSConnectTimeout, "NATS_CONNECT_TIMEOUT", "nats-connect-timeout", 10*time.Second, "how long start-up retries an unreachable NATS server before giving up")
+	num(&c.NATSStreamReplicas, "NATS_STREAM_REPLICAS", "nats-stream-replicas", 1, "replicas of the streams the worker creates (1..5; 1 for a single server)")
+	boolean(&c.NATSManageStreams, "NATS_MANAGE_STREAMS", "nats-manage-streams", false, "raise existing streams' replicas, retention limits, duplicate window and subjects to the worker's, never lowering or removing anything; off, existing streams are left as they are")
 
 	str(&c.DaprHTTPEndpoint, "DAPR_HTTP_ENDPOINT", "dapr-http-endpoint", "", "daprd HTTP base URL (default http://127.0.0.1:$DAPR_HTTP_PORT)", false)
 	num(&c.DaprHTTPPort, "DAPR_HTTP_PORT", "dapr-http-port", DefaultDaprPort, "daprd HTTP port, used when DAPR_HTTP_ENDPOINT is empty")
@@ -231,6 +249,9 @@ func (c Config) Validate() error {
 	if (c.NATSUser == "") != (c.NATSPassword == "") {
 		bad("NATS_USER", "NATS_USER and NATS_PASSWORD must be set together")
 	}
+	if c.NATSStreamReplicas < 1 || c.NATSStreamReplicas > 5 {
+		bad("NATS_STREAM_REPLICAS", "%d: want 1..5", c.NATSStreamReplicas)
+	}
 	if pu, err := url.Parse(c.DaprHTTPEndpoint); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 		bad("DAPR_HTTP_ENDPOINT", "%q is not an http(s) URL", c.DaprHTTPEndpoint)
 	}
@@ -268,6 +289,7 @@ func (c Config) Validate() error {
 		env string
 		v   time.Duration
 	}{
+		{"NATS_CONNECT_TIMEOUT", c.NATSConnectTimeout},
 		{"WORKER_STATE_DIAL_TIMEOUT", c.StateDialTimeout},
 		{"WORKER_STATE_HEADER_TIMEOUT", c.StateHeaderTimeout},
 		{"WORKER_STATE_REQUEST_TIMEOUT", c.StateRequestTimeout},
@@ -314,6 +336,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_password", redact(c.NATSPassword)),
 		slog.String("nats_token", redact(c.NATSToken)),
 		slog.String("nats_creds", c.NATSCreds),
+		slog.String("nats_connect_timeout", c.NATSConnectTimeout.String()),
+		slog.Int("nats_stream_replicas", c.NATSStreamReplicas),
+		slog.Bool("nats_manage_streams", c.NATSManageStreams),
 		slog.String("dapr_http_endpoint", c.DaprHTTPEndpoint),
 		slog.String("dapr_api_token", redact(c.DaprAPIToken)),
 		slog.String("state_store", c.StateStore),
@@ -329,13 +354,22 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// redactURL hides a password embedded in a URL list.
+// NATSURLRedacted is NATSURL fit for logs and error messages.
+func (c Config) NATSURLRedacted() string { return redactURL(c.NATSURL) }
+
+// redactURL hides the credentials embedded in a URL list. A user without a
+// password is hidden too: NATS reads nats://secret@host as a token.
 func redactURL(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
 		}
+		if _, hasPassword := u.User.Password(); !hasPassword {
+			u.User = url.User("xxxxx")
+		}
+		parts[i] = u.Redacted()
 	}
 	return strings.Join(parts, ",")
 }

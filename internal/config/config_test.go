@@ -65,6 +65,12 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"WORKER_STATE_MAX_CONNS_PER_HOST": "500"}, "WORKER_STATE_MAX_CONNS_PER_HOST"},
 		{map[string]string{"WORKER_MAX_ACK_PENDING": "8"}, "WORKER_MAX_ACK_PENDING"},
+		{map[string]string{"NATS_STREAM_REPLICAS": "0"}, "NATS_STREAM_REPLICAS"},
+		{map[string]string{"NATS_STREAM_REPLICAS": "6"}, "NATS_STREAM_REPLICAS"},
+		{map[string]string{"NATS_STREAM_REPLICAS": "three"}, "NATS_STREAM_REPLICAS"},
+		{map[string]string{"NATS_MANAGE_STREAMS": "maybe"}, "NATS_MANAGE_STREAMS"},
+		{map[string]string{"NATS_CONNECT_TIMEOUT": "0s"}, "NATS_CONNECT_TIMEOUT"},
+		{map[string]string{"NATS_CONNECT_TIMEOUT": "soon"}, "NATS_CONNECT_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -91,11 +97,49 @@ func TestSecretsNeverShown(t *testing.T) {
 	}
 }
 
+func TestStreamAndConnectSettings(t *testing.T) {
+	c, err := Load(nil, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Second, c.NATSConnectTimeout)
+	require.Equal(t, 1, c.NATSStreamReplicas)
+	require.False(t, c.NATSManageStreams, "existing streams are left alone unless asked")
+
+	c, err = Load([]string{"-nats-stream-replicas", "5"}, env(map[string]string{
+		"NATS_STREAM_REPLICAS": "3",
+		"NATS_MANAGE_STREAMS":  "true",
+		"NATS_CONNECT_TIMEOUT": "30s",
+	}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 5, c.NATSStreamReplicas, "flags win over env")
+	require.True(t, c.NATSManageStreams)
+	require.Equal(t, 30*time.Second, c.NATSConnectTimeout)
+
+	c, err = Load([]string{"-nats-manage-streams"}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.True(t, c.NATSManageStreams)
+}
+
+func TestNATSURLRedacted(t *testing.T) {
+	tests := []struct{ url, want string }{
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"nats://u:pw9@127.0.0.1:4222", "nats://u:xxxxx@127.0.0.1:4222"},
+		// NATS takes a lone user in the URL as a token.
+		{"nats://t0ken@a:4222,nats://b:4222", "nats://xxxxx@a:4222,nats://b:4222"},
+	}
+	for _, tt := range tests {
+		got := Config{NATSURL: tt.url}.NATSURLRedacted()
+		require.Equal(t, tt.want, got)
+		require.NotContains(t, got, "pw9")
+		require.NotContains(t, got, "t0ken")
+	}
+}
+
 func TestHelpListsEverySetting(t *testing.T) {
 	var out bytes.Buffer
 	_, err := Load([]string{"-h"}, env(nil), &out)
 	require.True(t, errors.Is(err, flag.ErrHelp))
-	for _, v := range []string{"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "DAPR_HTTP_ENDPOINT",
+	for _, v := range []string{"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_CONNECT_TIMEOUT",
+		"NATS_STREAM_REPLICAS", "NATS_MANAGE_STREAMS", "DAPR_HTTP_ENDPOINT",
 		"DAPR_HTTP_PORT", "DAPR_API_TOKEN", "CART_STATE_STORE", "WORKER_CONCURRENCY", "WORKER_HTTP_ADDR",
 		"WORKER_SHUTDOWN_TIMEOUT", "CART_SUBJECT_PREFIX", "WORKER_STATE_CLIENT", "default 20s", `default ":8080"`} {
 		require.True(t, strings.Contains(out.String(), v), v)

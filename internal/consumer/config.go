@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,9 +32,16 @@ type Config struct {
 	// backoff of transient failures. Defaults 100ms and 5s.
 	RetryBaseDelay time.Duration
 	RetryMaxDelay  time.Duration
-	// BreakerOpenDelay is the Nak delay while the state breaker is open.
-	// Default 2s.
-	BreakerOpenDelay time.Duration
+	// Probe checks that the instance's environment can serve commands: the
+	// sidecar answers, accepts the token and has the store, and the breaker
+	// is not open. The worker pulls nothing until it passes, and runs it
+	// again whenever a command fails for such a reason; its error, which
+	// should name the setting to fix, is the instance's readiness. Default:
+	// always passes.
+	Probe func(context.Context) error
+	// ProbeInterval is the first wait between probes while the environment
+	// is at fault; it doubles up to 2s. Default 500ms.
+	ProbeInterval time.Duration
 	// CartNotFoundGrace is how long after its publication an add-item on a
 	// missing cart is retried (its cache may be in flight on another
 	// instance) before it is rejected with cart_not_found. Default 5s.
@@ -50,11 +58,17 @@ type Config struct {
 	CommandMaxAge time.Duration
 	// DeadLetterMaxAge is how long dead letters are kept. Default 14 days.
 	DeadLetterMaxAge time.Duration
-	// SetupTimeout bounds the retries of the start-up JetStream setup.
-	// Default 60s.
+	// SetupTimeout bounds the retries of the start-up JetStream setup. The
+	// connection is already up by then, so this only waits out a JetStream
+	// cluster that is still electing its leaders. Default 30s.
 	SetupTimeout time.Duration
-	// Replicas of both streams (1 for a single server). Default 1.
+	// Replicas of the streams Setup creates (1 for a single server), 1..5;
+	// with ManageStreams also the floor of existing ones. Default 1.
 	Replicas int
+	// ManageStreams lets Setup raise an existing stream's replicas, limits,
+	// duplicate window and subjects to at least its own; it never lowers
+	// anything nor changes storage. Off, an existing stream is only checked.
+	ManageStreams bool
 	// Logger receives one line per rejected, dead-lettered or failed command.
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -78,10 +92,13 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxDeliver, 10)
 	def(&c.Replicas, 1)
 	dur(&c.AckWait, 30*time.Second)
-	dur(&c.SetupTimeout, time.Minute)
+	dur(&c.SetupTimeout, 30*time.Second)
 	dur(&c.RetryBaseDelay, 100*time.Millisecond)
 	dur(&c.RetryMaxDelay, 5*time.Second)
-	dur(&c.BreakerOpenDelay, 2*time.Second)
+	dur(&c.ProbeInterval, 500*time.Millisecond)
+	if c.Probe == nil {
+		c.Probe = func(context.Context) error { return nil }
+	}
 	dur(&c.CartNotFoundGrace, 5*time.Second)
 	dur(&c.CartNotFoundDelay, 200*time.Millisecond)
 	dur(&c.ShutdownTimeout, 20*time.Second)
@@ -110,6 +127,9 @@ func (c Config) Validate() error {
 	if c.MaxDeliver < 1 {
 		errs = append(errs, fmt.Errorf("max deliver %d: want at least 1", c.MaxDeliver))
 	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas %d: want 1..5", c.Replicas))
+	}
 	if c.DuplicateWindow < 2*time.Minute {
 		errs = append(errs, fmt.Errorf("duplicate window %s: want at least 2m", c.DuplicateWindow))
 	}
@@ -117,7 +137,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("retry max delay %s is below retry base delay %s", c.RetryMaxDelay, c.RetryBaseDelay))
 	}
 	for name, d := range map[string]time.Duration{
-		"AckWait": c.AckWait, "ShutdownTimeout": c.ShutdownTimeout, "BreakerOpenDelay": c.BreakerOpenDelay,
+		"AckWait": c.AckWait, "ShutdownTimeout": c.ShutdownTimeout, "ProbeInterval": c.ProbeInterval,
 		"CartNotFoundGrace": c.CartNotFoundGrace, "CartNotFoundDelay": c.CartNotFoundDelay, "RetryBaseDelay": c.RetryBaseDelay,
 	} {
 		if d < 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
 	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
 // Outcome labels passed to Observer.CommandDone.
@@ -24,6 +25,7 @@ const (
 	LabelDeadLetter  = "dead_letter"
 	LabelRetry       = "retry"
 	LabelBreakerOpen = "breaker_open"
+	LabelNotReady    = "not_ready"
 	LabelShutdown    = "shutdown"
 )
 
@@ -38,7 +40,8 @@ const (
 
 // handle decides the fate of one delivery. It is the only place where errors
 // from decoding and applying a command are handled.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+func (w *Worker) handle(r *run, msg jetstream.Msg) {
+	ctx := r.work
 	start := time.Now()
 	typ, outcome := "unknown", LabelRetry
 	defer func() { w.cfg.Observer.CommandDone(typ, outcome, time.Since(start)) }()
@@ -74,7 +77,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	typ = string(cmd.Type)
 
-	res, err := w.app.Apply(ctx, cmd)
+	res, err := w.apply(r, cmd, typ)
 	switch {
 	case err == nil:
 		outcome = LabelApplied
@@ -100,14 +103,18 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		outcome = w.reject(msg, md, cmd, command.CodeInvalidState, err)
 	case errors.Is(err, cartcache.ErrUnknownTaxCode):
 		outcome = w.reject(msg, md, cmd, CodeUnknownTaxCode, err)
+	case errors.Is(err, cartcache.ErrAmountOverflow):
+		outcome = w.reject(msg, md, cmd, command.CodeAmountOverflow, err)
 	case errors.Is(err, cartcache.ErrInvalidCart):
 		outcome = w.deadLetter(ctx, msg, md, cmd.ID, command.CodeInvalidCart, err.Error())
+	case errors.Is(err, statepool.ErrBadRequest):
+		// Dapr refused what this command produced: no retry can change it.
+		outcome = w.deadLetter(ctx, msg, md, cmd.ID, command.CodeStateRejected, err.Error())
 
-	case errors.Is(err, breaker.ErrOpen):
-		// Dapr is known to be down: keep the command, neither acked nor
-		// dead-lettered, and come back when the breaker may have closed.
-		outcome = LabelBreakerOpen
-		w.settle(msg, msg.NakWithDelay(w.cfg.BreakerOpenDelay), "nak")
+	case errors.Is(err, errPaused):
+		// Shutdown began while the command waited for its environment.
+		outcome = LabelShutdown
+		w.settle(msg, msg.Nak(), "nak")
 
 	case ctx.Err() != nil:
 		// Shutdown ran out of time mid-command; another delivery will
@@ -118,6 +125,46 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	default:
 		outcome = w.retry(msg, md, cmd.ID, err)
 	}
+}
+
+// errPaused is apply's error when shutdown begins while a command waits for
+// the gate.
+var errPaused = errors.New("shutdown while waiting for the state store")
+
+// apply applies cmd, holding it while the environment is at fault: the
+// command keeps its delivery (heartbeats keep it from AckWait) and is tried
+// again once the gate reopens, so a wrong token, a missing store, an absent
+// sidecar or an open breaker never spends its deliveries or dead-letters it.
+func (w *Worker) apply(r *run, cmd command.Command, typ string) (cartcache.Result, error) {
+	for {
+		start := time.Now()
+		res, err := w.app.Apply(r.work, cmd)
+		label := ""
+		switch {
+		case err == nil:
+		case environmentFault(err):
+			label = LabelNotReady
+		case errors.Is(err, breaker.ErrOpen):
+			label = LabelBreakerOpen
+		}
+		if label == "" || r.work.Err() != nil {
+			return res, err
+		}
+		w.cfg.Observer.CommandDone(typ, label, time.Since(start))
+		w.gate.fail(err)
+		if w.gate.wait(r.stop) != nil {
+			return res, errPaused
+		}
+	}
+}
+
+// environmentFault reports whether err is the fault of the instance's own
+// configuration or surroundings rather than the command's: daprd refused our
+// token, has no such store, or cannot be reached.
+func environmentFault(err error) bool {
+	return errors.Is(err, statepool.ErrUnauthorized) ||
+		errors.Is(err, statepool.ErrStoreNotFound) ||
+		errors.Is(err, statepool.ErrUnreachable)
 }
 
 // retry Naks a transiently failed command with exponential backoff, or
@@ -136,14 +183,6 @@ func (w *Worker) retry(msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID strin
 		"subject", msg.Subject(), "delivery", md.NumDelivered, "retry_in", delay, "err", err)
 	w.settle(msg, msg.NakWithDelay(delay), "nak")
 	return LabelRetry
-}
-
-func (w *Worker) backoff(delivered uint64) time.Duration {
-	d := w.cfg.RetryBaseDelay
-	for i := uint64(1); i < delivered && d < w.cfg.RetryMaxDelay; i++ {
-		d *= 2
-	}
-	return min(d, w.cfg.RetryMaxDelay)
 }
 
 // reject acks a valid command that the cart refuses and tells the publisher.
@@ -196,21 +235,23 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	// Keyed on the stream sequence so that a retried dead-lettering is
 	// stored once.
 	dl.Header.Set(command.HeaderMsgID, "dlq-"+strconv.FormatUint(md.Sequence.Stream, 10))
+	dl.Header.Set(command.HeaderDLQSequence, strconv.FormatUint(md.Sequence.Stream, 10))
+	if cmdID == "" {
+		cmdID = msg.Headers().Get(command.HeaderMsgID)
+	}
 
-	if _, err := w.js.PublishMsg(ctx, dl); err != nil {
+	if err := w.storeDeadLetter(ctx, dl); err != nil {
 		w.log.Error("dead letter not stored, will retry",
-			"subject", msg.Subject(), "code", code, "err", err)
-		w.settle(msg, msg.NakWithDelay(w.backoff(md.NumDelivered)), "nak")
+			"subject", msg.Subject(), "cart_id", cartID, "command_id", cmdID, "code", code, "err", err)
+		w.settle(msg, msg.NakWithDelay(deadLetterRetryDelay), "nak")
 		return LabelRetry
 	}
 	w.cfg.Observer.DeadLettered()
 	w.log.Warn("command dead-lettered",
-		"subject", msg.Subject(), "dlq_subject", dl.Subject, "code", code, "reason", reason, "delivery", md.NumDelivered)
+		"subject", msg.Subject(), "cart_id", cartID, "command_id", cmdID, "dlq_subject", dl.Subject,
+		"code", code, "reason", reason, "delivery", md.NumDelivered)
 
 	if cartID != command.UnknownCartID {
-		if cmdID == "" {
-			cmdID = msg.Headers().Get(command.HeaderMsgID)
-		}
 		ev := command.Event{
 			CommandID: cmdID, Type: command.Type(typ), CartID: cartID,
 			Outcome: command.OutcomeRejected, Error: &command.EventError{Code: code, Message: reason},
@@ -223,6 +264,37 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	}
 	w.settle(msg, msg.TermWithReason(code), "term")
 	return LabelDeadLetter
+}
+
+// storeDeadLetter publishes dl to the dead-letter stream. A dead letter must
+// always fit: when the copy is too large for the server or the stream (the
+// added headers can push a body near the limit over it), the body is left
+// out, and then the copied headers too, with a header saying so. The
+// original stays readable in CART_COMMANDS at HeaderDLQSequence.
+func (w *Worker) storeDeadLetter(ctx context.Context, dl *nats.Msg) error {
+	_, err := w.js.PublishMsg(ctx, dl)
+	if !tooLarge(err) {
+		return err
+	}
+	omitted := strconv.Itoa(len(dl.Data)) + " bytes"
+	dl.Data = nil
+	dl.Header.Set(command.HeaderDLQBodyOmitted, omitted)
+	if _, err = w.js.PublishMsg(ctx, dl); !tooLarge(err) {
+		return err
+	}
+	for k := range dl.Header {
+		if !strings.HasPrefix(k, "Cartworker-") && k != command.HeaderMsgID {
+			delete(dl.Header, k)
+		}
+	}
+	dl.Header.Set(command.HeaderDLQBodyOmitted, omitted+", and the original headers")
+	_, err = w.js.PublishMsg(ctx, dl)
+	return err
+}
+
+// tooLarge reports whether a publish failed only because of its size.
+func tooLarge(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)
 }
 
 func (w *Worker) emit(ev command.Event) error {

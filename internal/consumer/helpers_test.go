@@ -52,6 +52,7 @@ var subjects command.Subjects
 // it, plus a test connection that publishes commands, records events and
 // inspects streams.
 type env struct {
+	client *statepool.Client
 	srv    *server.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -64,6 +65,19 @@ type env struct {
 
 type envOptions struct {
 	breaker breaker.Settings
+	token   string
+	doer    func(statepool.Doer) statepool.Doer
+}
+
+// withToken makes the worker's state client send token as dapr-api-token.
+func withToken(token string) envOption {
+	return func(o *envOptions) { o.token = token }
+}
+
+// withDoer wraps the state client's transport, for faults the fake cannot
+// produce, such as a sidecar that refuses connections.
+func withDoer(wrap func(statepool.Doer) statepool.Doer) envOption {
+	return func(o *envOptions) { o.doer = wrap }
 }
 
 type envOption func(*envOptions)
@@ -87,12 +101,17 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 
 	e.fake = daprfake.New()
 	t.Cleanup(e.fake.Close)
-	scfg := statepool.Config{Endpoint: e.fake.URL()}
+	scfg := statepool.Config{Endpoint: e.fake.URL(), APIToken: o.token}
 	hc := statepool.NewHTTPClient(scfg, statepool.Hooks{})
 	t.Cleanup(hc.CloseIdleConnections)
-	client, err := statepool.New(hc, scfg, statepool.Hooks{})
+	var doer statepool.Doer = hc
+	if o.doer != nil {
+		doer = o.doer(hc)
+	}
+	var err error
+	e.client, err = statepool.New(doer, scfg, statepool.Hooks{})
 	require.NoError(t, err)
-	e.store, err = breaker.New(client, o.breaker)
+	e.store, err = breaker.New(e.client, o.breaker)
 	require.NoError(t, err)
 	e.svc = cartcache.New(e.store, cartcache.Config{})
 
@@ -123,7 +142,7 @@ func (e *env) config(cfg consumer.Config) consumer.Config {
 	}
 	dur(&cfg.RetryBaseDelay, 20*time.Millisecond)
 	dur(&cfg.RetryMaxDelay, 200*time.Millisecond)
-	dur(&cfg.BreakerOpenDelay, 100*time.Millisecond)
+	dur(&cfg.ProbeInterval, 50*time.Millisecond)
 	dur(&cfg.CartNotFoundGrace, 300*time.Millisecond)
 	dur(&cfg.CartNotFoundDelay, 50*time.Millisecond)
 	dur(&cfg.AckWait, 2*time.Second)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,11 +32,12 @@ var _ Publisher = (*nats.Conn)(nil)
 
 // Worker consumes cart commands. Create it with New, call Setup once, then Run.
 type Worker struct {
-	js  jetstream.JetStream
-	pub Publisher
-	app Applier
-	cfg Config
-	log *slog.Logger
+	js   jetstream.JetStream
+	pub  Publisher
+	app  Applier
+	cfg  Config
+	log  *slog.Logger
+	gate *gate
 }
 
 // New returns a Worker. It does not touch the server until Setup or Run.
@@ -44,8 +46,16 @@ func New(js jetstream.JetStream, pub Publisher, app Applier, cfg Config) (*Worke
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	return &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger}, nil
+	w := &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger}
+	w.gate = newGate(cfg.Probe, w.probeDelay, cfg.Logger)
+	return w, nil
 }
+
+// Ready returns nil while the instance can serve commands, else why not: the
+// last failed probe of its environment, such as a rejected API token or a
+// missing state store. Until Run's first probe passes it reports that the
+// store has not been checked yet.
+func (w *Worker) Ready() error { return w.gate.err() }
 
 // Run sets up JetStream, then pulls and handles commands until ctx ends. It
 // then stops pulling, lets the pool finish what it holds within
@@ -60,71 +70,148 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
-	n := w.cfg.Concurrency
-	iter, err := cons.Messages(
-		jetstream.PullMaxMessages(n),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false),
-	)
-	if err != nil {
-		return fmt.Errorf("pull from %s: %w", command.ConsumerName, err)
-	}
-
 	// work is the context handlers run under: it outlives ctx by at most
 	// ShutdownTimeout so that in-flight commands can finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	r := &run{stop: ctx, work: work, beats: newHeartbeats()}
 
-	var wg sync.WaitGroup
-	stopWatch := make(chan struct{})
-	wg.Go(func() {
+	// The prober stops when shutdown begins; heartbeats go on until every
+	// held command is settled.
+	var bg sync.WaitGroup
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	bg.Go(func() { w.gate.run(probeCtx) })
+	bg.Go(func() { r.beats.run(beatCtx, w.cfg.AckWait/3) })
+	defer func() {
+		stopProbes()
+		stopBeats()
+		bg.Wait()
+	}()
+
+	pool := newKeyedPool(w.cfg.Concurrency, func(msg jetstream.Msg) {
+		w.handle(r, msg)
+		r.beats.remove(msg)
+	})
+	poolDone := make(chan struct{})
+	bg.Go(func() {
 		select {
 		case <-ctx.Done():
-			// Drain stops the pulls but still hands out what is buffered,
-			// which the pool handles or Naks below.
-			iter.Drain()
 			t := time.NewTimer(w.cfg.ShutdownTimeout)
 			defer t.Stop()
 			select {
 			case <-t.C:
-				// Handlers see a cancelled context and Nak; the pull loop
-				// stops waiting on a drain stuck on a broken connection.
+				// Handlers see a cancelled context and Nak; the pull
+				// loop stops waiting on a drain stuck on a broken
+				// connection.
 				cancelWork()
-			case <-stopWatch:
+			case <-poolDone:
 			}
-		case <-stopWatch:
-			iter.Stop()
+		case <-poolDone:
 		}
 	})
 
-	pool := newKeyedPool(n, func(msg jetstream.Msg) { w.handle(work, msg) })
+	var err error
+	for err == nil && ctx.Err() == nil && w.gate.wait(ctx) == nil {
+		var parked []jetstream.Msg
+		parked, err = w.pull(ctx, cons, pool, r)
+		if len(parked) == 0 {
+			continue
+		}
+		// The gate closed under the pull: the messages already on their
+		// way wait here, kept alive, until it opens again.
+		if w.gate.wait(ctx) != nil {
+			for _, msg := range parked {
+				w.settle(msg, msg.Nak(), "nak")
+				r.beats.remove(msg)
+			}
+			break
+		}
+		for _, msg := range parked {
+			cartID, _, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
+			pool.submit(cartID, msg)
+		}
+	}
+	pool.close()
+	close(poolDone)
+	return err
+}
 
+// pull feeds the pool from one pull iterator until shutdown begins, the gate
+// closes, or delivery stops by itself. It returns the messages it received
+// after the gate closed, which it did not start.
+func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedPool, r *run) ([]jetstream.Msg, error) {
+	iter, err := cons.Messages(
+		jetstream.PullMaxMessages(w.cfg.Concurrency),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("pull from %s: %w", command.ConsumerName, err)
+	}
+	var (
+		wg      sync.WaitGroup
+		drained atomic.Bool
+	)
+	stopWatch := make(chan struct{})
+	closing := w.gate.closing()
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-closing:
+		case <-stopWatch:
+			iter.Stop()
+			return
+		}
+		// Drain stops the pulls but still hands out what is buffered,
+		// which is handled, or parked while the gate is closed.
+		drained.Store(true)
+		iter.Drain()
+	})
+	defer func() {
+		close(stopWatch)
+		wg.Wait()
+	}()
+
+	var parked []jetstream.Msg
 	var lastErr error
 	for {
 		// NextContext(work) bounds the wait after shutdown even when NATS
 		// is unreachable and the drain cannot complete.
-		msg, err := iter.Next(jetstream.NextContext(work))
+		msg, err := iter.Next(jetstream.NextContext(r.work))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || work.Err() != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || r.work.Err() != nil {
 				break
 			}
 			// Heartbeat and status hiccups are reported by the iterator and
 			// then recovered by it; wait a little rather than spin.
 			lastErr = err
 			w.log.Warn("pull from JetStream failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
+			sleepCtx(r.work, pullErrorDelay)
+			continue
+		}
+		r.beats.add(msg)
+		if ctx.Err() == nil && w.gate.err() != nil {
+			parked = append(parked, msg)
 			continue
 		}
 		cartID, _, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
 		pool.submit(cartID, msg)
 	}
-	pool.close()
-	close(stopWatch)
-	wg.Wait()
-	if ctx.Err() == nil {
+	if !drained.Load() && ctx.Err() == nil {
 		// The iterator closed by itself (consumer deleted, connection
 		// closed): stopping quietly would leave a live process that consumes
 		// nothing, so fail and let the supervisor restart the worker.
-		return fmt.Errorf("%w: %w", ErrStopped, errors.Join(lastErr, jetstream.ErrMsgIteratorClosed))
+		return parked, fmt.Errorf("%w: %w", ErrStopped, errors.Join(lastErr, jetstream.ErrMsgIteratorClosed))
 	}
-	return nil
+	return parked, nil
+}
+
+// run is what the handlers of one Run share.
+type run struct {
+	// stop ends when shutdown begins: held commands stop waiting for the
+	// gate then.
+	stop context.Context
+	// work ends ShutdownTimeout later: commands still running are cut off.
+	work  context.Context
+	beats *heartbeats
 }

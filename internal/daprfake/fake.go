@@ -24,10 +24,11 @@ import (
 
 // Operation names accepted by Requests.
 const (
-	OpGet     = "get"
-	OpSave    = "save"
-	OpDelete  = "delete"
-	OpHealthz = "healthz"
+	OpGet      = "get"
+	OpSave     = "save"
+	OpDelete   = "delete"
+	OpHealthz  = "healthz"
+	OpMetadata = "metadata"
 )
 
 // DefaultStoreName is the store the fake serves unless WithStoreName says
@@ -76,7 +77,8 @@ type Fake struct {
 	items    map[string]item
 	lastETag uint64
 	failCode int
-	failLeft int // < 0: until Heal
+	failErr  string // Dapr errorCode of injected failures
+	failLeft int    // < 0: until Heal
 	delay    time.Duration
 	opened   int
 	open     int
@@ -102,6 +104,7 @@ func New(opts ...Option) *Fake {
 	mux.HandleFunc("GET /v1.0/state/{store}/{key}", f.handleGet)
 	mux.HandleFunc("DELETE /v1.0/state/{store}/{key}", f.handleDelete)
 	mux.HandleFunc("GET /v1.0/healthz", f.handleHealthz)
+	mux.HandleFunc("GET /v1.0/metadata", f.handleMetadata)
 
 	f.srv = httptest.NewUnstartedServer(mux)
 	f.srv.Config.ConnState = f.connState
@@ -125,10 +128,33 @@ func (f *Fake) Close() {
 func (f *Fake) FailWith(code int) { f.FailNext(-1, code) }
 
 // FailNext makes the next n requests answer code; n < 0 means until Heal.
-func (f *Fake) FailNext(n, code int) {
+func (f *Fake) FailNext(n, code int) { f.FailNextWith(n, code, "ERR_FAKE_INJECTED") }
+
+// FailNextWith makes the next n state requests answer status with Dapr's
+// errorCode in the body, as daprd does: for example 400
+// ERR_STATE_SAVE, or 403 ERR_UNAUTHORIZED. n < 0 means until Heal. Health
+// and metadata requests are not affected; SetToken and SetStoreName change
+// what those see.
+func (f *Fake) FailNextWith(n, status int, errorCode string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failCode, f.failLeft = code, n
+	f.failCode, f.failLeft, f.failErr = status, n, errorCode
+}
+
+// SetToken changes the API token the fake requires; "" requires none. It
+// lets a test fix a wrong token while a client keeps running.
+func (f *Fake) SetToken(token string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.token = token
+}
+
+// SetStoreName changes the only store the fake serves and lists in its
+// metadata.
+func (f *Fake) SetStoreName(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.store = name
 }
 
 // Heal stops injected failures.
@@ -252,7 +278,7 @@ func (f *Fake) connState(_ net.Conn, s http.ConnState) {
 func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
 	f.mu.Lock()
 	f.requests[op]++
-	delay := f.delay
+	delay, token, store := f.delay, f.token, f.store
 	f.mu.Unlock()
 
 	if delay > 0 {
@@ -268,13 +294,16 @@ func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
 		}
 	}
 
-	if op != OpHealthz && f.token != "" && r.Header.Get("dapr-api-token") != f.token {
+	if op != OpHealthz && token != "" && r.Header.Get("dapr-api-token") != token {
 		writeError(w, http.StatusUnauthorized, "ERR_UNAUTHORIZED", "invalid api token")
 		return false
 	}
 
+	if op == OpHealthz || op == OpMetadata {
+		return true
+	}
 	f.mu.Lock()
-	code := 0
+	code, errCode := 0, f.failErr
 	if f.failLeft != 0 {
 		code = f.failCode
 		if f.failLeft > 0 {
@@ -283,11 +312,11 @@ func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
 	}
 	f.mu.Unlock()
 	if code != 0 {
-		writeError(w, code, "ERR_FAKE_INJECTED", "injected failure")
+		writeError(w, code, errCode, "injected failure")
 		return false
 	}
 
-	if op != OpHealthz && r.PathValue("store") != f.store {
+	if r.PathValue("store") != store {
 		writeError(w, http.StatusBadRequest, "ERR_STATE_STORE_NOT_FOUND",
 			"state store "+r.PathValue("store")+" is not found")
 		return false
@@ -299,6 +328,27 @@ func (f *Fake) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	if f.begin(w, r, OpHealthz) {
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// handleMetadata lists the one state store, as daprd's metadata API does.
+func (f *Fake) handleMetadata(w http.ResponseWriter, r *http.Request) {
+	if !f.begin(w, r, OpMetadata) {
+		return
+	}
+	f.mu.Lock()
+	store := f.store
+	f.mu.Unlock()
+	type component struct {
+		Name    string `json:"name"`
+		Type    string `json:"type"`
+		Version string `json:"version"`
+	}
+	body, _ := json.Marshal(struct {
+		ID         string      `json:"id"`
+		Components []component `json:"components"`
+	}{"daprfake", []component{{Name: store, Type: "state.in-memory", Version: "v1"}}})
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
 }
 
 func (f *Fake) handleGet(w http.ResponseWriter, r *http.Request) {

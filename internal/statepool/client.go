@@ -68,13 +68,15 @@ type SaveOptions struct {
 // Client calls Dapr's state API for one store. It is safe for concurrent
 // use.
 type Client struct {
-	doer      Doer
-	hooks     Hooks
-	timeout   time.Duration
-	keyPrefix string   // <endpoint>/v1.0/state/<store>/
-	saveURL   string   // <endpoint>/v1.0/state/<store>
-	token     []string // shared header value, never mutated
-	bufs      sync.Pool
+	doer        Doer
+	hooks       Hooks
+	timeout     time.Duration
+	keyPrefix   string // <endpoint>/v1.0/state/<store>/
+	saveURL     string // <endpoint>/v1.0/state/<store>
+	metadataURL string // <endpoint>/v1.0/metadata
+	store       string
+	token       []string // shared header value, never mutated
+	bufs        sync.Pool
 }
 
 // New returns a Client that sends through doer, normally the shared client
@@ -88,10 +90,12 @@ func New(doer Doer, cfg Config, hooks Hooks) (*Client, error) {
 	}
 	cfg = cfg.withDefaults()
 	c := &Client{
-		doer:    doer,
-		hooks:   hooks,
-		timeout: cfg.RequestTimeout,
-		saveURL: cfg.Endpoint + "/v1.0/state/" + url.PathEscape(cfg.StoreName),
+		doer:        doer,
+		hooks:       hooks,
+		timeout:     cfg.RequestTimeout,
+		saveURL:     cfg.Endpoint + "/v1.0/state/" + url.PathEscape(cfg.StoreName),
+		metadataURL: cfg.Endpoint + "/v1.0/metadata",
+		store:       cfg.StoreName,
 	}
 	c.keyPrefix = c.saveURL + "/"
 	if cfg.APIToken != "" {
@@ -249,7 +253,28 @@ func (c *Client) statusErr(op, key string, resp *http.Response) error {
 	n, _ := io.ReadFull(resp.Body, head[:])
 	drain(resp)
 	c.report(op, resp.StatusCode)
-	return &StatusError{Op: op, Key: key, StatusCode: resp.StatusCode, Body: string(head[:n])}
+	return &StatusError{Op: op, Key: key, StatusCode: resp.StatusCode, Body: string(head[:n]), ErrorCode: errorCode(head[:n])}
+}
+
+// errorCode extracts Dapr's errorCode from an error body, "" if none. The
+// body may be cut short at maxErrorBody, so a failed decode still searches
+// for the field.
+func errorCode(body []byte) string {
+	var v struct {
+		ErrorCode string `json:"errorCode"`
+	}
+	if sjson.Unmarshal(body, &v) == nil {
+		return v.ErrorCode
+	}
+	_, rest, ok := bytes.Cut(body, []byte(`"errorCode":"`))
+	if !ok {
+		return ""
+	}
+	code, _, ok := bytes.Cut(rest, []byte(`"`))
+	if !ok {
+		return ""
+	}
+	return string(code)
 }
 
 func (c *Client) transportErr(op, key string, err error) error {
@@ -257,6 +282,11 @@ func (c *Client) transportErr(op, key string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		// Nothing reached daprd: its absence, not the call, is at fault.
+		err = fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	if c.hooks.OnRequest != nil {
 		code := CodeError

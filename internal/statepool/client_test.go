@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -249,8 +250,61 @@ func TestConnectionRefusedIsFailure(t *testing.T) {
 	_, err = c.Get(context.Background(), "k")
 	require.Error(t, err)
 	require.True(t, breaker.IsFailure(err), "%v", err)
+	require.ErrorIs(t, err, statepool.ErrUnreachable, "nothing reached daprd: its absence is at fault")
 	require.Zero(t, rec.dials.Load())
 	require.Equal(t, []string{"get error"}, rec.requests())
+	require.ErrorIs(t, c.Check(context.Background()), statepool.ErrUnreachable)
+}
+
+// TestDaprErrorClasses checks how Dapr's answers are told apart: the
+// worker's own misconfiguration (token, store) against a request daprd
+// refuses for what is in it, against daprd's ill health.
+func TestDaprErrorClasses(t *testing.T) {
+	for _, tc := range []struct {
+		status    int
+		errorCode string
+		want      error
+		failure   bool // counts against the breaker
+	}{
+		{http.StatusUnauthorized, "ERR_UNAUTHORIZED", statepool.ErrUnauthorized, false},
+		{http.StatusForbidden, "ERR_PERMISSION_DENIED", statepool.ErrUnauthorized, false},
+		{http.StatusBadRequest, "ERR_STATE_STORE_NOT_FOUND", statepool.ErrStoreNotFound, false},
+		{http.StatusInternalServerError, "ERR_STATE_STORES_NOT_CONFIGURED", statepool.ErrStoreNotFound, true},
+		{http.StatusBadRequest, "ERR_MALFORMED_REQUEST", statepool.ErrBadRequest, false},
+		{http.StatusInternalServerError, "ERR_STATE_SAVE", nil, true},
+	} {
+		t.Run(strconv.Itoa(tc.status)+" "+tc.errorCode, func(t *testing.T) {
+			f := newFake(t)
+			c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+			f.FailNextWith(3, tc.status, tc.errorCode)
+			_, getErr := c.Get(context.Background(), "k")
+			saveErr := c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{})
+			delErr := c.Delete(context.Background(), "k", "")
+			for _, err := range []error{getErr, saveErr, delErr} {
+				var se *statepool.StatusError
+				require.ErrorAs(t, err, &se)
+				require.Equal(t, tc.errorCode, se.ErrorCode)
+				for _, class := range []error{statepool.ErrUnauthorized, statepool.ErrStoreNotFound, statepool.ErrBadRequest} {
+					require.Equal(t, class == tc.want, errors.Is(err, class), "%v is %v", err, class)
+				}
+				require.Equal(t, tc.failure, breaker.IsFailure(err))
+			}
+		})
+	}
+}
+
+func TestCheck(t *testing.T) {
+	f := newFake(t, daprfake.WithAPIToken("right"))
+	c := newClient(t, f, statepool.Config{APIToken: "right"}, statepool.Hooks{})
+	require.NoError(t, c.Check(context.Background()))
+
+	wrong := newClient(t, f, statepool.Config{APIToken: "wrong"}, statepool.Hooks{})
+	require.ErrorIs(t, wrong.Check(context.Background()), statepool.ErrUnauthorized)
+
+	other := newClient(t, f, statepool.Config{APIToken: "right", StoreName: "nosuchstore"}, statepool.Hooks{})
+	err := other.Check(context.Background())
+	require.ErrorIs(t, err, statepool.ErrStoreNotFound)
+	require.Contains(t, err.Error(), `"nosuchstore": daprd has cartstore`)
 }
 
 func TestPooledCapsConnections(t *testing.T) {

@@ -24,6 +24,33 @@ var ErrEmptyKey = errors.New("statepool: empty key")
 // unchecked value could corrupt the request or smuggle in extra keys.
 var ErrInvalidValue = errors.New("statepool: value is not valid JSON")
 
+// The errors below say the fault is not the document's: daprd or its
+// configuration is wrong, so retrying the same call later, after an operator
+// acts, is the only remedy. StatusError and transport errors wrap them, so
+// errors.Is finds them.
+var (
+	// ErrUnauthorized: daprd refused the API token (401 or 403). The
+	// worker's DAPR_API_TOKEN does not match the sidecar's.
+	ErrUnauthorized = errors.New("statepool: daprd refused the API token")
+	// ErrStoreNotFound: daprd has no state store of that name, or none at
+	// all (ERR_STATE_STORE_NOT_FOUND, ERR_STATE_STORES_NOT_CONFIGURED).
+	ErrStoreNotFound = errors.New("statepool: state store not found")
+	// ErrUnreachable: no connection to daprd could be opened.
+	ErrUnreachable = errors.New("statepool: daprd not reachable")
+)
+
+// ErrBadRequest is wrapped by a StatusError for any other 400: daprd refused
+// this particular request, for example a document it cannot save. Retrying
+// the same call cannot help.
+var ErrBadRequest = errors.New("statepool: daprd rejected the request")
+
+// Dapr error codes that mean the store itself is missing.
+var storeNotFoundCodes = map[string]bool{
+	"ERR_STATE_STORE_NOT_FOUND":       true,
+	"ERR_STATE_STORES_NOT_CONFIGURED": true,
+	"ERR_STATE_STORE_NOT_CONFIGURED":  true,
+}
+
 // ErrInvalidConfig is wrapped by every error that Config.Validate returns.
 var ErrInvalidConfig = errors.New("statepool: invalid config")
 
@@ -42,6 +69,24 @@ type StatusError struct {
 	// Body holds at most the first 256 bytes of the response body; Dapr puts
 	// its errorCode and message there.
 	Body string
+	// ErrorCode is Dapr's errorCode from the body, such as
+	// ERR_STATE_STORE_NOT_FOUND, when the body carried one.
+	ErrorCode string
+}
+
+// Unwrap returns the class of the failure, so errors.Is matches
+// ErrUnauthorized, ErrStoreNotFound or ErrBadRequest; nil for other
+// statuses.
+func (e *StatusError) Unwrap() error {
+	switch {
+	case storeNotFoundCodes[e.ErrorCode]:
+		return ErrStoreNotFound
+	case e.StatusCode == 401 || e.StatusCode == 403:
+		return ErrUnauthorized
+	case e.StatusCode == 400:
+		return ErrBadRequest
+	}
+	return nil
 }
 
 // Error implements error.

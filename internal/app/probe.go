@@ -1,0 +1,40 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/config"
+	"github.com/cartworker/cartworker/internal/statepool"
+)
+
+// errBreakerOpen is the readiness reason while the state breaker is open.
+var errBreakerOpen = errors.New("state store breaker is open: daprd or its store keeps failing")
+
+// stateProbe returns the consumer's probe of the state store: daprd answers,
+// takes our token and has our store (statepool.Client.Check), and the
+// breaker is not open. Its errors name the setting an operator must look
+// at, because they are what /readyz and the log say.
+func stateProbe(cfg config.Config, state *statepool.Client, guarded *breaker.Breaker) func(context.Context) error {
+	endpoint := cfg.StatePool().Endpoint
+	return func(ctx context.Context) error {
+		err := state.Check(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, statepool.ErrUnauthorized):
+			return fmt.Errorf("DAPR_API_TOKEN: daprd at %s refused the API token: %w", endpoint, err)
+		case errors.Is(err, statepool.ErrStoreNotFound):
+			return fmt.Errorf("CART_STATE_STORE=%s: daprd at %s has no such state store: %w", cfg.StateStore, endpoint, err)
+		case errors.Is(err, statepool.ErrUnreachable):
+			return fmt.Errorf("DAPR_HTTP_ENDPOINT: daprd is not reachable at %s: %w", endpoint, err)
+		default:
+			return fmt.Errorf("daprd at %s (DAPR_HTTP_ENDPOINT) does not answer its metadata API: %w", endpoint, err)
+		}
+		if guarded.State() == breaker.StateOpen {
+			return errBreakerOpen
+		}
+		return nil
+	}
+}

@@ -1,0 +1,170 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// errNotChecked is the gate's reason before the first probe has answered.
+var errNotChecked = errors.New("the state store has not been checked yet")
+
+// gate holds work back while the instance's own environment is at fault: a
+// wrong API token, a missing state store, an absent sidecar or an open
+// breaker. Such a fault is no command's doing, so while the gate is closed
+// the worker pulls nothing, and the commands it already holds wait, kept
+// alive by heartbeats, instead of spending their deliveries on calls that
+// cannot succeed. One prober goroutine (run) reopens the gate.
+type gate struct {
+	probe func(context.Context) error
+	delay func(attempt int) time.Duration
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	fault error         // nil while open
+	open  chan struct{} // closed while fault == nil
+	shut  chan struct{} // closed while fault != nil
+	kick  chan struct{} // wakes the prober; one slot
+	// cleared is when the gate last opened, so that faults in quick
+	// succession back the prober off instead of probing in a loop.
+	cleared time.Time
+}
+
+// newGate returns a closed gate: nothing is pulled until the first probe
+// passes.
+func newGate(probe func(context.Context) error, delay func(int) time.Duration, log *slog.Logger) *gate {
+	g := &gate{
+		probe: probe,
+		delay: delay,
+		log:   log,
+		fault: errNotChecked,
+		open:  make(chan struct{}),
+		shut:  make(chan struct{}),
+		kick:  make(chan struct{}, 1),
+	}
+	close(g.shut)
+	return g
+}
+
+// err is nil while the gate is open, else why it is closed.
+func (g *gate) err() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.fault
+}
+
+// closing returns a channel that is closed when the gate closes (at once if
+// it is closed now).
+func (g *gate) closing() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shut
+}
+
+// fail closes the gate because of err and wakes the prober. An open gate
+// logs err once; a closed one keeps the prober's more precise reason.
+func (g *gate) fail(err error) {
+	g.mu.Lock()
+	if g.fault == nil {
+		g.fault = err
+		g.open = make(chan struct{})
+		close(g.shut)
+		g.log.Warn("pausing: the state store cannot be used", "err", err)
+	}
+	g.mu.Unlock()
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+// set records the prober's verdict: nil opens the gate.
+func (g *gate) set(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case err == nil && g.fault != nil:
+		g.fault = nil
+		g.shut = make(chan struct{})
+		close(g.open)
+		g.cleared = time.Now()
+		g.log.Info("ready: the state store answers")
+	case err != nil && (g.fault == nil || g.fault.Error() != err.Error()):
+		if g.fault == nil {
+			g.open = make(chan struct{})
+			close(g.shut)
+		}
+		g.fault = err
+		// One line per distinct reason: the operator must see it, and a
+		// fault that lasts hours must not flood the log.
+		g.log.Error("not ready", "err", err)
+	}
+}
+
+// wait returns nil once the gate is open, or ctx's error.
+func (g *gate) wait(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		open, ok := g.open, g.fault == nil
+		g.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-open:
+		}
+	}
+}
+
+// run probes while the gate is closed until ctx ends. The first probe after
+// a quiet spell is immediate; repeated ones back off by delay.
+func (g *gate) run(ctx context.Context) {
+	attempt := 0
+	for {
+		g.mu.Lock()
+		faulty, shut, cleared := g.fault != nil, g.shut, g.cleared
+		g.mu.Unlock()
+		if !faulty {
+			select {
+			case <-ctx.Done():
+				return
+			case <-shut:
+			}
+			if time.Since(cleared) > g.delay(maxAttempt) {
+				attempt = 0
+			}
+		}
+		if attempt > 0 && !sleepCtx(ctx, g.delay(attempt-1)) {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		err := g.probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		g.set(err)
+		attempt = min(attempt+1, maxAttempt)
+		// Drain a kick that only repeated what this probe saw.
+		select {
+		case <-g.kick:
+		default:
+		}
+	}
+}
+
+// sleepCtx waits d, reporting false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

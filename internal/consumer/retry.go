@@ -1,0 +1,47 @@
+package consumer
+
+import "time"
+
+// Every delay the worker waits before trying a command, or its environment,
+// again.
+
+const (
+	// probeTimeout bounds one probe of the environment.
+	probeTimeout = 10 * time.Second
+	// maxAttempt caps the doubling of backoffs: 2^6 × the base is past
+	// every maximum in use.
+	maxAttempt = 6
+	// pullErrorDelay is the pause after an error from the pull iterator,
+	// which recovers by itself; it keeps a persistent error from spinning.
+	pullErrorDelay = 100 * time.Millisecond
+	// maxProbeDelay caps the wait between probes of the environment: a
+	// probe is one cheap metadata call, and an operator who fixes a fault
+	// expects the worker to notice within a couple of seconds.
+	maxProbeDelay = 2 * time.Second
+	// deadLetterRetryDelay is the Nak delay of a command whose dead letter
+	// could not be stored: CART_DLQ is unavailable, which takes longer than
+	// a transient blip to fix.
+	deadLetterRetryDelay = 5 * time.Second
+)
+
+// backoff is the NakWithDelay of a command that failed transiently on its
+// delivery-th delivery: RetryBaseDelay doubling up to RetryMaxDelay.
+func (w *Worker) backoff(delivered uint64) time.Duration {
+	return doubling(w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay, int(min(delivered, maxAttempt+1))-1)
+}
+
+// probeDelay is the wait before the attempt-th repeated probe of the
+// environment while the gate is closed: ProbeInterval doubling up to
+// maxProbeDelay.
+func (w *Worker) probeDelay(attempt int) time.Duration {
+	return doubling(w.cfg.ProbeInterval, max(w.cfg.ProbeInterval, maxProbeDelay), attempt)
+}
+
+// doubling returns base × 2^attempt, capped at limit.
+func doubling(base, limit time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 0; i < attempt && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}

@@ -1,0 +1,77 @@
+package statepool
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	sjson "github.com/segmentio/encoding/json"
+)
+
+// OpCheck names Check in StatusError.Op and Hooks.OnRequest.
+const OpCheck = "check"
+
+// maxMetadataBody bounds the metadata document Check reads. A sidecar lists
+// every component, subscription and actor type there; a megabyte is far
+// more than any real one.
+const maxMetadataBody = 1 << 20
+
+// Check reports whether daprd can serve this client's store: it answers, it
+// accepts the API token, and its metadata lists a state store of the
+// configured name. The errors wrap ErrUnreachable, ErrUnauthorized or
+// ErrStoreNotFound, so a caller can tell the operator what to fix before
+// any command is spent on a call that cannot succeed.
+//
+// It asks GET /v1.0/metadata, which daprd guards with the API token like the
+// state API, and which lists components without touching the store, so a
+// store that is configured but briefly down (Redis restarting) still passes:
+// that is the breaker's business.
+func (c *Client) Check(ctx context.Context) error {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.metadataURL, nil)
+	if err != nil {
+		return wrap(OpCheck, "", err)
+	}
+	c.setAuth(req)
+	resp, err := c.doer.Do(req)
+	if err != nil {
+		return c.transportErr(OpCheck, "", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return c.statusErr(OpCheck, "", resp)
+	}
+	var md struct {
+		Components []struct {
+			Name string `json:"name"`
+			Type string `json:"type"`
+		} `json:"components"`
+	}
+	body, err := readBody(resp)
+	if err != nil {
+		return c.transportErr(OpCheck, "", err)
+	}
+	c.report(OpCheck, resp.StatusCode)
+	if len(body) > maxMetadataBody {
+		body = body[:maxMetadataBody]
+	}
+	if err := sjson.Unmarshal(body, &md); err != nil {
+		return fmt.Errorf("statepool: daprd metadata: %w", err)
+	}
+	var stores []string
+	for _, comp := range md.Components {
+		if !strings.HasPrefix(comp.Type, "state.") {
+			continue
+		}
+		if comp.Name == c.store {
+			return nil
+		}
+		stores = append(stores, comp.Name)
+	}
+	if len(stores) == 0 {
+		return fmt.Errorf("%w: %q: daprd has no state store", ErrStoreNotFound, c.store)
+	}
+	return fmt.Errorf("%w: %q: daprd has %s", ErrStoreNotFound, c.store, strings.Join(stores, ", "))
+}
