@@ -111,8 +111,8 @@ type EventError struct {
 
 // Rejection codes that the worker itself emits for valid commands.
 const (
-	// CodeCartNotFound: an add-item found no cart, even after waiting a
-	// short, bounded time for an in-flight cache.
+	// CodeCartNotFound: an add-item found no cart. Commands apply in stream
+	// order, so no cache of that cart was stored before it.
 	CodeCartNotFound = "cart_not_found"
 	// CodeInvalidState: an add-item hit a cart whose status forbids it.
 	CodeInvalidState = "invalid_state"

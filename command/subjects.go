@@ -1,6 +1,10 @@
 package command
 
-import "strings"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Names the worker creates in JetStream. Every instance shares them.
 const (
@@ -8,8 +12,18 @@ const (
 	StreamCommands = "CART_COMMANDS"
 	// StreamDeadLetters holds dead letters (subjects "<prefix>.dlq.>").
 	StreamDeadLetters = "CART_DLQ"
-	// ConsumerName is the durable pull consumer shared by all instances.
+	// ConsumerName is the durable pull consumer of commands stored before
+	// the stream was partitioned, and of subjects the partition transform
+	// does not match (which can only be dead-lettered). Every partition has
+	// a consumer of its own: PartitionConsumer.
 	ConsumerName = "cart-worker"
+	// DefaultPartitions is the default number of partitions (the
+	// worker's WORKER_PARTITIONS): the most instances that can share the
+	// work, and the most commands in flight across all of them.
+	DefaultPartitions = 32
+	// MaxPartitions bounds the partition count: each is a consumer, which
+	// on a clustered JetStream is a Raft group.
+	MaxPartitions = 256
 	// DefaultPrefix is the default of CART_SUBJECT_PREFIX.
 	DefaultPrefix = "cart"
 )
@@ -83,6 +97,41 @@ func (s Subjects) CartEvents(cartID string) string { return s.prefix() + ".evt."
 
 // DeadLetters is the wildcard of every dead-letter subject.
 func (s Subjects) DeadLetters() string { return s.prefix() + ".dlq.>" }
+
+// PartitionConsumer is the durable consumer of partition p, such as
+// "cart-worker-p07".
+func PartitionConsumer(p int) string { return fmt.Sprintf("%s-p%02d", ConsumerName, p) }
+
+// PartitionTransform is the command stream's subject transform for n
+// partitions. JetStream stores "<prefix>.cmd.<cart_id>.<type>" as
+// "<prefix>.pcmd.<p>.<cart_id>.<type>", p = partition(n, cart_id): the
+// FNV-1a hash of the cart id modulo n, so a cart's commands always share a
+// partition. Publishers never see it.
+func (s Subjects) PartitionTransform(n int) (source, destination string) {
+	return s.prefix() + ".cmd.*.*",
+		fmt.Sprintf("%s.pcmd.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", s.prefix(), n)
+}
+
+// Partition is the subject filter of partition p's commands.
+func (s Subjects) Partition(p int) string {
+	return s.prefix() + ".pcmd." + strconv.Itoa(p) + ".*.*"
+}
+
+// Published returns the subject a command was published on: the stored
+// subject of a partitioned command, "<prefix>.pcmd.<p>.<cart_id>.<type>",
+// becomes "<prefix>.cmd.<cart_id>.<type>" again; any other subject is
+// returned as is.
+func (s Subjects) Published(stored string) string {
+	rest, ok := strings.CutPrefix(stored, s.prefix()+".pcmd.")
+	if !ok {
+		return stored
+	}
+	_, rest, ok = strings.Cut(rest, ".")
+	if !ok {
+		return stored
+	}
+	return s.prefix() + ".cmd." + rest
+}
 
 // ParseCommand splits a command subject into its cart id and type tokens.
 // It does not validate them; ok is false when the subject has another shape.

@@ -26,7 +26,6 @@ func TestContractEndToEnd(t *testing.T) {
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
 	w := inProcessWorker(t, "contract", workerEnv(t, st, st, map[string]string{
-		"WORKER_CART_NOT_FOUND_GRACE": "1s",
 	}))
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("contract", 1)[0]

@@ -68,11 +68,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	w, err := consumer.New(js, nc, carts, consumer.Config{
 		Subjects:          command.Subjects{Prefix: cfg.SubjectPrefix},
 		Concurrency:       cfg.Concurrency,
-		MaxAckPending:     cfg.MaxAckPending,
+		Partitions:        cfg.Partitions,
 		AckWait:           cfg.AckWait,
 		MaxDeliver:        cfg.MaxDeliver,
 		Probe:             stateProbe(cfg, state, guarded),
-		CartNotFoundGrace: cfg.CartNotFoundGrace,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 		Replicas:          cfg.NATSStreamReplicas,
 		ManageStreams:     cfg.NATSManageStreams,

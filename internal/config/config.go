@@ -90,15 +90,15 @@ type Config struct {
 	// Concurrency is the most commands in flight per instance
 	// (WORKER_CONCURRENCY).
 	Concurrency int
-	// MaxAckPending bounds unacknowledged commands across all instances.
-	MaxAckPending int
-	// AckWait is JetStream's redelivery timeout.
+	// Partitions is how many partitions carts are spread over
+	// (WORKER_PARTITIONS): the most instances that share the work.
+	Partitions int
+	// AckWait is JetStream's redelivery timeout: how long a crashed
+	// instance's carts wait.
 	AckWait time.Duration
 	// MaxDeliver is the delivery after which a transient failure is
 	// dead-lettered.
 	MaxDeliver int
-	// CartNotFoundGrace is how long an add-item waits for its cart.
-	CartNotFoundGrace time.Duration
 	// ShutdownTimeout bounds the drain on SIGTERM (WORKER_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
 	// TombstoneTTL is how long a deleted cart's tombstone lives.
@@ -171,10 +171,9 @@ func (c *Config) bind(fs *flag.FlagSet) []setting {
 
 	str(&c.SubjectPrefix, "CART_SUBJECT_PREFIX", "subject-prefix", command.DefaultPrefix, "first token of every cart subject", false)
 	num(&c.Concurrency, "WORKER_CONCURRENCY", "concurrency", 16, "most commands in flight in this instance")
-	num(&c.MaxAckPending, "WORKER_MAX_ACK_PENDING", "max-ack-pending", 1024, "unacknowledged commands allowed across all instances")
-	dur(&c.AckWait, "WORKER_ACK_WAIT", "ack-wait", 30*time.Second, "JetStream redelivers an unacknowledged command after this")
+	num(&c.Partitions, "WORKER_PARTITIONS", "partitions", command.DefaultPartitions, "partitions carts are spread over: the most instances that share the work (change only with the stream drained)")
+	dur(&c.AckWait, "WORKER_ACK_WAIT", "ack-wait", 5*time.Second, "JetStream redelivers a command not acknowledged for this long, as after a crash; longer work sends heartbeats")
 	num(&c.MaxDeliver, "WORKER_MAX_DELIVER", "max-deliver", 10, "deliveries after which a transient failure is dead-lettered")
-	dur(&c.CartNotFoundGrace, "WORKER_CART_NOT_FOUND_GRACE", "cart-not-found-grace", 5*time.Second, "how long an add-item waits for its cart to be created")
 	dur(&c.ShutdownTimeout, "WORKER_SHUTDOWN_TIMEOUT", "shutdown-timeout", 20*time.Second, "time to finish in-flight commands on SIGTERM")
 	dur(&c.TombstoneTTL, "CART_TOMBSTONE_TTL", "tombstone-ttl", time.Hour, "how long a deleted cart's tombstone is kept")
 	str(&c.TaxTable, "CART_TAX_TABLE", "tax-table", cartcache.DefaultTaxTable().String(), "tax table, code:type:rate,...", false)
@@ -279,8 +278,11 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
 		bad("WORKER_CONCURRENCY", "%d: want 1..4096", c.Concurrency)
 	}
-	if c.MaxAckPending < 2*c.Concurrency {
-		bad("WORKER_MAX_ACK_PENDING", "%d: want at least 2×WORKER_CONCURRENCY (%d)", c.MaxAckPending, 2*c.Concurrency)
+	if c.Partitions < 1 || c.Partitions > command.MaxPartitions {
+		bad("WORKER_PARTITIONS", "%d: want 1..%d", c.Partitions, command.MaxPartitions)
+	}
+	if c.AckWait < time.Second {
+		bad("WORKER_ACK_WAIT", "%s: want at least 1s", c.AckWait)
 	}
 	if c.MaxDeliver < 1 {
 		bad("WORKER_MAX_DELIVER", "%d: want at least 1", c.MaxDeliver)
@@ -295,7 +297,6 @@ func (c Config) Validate() error {
 		{"WORKER_STATE_REQUEST_TIMEOUT", c.StateRequestTimeout},
 		{"WORKER_BREAKER_OPEN_TIMEOUT", c.BreakerOpenTimeout},
 		{"WORKER_ACK_WAIT", c.AckWait},
-		{"WORKER_CART_NOT_FOUND_GRACE", c.CartNotFoundGrace},
 		{"WORKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"CART_TOMBSTONE_TTL", c.TombstoneTTL},
 	} {
@@ -347,7 +348,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("state_max_conns_per_host", c.StateMaxConnsPerHost),
 		slog.String("subject_prefix", c.SubjectPrefix),
 		slog.Int("concurrency", c.Concurrency),
-		slog.Int("max_ack_pending", c.MaxAckPending),
+		slog.Int("partitions", c.Partitions),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.Bool("pprof", c.Pprof),

@@ -17,12 +17,15 @@ type Config struct {
 	// Concurrency is the most commands in flight in this instance; it is
 	// also the number of goroutines handling commands. Default 16.
 	Concurrency int
-	// MaxAckPending bounds the unacknowledged messages of the durable
-	// consumer across every instance, so it must leave room for several
-	// instances of 2×Concurrency each. Default 1024.
-	MaxAckPending int
+	// Partitions is how many partitions the command stream's carts are
+	// spread over; each is consumed one command at a time, by whichever
+	// instance pulls it. It bounds the instances that can share the work
+	// and the commands in flight across all of them. Changing it needs the
+	// stream drained. Default command.DefaultPartitions.
+	Partitions int
 	// AckWait is how long JetStream waits for an ack before redelivering,
-	// for example after a crash. Default 30s.
+	// which is how long a crashed instance's carts wait. Commands held
+	// longer get InProgress heartbeats every AckWait/3. Default 5s.
 	AckWait time.Duration
 	// MaxDeliver is the delivery after which a command that keeps failing
 	// transiently is dead-lettered. Deliveries refused by an open breaker
@@ -42,12 +45,6 @@ type Config struct {
 	// ProbeInterval is the first wait between probes while the environment
 	// is at fault; it doubles up to 2s. Default 500ms.
 	ProbeInterval time.Duration
-	// CartNotFoundGrace is how long after its publication an add-item on a
-	// missing cart is retried (its cache may be in flight on another
-	// instance) before it is rejected with cart_not_found. Default 5s.
-	CartNotFoundGrace time.Duration
-	// CartNotFoundDelay is the Nak delay between those retries. Default 200ms.
-	CartNotFoundDelay time.Duration
 	// ShutdownTimeout bounds how long Run finishes in-flight commands after
 	// its context ends; what is left is Nak'ed. Default 20s.
 	ShutdownTimeout time.Duration
@@ -88,10 +85,10 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.Concurrency, 16)
-	def(&c.MaxAckPending, 1024)
+	def(&c.Partitions, command.DefaultPartitions)
 	def(&c.MaxDeliver, 10)
 	def(&c.Replicas, 1)
-	dur(&c.AckWait, 30*time.Second)
+	dur(&c.AckWait, 5*time.Second)
 	dur(&c.SetupTimeout, 30*time.Second)
 	dur(&c.RetryBaseDelay, 100*time.Millisecond)
 	dur(&c.RetryMaxDelay, 5*time.Second)
@@ -99,8 +96,6 @@ func (c Config) withDefaults() Config {
 	if c.Probe == nil {
 		c.Probe = func(context.Context) error { return nil }
 	}
-	dur(&c.CartNotFoundGrace, 5*time.Second)
-	dur(&c.CartNotFoundDelay, 200*time.Millisecond)
 	dur(&c.ShutdownTimeout, 20*time.Second)
 	dur(&c.DuplicateWindow, 2*time.Minute)
 	dur(&c.CommandMaxAge, 24*time.Hour)
@@ -121,8 +116,11 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
 		errs = append(errs, fmt.Errorf("concurrency %d: want 1..4096", c.Concurrency))
 	}
-	if c.MaxAckPending < 2*c.Concurrency {
-		errs = append(errs, fmt.Errorf("max ack pending %d: want at least 2×concurrency (%d)", c.MaxAckPending, 2*c.Concurrency))
+	if c.Partitions < 1 || c.Partitions > command.MaxPartitions {
+		errs = append(errs, fmt.Errorf("partitions %d: want 1..%d", c.Partitions, command.MaxPartitions))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("ack wait %s: want at least 1s, for the heartbeats every third of it", c.AckWait))
 	}
 	if c.MaxDeliver < 1 {
 		errs = append(errs, fmt.Errorf("max deliver %d: want at least 1", c.MaxDeliver))
@@ -138,7 +136,7 @@ func (c Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"AckWait": c.AckWait, "ShutdownTimeout": c.ShutdownTimeout, "ProbeInterval": c.ProbeInterval,
-		"CartNotFoundGrace": c.CartNotFoundGrace, "CartNotFoundDelay": c.CartNotFoundDelay, "RetryBaseDelay": c.RetryBaseDelay,
+		"RetryBaseDelay": c.RetryBaseDelay,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s: must not be negative", name, d))

@@ -49,7 +49,7 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 	md, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream message: nothing to ack or redeliver.
-		w.log.Warn("message without metadata", "subject", msg.Subject(), "err", err)
+		w.log.Warn("message without metadata", "subject", w.subject(msg), "err", err)
 		outcome = LabelDeadLetter
 		return
 	}
@@ -62,13 +62,13 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 		return
 	}
 
-	cmd, err := w.cfg.Subjects.Decode(msg.Subject(), msg.Data())
+	cmd, err := w.cfg.Subjects.Decode(w.subject(msg), msg.Data())
 	if err != nil {
 		var inv *command.InvalidError
 		if !errors.As(err, &inv) {
 			inv = &command.InvalidError{Code: command.CodeMalformedJSON, Reason: err.Error()}
 		}
-		_, subjType, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
+		_, subjType, _ := w.cfg.Subjects.ParseCommand(w.subject(msg))
 		if command.Type(subjType).Valid() {
 			typ = subjType
 		}
@@ -90,12 +90,6 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 			return
 		}
 		w.settle(msg, msg.Ack(), "ack")
-
-	case errors.Is(err, cartcache.ErrCartNotFound) && time.Since(md.Timestamp) < w.cfg.CartNotFoundGrace:
-		// The cache that creates the cart may still be in flight on
-		// another instance: look again shortly.
-		outcome = LabelRetry
-		w.settle(msg, msg.NakWithDelay(w.cfg.CartNotFoundDelay), "nak")
 
 	case errors.Is(err, cartcache.ErrCartNotFound):
 		outcome = w.reject(msg, md, cmd, command.CodeCartNotFound, err)
@@ -180,7 +174,7 @@ func (w *Worker) retry(msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID strin
 	}
 	delay := w.backoff(md.NumDelivered)
 	w.log.Warn("command failed, will retry",
-		"subject", msg.Subject(), "delivery", md.NumDelivered, "retry_in", delay, "err", err)
+		"subject", w.subject(msg), "delivery", md.NumDelivered, "retry_in", delay, "err", err)
 	w.settle(msg, msg.NakWithDelay(delay), "nak")
 	return LabelRetry
 }
@@ -205,7 +199,7 @@ func (w *Worker) reject(msg jetstream.Msg, md *jetstream.MsgMetadata, cmd comman
 // never dropped without a dead letter. cmdID is the body's id when it could
 // be decoded; the Nats-Msg-Id header stands in otherwise.
 func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID, code, reason string) string {
-	cartID, typ, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
+	cartID, typ, _ := w.cfg.Subjects.ParseCommand(w.subject(msg))
 	if !command.ValidCartID(cartID) {
 		cartID = command.UnknownCartID
 	}
@@ -227,7 +221,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	}
 	dl.Header.Set(command.HeaderDLQCode, code)
 	dl.Header.Set(command.HeaderDLQReason, truncate(reason, 512))
-	dl.Header.Set(command.HeaderDLQSubject, msg.Subject())
+	dl.Header.Set(command.HeaderDLQSubject, w.subject(msg))
 	dl.Header.Set(command.HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
 	if id := msg.Headers().Get(command.HeaderMsgID); id != "" {
 		dl.Header.Set(command.HeaderDLQMsgID, id)
@@ -242,13 +236,13 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 
 	if err := w.storeDeadLetter(ctx, dl); err != nil {
 		w.log.Error("dead letter not stored, will retry",
-			"subject", msg.Subject(), "cart_id", cartID, "command_id", cmdID, "code", code, "err", err)
+			"subject", w.subject(msg), "cart_id", cartID, "command_id", cmdID, "code", code, "err", err)
 		w.settle(msg, msg.NakWithDelay(deadLetterRetryDelay), "nak")
 		return LabelRetry
 	}
 	w.cfg.Observer.DeadLettered()
 	w.log.Warn("command dead-lettered",
-		"subject", msg.Subject(), "cart_id", cartID, "command_id", cmdID, "dlq_subject", dl.Subject,
+		"subject", w.subject(msg), "cart_id", cartID, "command_id", cmdID, "dlq_subject", dl.Subject,
 		"code", code, "reason", reason, "delivery", md.NumDelivered)
 
 	if cartID != command.UnknownCartID {
@@ -259,7 +253,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		// The dead letter is stored; a lost event must not resurrect the
 		// command, so a failure here is only logged.
 		if err := w.emit(ev); err != nil {
-			w.log.Warn("rejected event not sent", "subject", msg.Subject(), "err", err)
+			w.log.Warn("rejected event not sent", "subject", w.subject(msg), "err", err)
 		}
 	}
 	w.settle(msg, msg.TermWithReason(code), "term")
@@ -312,7 +306,7 @@ func (w *Worker) emit(ev command.Event) error {
 // server redelivers after AckWait, and the applied-id list absorbs it.
 func (w *Worker) settle(msg jetstream.Msg, err error, what string) {
 	if err != nil {
-		w.log.Warn(what+" failed", "subject", msg.Subject(), "err", err)
+		w.log.Warn(what+" failed", "subject", w.subject(msg), "err", err)
 	}
 }
 
@@ -321,4 +315,10 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// subject is the subject msg's command was published on: JetStream stores
+// a partitioned command under its partition's subject.
+func (w *Worker) subject(msg jetstream.Msg) string {
+	return w.cfg.Subjects.Published(msg.Subject())
 }

@@ -143,15 +143,13 @@ func (e *env) config(cfg consumer.Config) consumer.Config {
 	dur(&cfg.RetryBaseDelay, 20*time.Millisecond)
 	dur(&cfg.RetryMaxDelay, 200*time.Millisecond)
 	dur(&cfg.ProbeInterval, 50*time.Millisecond)
-	dur(&cfg.CartNotFoundGrace, 300*time.Millisecond)
-	dur(&cfg.CartNotFoundDelay, 50*time.Millisecond)
 	dur(&cfg.AckWait, 2*time.Second)
 	dur(&cfg.ShutdownTimeout, 5*time.Second)
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 4
 	}
-	if cfg.MaxAckPending == 0 {
-		cfg.MaxAckPending = 256
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 4
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = e.log
@@ -342,15 +340,27 @@ func (e *env) deadLetters(t *testing.T) []*jetstream.RawStreamMsg {
 	return out
 }
 
+// consumerInfo sums the state of every consumer of the command stream (the
+// strays consumer and one per partition): pending, in flight, redelivered.
 func (e *env) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := e.js.Consumer(ctx, command.StreamCommands, command.ConsumerName)
+	st, err := e.js.Stream(ctx, command.StreamCommands)
 	require.NoError(t, err)
-	info, err := c.Info(ctx)
-	require.NoError(t, err)
-	return info
+	sum := &jetstream.ConsumerInfo{Name: "all"}
+	n := 0
+	lister := st.ListConsumers(ctx)
+	for info := range lister.Info() {
+		n++
+		sum.NumPending += info.NumPending
+		sum.NumAckPending += info.NumAckPending
+		sum.NumRedelivered += info.NumRedelivered
+		sum.NumWaiting += info.NumWaiting
+	}
+	require.NoError(t, lister.Err())
+	require.Positive(t, n, "no consumer on %s", command.StreamCommands)
+	return sum
 }
 
 // waitSettled waits until the durable consumer has nothing pending and

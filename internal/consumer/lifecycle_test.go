@@ -143,19 +143,31 @@ func TestSetupCreatesStreamsAndConsumer(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cfg := consumer.Config{MaxAckPending: 100, AckWait: 7 * time.Second, DuplicateWindow: 5 * time.Minute}
+	cfg := consumer.Config{Partitions: 3, AckWait: 7 * time.Second, DuplicateWindow: 5 * time.Minute}
 	w, _ := e.newWorker(t, cfg, nil)
 
 	cons, err := w.Setup(ctx)
 	require.NoError(t, err)
-	cc := cons.CachedInfo().Config
-	require.Equal(t, command.ConsumerName, cc.Durable)
-	require.Equal(t, jetstream.AckExplicitPolicy, cc.AckPolicy)
-	require.Equal(t, 100, cc.MaxAckPending)
-	require.Equal(t, 7*time.Second, cc.AckWait)
-	require.Equal(t, -1, cc.MaxDeliver, "the worker, not the server, gives up")
-	require.Equal(t, subjects.Commands(), cc.FilterSubject)
-	require.Equal(t, jetstream.DeliverAllPolicy, cc.DeliverPolicy)
+	require.Len(t, cons.Partitions, 3)
+	want := map[string]string{command.ConsumerName: subjects.Commands()}
+	for p := range 3 {
+		want[command.PartitionConsumer(p)] = subjects.Partition(p)
+	}
+	for _, c := range append([]jetstream.Consumer{cons.Strays}, cons.Partitions...) {
+		cc := c.CachedInfo().Config
+		require.Equal(t, want[cc.Durable], cc.FilterSubject, cc.Durable)
+		delete(want, cc.Durable)
+		require.Equal(t, jetstream.AckExplicitPolicy, cc.AckPolicy)
+		require.Equal(t, 1, cc.MaxAckPending, "one command of a partition in flight, on any instance")
+		require.Equal(t, 7*time.Second, cc.AckWait)
+		require.Equal(t, -1, cc.MaxDeliver, "the worker, not the server, gives up")
+		require.Equal(t, jetstream.DeliverAllPolicy, cc.DeliverPolicy)
+	}
+	require.Empty(t, want)
+	tr := e.streamInfo(t, command.StreamCommands).Config.SubjectTransform
+	require.NotNil(t, tr)
+	require.Equal(t, "cart.cmd.*.*", tr.Source)
+	require.Equal(t, "cart.pcmd.{{partition(3,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", tr.Destination)
 
 	tests := []struct {
 		stream  string
@@ -269,15 +281,16 @@ func TestNewValidatesConfig(t *testing.T) {
 	}{
 		{"zero value takes defaults", consumer.Config{}, true},
 		{"negative concurrency", consumer.Config{Concurrency: -1}, false},
-		{"concurrency above 4096", consumer.Config{Concurrency: 4097, MaxAckPending: 10000}, false},
-		{"max ack pending below 2x concurrency", consumer.Config{Concurrency: 8, MaxAckPending: 15}, false},
-		{"max ack pending exactly 2x concurrency", consumer.Config{Concurrency: 8, MaxAckPending: 16}, true},
+		{"concurrency above 4096", consumer.Config{Concurrency: 4097}, false},
+		{"no partitions", consumer.Config{Partitions: -1}, false},
+		{"too many partitions", consumer.Config{Partitions: command.MaxPartitions + 1}, false},
+		{"ack wait below 1s", consumer.Config{AckWait: 500 * time.Millisecond}, false},
 		{"max deliver negative", consumer.Config{MaxDeliver: -1}, false},
 		{"duplicate window below 2m", consumer.Config{DuplicateWindow: time.Minute}, false},
 		{"retry max below base", consumer.Config{RetryBaseDelay: time.Second, RetryMaxDelay: time.Millisecond}, false},
 		{"negative ack wait", consumer.Config{AckWait: -time.Second}, false},
 		{"negative shutdown timeout", consumer.Config{ShutdownTimeout: -time.Second}, false},
-		{"negative cart-not-found grace", consumer.Config{CartNotFoundGrace: -time.Second}, false},
+		{"negative retry delay", consumer.Config{RetryBaseDelay: -time.Second}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

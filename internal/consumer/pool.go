@@ -44,7 +44,8 @@ func newKeyedPool(n int, handle func(jetstream.Msg)) *keyedPool {
 }
 
 // submit queues msg under key, blocking while n messages are in flight.
-// It must not be called concurrently with itself or after close.
+// Every partition's puller calls it concurrently; it must not be called
+// after close.
 func (p *keyedPool) submit(key string, msg jetstream.Msg) {
 	p.slots <- struct{}{}
 	p.mu.Lock()

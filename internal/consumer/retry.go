@@ -18,6 +18,9 @@ const (
 	// probe is one cheap metadata call, and an operator who fixes a fault
 	// expects the worker to notice within a couple of seconds.
 	maxProbeDelay = 2 * time.Second
+	// drainPollDelay is how often a new instance looks whether the
+	// commands stored before partitioning are done.
+	drainPollDelay = 250 * time.Millisecond
 	// deadLetterRetryDelay is the Nak delay of a command whose dead letter
 	// could not be stored: CART_DLQ is unavailable, which takes longer than
 	// a transient blip to fix.

@@ -38,8 +38,23 @@ type wantStream struct {
 	deadLetters bool
 }
 
+// Consumers are the durable consumers Setup ensures on the command stream.
+type Consumers struct {
+	// Strays reads what no partition holds: commands stored before the
+	// stream was partitioned, and subjects the transform does not match.
+	Strays jetstream.Consumer
+	// Partitions[p] reads partition p.
+	Partitions []jetstream.Consumer
+}
+
+// all returns every consumer, strays first.
+func (c Consumers) all() []jetstream.Consumer {
+	return append([]jetstream.Consumer{c.Strays}, c.Partitions...)
+}
+
 func (w *Worker) wantStreams() []wantStream {
 	s := w.cfg.Subjects
+	src, dst := s.PartitionTransform(w.cfg.Partitions)
 	return []wantStream{{
 		cfg: jetstream.StreamConfig{
 			Name:        command.StreamCommands,
@@ -50,6 +65,9 @@ func (w *Worker) wantStreams() []wantStream {
 			MaxAge:      w.cfg.CommandMaxAge,
 			Duplicates:  w.cfg.DuplicateWindow,
 			Replicas:    w.cfg.Replicas,
+			SubjectTransform: &jetstream.SubjectTransformConfig{
+				Source: src, Destination: dst,
+			},
 		},
 		own:           s.Commands(),
 		foreign:       s.DeadLetters(),
@@ -80,7 +98,15 @@ func (w *Worker) wantStreams() []wantStream {
 // with it, its replicas, limits, duplicate window and subjects are raised
 // to at least the worker's. Every instance calls Setup at start-up; it is
 // idempotent.
-func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
+//
+// Order per cart rests on two things set here. The command stream's
+// subject transform stores each cart's commands in one of Partitions
+// partitions; an unpartitioned stream, as earlier versions made it, is
+// given the transform (on new messages only: it lowers nothing). And each
+// partition's consumer has MaxAckPending 1: whichever instance pulls, one
+// command of a partition is in flight at a time, and a command that is not
+// acknowledged (its instance died) is redelivered before any later one.
+func (w *Worker) Setup(ctx context.Context) (Consumers, error) {
 	wants := w.wantStreams()
 	// Look at both streams before creating either, so that an unusable one
 	// is reported before anything is changed.
@@ -88,28 +114,53 @@ func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
 	for i, want := range wants {
 		info, err := w.lookupStream(ctx, want)
 		if err != nil {
-			return nil, w.explain(fmt.Errorf("stream %s: %w", want.cfg.Name, err))
+			return Consumers{}, w.explain(fmt.Errorf("stream %s: %w", want.cfg.Name, err))
 		}
 		found[i] = info
 	}
 	for i, want := range wants {
 		if err := w.ensureStream(ctx, want, found[i]); err != nil {
-			return nil, w.explain(fmt.Errorf("stream %s: %w", want.cfg.Name, err))
+			return Consumers{}, w.explain(fmt.Errorf("stream %s: %w", want.cfg.Name, err))
 		}
 	}
 
 	s := w.cfg.Subjects
-	cons, err := w.js.CreateOrUpdateConsumer(ctx, command.StreamCommands, jetstream.ConsumerConfig{
-		Durable:       command.ConsumerName,
-		Description:   "cartworker instances share this consumer",
-		FilterSubject: s.Commands(),
+	var out Consumers
+	var err error
+	out.Strays, err = w.ensureConsumer(ctx, command.ConsumerName, s.Commands(),
+		"cartworker: commands stored before partitioning, and strays")
+	if err != nil {
+		return Consumers{}, err
+	}
+	for p := range w.cfg.Partitions {
+		c, err := w.ensureConsumer(ctx, command.PartitionConsumer(p), s.Partition(p),
+			fmt.Sprintf("cartworker: partition %d of %d", p, w.cfg.Partitions))
+		if err != nil {
+			return Consumers{}, err
+		}
+		out.Partitions = append(out.Partitions, c)
+	}
+	return out, nil
+}
+
+// ensureConsumer creates or updates one of the worker's durable consumers.
+// They are the worker's own, so unlike the streams they are always brought
+// to its configuration.
+func (w *Worker) ensureConsumer(ctx context.Context, name, filter, desc string) (jetstream.Consumer, error) {
+	c, err := w.js.CreateOrUpdateConsumer(ctx, command.StreamCommands, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   desc,
+		FilterSubject: filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       w.cfg.AckWait,
 		// The worker, not the server, decides when to give up, so that an
 		// open breaker never exhausts a command's deliveries and every give
 		// up is a dead letter rather than a silent drop.
-		MaxDeliver:    -1,
-		MaxAckPending: w.cfg.MaxAckPending,
+		MaxDeliver: -1,
+		// One command of a partition in flight at a time, on any
+		// instance: this is what keeps a cart's commands in stream order
+		// however many instances pull, and through a crash.
+		MaxAckPending: 1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		// 0 inherits the stream's replicas: the consumer's delivery state
 		// is then exactly as durable as the commands it tracks, whoever
@@ -117,9 +168,9 @@ func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
 		Replicas: 0,
 	})
 	if err != nil {
-		return nil, w.explain(fmt.Errorf("consumer %s: %w", command.ConsumerName, err))
+		return nil, w.explain(fmt.Errorf("consumer %s: %w", name, err))
 	}
-	return cons, nil
+	return c, nil
 }
 
 // lookupStream returns the stream's info, nil when it does not exist, and
@@ -176,6 +227,19 @@ func (w *Worker) adoptStream(ctx context.Context, want wantStream, have jetstrea
 		w.log.Warn("stream has interest retention: a dead letter is kept only if some consumer is interested in it when it is stored",
 			"stream", name)
 	}
+	if want.cfg.SubjectTransform != nil && have.SubjectTransform == nil {
+		// Partitioning an existing stream adds a transform for new
+		// messages and changes nothing else, so it is done whether or not
+		// the worker manages the stream: without it per-cart order across
+		// instances cannot hold. Commands stored before it are read by the
+		// strays consumer first.
+		have.SubjectTransform = want.cfg.SubjectTransform
+		if _, err := w.js.UpdateStream(ctx, have); err != nil {
+			return fmt.Errorf("partition into %d: %w", w.cfg.Partitions, err)
+		}
+		w.log.Warn("partitioned an existing stream: new commands are stored by partition",
+			"stream", name, "partitions", w.cfg.Partitions, "transform", have.SubjectTransform.Destination)
+	}
 	if !w.cfg.ManageStreams {
 		if have.Duplicates < minDuplicateWindow {
 			w.log.Warn("stream's duplicate window is below the 2m publishers rely on to drop a republished command",
@@ -231,6 +295,15 @@ func checkStream(have jetstream.StreamConfig, want wantStream, manage bool) erro
 	}
 	if have.NoAck {
 		problems = append(problems, "no_ack is set, so publishes are never confirmed as stored")
+	}
+	if t, w := have.SubjectTransform, want.cfg.SubjectTransform; t != nil && (w == nil || *t != *w) {
+		want := "none"
+		if w != nil {
+			want = w.Source + " → " + w.Destination
+		}
+		problems = append(problems, fmt.Sprintf("its subject transform %s → %s is not the worker's (%s): "+
+			"a different WORKER_PARTITIONS, or an operator's own; changing the partition count needs the "+
+			"stream drained first (README, Scaling out)", t.Source, t.Destination, want))
 	}
 	if len(problems) == 0 {
 		return nil
@@ -376,7 +449,7 @@ func serverURL(nc *nats.Conn) string {
 // cluster still electing its leaders at start-up. A stream it must not
 // change and a server without JetStream fail at once: waiting cannot fix
 // them.
-func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error) {
+func (w *Worker) setupWithRetry(ctx context.Context) (Consumers, error) {
 	deadline := time.Now().Add(w.cfg.SetupTimeout)
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -387,14 +460,14 @@ func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error)
 		}
 		if errors.Is(err, ErrStreamIncompatible) || jetStreamMissing(err) ||
 			ctx.Err() != nil || time.Now().After(deadline) {
-			return nil, err
+			return Consumers{}, err
 		}
 		w.log.Warn("JetStream setup failed, retrying", "err", err)
 		t := time.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, err
+			return Consumers{}, err
 		case <-t.C:
 		}
 	}

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,7 +70,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	return w.consume(ctx, cons)
 }
 
-func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
+func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	// work is the context handlers run under: it outlives ctx by at most
 	// ShutdownTimeout so that in-flight commands can finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -111,6 +112,47 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}
 	})
 
+	// Every consumer has its own puller. One that fails (its consumer was
+	// deleted, the connection closed for good) stops them all, so that Run
+	// fails and a supervisor restarts the worker.
+	pullCtx, stopPulling := context.WithCancel(ctx)
+	defer stopPulling()
+	var (
+		pullers sync.WaitGroup
+		errMu   sync.Mutex
+		pullErr error
+	)
+	puller := func(c jetstream.Consumer) {
+		pullers.Go(func() {
+			if err := w.pullLoop(pullCtx, c, pool, r); err != nil {
+				errMu.Lock()
+				pullErr = cmp.Or(pullErr, err)
+				errMu.Unlock()
+				stopPulling()
+			}
+		})
+	}
+	puller(cons.Strays)
+	pullers.Go(func() {
+		// Commands stored before the stream was partitioned come first: a
+		// cart's newer commands wait in their partitions until they are
+		// done.
+		if err := w.waitDrained(pullCtx, cons.Strays); err != nil {
+			return
+		}
+		for _, c := range cons.Partitions {
+			puller(c)
+		}
+	})
+	pullers.Wait()
+	pool.close()
+	close(poolDone)
+	return pullErr
+}
+
+// pullLoop feeds the pool from one consumer until ctx ends or delivery
+// stops by itself, pausing while the gate is closed.
+func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *keyedPool, r *run) error {
 	var err error
 	for err == nil && ctx.Err() == nil && w.gate.wait(ctx) == nil {
 		var parked []jetstream.Msg
@@ -128,13 +170,42 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 			break
 		}
 		for _, msg := range parked {
-			cartID, _, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
-			pool.submit(cartID, msg)
+			pool.submit(w.cartOf(msg), msg)
 		}
 	}
-	pool.close()
-	close(poolDone)
 	return err
+}
+
+// waitDrained returns once c has nothing pending or in flight, or ctx's
+// error. It polls: it only ever waits for a backlog left by an earlier,
+// unpartitioned version.
+func (w *Worker) waitDrained(ctx context.Context, c jetstream.Consumer) error {
+	for logged := false; ; {
+		info, err := c.Info(ctx)
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			if logged {
+				w.log.Info("commands stored before partitioning are done; consuming partitions")
+			}
+			return nil
+		}
+		if err == nil && !logged {
+			logged = true
+			w.log.Info("finishing commands stored before partitioning first", "pending", info.NumPending+uint64(info.NumAckPending))
+		}
+		if !sleepCtx(ctx, drainPollDelay) {
+			return ctx.Err()
+		}
+	}
+}
+
+// cartOf is the key of msg in the pool: its cart id, or its subject when
+// that names no cart (it will be dead-lettered).
+func (w *Worker) cartOf(msg jetstream.Msg) string {
+	subject := w.cfg.Subjects.Published(msg.Subject())
+	if cartID, _, ok := w.cfg.Subjects.ParseCommand(subject); ok {
+		return cartID
+	}
+	return subject
 }
 
 // pull feeds the pool from one pull iterator until shutdown begins, the gate
@@ -142,11 +213,13 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 // after the gate closed, which it did not start.
 func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedPool, r *run) ([]jetstream.Msg, error) {
 	iter, err := cons.Messages(
-		jetstream.PullMaxMessages(w.cfg.Concurrency),
+		// The consumer lets one message be in flight; a second slot keeps
+		// the next pull request waiting at the server while it is handled.
+		jetstream.PullMaxMessages(2),
 		jetstream.WithMessagesErrOnMissingHeartbeat(false),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("pull from %s: %w", command.ConsumerName, err)
+		return nil, fmt.Errorf("pull from %s: %w", cons.CachedInfo().Name, err)
 	}
 	var (
 		wg      sync.WaitGroup
@@ -194,8 +267,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedP
 			parked = append(parked, msg)
 			continue
 		}
-		cartID, _, _ := w.cfg.Subjects.ParseCommand(msg.Subject())
-		pool.submit(cartID, msg)
+		pool.submit(w.cartOf(msg), msg)
 	}
 	if !drained.Load() && ctx.Err() == nil {
 		// The iterator closed by itself (consumer deleted, connection
