@@ -2,6 +2,7 @@ package deployments_test
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -381,9 +382,9 @@ func TestWorkerDeployment(t *testing.T) {
 	})
 	t.Run("env", func(t *testing.T) {
 		for _, name := range []string{
-			"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS",
+			"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_STREAM_REPLICAS",
 			"DAPR_HTTP_ENDPOINT", "DAPR_API_TOKEN", "CART_STATE_STORE", "CART_SUBJECT_PREFIX",
-			"WORKER_CONCURRENCY", "WORKER_HTTP_ADDR", "WORKER_SHUTDOWN_TIMEOUT", "LOG_LEVEL",
+			"WORKER_CONCURRENCY", "WORKER_PARTITIONS", "WORKER_HTTP_ADDR", "WORKER_SHUTDOWN_TIMEOUT", "LOG_LEVEL",
 		} {
 			namedItem(t, env, name)
 		}
@@ -396,6 +397,15 @@ func TestWorkerDeployment(t *testing.T) {
 		tok := namedItem(t, env, "DAPR_API_TOKEN")
 		require.Equal(t, ann["dapr.io/api-token-secret"], mustStr(t, tok, "valueFrom", "secretKeyRef", "name"))
 		require.Equal(t, "token", mustStr(t, tok, "valueFrom", "secretKeyRef", "key"))
+	})
+	t.Run("env is the worker's and loads", func(t *testing.T) {
+		known := workerEnvNames(t)
+		for name := range deploymentEnv(t, all) {
+			require.True(t, known[name], "the worker reads no %s (removed or misspelt?)", name)
+		}
+		cfg := loadWorkerConfig(t, deploymentEnv(t, all))
+		// Production runs on a JetStream cluster of 3 with R3 streams.
+		require.Equal(t, 3, cfg.NATSStreamReplicas, "NATS_STREAM_REPLICAS")
 	})
 	t.Run("shutdown fits the grace period", func(t *testing.T) {
 		drain, err := time.ParseDuration(envValue(t, "WORKER_SHUTDOWN_TIMEOUT"))
@@ -424,80 +434,191 @@ func TestWorkerDeployment(t *testing.T) {
 
 func TestKEDAScaledObject(t *testing.T) {
 	all := loadAll(t)
+	cfg := loadWorkerConfig(t, deploymentEnv(t, all))
 	so := one(t, all, "keda.sh/", "ScaledObject", "cartworker")
 	require.Equal(t, "Deployment", mustStr(t, so.data, "spec", "scaleTargetRef", "kind"))
 	require.Equal(t, "cartworker", mustStr(t, so.data, "spec", "scaleTargetRef", "name"))
-	minR := mustInt(t, so.data, "spec", "minReplicaCount")
-	maxR := mustInt(t, so.data, "spec", "maxReplicaCount")
-	require.Equal(t, 1, minR)
-	require.Equal(t, 10, maxR)
+	require.Equal(t, 1, mustInt(t, so.data, "spec", "minReplicaCount"))
+	require.Equal(t, cfg.Partitions, mustInt(t, so.data, "spec", "maxReplicaCount"),
+		"maxReplicaCount is WORKER_PARTITIONS: one command per partition is in flight, so more replicas sit idle")
 
 	triggers := mustList(t, so.data, "spec", "triggers")
 	require.Len(t, triggers, 1)
 	tr := triggers[0]
-	require.Equal(t, "nats-jetstream", mustStr(t, tr, "type"))
-	for _, tc := range []struct{ key, want string }{
-		{"stream", command.StreamCommands},
-		{"consumer", command.ConsumerName},
-		{"account", "$G"},
-		{"natsServerMonitoringEndpoint", "nats.nats.svc:8222"},
-	} {
-		t.Run(tc.key, func(t *testing.T) {
-			require.Equal(t, tc.want, mustStr(t, tr, "metadata", tc.key))
-		})
+	// nats-jetstream reads a single consumer; the lag is spread over all of
+	// the partitions' consumers (see the file's header).
+	require.Equal(t, "prometheus", mustStr(t, tr, "type"))
+	md := mustMap(t, tr, "metadata")
+	t.Run("server", func(t *testing.T) {
+		addr := mustStr(t, md, "serverAddress")
+		require.Regexp(t, `^https?://[^/\s]+`, addr)
+	})
+	t.Run("threshold", func(t *testing.T) {
+		require.Positive(t, asInt(t, mustStr(t, md, "threshold")))
+		require.Equal(t, "false", mustStr(t, md, "ignoreNullValues"),
+			"a lost exporter must not read as an empty stream and scale a busy deployment down")
+	})
+	t.Run("query sums every consumer of the command stream", func(t *testing.T) {
+		query := mustStr(t, md, "query")
+		sels := promSelectors(t, query)
+		var metrics []string
+		for _, sel := range sels {
+			metrics = append(metrics, sel.metric)
+			require.Contains(t, query, "sum("+sel.metric+"{", "%s must be summed over the consumers", sel.metric)
+			require.Equal(t, promMatcher{"=", command.StreamCommands}, sel.matchers["stream_name"], "%s: stream_name", sel.metric)
+			require.Equal(t, promMatcher{"=", "true"}, sel.matchers["is_consumer_leader"],
+				"%s: only the consumer leader's report is current; every replica is exported", sel.metric)
+			cm, ok := sel.matchers["consumer_name"]
+			require.True(t, ok, "%s: no consumer_name matcher", sel.metric)
+			require.Equal(t, "=~", cm.op, "%s: consumer_name", sel.metric)
+			// PromQL anchors regular expressions, and uses RE2 as Go does.
+			re, err := regexp.Compile("^(?:" + cm.value + ")$")
+			require.NoError(t, err)
+			names := []string{command.ConsumerName}
+			for p := range cfg.Partitions {
+				names = append(names, command.PartitionConsumer(p))
+			}
+			for _, name := range names {
+				require.True(t, re.MatchString(name), "%s: consumer_name=~%q misses consumer %s", sel.metric, cm.value, name)
+			}
+			require.False(t, re.MatchString("other-"+command.ConsumerName), "consumer_name=~%q is too broad", cm.value)
+		}
+		require.ElementsMatch(t, []string{"nats_consumer_num_pending", "nats_consumer_num_ack_pending"}, metrics,
+			"pending and unacknowledged commands, as the nats chart's exporter (-prefix=nats -jsz=all) names them")
+	})
+}
+
+// promSelector is one `metric{label op "value", ...}` of a PromQL query.
+type promSelector struct {
+	metric   string
+	matchers map[string]promMatcher
+}
+
+type promMatcher struct{ op, value string }
+
+var (
+	promSelectorRE = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}`)
+	promMatcherRE  = regexp.MustCompile(`^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$`)
+)
+
+// promSelectors parses the vector selectors of a query, enough for the
+// simple ones used here (no commas or braces inside label values).
+func promSelectors(t *testing.T, query string) []promSelector {
+	t.Helper()
+	var out []promSelector
+	for _, m := range promSelectorRE.FindAllStringSubmatch(query, -1) {
+		sel := promSelector{metric: m[1], matchers: map[string]promMatcher{}}
+		for _, part := range strings.Split(m[2], ",") {
+			if strings.TrimSpace(part) == "" {
+				continue // PromQL allows a trailing comma
+			}
+			mm := promMatcherRE.FindStringSubmatch(part)
+			require.NotNil(t, mm, "cannot parse matcher %q of %s", part, m[0])
+			_, dup := sel.matchers[mm[1]]
+			require.False(t, dup, "%s: label %s matched twice", m[0], mm[1])
+			sel.matchers[mm[1]] = promMatcher{op: mm[2], value: mm[3]}
+		}
+		out = append(out, sel)
 	}
-	t.Run("lagThreshold", func(t *testing.T) {
-		require.Positive(t, asInt(t, mustDig(t, tr, "metadata", "lagThreshold")))
-	})
-	t.Run("max replicas fit maxAckPending", func(t *testing.T) {
-		// Each replica holds up to about 2×WORKER_CONCURRENCY unacked messages.
-		d := one(t, all, "apps/", "Deployment", "cartworker")
-		c := namedItem(t, mustList(t, d.data, "spec", "template", "spec", "containers"), "worker")
-		conc := asInt(t, mustStr(t, namedItem(t, mustList(t, c, "env"), "WORKER_CONCURRENCY"), "value"))
-		cons := one(t, all, "jetstream.nats.io/", "Consumer", command.ConsumerName)
-		require.LessOrEqual(t, maxR*2*conc, mustInt(t, cons.data, "spec", "maxAckPending"))
-	})
+	require.NotEmpty(t, out, "no selector in query %q", query)
+	return out
 }
 
 func TestNACKJetStream(t *testing.T) {
 	all := loadAll(t)
+	cfg := loadWorkerConfig(t, deploymentEnv(t, all))
 	streams := map[string]map[string]any{}
 	for _, s := range byKind(all, "jetstream.nats.io/", "Stream") {
 		require.Equal(t, "jetstream.nats.io/v1beta2", s.apiVersion(), s.String())
 		streams[mustStr(t, s.data, "spec", "name")] = mustMap(t, s.data, "spec")
 	}
+	require.Len(t, streams, 2)
 	subjects := command.Subjects{}
 	for _, tc := range []struct {
 		stream, subject, maxAge string
+		partitioned             bool
 	}{
-		{command.StreamCommands, subjects.Commands(), "24h"},
-		{command.StreamDeadLetters, subjects.DeadLetters(), "336h"},
+		{command.StreamCommands, subjects.Commands(), "24h", true},
+		{command.StreamDeadLetters, subjects.DeadLetters(), "336h", false},
 	} {
 		t.Run(tc.stream, func(t *testing.T) {
 			s, ok := streams[tc.stream]
 			require.True(t, ok, "no NACK Stream %s", tc.stream)
 			require.Equal(t, []string{tc.subject}, strList(t, s, "subjects"))
 			require.Equal(t, "file", mustStr(t, s, "storage"))
+			require.Equal(t, "limits", mustStr(t, s, "retention"))
 			require.Equal(t, "2m", mustStr(t, s, "duplicateWindow"))
 			require.Equal(t, tc.maxAge, mustStr(t, s, "maxAge"))
+			require.Equal(t, cfg.NATSStreamReplicas, mustInt(t, s, "replicas"),
+				"replicas must match NATS_STREAM_REPLICAS of the Deployment")
+			if !tc.partitioned {
+				require.NotContains(t, s, "subjectTransform")
+				return
+			}
+			// The worker refuses a stream partitioned otherwise, and adds its
+			// transform to one without, which NACK would then remove again.
+			src, dst := subjects.PartitionTransform(cfg.Partitions)
+			require.Equal(t, src, mustStr(t, s, "subjectTransform", "source"))
+			require.Equal(t, dst, mustStr(t, s, "subjectTransform", "dest"),
+				"the transform's partition count must be WORKER_PARTITIONS of the Deployment")
+			require.Len(t, mustMap(t, s, "subjectTransform"), 2, "subjectTransform has only source and dest")
 		})
 	}
-	t.Run("consumer", func(t *testing.T) {
-		cons := byKind(all, "jetstream.nats.io/", "Consumer")
-		require.Len(t, cons, 1)
-		c := cons[0]
-		require.Equal(t, "jetstream.nats.io/v1beta2", c.apiVersion())
-		spec := mustMap(t, c.data, "spec")
-		require.Equal(t, command.ConsumerName, mustStr(t, spec, "durableName"))
-		require.Equal(t, command.StreamCommands, mustStr(t, spec, "streamName"))
-		require.Equal(t, subjects.Commands(), mustStr(t, spec, "filterSubject"))
-		require.Equal(t, "explicit", mustStr(t, spec, "ackPolicy"))
-		require.Equal(t, "all", mustStr(t, spec, "deliverPolicy"))
-		require.Equal(t, "30s", mustStr(t, spec, "ackWait"))
-		require.Equal(t, -1, mustInt(t, spec, "maxDeliver"), "the worker dead-letters by itself")
-		require.Equal(t, 1024, mustInt(t, spec, "maxAckPending"))
-		require.NotContains(t, spec, "deliverSubject", "pull consumer")
+	t.Run("no consumers", func(t *testing.T) {
+		// The worker creates and owns its 1 + WORKER_PARTITIONS consumers
+		// with MaxAckPending 1; a NACK Consumer would be a second owner
+		// reconciling them to its own spec.
+		for _, c := range byKind(all, "jetstream.nats.io/", "Consumer") {
+			require.Failf(t, "NACK Consumer", "%s declares consumer %v: the worker owns its consumers", c, c.data["spec"])
+		}
 	})
+}
+
+// deploymentEnv returns the worker container's env in the cartworker
+// Deployment: literal values by name, "" for values read from a secret.
+func deploymentEnv(t *testing.T, all []manifest) map[string]string {
+	t.Helper()
+	d := one(t, all, "apps/", "Deployment", "cartworker")
+	c := namedItem(t, mustList(t, d.data, "spec", "template", "spec", "containers"), "worker")
+	out := map[string]string{}
+	for i, e := range mustList(t, c, "env") {
+		m, ok := e.(map[string]any)
+		require.True(t, ok, "env[%d] is not a mapping", i)
+		name := mustStr(t, m, "name")
+		require.NotContains(t, out, name, "env %s set twice", name)
+		v, _ := m["value"].(string)
+		out[name] = v
+	}
+	return out
+}
+
+// workerEnvNames lists every environment variable the worker reads, from
+// its own usage text.
+func workerEnvNames(t *testing.T) map[string]bool {
+	t.Helper()
+	var usage strings.Builder
+	_, err := config.Load([]string{"-h"}, func(string) string { return "" }, &usage)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	out := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\(env ([A-Z0-9_]+)\)`).FindAllStringSubmatch(usage.String(), -1) {
+		out[m[1]] = true
+	}
+	require.Contains(t, out, "WORKER_PARTITIONS", "usage text changed shape")
+	return out
+}
+
+// loadWorkerConfig loads the worker's configuration from env as the worker
+// would; ${VAR} placeholders and secret references read as unset.
+func loadWorkerConfig(t *testing.T, env map[string]string) config.Config {
+	t.Helper()
+	cfg, err := config.Load(nil, func(k string) string {
+		if v := env[k]; !placeholder(v) {
+			return v
+		}
+		return ""
+	}, io.Discard)
+	require.NoError(t, err, "the worker would not start with this env")
+	return cfg
 }
 
 var composeVar = regexp.MustCompile(`^\$\{([A-Z_][A-Z0-9_]*):-([^}]+)\}$`)
@@ -593,6 +714,12 @@ func TestCompose(t *testing.T) {
 		}
 		require.Equal(t, "nats://nats:4222", env["NATS_URL"])
 		require.Equal(t, "http://daprd:3500", env["DAPR_HTTP_ENDPOINT"])
+		known := workerEnvNames(t)
+		for name := range env {
+			require.True(t, known[name], "the worker reads no %s (removed or misspelt?)", name)
+		}
+		// One nats server: streams can only be R1.
+		require.Equal(t, 1, loadWorkerConfig(t, env).NATSStreamReplicas, "NATS_STREAM_REPLICAS")
 	})
 	t.Run("worker drains before SIGKILL", func(t *testing.T) {
 		w := svc(t, "worker")

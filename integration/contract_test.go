@@ -25,8 +25,7 @@ func TestContractEndToEnd(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
-	w := inProcessWorker(t, "contract", workerEnv(t, st, st, map[string]string{
-	}))
+	w := inProcessWorker(t, "contract", workerEnv(t, st, st, nil))
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("contract", 1)[0]
 
@@ -108,6 +107,9 @@ func TestContractEndToEnd(t *testing.T) {
 	_, err = b.pub.PublishAndWait(ctx, publisher.AddItemCommand(cart,
 		command.Item{ItemCode: "X", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "99"}))
 	requireRejected(t, err, "unknown_tax_code")
+	// Commands apply in stream order, so an add-item with no cache of its
+	// cart before it can never find one: it is rejected at its first
+	// delivery (the metrics below count no retry).
 	_, err = b.pub.PublishAndWait(ctx, publisher.AddItemCommand(cart+"-ghost",
 		command.Item{ItemCode: "X", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "01"}))
 	requireRejected(t, err, command.CodeCartNotFound)
@@ -177,6 +179,8 @@ func TestContractEndToEnd(t *testing.T) {
 	require.Equal(t, 5.0, m.get(t, "cartworker_commands_total", "outcome", "applied"), "cache, 3 add-items, delete")
 	require.Equal(t, 1.0, m.get(t, "cartworker_commands_total", "outcome", "duplicate"))
 	require.Equal(t, 2.0, m.get(t, "cartworker_commands_total", "outcome", "rejected"))
+	require.Zero(t, valueOr(m, "cartworker_commands_total", "outcome", "retry"), "nothing waited for a cart")
+	require.Zero(t, m.get(t, "cartworker_redeliveries_total"))
 	require.Equal(t, 0.0, m.get(t, "cartworker_breaker_state"))
 	code, err := w.readyz()
 	require.NoError(t, err)

@@ -27,10 +27,13 @@ type bus struct {
 	pub    *publisher.Publisher
 	events *eventLog
 	subj   command.Subjects
+	// partitions is the workers' WORKER_PARTITIONS: waitConsumer waits
+	// for that many partition consumers. A test that sets it sets this too.
+	partitions int
 }
 
-// connectBus connects to url, removes the streams (and so the shared
-// durable consumer) left by earlier tests, and starts recording events.
+// connectBus connects to url, removes the streams (and so the worker's
+// durable consumers) left by earlier tests, and starts recording events.
 // Workers recreate the streams when they start.
 func connectBus(ctx context.Context, t *testing.T, url string) *bus {
 	t.Helper()
@@ -47,37 +50,120 @@ func connectBus(ctx context.Context, t *testing.T, url string) *bus {
 	pub, err := publisher.New(js, nc, publisher.WithWaitTimeout(30*time.Second))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
-	b := &bus{nc: nc, js: js, pub: pub, subj: pub.Subjects()}
+	b := &bus{nc: nc, js: js, pub: pub, subj: pub.Subjects(), partitions: command.DefaultPartitions}
 	b.events = recordEvents(t, nc, b.subj.Events())
 	return b
 }
 
-// waitConsumer waits until a worker has created the streams and the shared
-// durable consumer, so that commands can be published.
+// waitConsumer waits until a worker has created the streams and every
+// durable consumer of the command stream, so that commands can be
+// published and the consumers' counts read.
 func (b *bus) waitConsumer(ctx context.Context, t *testing.T) {
 	t.Helper()
+	waitConsumers(ctx, t, b.js, b.partitions)
+}
+
+// waitConsumers waits until CART_DLQ exists and CART_COMMANDS has the
+// strays consumer and the consumers of partitions 0..partitions-1. The
+// worker creates the strays consumer first, so finding it alone says
+// nothing of the partitions.
+func waitConsumers(ctx context.Context, t *testing.T, js jetstream.JetStream, partitions int) {
+	t.Helper()
+	want := []string{command.ConsumerName}
+	for p := range partitions {
+		want = append(want, command.PartitionConsumer(p))
+	}
 	poll(ctx, t, 30*time.Second, "the worker's JetStream setup", func() error {
-		if _, err := b.js.Stream(ctx, command.StreamDeadLetters); err != nil {
+		if _, err := js.Stream(ctx, command.StreamDeadLetters); err != nil {
 			return err
 		}
-		_, err := b.js.Consumer(ctx, command.StreamCommands, command.ConsumerName)
-		return err
+		infos, err := commandConsumers(ctx, js)
+		if err != nil {
+			return err
+		}
+		have := map[string]bool{}
+		for _, ci := range infos {
+			have[ci.Name] = true
+		}
+		var missing []string
+		for _, name := range want {
+			if !have[name] {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%d of %d consumers missing, e.g. %s", len(missing), len(want), missing[0])
+		}
+		return nil
 	})
 }
 
-// consumerSettled reports whether the shared consumer has nothing left to
-// deliver and nothing unacknowledged.
+// commandConsumers returns the info of every consumer of CART_COMMANDS:
+// the strays consumer and one per partition.
+func commandConsumers(ctx context.Context, js jetstream.JetStream) ([]*jetstream.ConsumerInfo, error) {
+	s, err := js.Stream(ctx, command.StreamCommands)
+	if err != nil {
+		return nil, err
+	}
+	l := s.ListConsumers(ctx)
+	var out []*jetstream.ConsumerInfo
+	for ci := range l.Info() {
+		out = append(out, ci)
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("list the consumers of %s: %w", command.StreamCommands, err)
+	}
+	return out, nil
+}
+
+// consumerTotals sums the counts of every consumer of the command stream:
+// a command waits in its partition's consumer, or in the strays consumer
+// if it was stored before partitioning.
+type consumerTotals struct {
+	consumers   int
+	pending     uint64 // not yet delivered
+	ackPending  int    // delivered, not yet acknowledged
+	redelivered int    // delivered more than once, unacknowledged
+	// busy names the consumers with something pending or unacknowledged.
+	busy []string
+}
+
+func (c consumerTotals) String() string {
+	return fmt.Sprintf("%d consumers: %d pending, %d unacknowledged, %d redelivered (busy: %v)",
+		c.consumers, c.pending, c.ackPending, c.redelivered, c.busy)
+}
+
+// totals reads consumerTotals.
+func (b *bus) totals(ctx context.Context) (consumerTotals, error) {
+	infos, err := commandConsumers(ctx, b.js)
+	if err != nil {
+		return consumerTotals{}, err
+	}
+	var out consumerTotals
+	for _, ci := range infos {
+		out.consumers++
+		out.pending += ci.NumPending
+		out.ackPending += ci.NumAckPending
+		out.redelivered += ci.NumRedelivered
+		if ci.NumPending != 0 || ci.NumAckPending != 0 {
+			out.busy = append(out.busy, ci.Name)
+		}
+	}
+	return out, nil
+}
+
+// consumerSettled reports whether the command stream's consumers have
+// nothing left to deliver and nothing unacknowledged.
 func (b *bus) consumerSettled(ctx context.Context) error {
-	c, err := b.js.Consumer(ctx, command.StreamCommands, command.ConsumerName)
+	tot, err := b.totals(ctx)
 	if err != nil {
 		return err
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return err
+	if tot.consumers == 0 {
+		return fmt.Errorf("%s has no consumer", command.StreamCommands)
 	}
-	if info.NumPending != 0 || info.NumAckPending != 0 {
-		return fmt.Errorf("consumer: %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+	if tot.pending != 0 || tot.ackPending != 0 {
+		return errors.New(tot.String())
 	}
 	return nil
 }

@@ -12,7 +12,7 @@
 // Images are never pulled: NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE and
 // WORKER_IMAGE must exist locally (`make images`). Ryuk is disabled, so every
 // container and network is removed by t.Cleanup or by TestMain's teardown.
-// Tests that run workers share the durable consumer and must stay
+// Tests that run workers share the durable consumers and must stay
 // sequential: none of them calls t.Parallel.
 package integration
 

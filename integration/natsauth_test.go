@@ -95,10 +95,7 @@ func TestNATSAuthErrorsAreClear(t *testing.T) {
 		t.Cleanup(nc.Close)
 		js, err := jetstream.New(nc)
 		require.NoError(t, err)
-		poll(ctx, t, 30*time.Second, "the worker's durable consumer", func() error {
-			_, err := js.Consumer(ctx, command.StreamCommands, command.ConsumerName)
-			return err
-		})
+		waitConsumers(ctx, t, js, command.DefaultPartitions)
 		poll(ctx, t, 30*time.Second, "the worker's readiness", func() error {
 			code, err := w.readyz()
 			if err == nil && code != http.StatusOK {

@@ -18,9 +18,11 @@ import (
 
 // TestOperatorStreamUntouched pre-creates CART_COMMANDS as an operator
 // would, with settings that differ from the worker's, then runs a worker
-// process: it must use the stream as it is, changing nothing (a worker that
-// rewrote an operator's R3 stream down to R1 once lost every command on a
-// leader's SIGKILL), and still apply commands from it.
+// process: it must use the stream as it is (a worker that rewrote an
+// operator's R3 stream down to R1 once lost every command on a leader's
+// SIGKILL), and still apply commands from it. The one change it makes is
+// the partition transform, which only says where new commands are stored:
+// without it a cart's order across instances cannot hold.
 func TestOperatorStreamUntouched(t *testing.T) {
 	ctx := testkit.Context(t, 4*time.Minute)
 	// A NATS of its own: on the shared one, every other test deletes and
@@ -58,7 +60,12 @@ func TestOperatorStreamUntouched(t *testing.T) {
 	s, err = b.js.Stream(ctx, command.StreamCommands)
 	require.NoError(t, err)
 	after := s.CachedInfo().Config
-	require.Equal(t, before, after, "the operator's stream is exactly as it was")
+	src, dst := b.subj.PartitionTransform(command.DefaultPartitions)
+	require.Equal(t, &jetstream.SubjectTransformConfig{Source: src, Destination: dst}, after.SubjectTransform,
+		"the worker partitions the stream")
+	partitioned := before
+	partitioned.SubjectTransform = after.SubjectTransform
+	require.Equal(t, partitioned, after, "the operator's stream is as it was but for the partition transform")
 	require.Equal(t, 7*24*time.Hour, after.MaxAge)
 	require.EqualValues(t, 1_000_000, after.MaxMsgs)
 	require.Equal(t, 5*time.Minute, after.Duplicates)
@@ -67,6 +74,7 @@ func TestOperatorStreamUntouched(t *testing.T) {
 	logs := w.logs.String()
 	require.Contains(t, logs, `msg="using existing stream" stream=CART_COMMANDS`)
 	require.Contains(t, logs, "max_age=168h0m0s")
+	require.Contains(t, logs, `msg="partitioned an existing stream: new commands are stored by partition" stream=CART_COMMANDS`)
 	require.Contains(t, logs, `msg="created stream" stream=CART_DLQ`, "the missing dead-letter stream is the worker's to create")
 
 	w.signal(t, syscall.SIGTERM)
