@@ -21,6 +21,9 @@ const (
 	// worker's WORKER_PARTITIONS): the most instances that can share the
 	// work, and the most commands in flight across all of them.
 	DefaultPartitions = 32
+	// FailuresBucket is the key-value bucket where the worker counts each
+	// command's transient failures, by stream sequence.
+	FailuresBucket = "cartworker_failures"
 	// MaxPartitions bounds the partition count: each is a consumer, which
 	// on a clustered JetStream is a Raft group.
 	MaxPartitions = 256

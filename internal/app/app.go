@@ -66,17 +66,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	w, err := consumer.New(js, nc, carts, consumer.Config{
-		Subjects:          command.Subjects{Prefix: cfg.SubjectPrefix},
-		Concurrency:       cfg.Concurrency,
-		Partitions:        cfg.Partitions,
-		AckWait:           cfg.AckWait,
-		MaxDeliver:        cfg.MaxDeliver,
-		Probe:             stateProbe(cfg, state, guarded),
-		ShutdownTimeout:   cfg.ShutdownTimeout,
-		Replicas:          cfg.NATSStreamReplicas,
-		ManageStreams:     cfg.NATSManageStreams,
-		Logger:            log,
-		Observer:          m,
+		Subjects:        command.Subjects{Prefix: cfg.SubjectPrefix},
+		Concurrency:     cfg.Concurrency,
+		Partitions:      cfg.Partitions,
+		AckWait:         cfg.AckWait,
+		MaxDeliver:      cfg.MaxDeliver,
+		Probe:           stateProbe(cfg, state, guarded),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Replicas:        cfg.NATSStreamReplicas,
+		ManageStreams:   cfg.NATSManageStreams,
+		Logger:          log,
+		Observer:        m,
 	})
 	if err != nil {
 		return err

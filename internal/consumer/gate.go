@@ -30,19 +30,22 @@ type gate struct {
 	// cleared is when the gate last opened, so that faults in quick
 	// succession back the prober off instead of probing in a loop.
 	cleared time.Time
+	// closed is when the gate last closed.
+	closed time.Time
 }
 
 // newGate returns a closed gate: nothing is pulled until the first probe
 // passes.
 func newGate(probe func(context.Context) error, delay func(int) time.Duration, log *slog.Logger) *gate {
 	g := &gate{
-		probe: probe,
-		delay: delay,
-		log:   log,
-		fault: errNotChecked,
-		open:  make(chan struct{}),
-		shut:  make(chan struct{}),
-		kick:  make(chan struct{}, 1),
+		probe:  probe,
+		delay:  delay,
+		log:    log,
+		fault:  errNotChecked,
+		closed: time.Now(),
+		open:   make(chan struct{}),
+		shut:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
 	}
 	close(g.shut)
 	return g
@@ -69,6 +72,7 @@ func (g *gate) fail(err error) {
 	g.mu.Lock()
 	if g.fault == nil {
 		g.fault = err
+		g.closed = time.Now()
 		g.open = make(chan struct{})
 		close(g.shut)
 		g.log.Warn("pausing: the state store cannot be used", "err", err)
@@ -93,6 +97,7 @@ func (g *gate) set(err error) {
 		g.log.Info("ready: the state store answers")
 	case err != nil && (g.fault == nil || g.fault.Error() != err.Error()):
 		if g.fault == nil {
+			g.closed = time.Now()
 			g.open = make(chan struct{})
 			close(g.shut)
 		}
@@ -100,6 +105,28 @@ func (g *gate) set(err error) {
 		// One line per distinct reason: the operator must see it, and a
 		// fault that lasts hours must not flood the log.
 		g.log.Error("not ready", "err", err)
+	}
+}
+
+// waitOrHandBack waits for the gate until it has been closed for
+// handBackAfter. It returns nil once the gate is open, errHandBack when the
+// time is up, and errPaused when stop ends first.
+func (g *gate) waitOrHandBack(stop context.Context) error {
+	g.mu.Lock()
+	closed, faulty := g.closed, g.fault != nil
+	g.mu.Unlock()
+	if !faulty {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(stop, handBackAfter-time.Since(closed))
+	defer cancel()
+	switch err := g.wait(ctx); {
+	case err == nil:
+		return nil
+	case stop.Err() != nil:
+		return errPaused
+	default:
+		return errHandBack
 	}
 }
 

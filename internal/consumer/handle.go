@@ -86,19 +86,19 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 		}
 		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
 		if err := w.emit(ev); err != nil {
-			outcome = w.retry(msg, md, cmd.ID, err)
+			outcome = w.retry(r, msg, md, cmd.ID, err)
 			return
 		}
 		w.settle(msg, msg.Ack(), "ack")
 
 	case errors.Is(err, cartcache.ErrCartNotFound):
-		outcome = w.reject(msg, md, cmd, command.CodeCartNotFound, err)
+		outcome = w.reject(r, msg, md, cmd, command.CodeCartNotFound, err)
 	case errors.Is(err, cartcache.ErrInvalidState):
-		outcome = w.reject(msg, md, cmd, command.CodeInvalidState, err)
+		outcome = w.reject(r, msg, md, cmd, command.CodeInvalidState, err)
 	case errors.Is(err, cartcache.ErrUnknownTaxCode):
-		outcome = w.reject(msg, md, cmd, CodeUnknownTaxCode, err)
+		outcome = w.reject(r, msg, md, cmd, CodeUnknownTaxCode, err)
 	case errors.Is(err, cartcache.ErrAmountOverflow):
-		outcome = w.reject(msg, md, cmd, command.CodeAmountOverflow, err)
+		outcome = w.reject(r, msg, md, cmd, command.CodeAmountOverflow, err)
 	case errors.Is(err, cartcache.ErrInvalidCart):
 		outcome = w.deadLetter(ctx, msg, md, cmd.ID, command.CodeInvalidCart, err.Error())
 	case errors.Is(err, statepool.ErrBadRequest):
@@ -109,6 +109,11 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 		// Shutdown began while the command waited for its environment.
 		outcome = LabelShutdown
 		w.settle(msg, msg.Nak(), "nak")
+	case errors.Is(err, errHandBack):
+		// This instance is not ready: let a healthy one have it now. No
+		// failure is counted, so the Nak costs the command nothing.
+		outcome = LabelNotReady
+		w.settle(msg, msg.Nak(), "nak")
 
 	case ctx.Err() != nil:
 		// Shutdown ran out of time mid-command; another delivery will
@@ -117,20 +122,28 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 		w.settle(msg, msg.Nak(), "nak")
 
 	default:
-		outcome = w.retry(msg, md, cmd.ID, err)
+		outcome = w.retry(r, msg, md, cmd.ID, err)
 	}
 }
 
-// errPaused is apply's error when shutdown begins while a command waits for
-// the gate.
-var errPaused = errors.New("shutdown while waiting for the state store")
+// Errors of apply that are no outcome of the command itself.
+var (
+	// errPaused: shutdown began while the command waited for the gate.
+	errPaused = errors.New("shutdown while waiting for the state store")
+	// errHandBack: the instance stayed not ready for handBackAfter.
+	errHandBack = errors.New("not ready: handing the command back")
+)
 
 // apply applies cmd, holding it while the environment is at fault: the
-// command keeps its delivery (heartbeats keep it from AckWait) and is tried
-// again once the gate reopens, so a wrong token, a missing store, an absent
-// sidecar or an open breaker never spends its deliveries or dead-letters it.
+// command is tried again once the gate reopens, and handed back for another
+// instance if this one stays not ready for handBackAfter. Neither counts as
+// a failure, so a wrong token, a missing store, an absent sidecar or an open
+// breaker never brings a command closer to a dead letter.
 func (w *Worker) apply(r *run, cmd command.Command, typ string) (cartcache.Result, error) {
 	for {
+		if err := w.gate.waitOrHandBack(r.stop); err != nil {
+			return cartcache.Result{}, err
+		}
 		start := time.Now()
 		res, err := w.app.Apply(r.work, cmd)
 		label := ""
@@ -146,9 +159,6 @@ func (w *Worker) apply(r *run, cmd command.Command, typ string) (cartcache.Resul
 		}
 		w.cfg.Observer.CommandDone(typ, label, time.Since(start))
 		w.gate.fail(err)
-		if w.gate.wait(r.stop) != nil {
-			return res, errPaused
-		}
 	}
 }
 
@@ -163,30 +173,37 @@ func environmentFault(err error) bool {
 
 // retry Naks a transiently failed command with exponential backoff, or
 // dead-letters it on its last delivery.
-func (w *Worker) retry(msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID string, err error) string {
-	if int(md.NumDelivered) >= w.cfg.MaxDeliver {
-		// The work context may be cancelled already; the dead letter must
-		// still get out.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return w.deadLetter(ctx, msg, md, cmdID, CodeMaxDeliveries,
-			fmt.Sprintf("failed %d deliveries, last: %v", md.NumDelivered, err))
+func (w *Worker) retry(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID string, err error) string {
+	// The work context may be cancelled already; the count and the dead
+	// letter must still get out.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	failed, cerr := r.failures.add(ctx, md.Sequence.Stream)
+	if cerr != nil {
+		// Without the shared count, JetStream's delivery count is the
+		// closest bound: never retry forever.
+		failed = int(md.NumDelivered)
+		w.log.Warn("failure count not stored; counting deliveries", "subject", w.subject(msg), "err", cerr)
 	}
-	delay := w.backoff(md.NumDelivered)
+	if failed >= w.cfg.MaxDeliver {
+		return w.deadLetter(ctx, msg, md, cmdID, CodeMaxDeliveries,
+			fmt.Sprintf("failed %d times, last: %v", failed, err))
+	}
+	delay := w.backoff(uint64(failed))
 	w.log.Warn("command failed, will retry",
-		"subject", w.subject(msg), "delivery", md.NumDelivered, "retry_in", delay, "err", err)
+		"subject", w.subject(msg), "command_id", cmdID, "failures", failed, "delivery", md.NumDelivered, "retry_in", delay, "err", err)
 	w.settle(msg, msg.NakWithDelay(delay), "nak")
 	return LabelRetry
 }
 
 // reject acks a valid command that the cart refuses and tells the publisher.
-func (w *Worker) reject(msg jetstream.Msg, md *jetstream.MsgMetadata, cmd command.Command, code string, cause error) string {
+func (w *Worker) reject(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cmd command.Command, code string, cause error) string {
 	ev := command.Event{
 		CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,
 		Error: &command.EventError{Code: code, Message: cause.Error()},
 	}
 	if err := w.emit(ev); err != nil {
-		return w.retry(msg, md, cmd.ID, err)
+		return w.retry(r, msg, md, cmd.ID, err)
 	}
 	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "err", cause)
 	w.settle(msg, msg.Ack(), "ack")

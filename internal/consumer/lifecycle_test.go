@@ -206,7 +206,7 @@ func TestSetupCreatesStreamsAndConsumer(t *testing.T) {
 		got = append(got, n)
 	}
 	require.NoError(t, names.Err())
-	require.ElementsMatch(t, []string{command.StreamCommands, command.StreamDeadLetters}, got)
+	require.ElementsMatch(t, []string{command.StreamCommands, command.StreamDeadLetters, "KV_" + command.FailuresBucket}, got)
 }
 
 func TestRunRetriesSetupThenGivesUp(t *testing.T) {

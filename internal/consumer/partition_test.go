@@ -12,7 +12,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/consumer"
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
 // The tests in this file hold the rule that a cart's commands apply in
@@ -160,4 +163,58 @@ func TestUnpartitionedStreamIsMigrated(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, strays.CachedInfo().Config.MaxAckPending)
 	e.waitSettled(t)
+}
+
+// An instance whose own sidecar refuses it (here: a wrong token) must not
+// keep its partitions: each lets one command be in flight, so a command it
+// held would stall every cart of the partition on every instance. After
+// handBackAfter it hands its commands back, uncounted, and the healthy
+// instance applies them all, in order.
+func TestSickInstanceHandsItsPartitionsBack(t *testing.T) {
+	e := newEnv(t, withToken("right"))
+	e.fake.SetToken("right")
+
+	wrong := statepool.Config{Endpoint: e.fake.URL(), APIToken: "wrong"}
+	hc := statepool.NewHTTPClient(wrong, statepool.Hooks{})
+	t.Cleanup(hc.CloseIdleConnections)
+	sickClient, err := statepool.New(hc, wrong, statepool.Hooks{})
+	require.NoError(t, err)
+	sickStore, err := breaker.New(sickClient, breaker.Settings{})
+	require.NoError(t, err)
+	sickApp := newApplier(cartcache.New(sickStore, cartcache.Config{}), nil)
+
+	carts := []string{"h1", "h2", "h3", "h4", "h5", "h6"}
+	healthyApp := newApplier(e.svc, nil)
+	e.startWorker(t, consumer.Config{MaxDeliver: 1, Probe: e.probe}, healthyApp)
+	for _, c := range carts {
+		e.publishCmd(t, cacheCmd(c, ""))
+	}
+	e.events.waitApplied(t, "cache-h1", "cache-h2", "cache-h3", "cache-h4", "cache-h5", "cache-h6")
+
+	// The sick instance joins; its first probe passes (the token is only
+	// refused later, as after a rotation), so it pulls, then goes not
+	// ready holding what it took.
+	var refuse atomic.Bool
+	sickProbe := func(ctx context.Context) error {
+		if refuse.Load() {
+			return sickClient.Check(ctx)
+		}
+		return nil
+	}
+	sick := e.startWorker(t, consumer.Config{MaxDeliver: 1, Probe: sickProbe}, sickApp)
+	eventually(t, func() bool { return sick.w.Ready() == nil }, waitFor, tick, "the sick instance starts ready")
+	refuse.Store(true)
+	start := time.Now()
+	want := e.scan(t, carts, 10, "S")
+	e.events.waitApplied(t, idsOf(want)...)
+	_, _, sickCalls := sickApp.stats()
+	require.NotEmpty(t, sickCalls, "the sick instance took commands")
+	t.Logf("the sick instance took %d commands; all applied %s after the scan began",
+		len(sickCalls), time.Since(start).Round(time.Millisecond))
+	for _, c := range carts {
+		require.Equal(t, want[c], e.lineCodes(t, c), "cart %s in stream order", c)
+	}
+	e.waitSettled(t)
+	require.Empty(t, e.deadLetters(t), "handing back counts no failure")
+	require.Error(t, sick.w.Ready(), "the sick instance is not ready")
 }

@@ -18,6 +18,14 @@ const (
 	// probe is one cheap metadata call, and an operator who fixes a fault
 	// expects the worker to notice within a couple of seconds.
 	maxProbeDelay = 2 * time.Second
+	// handBackAfter is how long an instance that is not ready holds the
+	// commands it has taken before it hands them back (a Nak that no
+	// failure count sees): long enough to ride out a blip without churn,
+	// short enough that healthy instances take over its partitions well
+	// within the 10 s a stalled cart may wait. Each partition lets one
+	// command be in flight, so a command held by a sick instance holds up
+	// its whole partition everywhere.
+	handBackAfter = 2 * time.Second
 	// drainPollDelay is how often a new instance looks whether the
 	// commands stored before partitioning are done.
 	drainPollDelay = 250 * time.Millisecond

@@ -45,6 +45,8 @@ type Consumers struct {
 	Strays jetstream.Consumer
 	// Partitions[p] reads partition p.
 	Partitions []jetstream.Consumer
+	// Failures counts the commands' transient failures.
+	Failures jetstream.KeyValue
 }
 
 // all returns every consumer, strays first.
@@ -127,6 +129,9 @@ func (w *Worker) Setup(ctx context.Context) (Consumers, error) {
 	s := w.cfg.Subjects
 	var out Consumers
 	var err error
+	if out.Failures, err = w.ensureFailures(ctx); err != nil {
+		return Consumers{}, err
+	}
 	out.Strays, err = w.ensureConsumer(ctx, command.ConsumerName, s.Commands(),
 		"cartworker: commands stored before partitioning, and strays")
 	if err != nil {

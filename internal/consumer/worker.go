@@ -75,7 +75,7 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	// ShutdownTimeout so that in-flight commands can finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	r := &run{stop: ctx, work: work, beats: newHeartbeats()}
+	r := &run{stop: ctx, work: work, beats: newHeartbeats(), failures: failures{kv: cons.Failures}}
 
 	// The prober stops when shutdown begins; heartbeats go on until every
 	// held command is settled.
@@ -161,13 +161,14 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 			continue
 		}
 		// The gate closed under the pull: the messages already on their
-		// way wait here, kept alive, until it opens again.
-		if w.gate.wait(ctx) != nil {
+		// way wait here, kept alive, until it opens again, or are handed
+		// back for a healthy instance if it stays closed.
+		if w.gate.waitOrHandBack(ctx) != nil {
 			for _, msg := range parked {
 				w.settle(msg, msg.Nak(), "nak")
 				r.beats.remove(msg)
 			}
-			break
+			continue
 		}
 		for _, msg := range parked {
 			pool.submit(w.cartOf(msg), msg)
@@ -284,6 +285,7 @@ type run struct {
 	// gate then.
 	stop context.Context
 	// work ends ShutdownTimeout later: commands still running are cut off.
-	work  context.Context
-	beats *heartbeats
+	work     context.Context
+	beats    *heartbeats
+	failures failures
 }

@@ -1,0 +1,72 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cartworker/cartworker/command"
+)
+
+// failures counts each command's transient failures, keyed by its stream
+// sequence, in a key-value bucket every instance shares. WORKER_MAX_DELIVER
+// is checked against this count, not against JetStream's delivery count:
+// a command handed back because its instance was not ready, or Nak'ed at
+// shutdown, was redelivered but never failed, and must not come closer to
+// a dead letter for it.
+type failures struct {
+	kv jetstream.KeyValue
+}
+
+// ensureFailures creates or updates the bucket. Its entries live as long as
+// the commands they count.
+func (w *Worker) ensureFailures(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := w.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      command.FailuresBucket,
+		Description: "cartworker: transient failures per command, by stream sequence",
+		TTL:         w.cfg.CommandMaxAge,
+		Replicas:    w.cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, w.explain(fmt.Errorf("key-value bucket %s: %w", command.FailuresBucket, err))
+	}
+	return kv, nil
+}
+
+// add records one more failure of the command at seq and returns how many
+// it has had. Only one instance handles a partition's command at a time,
+// so the compare-and-set loop is for safety, not for contention.
+func (f failures) add(ctx context.Context, seq uint64) (int, error) {
+	key := strconv.FormatUint(seq, 10)
+	for range 3 {
+		e, err := f.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err = f.kv.Create(ctx, key, []byte("1")); err == nil {
+				return 1, nil
+			}
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			return 0, err
+		}
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(string(e.Value()))
+		if err != nil {
+			n = 0
+		}
+		n++
+		if _, err = f.kv.Update(ctx, key, []byte(strconv.Itoa(n)), e.Revision()); err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("failure count of %s kept changing", key)
+}
