@@ -214,9 +214,11 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 // after the gate closed, which it did not start.
 func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedPool, r *run) ([]jetstream.Msg, error) {
 	iter, err := cons.Messages(
-		// The consumer lets one message be in flight; a second slot keeps
-		// the next pull request waiting at the server while it is handled.
-		jetstream.PullMaxMessages(2),
+		// The consumer lets one message be in flight, so the server never
+		// sends more than one at a time whatever the batch; a large batch
+		// only means fewer pull requests, about one per pullBatch/2
+		// commands instead of one per command.
+		jetstream.PullMaxMessages(pullBatch),
 		jetstream.WithMessagesErrOnMissingHeartbeat(false),
 	)
 	if err != nil {
@@ -278,6 +280,9 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedP
 	}
 	return parked, nil
 }
+
+// pullBatch is the batch of each pull request.
+const pullBatch = 64
 
 // run is what the handlers of one Run share.
 type run struct {
