@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/sony/gobreaker/v2"
 
@@ -75,6 +76,23 @@ type Breaker struct {
 	// Built once so rejections, which come in floods, cost no allocation.
 	errOpenState       error
 	errTooManyRequests error
+
+	// opens counts the breaker's transitions to open. A call reads it
+	// before and after it waits on the store to learn whether an outage was
+	// declared meanwhile; atomic because calls read it outside gobreaker's
+	// lock.
+	opens atomic.Uint64
+	// failing is the failed call whose outcome gobreaker is applying: set
+	// by IsSuccessful for OnStateChange, which gobreaker calls right after
+	// it, in the same critical section, when that outcome opens the
+	// breaker. gobreaker's lock guards it: only those callbacks touch it.
+	failing *callError
+
+	// afterExecute, when set, runs after each call returns from gobreaker
+	// and before its error is classified. Tests use it to move the breaker
+	// on in between, which a classification read from the breaker's state
+	// would not survive. Nil outside tests.
+	afterExecute func()
 }
 
 // New wraps next. st must pass Validate.
@@ -87,6 +105,11 @@ func New(next Store, st Settings) (*Breaker, error) {
 	}
 	st = st.withDefaults()
 
+	b := &Breaker{
+		next:               next,
+		errOpenState:       fmt.Errorf("%w: %w", ErrOpen, gobreaker.ErrOpenState),
+		errTooManyRequests: fmt.Errorf("%w: %w", ErrOpen, gobreaker.ErrTooManyRequests),
+	}
 	gs := gobreaker.Settings{
 		Name:        st.Name,
 		MaxRequests: st.MaxRequests,
@@ -95,23 +118,36 @@ func New(next Store, st Settings) (*Breaker, error) {
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= st.ConsecutiveFailures
 		},
-		IsSuccessful: func(err error) bool { return !IsFailure(err) },
+		IsSuccessful: func(err error) bool {
+			if !IsFailure(err) {
+				b.failing = nil
+				return true
+			}
+			b.failing, _ = err.(*callError)
+			return false
+		},
 		IsExcluded: func(err error) bool {
 			var ex *excludedError
 			return errors.As(err, &ex)
 		},
+		// gobreaker calls this in the goroutine whose call's outcome
+		// changed the state, before that call's Execute returns, so the
+		// mark it leaves on the call is read there without a race.
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				b.opens.Add(1)
+				if b.failing != nil {
+					b.failing.opened = true
+				}
+			}
+			b.failing = nil
+			if st.OnStateChange != nil {
+				st.OnStateChange(fromGobreaker(from), fromGobreaker(to))
+			}
+		},
 	}
-	if st.OnStateChange != nil {
-		gs.OnStateChange = func(_ string, from, to gobreaker.State) {
-			st.OnStateChange(fromGobreaker(from), fromGobreaker(to))
-		}
-	}
-	return &Breaker{
-		next:               next,
-		cb:                 gobreaker.NewCircuitBreaker[statepool.Entry](gs),
-		errOpenState:       fmt.Errorf("%w: %w", ErrOpen, gobreaker.ErrOpenState),
-		errTooManyRequests: fmt.Errorf("%w: %w", ErrOpen, gobreaker.ErrTooManyRequests),
-	}, nil
+	b.cb = gobreaker.NewCircuitBreaker[statepool.Entry](gs)
+	return b, nil
 }
 
 // State returns the breaker's current state.
@@ -120,8 +156,9 @@ func (b *Breaker) State() State { return fromGobreaker(b.cb.State()) }
 // Get implements Store.
 func (b *Breaker) Get(ctx context.Context, key string) (statepool.Entry, error) {
 	e, err := b.cb.Execute(func() (statepool.Entry, error) {
+		opens := b.opens.Load()
 		e, err := b.next.Get(ctx, key)
-		return e, markExcluded(ctx, err)
+		return e, b.mark(ctx, opens, err)
 	})
 	return e, b.unwrap(err)
 }
@@ -129,7 +166,8 @@ func (b *Breaker) Get(ctx context.Context, key string) (statepool.Entry, error) 
 // Save implements Store.
 func (b *Breaker) Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error {
 	_, err := b.cb.Execute(func() (statepool.Entry, error) {
-		return statepool.Entry{}, markExcluded(ctx, b.next.Save(ctx, key, value, opts))
+		opens := b.opens.Load()
+		return statepool.Entry{}, b.mark(ctx, opens, b.next.Save(ctx, key, value, opts))
 	})
 	return b.unwrap(err)
 }
@@ -137,7 +175,8 @@ func (b *Breaker) Save(ctx context.Context, key string, value []byte, opts state
 // Delete implements Store.
 func (b *Breaker) Delete(ctx context.Context, key, etag string) error {
 	_, err := b.cb.Execute(func() (statepool.Entry, error) {
-		return statepool.Entry{}, markExcluded(ctx, b.next.Delete(ctx, key, etag))
+		opens := b.opens.Load()
+		return statepool.Entry{}, b.mark(ctx, opens, b.next.Delete(ctx, key, etag))
 	})
 	return b.unwrap(err)
 }
@@ -158,9 +197,40 @@ func markExcluded(ctx context.Context, err error) error {
 	return err
 }
 
+// callError carries a failed call's error through gobreaker, so that
+// whether the call ends as ErrOpen is settled while it runs rather than
+// read from the breaker's state after Execute returns, when other calls may
+// have moved the breaker on. opened is written only in the call's own
+// goroutine: by mark, and by OnStateChange when gobreaker applies this
+// call's outcome.
+type callError struct {
+	err error
+	// opened: the breaker opened while the call waited on the store, or
+	// the call's own failure opened it (it tripped the breaker or was a
+	// failed half-open probe).
+	opened bool
+}
+
+func (e *callError) Error() string { return e.err.Error() }
+func (e *callError) Unwrap() error { return e.err }
+
+// mark prepares the store's answer for gobreaker: excluded errors marked as
+// such, failures wrapped in a callError that notes whether the breaker
+// opened since opens was read, before the call went to the store.
+func (b *Breaker) mark(ctx context.Context, opens uint64, err error) error {
+	err = markExcluded(ctx, err)
+	if !IsFailure(err) {
+		return err
+	}
+	return &callError{err: err, opened: b.opens.Load() != opens}
+}
+
 // unwrap turns gobreaker's rejections into ErrOpen and strips the exclusion
 // mark, so callers see the store's own error.
 func (b *Breaker) unwrap(err error) error {
+	if b.afterExecute != nil {
+		b.afterExecute()
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -169,22 +239,26 @@ func (b *Breaker) unwrap(err error) error {
 	case errors.Is(err, gobreaker.ErrTooManyRequests):
 		return b.errTooManyRequests
 	}
+	ce, _ := err.(*callError)
+	if ce != nil {
+		err = ce.err
+	}
 	var ex *excludedError
 	if errors.As(err, &ex) {
 		return ex.err
 	}
-	if IsFailure(err) && b.State() != StateClosed {
-		// This call tripped the breaker or was a failed half-open probe:
-		// it is as much an outage as a rejected call, so the caller must
-		// treat it like one (the consumer then never dead-letters a
-		// command because Dapr was down).
+	if ce != nil && ce.opened {
+		// This call opened the breaker, or the breaker opened while it
+		// waited on the store: it is as much an outage as a rejected
+		// call, so the caller must treat it like one (the consumer then
+		// never dead-letters a command because Dapr was down).
 		return &openError{err: err}
 	}
 	return err
 }
 
-// openError is a store failure observed while the breaker is not closed. It
-// matches both ErrOpen and the store's own error.
+// openError is a store failure that opened the breaker or was in flight
+// when it opened. It matches both ErrOpen and the store's own error.
 type openError struct{ err error }
 
 func (e *openError) Error() string   { return ErrOpen.Error() + ": " + e.err.Error() }

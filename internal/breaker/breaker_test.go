@@ -2,12 +2,16 @@ package breaker_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/internal/breaker"
@@ -311,4 +315,111 @@ func TestFailureThatLeavesBreakerOpenWrapsErrOpen(t *testing.T) {
 	_, err = b.Get(ctx, "k")
 	require.ErrorIs(t, err, breaker.ErrOpen, "a failed half-open probe is an outage too")
 	require.Equal(t, breaker.StateOpen, b.State())
+}
+
+// funcStore is a Store whose every operation runs do with the key.
+type funcStore struct {
+	do func(key string) error
+}
+
+func (s funcStore) Get(_ context.Context, key string) (statepool.Entry, error) {
+	return statepool.Entry{}, s.do(key)
+}
+
+func (s funcStore) Save(_ context.Context, key string, _ []byte, _ statepool.SaveOptions) error {
+	return s.do(key)
+}
+
+func (s funcStore) Delete(_ context.Context, key, _ string) error { return s.do(key) }
+
+// inAnotherGoroutine arms a one-shot SetAfterExecute hook on b: after the
+// next call returns from gobreaker, and before its error is classified, f
+// runs to completion in a goroutine of its own, as a concurrent call might.
+// f must report with assert: require cannot stop the test from there.
+func inAnotherGoroutine(b *breaker.Breaker, f func()) {
+	armed := true
+	breaker.SetAfterExecute(b, func() {
+		if !armed {
+			return
+		}
+		armed = false
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f()
+		}()
+		<-done
+	})
+}
+
+// Whether a failed call is reported as ErrOpen must be decided by what the
+// call itself did, not by the breaker's state once it returned: by then
+// other calls may have moved the breaker on.
+func TestOpeningFailureIsDecidedByTheCallItself(t *testing.T) {
+	ctx := context.Background()
+	errDown := errors.New("store down")
+
+	t.Run("a call that trips the breaker is ErrOpen though another closes it at once", func(t *testing.T) {
+		var calls atomic.Int32
+		store := funcStore{do: func(string) error {
+			if calls.Add(1) == 1 {
+				return errDown
+			}
+			return nil
+		}}
+		// A 1ns timeout lets the very next call probe the store.
+		b, err := breaker.New(store, breaker.Settings{ConsecutiveFailures: 1, Timeout: time.Nanosecond})
+		require.NoError(t, err)
+		inAnotherGoroutine(b, func() {
+			for b.State() != breaker.StateHalfOpen {
+				runtime.Gosched()
+			}
+			_, err := b.Get(ctx, "probe")
+			assert.NoError(t, err, "the probe succeeds")
+			assert.Equal(t, breaker.StateClosed, b.State(), "the probe closed the breaker")
+		})
+
+		err = b.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{})
+		require.ErrorIs(t, err, breaker.ErrOpen, "this call tripped the breaker")
+		require.ErrorIs(t, err, errDown, "the store's error must reach the caller")
+		require.Equal(t, breaker.StateClosed, b.State())
+	})
+
+	t.Run("a failure that did not trip the breaker is not ErrOpen though another trips it at once", func(t *testing.T) {
+		store := funcStore{do: func(string) error { return errDown }}
+		b, err := breaker.New(store, breaker.Settings{ConsecutiveFailures: 2, Timeout: never})
+		require.NoError(t, err)
+		inAnotherGoroutine(b, func() {
+			assert.ErrorIs(t, b.Save(ctx, "other", []byte(`{}`), statepool.SaveOptions{}), breaker.ErrOpen,
+				"the second failure in a row trips the breaker")
+			assert.Equal(t, breaker.StateOpen, b.State())
+		})
+
+		err = b.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{})
+		require.ErrorIs(t, err, errDown)
+		require.NotErrorIs(t, err, breaker.ErrOpen, "the breaker was closed when this call ended and it did not open it")
+		require.Equal(t, breaker.StateOpen, b.State())
+	})
+
+	t.Run("a failure in flight when another call trips the breaker is ErrOpen", func(t *testing.T) {
+		inFlight, release := make(chan struct{}), make(chan struct{})
+		store := funcStore{do: func(key string) error {
+			if key == "slow" {
+				close(inFlight)
+				<-release
+			}
+			return errDown
+		}}
+		b, err := breaker.New(store, breaker.Settings{ConsecutiveFailures: 1, Timeout: never})
+		require.NoError(t, err)
+
+		slow := make(chan error, 1)
+		go func() { slow <- b.Save(ctx, "slow", []byte(`{}`), statepool.SaveOptions{}) }()
+		<-inFlight
+		require.ErrorIs(t, b.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{}), breaker.ErrOpen)
+		close(release)
+		err = <-slow
+		require.ErrorIs(t, err, breaker.ErrOpen, "the outage was declared while this call waited on the store")
+		require.ErrorIs(t, err, errDown)
+	})
 }

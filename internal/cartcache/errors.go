@@ -20,6 +20,11 @@ var (
 	// cannot be read. Retrying cannot help.
 	ErrInvalidCart = errors.New("invalid cart document")
 
+	// ErrUnknownType is returned by Apply for a command type it does not
+	// know. Command validation lets none through, so it means a caller
+	// skipped validation; the cart is not at fault and retrying cannot help.
+	ErrUnknownType = errors.New("unknown command type")
+
 	// ErrAmountOverflow is returned when applying a command would produce
 	// an amount or quantity that cannot be stored exactly: past
 	// money.Amount's int64 range, or one that daprd, which decodes JSON

@@ -85,10 +85,10 @@ type tombstone struct {
 // Apply applies cmd, which must have passed command validation.
 //
 // Errors: ErrCartNotFound, ErrInvalidState, ErrUnknownTaxCode,
-// ErrAmountOverflow and ErrInvalidCart are final rejections; anything else
-// (store failures, ErrConflict) is transient and the command may be retried
-// as is. Every error is returned before the save, so a refused command
-// leaves the stored cart exactly as it was.
+// ErrAmountOverflow, ErrInvalidCart and ErrUnknownType are final
+// rejections; anything else (store failures, ErrConflict) is transient and
+// the command may be retried as is. Every error is returned before the
+// save, so a refused command leaves the stored cart exactly as it was.
 func (s *Service) Apply(ctx context.Context, cmd command.Command) (Result, error) {
 	var apply func(context.Context, command.Command) (Result, error)
 	switch cmd.Type {
@@ -99,7 +99,7 @@ func (s *Service) Apply(ctx context.Context, cmd command.Command) (Result, error
 	case command.TypeDelete:
 		apply = s.delete
 	default:
-		return Result{}, fmt.Errorf("%w: unknown command type %q", ErrInvalidCart, cmd.Type)
+		return Result{}, fmt.Errorf("%w %q", ErrUnknownType, cmd.Type)
 	}
 	for attempt := 0; ; attempt++ {
 		res, err := apply(ctx, cmd)

@@ -275,6 +275,17 @@ func TestRejections(t *testing.T) {
 	require.ErrorIs(t, err, cartcache.ErrInvalidCart)
 }
 
+// A command type Apply does not know says nothing about the cart, which
+// must not be blamed for it: the consumer dead-letters ErrInvalidCart as
+// invalid_cart.
+func TestUnknownCommandTypeIsNotAnInvalidCart(t *testing.T) {
+	e := newEnv(t, cartcache.Config{})
+	e.apply(t, cacheCmd("c1", ""))
+	_, err := e.svc.Apply(context.Background(), command.Command{ID: "x1", Type: "frobnicate", CartID: "c1"})
+	require.ErrorIs(t, err, cartcache.ErrUnknownType)
+	require.NotErrorIs(t, err, cartcache.ErrInvalidCart)
+}
+
 func TestDeleteLeavesTombstone(t *testing.T) {
 	e := newEnv(t, cartcache.Config{TombstoneTTL: 90 * time.Second})
 	e.apply(t, cacheCmd("c1", ""))
@@ -370,6 +381,17 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 	}
 	require.InDelta(t, 800, c["subtotal_amount"], 1e-9)
 	require.InDelta(t, 880, c["sales"].(map[string]any)["total_amount_with_tax"], 1e-9)
+}
+
+// The worker parses CART_TAX_TABLE, whose default is
+// DefaultTaxTable().String(), while a zero Config takes DefaultTaxTable()
+// itself: the two must be the same table down to the tax names, or tests and
+// production write different tax_name values into carts.
+func TestDefaultTaxTableSurvivesItsString(t *testing.T) {
+	def := cartcache.DefaultTaxTable()
+	parsed, err := cartcache.ParseTaxTable(def.String())
+	require.NoError(t, err)
+	require.Equal(t, def, parsed)
 }
 
 func TestParseTaxTable(t *testing.T) {

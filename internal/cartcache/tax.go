@@ -35,15 +35,29 @@ type TaxRule struct {
 // TaxTable maps tax_code to its rule.
 type TaxTable map[string]TaxRule
 
-// DefaultTaxTable is upstream's default table.
+// DefaultTaxTable is upstream's default table. Its String is the default of
+// CART_TAX_TABLE, and ParseTaxTable gives this very table back: every name
+// comes from taxName, so a worker on the default table writes the same
+// tax_name values whether it was given the table or parsed it.
 func DefaultTaxTable() TaxTable {
-	return TaxTable{
-		"00": {Code: "00", No: 1, Type: TaxExempt, Rate: money.FromInt(0), Name: "Exempt"},
-		"01": {Code: "01", No: 2, Type: TaxExternal, Rate: money.FromInt(10), Name: "External 10%"},
-		"02": {Code: "02", No: 3, Type: TaxInternal, Rate: money.FromInt(10), Name: "Internal 10%"},
-		"11": {Code: "11", No: 4, Type: TaxExternal, Rate: money.FromInt(8), Name: "External 8%"},
-		"12": {Code: "12", No: 5, Type: TaxInternal, Rate: money.FromInt(8), Name: "Internal 8%"},
+	t := TaxTable{}
+	for _, r := range []TaxRule{
+		{Code: "00", No: 1, Type: TaxExempt, Rate: money.FromInt(0)},
+		{Code: "01", No: 2, Type: TaxExternal, Rate: money.FromInt(10)},
+		{Code: "02", No: 3, Type: TaxInternal, Rate: money.FromInt(10)},
+		{Code: "11", No: 4, Type: TaxExternal, Rate: money.FromInt(8)},
+		{Code: "12", No: 5, Type: TaxInternal, Rate: money.FromInt(8)},
+	} {
+		r.Name = taxName(r.Type, r.Rate)
+		t[r.Code] = r
 	}
+	return t
+}
+
+// taxName is the one naming rule for tax rules, upstream's form: "External
+// 10%", "Exempt 0%".
+func taxName(typ TaxType, rate money.Amount) string {
+	return fmt.Sprintf("%s %s%%", typ, rate)
 }
 
 // ParseTaxTable reads "code:type:rate[,code:type:rate...]", for example
@@ -70,7 +84,7 @@ func ParseTaxTable(s string) (TaxTable, error) {
 		if _, dup := t[code]; dup {
 			return nil, fmt.Errorf("tax entry %q: duplicate code", entry)
 		}
-		t[code] = TaxRule{Code: code, No: i + 1, Type: typ, Rate: rate, Name: fmt.Sprintf("%s %s%%", typ, rate)}
+		t[code] = TaxRule{Code: code, No: i + 1, Type: typ, Rate: rate, Name: taxName(typ, rate)}
 	}
 	return t, nil
 }

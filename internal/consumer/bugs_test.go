@@ -5,6 +5,7 @@ package consumer_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/consumer"
 )
 
@@ -98,4 +100,66 @@ func TestShutdownWhileNATSIsDownHonoursShutdownTimeout(t *testing.T) {
 	err, ok := r.stop(shutdownTimeout + time.Second)
 	require.True(t, ok, "Run did not return within ShutdownTimeout + 1s with NATS down")
 	require.NoError(t, err)
+}
+
+// cartcache.Service.Apply reported an unknown command type as
+// ErrInvalidCart, which handle dead-letters as invalid_cart: the cart was
+// blamed for a command it never saw.
+//
+// Fix: Apply returns cartcache.ErrUnknownType, which handle dead-letters at
+// once with command.CodeUnknownType, the code command validation gives an
+// unknown type.
+func TestUnknownTypeFromTheServiceIsDeadLetteredAsUnknownType(t *testing.T) {
+	e := newEnv(t)
+	app := newApplier(nil, func(context.Context, command.Command) error {
+		return fmt.Errorf("apply: %w", cartcache.ErrUnknownType)
+	})
+	e.startWorker(t, consumer.Config{MaxDeliver: 2}, app)
+
+	e.publishCmd(t, addCmd("a1", "c1", item("A", 1, "10", "00")))
+	ev := e.events.waitCommand(t, "a1")
+	require.Equal(t, command.OutcomeRejected, ev.Outcome)
+	require.NotNil(t, ev.Error)
+	require.Equal(t, command.CodeUnknownType, ev.Error.Code)
+	e.waitSettled(t)
+	dls := e.deadLetters(t)
+	require.Len(t, dls, 1)
+	require.Equal(t, command.CodeUnknownType, dls[0].Header.Get(command.HeaderDLQCode))
+	require.Equal(t, "1", dls[0].Header.Get(command.HeaderDLQDeliveries), "decided on the first delivery")
+}
+
+// The rejected event of a command that fails validation carried the
+// Nats-Msg-Id header as command_id even when the body's id was readable, so
+// a publisher waiting on the body's id never heard back.
+//
+// Fix: handle passes deadLetter the body's id whenever it can be read: the
+// id Decode got to, else the top-level "id" of a body that failed to decode;
+// the header only when the body has no readable id.
+func TestRejectedEventCarriesTheBodysID(t *testing.T) {
+	e := newEnv(t)
+	e.startWorker(t, consumer.Config{}, nil)
+
+	badQty, err := command.Marshal(addCmd("body-id", "qty", item("A", 0, "10", "00")))
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name, subject string
+		body          []byte
+		msgID, want   string
+	}{
+		{"invalid quantity", subjects.Command("qty", command.TypeAddItem), badQty, "hdr-id", "body-id"},
+		{"trailing data", subjects.Command("trailing", command.TypeDelete),
+			[]byte(`{"id":"body-trailing","type":"delete","cart_id":"trailing"} {}`), "hdr-trailing", "body-trailing"},
+		{"unknown type in subject", "cart.cmd.subjtype.frobnicate",
+			[]byte(`{"id":"body-subjtype","type":"frobnicate","cart_id":"subjtype"}`), "hdr-subjtype", "body-subjtype"},
+		{"unreadable body", subjects.Command("cut", command.TypeAddItem), []byte(`{"id":"body-cut",`), "hdr-cut", "hdr-cut"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.publish(t, c.subject, c.body, c.msgID)
+			cartID, _, _ := subjects.ParseCommand(c.subject)
+			eventually(t, func() bool { return len(e.events.forCart(cartID)) > 0 }, waitFor, tick, "no event for cart %s", cartID)
+			ev := e.events.forCart(cartID)[0]
+			require.Equal(t, command.OutcomeRejected, ev.Outcome)
+			require.Equal(t, c.want, ev.CommandID)
+		})
+	}
 }

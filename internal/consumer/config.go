@@ -151,7 +151,8 @@ type Observer interface {
 	// CommandDone is called once per delivery with the command type (or
 	// "unknown"), its outcome label and how long handling took. Outcomes:
 	// applied, duplicate, rejected, dead_letter, retry, breaker_open,
-	// shutdown.
+	// not_ready, shutdown, and invalid for a delivery that is no JetStream
+	// message, which is logged and dropped.
 	CommandDone(typ, outcome string, d time.Duration)
 	// Redelivered is called for every delivery after the first.
 	Redelivered()

@@ -1,7 +1,9 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -27,6 +29,9 @@ const (
 	LabelBreakerOpen = "breaker_open"
 	LabelNotReady    = "not_ready"
 	LabelShutdown    = "shutdown"
+	// LabelInvalid: a delivery that is no JetStream message (it has no
+	// metadata), so it can be neither settled nor dead-lettered.
+	LabelInvalid = "invalid"
 )
 
 // Codes of rejections decided here rather than by command validation.
@@ -48,9 +53,11 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 
 	md, err := msg.Metadata()
 	if err != nil {
-		// Not a JetStream message: nothing to ack or redeliver.
-		w.log.Warn("message without metadata", "subject", w.subject(msg), "err", err)
-		outcome = LabelDeadLetter
+		// Not a JetStream message: nothing to ack, redeliver or terminate,
+		// and no stream sequence to dead-letter it under. The log line is
+		// all that is left of it.
+		w.log.Warn("message without metadata dropped", "subject", w.subject(msg), "err", err)
+		outcome = LabelInvalid
 		return
 	}
 	if md.NumDelivered > 1 {
@@ -72,7 +79,13 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 		if command.Type(subjType).Valid() {
 			typ = subjType
 		}
-		outcome = w.deadLetter(ctx, msg, md, "", inv.Code, inv.Reason)
+		// A publisher waits for the event under the body's id: use it
+		// whenever the body has one to read.
+		id := cmd.ID
+		if id == "" {
+			id = bodyID(msg.Data())
+		}
+		outcome = w.deadLetter(ctx, msg, md, id, inv.Code, inv.Reason)
 		return
 	}
 	typ = string(cmd.Type)
@@ -101,6 +114,10 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 		outcome = w.reject(r, msg, md, cmd, command.CodeAmountOverflow, err)
 	case errors.Is(err, cartcache.ErrInvalidCart):
 		outcome = w.deadLetter(ctx, msg, md, cmd.ID, command.CodeInvalidCart, err.Error())
+	case errors.Is(err, cartcache.ErrUnknownType):
+		// Decode refuses unknown types, so only an Applier that knows fewer
+		// types than command does gets here; no retry teaches it more.
+		outcome = w.deadLetter(ctx, msg, md, cmd.ID, command.CodeUnknownType, err.Error())
 	case errors.Is(err, statepool.ErrBadRequest):
 		// Dapr refused what this command produced: no retry can change it.
 		outcome = w.deadLetter(ctx, msg, md, cmd.ID, command.CodeStateRejected, err.Error())
@@ -124,6 +141,24 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 	default:
 		outcome = w.retry(r, msg, md, cmd.ID, err)
 	}
+}
+
+// bodyID returns the top-level "id" string of a command body that failed
+// to decode, or "" when it has none to read. Decode gets to the id only when
+// the body is valid JSON and the subject checks pass; a body refused before
+// that, or malformed after its first value, may still name its command.
+func bodyID(data []byte) string {
+	if len(data) > command.MaxBodyBytes {
+		// The limit exists so that such a body is never parsed.
+		return ""
+	}
+	var v struct {
+		ID string `json:"id"`
+	}
+	// Only the first JSON value is read, so trailing data does not hide the
+	// id. The error does not matter: whatever was read of v is all there is.
+	_ = json.NewDecoder(bytes.NewReader(data)).Decode(&v)
+	return v.ID
 }
 
 // Errors of apply that are no outcome of the command itself.

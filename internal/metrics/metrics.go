@@ -36,7 +36,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cartworker_commands_total",
-			Help: "Command deliveries handled, by type and outcome (applied, duplicate, rejected, dead_letter, retry, breaker_open, shutdown).",
+			Help: "Command deliveries handled, by type and outcome (applied, duplicate, rejected, dead_letter, retry, breaker_open, not_ready, shutdown, invalid).",
 		}, []string{"type", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "cartworker_command_duration_seconds",
