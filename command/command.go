@@ -126,4 +126,10 @@ const (
 	// command produced (HTTP 400 for a reason of the command's own). The
 	// command is dead-lettered at once.
 	CodeStateRejected = "state_rejected"
+	// CodeUnknownTaxCode: a line's tax_code is not in the worker's tax
+	// table (CART_TAX_TABLE).
+	CodeUnknownTaxCode = "unknown_tax_code"
+	// CodeMaxDeliveries: a command kept failing transiently
+	// WORKER_MAX_DELIVER times and was dead-lettered.
+	CodeMaxDeliveries = "max_deliveries"
 )

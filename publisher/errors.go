@@ -39,9 +39,7 @@ type RejectedError struct {
 	CartID    string
 	// Type is the command type.
 	Type command.Type
-	// Code is machine readable: a command.Code* constant, or another code
-	// the worker defines (for example "unknown_tax_code" or
-	// "max_deliveries").
+	// Code is machine readable: one of the command.Code* constants.
 	Code string
 	// Message is a human readable explanation.
 	Message string

@@ -307,7 +307,7 @@ func (c *cli) replay(ctx context.Context, s *session, st jetstream.Stream, m *je
 	if orig == "" {
 		return fmt.Errorf("seq %d: no %s header, cannot tell where to replay it", m.Sequence, command.HeaderDLQSubject)
 	}
-	if code := m.Header.Get(command.HeaderDLQCode); code != "" && code != "max_deliveries" {
+	if code := m.Header.Get(command.HeaderDLQCode); code != "" && code != command.CodeMaxDeliveries {
 		fmt.Fprintf(c.stderr, "seq %d: dead-lettered as %s; unchanged, it will most likely be dead-lettered again\n", m.Sequence, code)
 	}
 	msg := nats.NewMsg(orig)

@@ -34,15 +34,6 @@ const (
 	LabelInvalid = "invalid"
 )
 
-// Codes of rejections decided here rather than by command validation.
-const (
-	// CodeMaxDeliveries: a command kept failing transiently until its last
-	// delivery and was dead-lettered.
-	CodeMaxDeliveries = "max_deliveries"
-	// CodeUnknownTaxCode: a line's tax_code is not in the tax table.
-	CodeUnknownTaxCode = "unknown_tax_code"
-)
-
 // handle decides the fate of one delivery. It is the only place where errors
 // from decoding and applying a command are handled.
 func (w *Worker) handle(r *run, msg jetstream.Msg) {
@@ -109,7 +100,7 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 	case errors.Is(err, cartcache.ErrInvalidState):
 		outcome = w.reject(r, msg, md, cmd, command.CodeInvalidState, err)
 	case errors.Is(err, cartcache.ErrUnknownTaxCode):
-		outcome = w.reject(r, msg, md, cmd, CodeUnknownTaxCode, err)
+		outcome = w.reject(r, msg, md, cmd, command.CodeUnknownTaxCode, err)
 	case errors.Is(err, cartcache.ErrAmountOverflow):
 		outcome = w.reject(r, msg, md, cmd, command.CodeAmountOverflow, err)
 	case errors.Is(err, cartcache.ErrInvalidCart):
@@ -221,7 +212,7 @@ func (w *Worker) retry(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cmd
 		w.log.Warn("failure count not stored; counting deliveries", "subject", w.subject(msg), "err", cerr)
 	}
 	if failed >= w.cfg.MaxDeliver {
-		return w.deadLetter(ctx, msg, md, cmdID, CodeMaxDeliveries,
+		return w.deadLetter(ctx, msg, md, cmdID, command.CodeMaxDeliveries,
 			fmt.Sprintf("failed %d times, last: %v", failed, err))
 	}
 	delay := w.backoff(uint64(failed))

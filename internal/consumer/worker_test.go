@@ -338,7 +338,7 @@ func TestBusinessRejections(t *testing.T) {
 	}{
 		{"missing cart", addCmd("a-ghost", "ghost", item("A", 1, "1", "00")), command.CodeCartNotFound},
 		{"cart paying", addCmd("a-paying", "paying", item("A", 1, "1", "00")), command.CodeInvalidState},
-		{"unknown tax code", addCmd("a-tax", "open", item("A", 1, "1", "99")), consumer.CodeUnknownTaxCode},
+		{"unknown tax code", addCmd("a-tax", "open", item("A", 1, "1", "99")), command.CodeUnknownTaxCode},
 	}
 	published := map[string]time.Time{}
 	for _, tt := range tests {
@@ -464,13 +464,13 @@ func TestTransientFailuresDeadLetterAfterMaxDeliver(t *testing.T) {
 	require.Equal(t, command.TypeAddItem, ev.Type)
 	require.Equal(t, "c1", ev.CartID)
 	require.NotNil(t, ev.Error)
-	require.Equal(t, consumer.CodeMaxDeliveries, ev.Error.Code)
+	require.Equal(t, command.CodeMaxDeliveries, ev.Error.Code)
 
 	dls := e.deadLetters(t)
 	require.Len(t, dls, 1)
 	dl := dls[0]
 	require.Equal(t, subjects.DeadLetter("c1", "add-item"), dl.Subject)
-	require.Equal(t, consumer.CodeMaxDeliveries, dl.Header.Get(command.HeaderDLQCode))
+	require.Equal(t, command.CodeMaxDeliveries, dl.Header.Get(command.HeaderDLQCode))
 	require.Equal(t, "3", dl.Header.Get(command.HeaderDLQDeliveries))
 	require.Equal(t, subjects.Command("c1", command.TypeAddItem), dl.Header.Get(command.HeaderDLQSubject))
 	require.Contains(t, dl.Header.Get(command.HeaderDLQReason), "503")
