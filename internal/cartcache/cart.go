@@ -136,8 +136,9 @@ func (d *document) setString(name, v string) {
 // appendString appends s as a JSON string, escaping what JSON requires and
 // replacing each byte of invalid UTF-8 with U+FFFD, as encoding/json does.
 // strconv.AppendQuote will not do: its escapes (\x01, \a) are Go's, not
-// JSON's. Unlike json.Marshal it cannot fail, so setString needs no error
-// path, and a plain ASCII value, the usual case, is copied as is.
+// JSON's. Unlike json.Marshal it cannot fail, so setString and encode (for
+// the document's keys) need no error path, and a plain ASCII value, the
+// usual case, is copied as is.
 func appendString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
@@ -446,36 +447,15 @@ func (d *document) encode(now time.Time) ([]byte, error) {
 	sort.Strings(keys)
 	buf := make([]byte, 0, size)
 	buf = append(buf, '{')
-	var err error
 	for i, k := range keys {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf, err = appendKey(buf, k)
-		if err != nil {
-			return nil, err
-		}
+		buf = appendString(buf, k)
 		buf = append(buf, ':')
 		buf = append(buf, d.fields[k]...)
 	}
 	return append(buf, '}'), nil
-}
-
-// appendKey appends k as a JSON string. Keys are nearly always plain ASCII,
-// which needs no escaping; anything else goes through the encoder.
-func appendKey(b []byte, k string) ([]byte, error) {
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			kb, err := json.Marshal(k)
-			if err != nil {
-				return b, fmt.Errorf("encode key: %w", err)
-			}
-			return append(b, kb...), nil
-		}
-	}
-	b = append(b, '"')
-	b = append(b, k...)
-	return append(b, '"'), nil
 }
 
 // addAmount returns a + b, or ErrAmountOverflow naming the total it was

@@ -97,7 +97,7 @@ func (c Config) withDefaults() Config {
 		c.Probe = func(context.Context) error { return nil }
 	}
 	dur(&c.ShutdownTimeout, 20*time.Second)
-	dur(&c.DuplicateWindow, 2*time.Minute)
+	dur(&c.DuplicateWindow, minDuplicateWindow)
 	dur(&c.CommandMaxAge, 24*time.Hour)
 	dur(&c.DeadLetterMaxAge, 14*24*time.Hour)
 	if c.Logger == nil {
@@ -128,7 +128,7 @@ func (c Config) Validate() error {
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d: want 1..5", c.Replicas))
 	}
-	if c.DuplicateWindow < 2*time.Minute {
+	if c.DuplicateWindow < minDuplicateWindow {
 		errs = append(errs, fmt.Errorf("duplicate window %s: want at least 2m", c.DuplicateWindow))
 	}
 	if c.RetryMaxDelay < c.RetryBaseDelay {

@@ -42,12 +42,13 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 	typ, outcome := "unknown", LabelRetry
 	defer func() { w.cfg.Observer.CommandDone(typ, outcome, time.Since(start)) }()
 
+	subject := w.subject(msg)
 	md, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream message: nothing to ack, redeliver or terminate,
 		// and no stream sequence to dead-letter it under. The log line is
 		// all that is left of it.
-		w.log.Warn("message without metadata dropped", "subject", w.subject(msg), "err", err)
+		w.log.Warn("message without metadata dropped", "subject", subject, "err", err)
 		outcome = LabelInvalid
 		return
 	}
@@ -60,13 +61,13 @@ func (w *Worker) handle(r *run, msg jetstream.Msg) {
 		return
 	}
 
-	cmd, err := w.cfg.Subjects.Decode(w.subject(msg), msg.Data())
+	cmd, err := w.cfg.Subjects.Decode(subject, msg.Data())
 	if err != nil {
 		var inv *command.InvalidError
 		if !errors.As(err, &inv) {
 			inv = &command.InvalidError{Code: command.CodeMalformedJSON, Reason: err.Error()}
 		}
-		_, subjType, _ := w.cfg.Subjects.ParseCommand(w.subject(msg))
+		_, subjType, _ := w.cfg.Subjects.ParseCommand(subject)
 		if command.Type(subjType).Valid() {
 			typ = subjType
 		}
@@ -197,8 +198,9 @@ func environmentFault(err error) bool {
 		errors.Is(err, statepool.ErrUnreachable)
 }
 
-// retry Naks a transiently failed command with exponential backoff, or
-// dead-letters it on its last delivery.
+// retry counts a transient failure of the command and Naks it with
+// exponential backoff, or dead-letters it once it has failed MaxDeliver
+// times.
 func (w *Worker) retry(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID string, err error) string {
 	// The work context may be cancelled already; the count and the dead
 	// letter must still get out.
@@ -242,7 +244,8 @@ func (w *Worker) reject(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cm
 // never dropped without a dead letter. cmdID is the body's id when it could
 // be decoded; the Nats-Msg-Id header stands in otherwise.
 func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID, code, reason string) string {
-	cartID, typ, _ := w.cfg.Subjects.ParseCommand(w.subject(msg))
+	subject := w.subject(msg)
+	cartID, typ, _ := w.cfg.Subjects.ParseCommand(subject)
 	if !command.ValidCartID(cartID) {
 		cartID = command.UnknownCartID
 	}
@@ -264,7 +267,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	}
 	dl.Header.Set(command.HeaderDLQCode, code)
 	dl.Header.Set(command.HeaderDLQReason, truncate(reason, 512))
-	dl.Header.Set(command.HeaderDLQSubject, w.subject(msg))
+	dl.Header.Set(command.HeaderDLQSubject, subject)
 	dl.Header.Set(command.HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
 	if id := msg.Headers().Get(command.HeaderMsgID); id != "" {
 		dl.Header.Set(command.HeaderDLQMsgID, id)
@@ -279,13 +282,13 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 
 	if err := w.storeDeadLetter(ctx, dl); err != nil {
 		w.log.Error("dead letter not stored, will retry",
-			"subject", w.subject(msg), "cart_id", cartID, "command_id", cmdID, "code", code, "err", err)
+			"subject", subject, "cart_id", cartID, "command_id", cmdID, "code", code, "err", err)
 		w.settle(msg, msg.NakWithDelay(deadLetterRetryDelay), "nak")
 		return LabelRetry
 	}
 	w.cfg.Observer.DeadLettered()
 	w.log.Warn("command dead-lettered",
-		"subject", w.subject(msg), "cart_id", cartID, "command_id", cmdID, "dlq_subject", dl.Subject,
+		"subject", subject, "cart_id", cartID, "command_id", cmdID, "dlq_subject", dl.Subject,
 		"code", code, "reason", reason, "delivery", md.NumDelivered)
 
 	if cartID != command.UnknownCartID {
@@ -296,7 +299,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		// The dead letter is stored; a lost event must not resurrect the
 		// command, so a failure here is only logged.
 		if err := w.emit(ev); err != nil {
-			w.log.Warn("rejected event not sent", "subject", w.subject(msg), "err", err)
+			w.log.Warn("rejected event not sent", "subject", subject, "err", err)
 		}
 	}
 	w.settle(msg, msg.TermWithReason(code), "term")
