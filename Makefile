@@ -9,10 +9,9 @@ GO    ?= go
 export TESTCONTAINERS_RYUK_DISABLED ?= true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 
-export NATS_IMAGE   ?= nats:2.15
-export REDIS_IMAGE  ?= redis:7
-export DAPRD_IMAGE  ?= daprio/daprd:1.18.0
-export WORKER_IMAGE ?= cartworker/worker:dev
+# Images: the defaults are in deployments/images.env, read by the scripts
+# and the integration suite; NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE and
+# WORKER_IMAGE in the environment or on the command line override them.
 
 INTEGRATION_TIMEOUT ?= 30m
 
@@ -55,5 +54,5 @@ test-integration: ## integration suite against real containers (builds images fi
 	@scripts/build-images.sh
 	$(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./integration/...
 
-bench: ## load test: pooled vs per-request vs ceiling vs go-sdk; writes bench/REPORT.md
+bench: ## load test (bench/loadgen): pooled vs per-request vs ceiling vs go-sdk; writes bench/REPORT.md
 	@scripts/bench.sh

@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/deployments"
 	"github.com/cartworker/cartworker/internal/config"
 )
 
@@ -405,7 +406,7 @@ func TestWorkerDeployment(t *testing.T) {
 		}
 		cfg := loadWorkerConfig(t, deploymentEnv(t, all))
 		// Production runs on a JetStream cluster of 3 with R3 streams.
-		require.Equal(t, 3, cfg.NATSStreamReplicas, "NATS_STREAM_REPLICAS")
+		require.Equal(t, 3, cfg.Consumer.Replicas, "NATS_STREAM_REPLICAS")
 	})
 	t.Run("shutdown fits the grace period", func(t *testing.T) {
 		drain, err := time.ParseDuration(envValue(t, "WORKER_SHUTDOWN_TIMEOUT"))
@@ -439,7 +440,7 @@ func TestKEDAScaledObject(t *testing.T) {
 	require.Equal(t, "Deployment", mustStr(t, so.data, "spec", "scaleTargetRef", "kind"))
 	require.Equal(t, "cartworker", mustStr(t, so.data, "spec", "scaleTargetRef", "name"))
 	require.Equal(t, 1, mustInt(t, so.data, "spec", "minReplicaCount"))
-	require.Equal(t, cfg.Partitions, mustInt(t, so.data, "spec", "maxReplicaCount"),
+	require.Equal(t, cfg.Consumer.Partitions, mustInt(t, so.data, "spec", "maxReplicaCount"),
 		"maxReplicaCount is WORKER_PARTITIONS: one command per partition is in flight, so more replicas sit idle")
 
 	triggers := mustList(t, so.data, "spec", "triggers")
@@ -475,7 +476,7 @@ func TestKEDAScaledObject(t *testing.T) {
 			re, err := regexp.Compile("^(?:" + cm.value + ")$")
 			require.NoError(t, err)
 			names := []string{command.ConsumerName}
-			for p := range cfg.Partitions {
+			for p := range cfg.Consumer.Partitions {
 				names = append(names, command.PartitionConsumer(p))
 			}
 			for _, name := range names {
@@ -549,7 +550,7 @@ func TestNACKJetStream(t *testing.T) {
 			require.Equal(t, "limits", mustStr(t, s, "retention"))
 			require.Equal(t, "2m", mustStr(t, s, "duplicateWindow"))
 			require.Equal(t, tc.maxAge, mustStr(t, s, "maxAge"))
-			require.Equal(t, cfg.NATSStreamReplicas, mustInt(t, s, "replicas"),
+			require.Equal(t, cfg.Consumer.Replicas, mustInt(t, s, "replicas"),
 				"replicas must match NATS_STREAM_REPLICAS of the Deployment")
 			if !tc.partitioned {
 				require.NotContains(t, s, "subjectTransform")
@@ -557,7 +558,7 @@ func TestNACKJetStream(t *testing.T) {
 			}
 			// The worker refuses a stream partitioned otherwise, and adds its
 			// transform to one without, which NACK would then remove again.
-			src, dst := subjects.PartitionTransform(cfg.Partitions)
+			src, dst := subjects.PartitionTransform(cfg.Consumer.Partitions)
 			require.Equal(t, src, mustStr(t, s, "subjectTransform", "source"))
 			require.Equal(t, dst, mustStr(t, s, "subjectTransform", "dest"),
 				"the transform's partition count must be WORKER_PARTITIONS of the Deployment")
@@ -621,7 +622,9 @@ func loadWorkerConfig(t *testing.T, env map[string]string) config.Config {
 	return cfg
 }
 
-var composeVar = regexp.MustCompile(`^\$\{([A-Z_][A-Z0-9_]*):-([^}]+)\}$`)
+// composeRequiredVar is ${VAR:?message}: a variable with no default in the
+// compose file, which must come from the environment or images.env (through .env).
+var composeRequiredVar = regexp.MustCompile(`^\$\{([A-Z_][A-Z0-9_]*):\?[^}]+\}$`)
 
 // composeEnv normalizes the map and the list ("K=V") forms.
 func composeEnv(t *testing.T, svc map[string]any) map[string]string {
@@ -683,20 +686,21 @@ func TestCompose(t *testing.T) {
 	}
 
 	t.Run("image variables", func(t *testing.T) {
-		want := map[string][2]string{
-			"nats":   {"NATS_IMAGE", "nats:2.15"},
-			"redis":  {"REDIS_IMAGE", "redis:7"},
-			"daprd":  {"DAPRD_IMAGE", "daprio/daprd:1.18.0"},
-			"worker": {"WORKER_IMAGE", "cartworker/worker:dev"},
-		}
-		got := map[string][2]string{}
+		// The defaults are written once, in images.env (compose reads it
+		// through the .env link), not in the compose file.
+		defaults, err := deployments.Images()
+		require.NoError(t, err)
+		want := map[string]string{"nats": "NATS_IMAGE", "redis": "REDIS_IMAGE", "daprd": "DAPRD_IMAGE", "worker": "WORKER_IMAGE"}
+		got := map[string]string{}
 		for name := range services {
 			img := mustStr(t, services, name, "image")
-			m := composeVar.FindStringSubmatch(img)
-			require.NotNil(t, m, "service %s: image %q is not ${VAR:-default}", name, img)
-			got[name] = [2]string{m[1], m[2]}
+			m := composeRequiredVar.FindStringSubmatch(img)
+			require.NotNil(t, m, "service %s: image %q is not ${VAR:?message}; its default belongs in images.env", name, img)
+			got[name] = m[1]
 		}
 		require.Equal(t, want, got)
+		require.ElementsMatch(t, slices.Collect(maps.Values(want)), slices.Collect(maps.Keys(defaults)),
+			"images.env sets exactly the compose file's image variables")
 	})
 	t.Run("worker publishes the HTTP port", func(t *testing.T) {
 		require.Contains(t, containerPorts(t, svc(t, "worker")), httpPort(t))
@@ -719,7 +723,7 @@ func TestCompose(t *testing.T) {
 			require.True(t, known[name], "the worker reads no %s (removed or misspelt?)", name)
 		}
 		// One nats server: streams can only be R1.
-		require.Equal(t, 1, loadWorkerConfig(t, env).NATSStreamReplicas, "NATS_STREAM_REPLICAS")
+		require.Equal(t, 1, loadWorkerConfig(t, env).Consumer.Replicas, "NATS_STREAM_REPLICAS")
 	})
 	t.Run("worker drains before SIGKILL", func(t *testing.T) {
 		w := svc(t, "worker")
@@ -867,5 +871,28 @@ func TestNoSecretLiterals(t *testing.T) {
 				require.Empty(t, secretLiterals(m.node), "%s holds a secret in clear; use a secretKeyRef or ${VAR}", m)
 			}
 		})
+	}
+}
+
+// TestImageDefaultsWrittenOnce keeps the default image names out of the
+// files that used to repeat them: they read images.env instead.
+func TestImageDefaultsWrittenOnce(t *testing.T) {
+	defaults, err := deployments.Images()
+	require.NoError(t, err)
+	files := []string{"compose.yaml", "../Makefile"}
+	for _, pattern := range []string{"../scripts/*.sh", "../integration/*.go"} {
+		m, err := filepath.Glob(pattern)
+		require.NoError(t, err)
+		require.NotEmpty(t, m, pattern)
+		files = append(files, m...)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for name, image := range defaults {
+			if strings.Contains(string(b), image) {
+				t.Errorf("%s repeats %s's default %s; read deployments/images.env instead", f, name, image)
+			}
+		}
 	}
 }

@@ -6,11 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/url"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -18,35 +16,28 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/cartworker/cartworker/money"
 	"github.com/cartworker/cartworker/publisher"
 )
 
-// daprState is one answer of Dapr's state API.
-type daprState struct {
-	Status int
-	ETag   string
-	Body   []byte
-}
-
 // daprGet reads key from the cartstore through daprd's HTTP API on the
-// mapped port, as upstream does, sending token when set.
-func daprGet(ctx context.Context, daprURL, token, key string) (daprState, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		daprURL+"/v1.0/state/cartstore/"+url.PathEscape(key), nil)
+// mapped port, as upstream does, sending token when set. It reads with the
+// worker's own state client; status is the HTTP status daprd answered, 0
+// when none came.
+func daprGet(ctx context.Context, daprURL, token, key string) (e statepool.Entry, status int, err error) {
+	var code string
+	c, err := statepool.New(statepool.Config{
+		Endpoint: daprURL, StoreName: "cartstore", APIToken: token, RequestTimeout: 5 * time.Second,
+		Hooks: statepool.Hooks{OnRequest: func(_, got string) { code = got }},
+	})
 	if err != nil {
-		return daprState{}, err
+		return statepool.Entry{}, 0, err
 	}
-	if token != "" {
-		req.Header.Set("dapr-api-token", token)
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return daprState{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return daprState{Status: resp.StatusCode, ETag: resp.Header.Get("Etag"), Body: b}, err
+	defer c.Close()
+	e, err = c.Get(ctx, key)
+	status, _ = strconv.Atoi(code) // "timeout" and "error" are 0
+	return e, status, err
 }
 
 // cartDoc is the part of a stored cart the tests check.
@@ -89,14 +80,13 @@ type lineItem struct {
 }
 
 // readCart reads a cart through Dapr and requires it to exist.
-func readCart(ctx context.Context, t *testing.T, st *stack, cartID string) (cartDoc, daprState) {
+func readCart(ctx context.Context, t *testing.T, st *stack, cartID string) (cartDoc, statepool.Entry) {
 	t.Helper()
-	s, err := daprGet(ctx, st.DaprURL, st.DaprToken, cartID)
+	e, _, err := daprGet(ctx, st.DaprURL, st.DaprToken, cartID)
 	require.NoError(t, err, "GET cart %s through Dapr", cartID)
-	require.Equal(t, http.StatusOK, s.Status, "GET cart %s through Dapr: %s", cartID, s.Body)
 	var d cartDoc
-	require.NoError(t, json.Unmarshal(s.Body, &d), "cart %s: %s", cartID, s.Body)
-	return d, s
+	require.NoError(t, json.Unmarshal(e.Value, &d), "cart %s: %s", cartID, e.Value)
+	return d, e
 }
 
 // newCartIDs returns n cart ids unique to this run and test.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 	"github.com/cartworker/cartworker/publisher"
@@ -54,7 +55,7 @@ func TestContractEndToEnd(t *testing.T) {
 	// The cart read back through Dapr, as upstream reads it.
 	d, s := readCart(ctx, t, st, cart)
 	require.NotEmpty(t, s.ETag, "Dapr answers a stored cart with an ETag")
-	requireSnakeCase(t, s.Body)
+	requireSnakeCase(t, s.Value)
 	require.Equal(t, cart, d.CartID)
 	require.Equal(t, "T1", d.TenantID)
 	require.Equal(t, "S1", d.StoreCode)
@@ -100,7 +101,7 @@ func TestContractEndToEnd(t *testing.T) {
 	key := redisKey(cart)
 	require.Equal(t, "1", st.redisCLI(ctx, t, "EXISTS", key), "key %q in Redis DB %s", key, redisDB)
 	require.Equal(t, "0", st.redisCLI(ctx, t, "EXISTS", cart), "no key without the app-id prefix")
-	require.JSONEq(t, string(s.Body), st.redisCLI(ctx, t, "HGET", key, "data"))
+	require.JSONEq(t, string(s.Value), st.redisCLI(ctx, t, "HGET", key, "data"))
 	requireTTL(t, st.redisCLI(ctx, t, "TTL", key), 36000)
 
 	// Valid commands the cart refuses are rejected, not dead-lettered.
@@ -119,19 +120,18 @@ func TestContractEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, command.OutcomeApplied, delEv.Outcome)
 	require.False(t, delEv.Duplicate)
-	gone, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusNoContent, gone.Status, "Dapr answers 204 for a deleted cart: %s", gone.Body)
-	tomb, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart+":tombstone")
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, tomb.Status, "tombstone: %s", tomb.Body)
+	_, status, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart)
+	require.ErrorIs(t, err, statepool.ErrNotFound)
+	require.Equal(t, http.StatusNoContent, status, "Dapr answers 204 for a deleted cart: %v", err)
+	tomb, _, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart+":tombstone")
+	require.NoError(t, err, "tombstone")
 	var ts struct {
 		CartID    string   `json:"cart_id"`
 		DeletedBy string   `json:"deleted_by"`
 		DeletedAt string   `json:"deleted_at"`
 		Applied   []string `json:"applied_command_ids"`
 	}
-	require.NoError(t, json.Unmarshal(tomb.Body, &ts))
+	require.NoError(t, json.Unmarshal(tomb.Value, &ts))
 	require.Equal(t, cart, ts.CartID)
 	require.Equal(t, delEv.CommandID, ts.DeletedBy)
 	require.NotEmpty(t, ts.DeletedAt)
@@ -144,9 +144,9 @@ func TestContractEndToEnd(t *testing.T) {
 	require.NoError(t, b.republish(ctx, adds[0], adds[0].ID+"-again"))
 	dup := b.events.waitFor(ctx, t, cart, adds[0].ID, func(ev command.Event) bool { return ev.Duplicate })
 	require.Equal(t, command.OutcomeApplied, dup.Outcome)
-	gone, err = daprGet(ctx, st.DaprURL, st.DaprToken, cart)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusNoContent, gone.Status, "the duplicate resurrected the cart: %s", gone.Body)
+	_, status, err = daprGet(ctx, st.DaprURL, st.DaprToken, cart)
+	require.ErrorIs(t, err, statepool.ErrNotFound)
+	require.Equal(t, http.StatusNoContent, status, "the duplicate resurrected the cart: %v", err)
 	nonDup := 0
 	for _, ev := range b.events.of(cart, adds[0].ID) {
 		if !ev.Duplicate {

@@ -79,7 +79,7 @@ func TestExactlyOnceThreeInstances(t *testing.T) {
 		workers = append(workers, startProcess(t, fmt.Sprintf("eo-%d", i), workerEnv(t, st, st, map[string]string{
 			"WORKER_CONCURRENCY":              strconv.Itoa(eoConcurrency),
 			"WORKER_STATE_MAX_CONNS":          strconv.Itoa(eoPoolLimit),
-			"WORKER_STATE_MAX_CONNS_PER_HOST": strconv.Itoa(eoPoolLimit),
+			"WORKER_STATE_MAX_CONNS": strconv.Itoa(eoPoolLimit),
 			"LOG_LEVEL":                       "warn",
 		})))
 	}

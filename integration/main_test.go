@@ -32,15 +32,13 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/cartworker/cartworker/deployments"
 )
 
-// Images, from the environment like the Makefile's.
-var (
-	natsImage   = envOr("NATS_IMAGE", "nats:2.15")
-	redisImage  = envOr("REDIS_IMAGE", "redis:7")
-	daprdImage  = envOr("DAPRD_IMAGE", "daprio/daprd:1.18.0")
-	workerImage = envOr("WORKER_IMAGE", "cartworker/worker:dev")
-)
+// Images, from the environment like the scripts', else the defaults in
+// deployments/images.env; set by TestMain.
+var natsImage, redisImage, daprdImage, workerImage string
 
 var (
 	// suiteID makes this run's container names unique next to other runs
@@ -68,6 +66,10 @@ func runSuite(m *testing.M) int {
 	setenvDefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 	setenvDefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 
+	if err := setImages(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := checkImages(ctx); err != nil {
@@ -112,6 +114,23 @@ func sharedStack(t *testing.T) *stack {
 	require.NoError(t, shared.err, "shared stack")
 	shared.stack.logOnFailure(t)
 	return shared.stack
+}
+
+// setImages sets the image names from the environment or images.env.
+func setImages() error {
+	defaults, err := deployments.Images()
+	if err != nil {
+		return err
+	}
+	for _, img := range []struct {
+		name string
+		dst  *string
+	}{{"NATS_IMAGE", &natsImage}, {"REDIS_IMAGE", &redisImage}, {"DAPRD_IMAGE", &daprdImage}, {"WORKER_IMAGE", &workerImage}} {
+		if *img.dst = envOr(img.name, defaults[img.name]); *img.dst == "" {
+			return fmt.Errorf("%s: not set and not in deployments/images.env", img.name)
+		}
+	}
+	return nil
 }
 
 // checkImages fails with a clear message when an image is missing, rather

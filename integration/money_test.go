@@ -130,7 +130,7 @@ func overflowRun(ctx context.Context, t *testing.T, st *stack, b *bus, price str
 		Lines   []json.RawMessage `json:"line_items"`
 		Applied []string          `json:"applied_command_ids"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(s.Body))
+	dec := json.NewDecoder(bytes.NewReader(s.Value))
 	dec.UseNumber()
 	require.NoError(t, dec.Decode(&doc))
 	withTax := new(big.Rat).Add(subtotal, tax)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
 	"github.com/cartworker/cartworker/publisher"
@@ -30,15 +31,15 @@ func TestDaprAPITokenEnforced(t *testing.T) {
 	st := newTestStack(t, stackOptions{daprToken: token})
 
 	// daprd itself refuses a request without the token, or with another.
-	s, err := daprGet(ctx, st.DaprURL, "", "anything")
-	require.NoError(t, err)
-	require.Equal(t, http.StatusUnauthorized, s.Status, "no token: %s", s.Body)
-	s, err = daprGet(ctx, st.DaprURL, wrong, "anything")
-	require.NoError(t, err)
-	require.Equal(t, http.StatusUnauthorized, s.Status, "wrong token: %s", s.Body)
-	s, err = daprGet(ctx, st.DaprURL, token, "anything")
-	require.NoError(t, err)
-	require.Equal(t, http.StatusNoContent, s.Status, "right token, missing key: %s", s.Body)
+	_, status, err := daprGet(ctx, st.DaprURL, "", "anything")
+	require.ErrorIs(t, err, statepool.ErrUnauthorized)
+	require.Equal(t, http.StatusUnauthorized, status, "no token: %v", err)
+	_, status, err = daprGet(ctx, st.DaprURL, wrong, "anything")
+	require.ErrorIs(t, err, statepool.ErrUnauthorized)
+	require.Equal(t, http.StatusUnauthorized, status, "wrong token: %v", err)
+	_, status, err = daprGet(ctx, st.DaprURL, token, "anything")
+	require.ErrorIs(t, err, statepool.ErrNotFound)
+	require.Equal(t, http.StatusNoContent, status, "right token, missing key: %v", err)
 
 	// The right token: commands are applied.
 	b := connectBus(ctx, t, nats.NATSURL)

@@ -33,6 +33,7 @@
 #   BENCH_PEER       1 to run the go-sdk peer, 0 to skip it (1)
 #   BENCH_PROFILE    1 to save a CPU profile of the pooled worker at saturation (0)
 #   BENCH_OUT        where REPORT.md, results.json, latency.svg go (bench/)
+#   NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE   images (deployments/images.env)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,9 +50,9 @@ BENCH_PEER=${BENCH_PEER:-1}
 BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_OUT=${BENCH_OUT:-$ROOT/bench}
 
-NATS_IMAGE=${NATS_IMAGE:-nats:2.15}
-REDIS_IMAGE=${REDIS_IMAGE:-redis:7}
-DAPRD_IMAGE=${DAPRD_IMAGE:-daprio/daprd:1.18.0}
+# NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE: deployments/images.env unless set.
+# shellcheck source=images.sh
+. "$ROOT/scripts/images.sh"
 
 log() { echo "bench: $*" >&2; }
 die() {
@@ -133,7 +134,7 @@ done
 
 log "building worker, loadgen and the go-sdk peer"
 CGO_ENABLED=0 go build -o "$BIN/worker" ./cmd/worker
-CGO_ENABLED=0 go build -o "$BIN/loadgen" ./cmd/loadgen
+CGO_ENABLED=0 go build -o "$BIN/loadgen" ./bench/loadgen
 LOADGEN=$BIN/loadgen
 PEER_STATUS="not available: disabled (BENCH_PEER=0)"
 SDK_VERSION=

@@ -4,12 +4,13 @@
 #   scripts/build-images.sh            # build what is missing (+ worker)
 #   FORCE=1 scripts/build-images.sh    # rebuild everything
 #
-# Images (override by env; defaults are the official names, so a machine
-# with a registry can `docker pull` them instead):
-#   NATS_IMAGE    nats:2.15             nats-server from the main go.mod
-#   REDIS_IMAGE   redis:7               Debian's redis-server + its libs
-#   DAPRD_IMAGE   daprio/daprd:1.18.0   daprd from tools/daprd/go.mod
-#   WORKER_IMAGE  cartworker/worker:dev ./cmd/worker (always rebuilt)
+# Images (override by env; the defaults, in deployments/images.env, are the
+# official names, so a machine with a registry can `docker pull` them
+# instead):
+#   NATS_IMAGE    nats-server from the main go.mod
+#   REDIS_IMAGE   Debian's redis-server + its libs
+#   DAPRD_IMAGE   daprd from tools/daprd/go.mod
+#   WORKER_IMAGE  ./cmd/worker (always rebuilt)
 #
 # An image that already exists is skipped unless FORCE=1. Built binaries are
 # cached in ${CARTWORKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cartworker}/bin
@@ -21,10 +22,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGES_DIR=$ROOT/deployments/images
 
-NATS_IMAGE=${NATS_IMAGE:-nats:2.15}
-REDIS_IMAGE=${REDIS_IMAGE:-redis:7}
-DAPRD_IMAGE=${DAPRD_IMAGE:-daprio/daprd:1.18.0}
-WORKER_IMAGE=${WORKER_IMAGE:-cartworker/worker:dev}
+# shellcheck source=images.sh
+. "$ROOT/scripts/images.sh"
 FORCE=${FORCE:-0}
 CACHE_DIR=${CARTWORKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cartworker}
 BIN_DIR=$CACHE_DIR/bin

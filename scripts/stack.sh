@@ -9,16 +9,16 @@
 #   scripts/stack.sh logs    follow the worker's logs
 #   scripts/stack.sh status  show the containers
 #
+# Images default to deployments/images.env; override any of them with
+# NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE and WORKER_IMAGE.
 # Host ports (loopback only) can be changed with NATS_PORT (4222),
 # NATS_MONITOR_PORT (8222), DAPR_PORT (3500) and WORKER_PORT (8080).
 # DAPR_API_TOKEN, when set, is enforced by daprd and sent by the worker.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NATS_IMAGE=${NATS_IMAGE:-nats:2.15}
-REDIS_IMAGE=${REDIS_IMAGE:-redis:7}
-DAPRD_IMAGE=${DAPRD_IMAGE:-daprio/daprd:1.18.0}
-WORKER_IMAGE=${WORKER_IMAGE:-cartworker/worker:dev}
+# shellcheck source=images.sh
+. "$ROOT/scripts/images.sh"
 NATS_PORT=${NATS_PORT:-4222}
 NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
 DAPR_PORT=${DAPR_PORT:-3500}

@@ -9,21 +9,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
-// StateOps is a Dapr state client as the direct modes (ceiling, go-sdk) use
-// it. Get reports a missing key with found == false and a nil error.
-type StateOps interface {
-	Get(ctx context.Context, key string) (etag string, found bool, err error)
-	// Save writes value; a non-empty etag makes it conditional
-	// (first-write), ttlSeconds > 0 sets a per-item TTL.
-	Save(ctx context.Context, key string, value []byte, etag string, ttlSeconds int) error
-	// Delete removes key; a non-empty etag makes it conditional.
-	Delete(ctx context.Context, key, etag string) error
-}
-
-// TombstoneTTLSeconds is the worker's default CART_TOMBSTONE_TTL (1h).
-const TombstoneTTLSeconds = 3600
+// TombstoneTTL is the worker's default CART_TOMBSTONE_TTL.
+const TombstoneTTL = time.Hour
 
 // Direct is the Scenario of the direct modes: the same state calls, with
 // documents of the same size, as the worker makes for each command, but
@@ -32,9 +25,13 @@ const TombstoneTTLSeconds = 3600
 //	cache     GET key (missing), GET key:tombstone (missing), POST doc[0]
 //	add-item  GET key, POST doc[line] with its ETag (first-write)
 //	delete    GET key, POST key:tombstone with a TTL, DELETE key with its ETag
+//
+// Store is the worker's own state-store contract, so the ceiling uses the
+// worker's statepool client as it is and the go-sdk peer implements the
+// same contract.
 type Direct struct {
-	Ops  StateOps
-	Docs *Docs
+	Store cartcache.Store
+	Docs  *Docs
 }
 
 // ErrMissing is returned when a cart the scenario created is not found.
@@ -44,37 +41,50 @@ var ErrMissing = errors.New("loadkit: cart missing from the state store")
 func (s *Direct) Do(ctx context.Context, typ, cartID string, line int) error {
 	switch typ {
 	case TypeCache:
-		etag, found, err := s.Ops.Get(ctx, cartID)
+		etag, found, err := s.etag(ctx, cartID)
 		if err != nil {
 			return err
 		}
 		if !found {
-			if _, _, err := s.Ops.Get(ctx, cartID+":tombstone"); err != nil {
+			if _, _, err := s.etag(ctx, cartID+":tombstone"); err != nil {
 				return err
 			}
 		}
-		return s.Ops.Save(ctx, cartID, s.Docs.Doc(0), etag, 0)
+		return s.Store.Save(ctx, cartID, s.Docs.Doc(0), statepool.SaveOptions{ETag: etag})
 	case TypeAddItem:
-		etag, found, err := s.Ops.Get(ctx, cartID)
+		etag, found, err := s.etag(ctx, cartID)
 		if err != nil {
 			return err
 		}
 		if !found {
 			return fmt.Errorf("add-item %s: %w", cartID, ErrMissing)
 		}
-		return s.Ops.Save(ctx, cartID, s.Docs.Doc(line), etag, 0)
+		return s.Store.Save(ctx, cartID, s.Docs.Doc(line), statepool.SaveOptions{ETag: etag})
 	case TypeDelete:
-		etag, found, err := s.Ops.Get(ctx, cartID)
+		etag, found, err := s.etag(ctx, cartID)
 		if err != nil || !found {
 			return err
 		}
-		if err := s.Ops.Save(ctx, cartID+":tombstone", s.Docs.Tombstone, "", TombstoneTTLSeconds); err != nil {
+		if err := s.Store.Save(ctx, cartID+":tombstone", s.Docs.Tombstone, statepool.SaveOptions{TTL: TombstoneTTL}); err != nil {
 			return err
 		}
-		return s.Ops.Delete(ctx, cartID, etag)
+		return s.Store.Delete(ctx, cartID, etag)
 	default:
 		return fmt.Errorf("loadkit: unknown command type %q", typ)
 	}
+}
+
+// etag reads key and returns its ETag; a missing key is found == false,
+// not an error.
+func (s *Direct) etag(ctx context.Context, key string) (etag string, found bool, err error) {
+	e, err := s.Store.Get(ctx, key)
+	switch {
+	case errors.Is(err, statepool.ErrNotFound):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return e.ETag, true, nil
 }
 
 // Docs are the documents the direct modes store: Carts[k] is a cart with k

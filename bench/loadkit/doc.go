@@ -1,12 +1,12 @@
 // Package loadkit is the shared core of cartworker's load tooling
-// (cmd/loadgen and the go-sdk peer in bench/sdkpeer): the cart scenario
+// (bench/loadgen and the go-sdk peer in bench/sdkpeer): the cart scenario
 // driver, the latency recorder, exact percentiles, the aggregation of runs
 // into report points, and /proc sampling.
 //
-// It imports only the standard library, so that the separate bench/sdkpeer
-// module can use it through a replace directive without pulling the main
-// module's dependencies, and so that the main module never depends on the
-// Dapr Go SDK.
+// Besides the standard library it imports only the worker's state-store
+// contract, cartcache.Store (with statepool's Entry and SaveOptions), which
+// the direct modes drive. The separate bench/sdkpeer module uses it through
+// a replace directive, so the main module never depends on the Dapr Go SDK.
 //
 // Vocabulary:
 //

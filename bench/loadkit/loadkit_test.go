@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
 func TestPercentileNearestRank(t *testing.T) {
@@ -173,37 +176,43 @@ func TestRunFileRoundTrip(t *testing.T) {
 	}
 }
 
-// memOps is an in-memory StateOps with ETags, to test Direct and Drive.
+// memOps is an in-memory cartcache.Store with ETags, to test Direct and
+// Drive.
 type memOps struct {
 	mu    sync.Mutex
 	data  map[string][]byte
 	etags map[string]int
+	ttls  map[string]time.Duration
 	calls atomic.Int64
 }
 
-func newMemOps() *memOps { return &memOps{data: map[string][]byte{}, etags: map[string]int{}} }
+var _ cartcache.Store = (*memOps)(nil)
 
-func (m *memOps) Get(_ context.Context, key string) (string, bool, error) {
-	m.calls.Add(1)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.data[key]; !ok {
-		return "", false, nil
-	}
-	return time.Duration(m.etags[key]).String(), true, nil
+func newMemOps() *memOps {
+	return &memOps{data: map[string][]byte{}, etags: map[string]int{}, ttls: map[string]time.Duration{}}
 }
 
-var errConflict = errors.New("etag mismatch")
-
-func (m *memOps) Save(_ context.Context, key string, v []byte, etag string, _ int) error {
+func (m *memOps) Get(_ context.Context, key string) (statepool.Entry, error) {
 	m.calls.Add(1)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if etag != "" && etag != time.Duration(m.etags[key]).String() {
-		return errConflict
+	v, ok := m.data[key]
+	if !ok {
+		return statepool.Entry{}, statepool.ErrNotFound
+	}
+	return statepool.Entry{Value: v, ETag: time.Duration(m.etags[key]).String()}, nil
+}
+
+func (m *memOps) Save(_ context.Context, key string, v []byte, opts statepool.SaveOptions) error {
+	m.calls.Add(1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if opts.ETag != "" && opts.ETag != time.Duration(m.etags[key]).String() {
+		return statepool.ErrETagMismatch
 	}
 	m.data[key] = v
 	m.etags[key]++
+	m.ttls[key] = opts.TTL
 	return nil
 }
 
@@ -212,7 +221,7 @@ func (m *memOps) Delete(_ context.Context, key, etag string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if etag != "" && etag != time.Duration(m.etags[key]).String() {
-		return errConflict
+		return statepool.ErrETagMismatch
 	}
 	delete(m.data, key)
 	return nil
@@ -224,7 +233,7 @@ func TestDirectScenarioStateCalls(t *testing.T) {
 	if err := docs.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s := &Direct{Ops: ops, Docs: docs}
+	s := &Direct{Store: ops, Docs: docs}
 	ctx := context.Background()
 	if err := s.Do(ctx, TypeCache, "c1", 0); err != nil {
 		t.Fatal(err)
@@ -246,6 +255,9 @@ func TestDirectScenarioStateCalls(t *testing.T) {
 	if _, ok := ops.data["c1:tombstone"]; !ok {
 		t.Fatal("no tombstone")
 	}
+	if ops.ttls["c1:tombstone"] != time.Hour || ops.ttls["c1"] != 0 {
+		t.Fatalf("TTLs: tombstone %v, cart %v", ops.ttls["c1:tombstone"], ops.ttls["c1"])
+	}
 	// Same calls as the worker: cache 3, add-item 2 each, delete 3.
 	if got := ops.calls.Load(); got != 3+2*Lines+3 {
 		t.Fatalf("%d state calls", got)
@@ -266,7 +278,7 @@ func TestDriveClosedLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	rec, _, end := Drive(context.Background(), &Direct{Ops: ops, Docs: SyntheticDocs()}, cfg)
+	rec, _, end := Drive(context.Background(), &Direct{Store: ops, Docs: SyntheticDocs()}, cfg)
 	if time.Since(start) > 5*time.Second {
 		t.Fatal("drive overran")
 	}

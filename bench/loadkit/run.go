@@ -43,7 +43,7 @@ const (
 const DefaultMaxSamples = 1 << 20
 
 // Run is the raw result of one measurement. It is written as JSON by
-// cmd/loadgen and bench/sdkpeer and read back by the report.
+// bench/loadgen and bench/sdkpeer and read back by the report.
 type Run struct {
 	Mode       string  `json:"mode"`
 	Scenario   string  `json:"scenario"`
@@ -109,7 +109,7 @@ func (r *Run) Throughput(typ string) float64 {
 	return float64(r.Count(typ)) / r.WindowS
 }
 
-// Summary is the one-line progress report of a run that cmd/loadgen and
+// Summary is the one-line progress report of a run that bench/loadgen and
 // bench/sdkpeer print as they finish it.
 func (r *Run) Summary() string {
 	var b strings.Builder

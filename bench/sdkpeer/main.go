@@ -5,7 +5,7 @@
 //
 // It lives in its own module so that cartworker never depends on
 // github.com/dapr/go-sdk; it shares the scenario driver and the run format
-// with cmd/loadgen through bench/loadkit (a replace directive points at the
+// with bench/loadgen through bench/loadkit (a replace directive points at the
 // main module). scripts/bench.sh builds and runs it.
 package main
 
@@ -30,6 +30,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cartworker/cartworker/bench/loadkit"
+	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
 func main() {
@@ -50,39 +52,44 @@ func main() {
 	}
 }
 
-// sdkOps is loadkit.StateOps over the go-sdk client.
-type sdkOps struct {
+// sdkStore is the worker's state-store contract, cartcache.Store, over the
+// go-sdk client.
+type sdkStore struct {
 	c     dapr.Client
 	store string
 	calls atomic.Int64
 }
 
-func (o *sdkOps) Get(ctx context.Context, key string) (string, bool, error) {
+var _ cartcache.Store = (*sdkStore)(nil)
+
+func (o *sdkStore) Get(ctx context.Context, key string) (statepool.Entry, error) {
 	o.calls.Add(1)
 	item, err := o.c.GetState(ctx, o.store, key, nil)
 	if err != nil {
-		return "", false, err
+		return statepool.Entry{}, err
 	}
 	// A missing key comes back as an empty item.
 	if item == nil || (len(item.Value) == 0 && item.Etag == "") {
-		return "", false, nil
+		return statepool.Entry{}, statepool.ErrNotFound
 	}
-	return item.Etag, true, nil
+	return statepool.Entry{Value: item.Value, ETag: item.Etag}, nil
 }
 
-func (o *sdkOps) Save(ctx context.Context, key string, value []byte, etag string, ttlSeconds int) error {
+func (o *sdkStore) Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error {
 	o.calls.Add(1)
 	var meta map[string]string
-	if ttlSeconds > 0 {
-		meta = map[string]string{"ttlInSeconds": strconv.Itoa(ttlSeconds)}
+	if opts.TTL > 0 {
+		// Dapr counts whole seconds: round up, as the worker's client does.
+		secs := int64((opts.TTL + time.Second - 1) / time.Second)
+		meta = map[string]string{"ttlInSeconds": strconv.FormatInt(secs, 10)}
 	}
-	if etag != "" {
-		return o.c.SaveStateWithETag(ctx, o.store, key, value, etag, meta, dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite))
+	if opts.ETag != "" {
+		return o.c.SaveStateWithETag(ctx, o.store, key, value, opts.ETag, meta, dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite))
 	}
 	return o.c.SaveState(ctx, o.store, key, value, meta)
 }
 
-func (o *sdkOps) Delete(ctx context.Context, key, etag string) error {
+func (o *sdkStore) Delete(ctx context.Context, key, etag string) error {
 	o.calls.Add(1)
 	if etag == "" {
 		return o.c.DeleteState(ctx, o.store, key, nil)
@@ -158,7 +165,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("go-sdk client for %s: %w", *addr, err)
 	}
 	defer c.Close()
-	ops := &sdkOps{c: c, store: *store}
+	st := &sdkStore{c: c, store: *store}
 
 	r := &loadkit.Run{
 		Mode: loadkit.ModeGoSDK, Scenario: *scenario, Users: *users, Round: *round, Saturation: *saturation,
@@ -167,10 +174,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	sampler := loadkit.StartSampler(0, time.Second, watch)
 	r.StartedAt = time.Now().UTC()
-	rec, _, end := loadkit.Drive(ctx, &loadkit.Direct{Ops: ops, Docs: docs}, cfg)
+	rec, _, end := loadkit.Drive(ctx, &loadkit.Direct{Store: st, Docs: docs}, cfg)
 	sampler.Stop(r)
 	rec.Fill(r, end)
-	d, calls := dials.Load(), ops.calls.Load()
+	d, calls := dials.Load(), st.calls.Load()
 	r.Dials, r.StateCalls, r.DialsTotal = &d, &calls, &d
 	if err := r.WriteFile(*out); err != nil {
 		return err

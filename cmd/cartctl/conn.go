@@ -1,15 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/natsconn"
 	"github.com/cartworker/cartworker/publisher"
 )
 
@@ -20,21 +20,24 @@ type session struct {
 	subjects command.Subjects
 }
 
-// connect opens a session. timeout bounds the dial.
-func (c *cli) connect(o *natsOptions, timeout time.Duration) (*session, error) {
-	opts := []nats.Option{nats.Name("cartctl"), nats.Timeout(timeout)}
-	if user := c.getenv("NATS_USER"); user != "" {
-		opts = append(opts, nats.UserInfo(user, c.getenv("NATS_PASSWORD")))
-	}
-	if token := c.getenv("NATS_TOKEN"); token != "" {
-		opts = append(opts, nats.Token(token))
-	}
-	if creds := c.getenv("NATS_CREDS"); creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	nc, err := nats.Connect(o.url, opts...)
+// connect opens a session with the worker's connection code: the same
+// credentials from NATS_USER and NATS_PASSWORD, NATS_TOKEN or NATS_CREDS,
+// the same errors, which name NATS_URL with its credentials redacted.
+// timeout bounds the connect. It makes one attempt: a command line fails
+// at once when NATS is not there.
+func (c *cli) connect(ctx context.Context, o *natsOptions, timeout time.Duration) (*session, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nc, err := natsconn.Connect(ctx, natsconn.Options{
+		URL:      o.url,
+		User:     c.getenv("NATS_USER"),
+		Password: c.getenv("NATS_PASSWORD"),
+		Token:    c.getenv("NATS_TOKEN"),
+		Creds:    c.getenv("NATS_CREDS"),
+		Name:     "cartctl",
+	}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(o.url), err)
+		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -49,26 +52,4 @@ func (s *session) close() { s.nc.Close() }
 // publisher returns a Publisher whose PublishAndWait waits at most timeout.
 func (s *session) publisher(timeout time.Duration) (*publisher.Publisher, error) {
 	return publisher.New(s.js, s.nc, publisher.WithPrefix(s.subjects.Prefix), publisher.WithWaitTimeout(timeout))
-}
-
-// redactURLs hides credentials in a comma-separated list of server URLs so
-// that error messages can show which servers were tried.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		u, err := url.Parse(p)
-		if err != nil {
-			if strings.Contains(p, "@") {
-				p = "<unparsable URL>"
-			}
-			parts[i] = p
-			continue
-		}
-		if u.User != nil {
-			u.User = url.User("redacted")
-		}
-		parts[i] = u.Redacted()
-	}
-	return strings.Join(parts, ",")
 }

@@ -55,8 +55,8 @@ func runDemo(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return f.usageErr(err)
 	}
-	defer d.close()
-	s, err := c.connect(no, *timeout)
+	defer d.Close()
+	s, err := c.connect(ctx, no, *timeout)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func runDemo(ctx context.Context, c *cli, args []string) error {
 	if err := printSummary(c.stdout, doc); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "\nraw JSON: cartctl get -cart %s\n      or: GET %s\n", cartID, d.stateURL(cartID))
+	fmt.Fprintf(c.stdout, "\nraw JSON: cartctl get -cart %s\n      or: GET %s\n", cartID, d.KeyURL(cartID))
 	return nil
 }
 

@@ -138,7 +138,7 @@ func runDLQList(ctx context.Context, c *cli, args []string) error {
 	if limit < 1 {
 		return f.usageErr(fmt.Errorf("-limit %d: want at least 1", limit))
 	}
-	s, err := c.connect(no, *timeout)
+	s, err := c.connect(ctx, no, *timeout)
 	if err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func runDLQReplay(ctx context.Context, c *cli, args []string) error {
 	case seq != 0 && all:
 		return f.usageErr(errors.New("-seq and -all exclude each other"))
 	}
-	s, err := c.connect(no, *timeout)
+	s, err := c.connect(ctx, no, *timeout)
 	if err != nil {
 		return err
 	}

@@ -7,11 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
 // errCartNotFound is what Dapr's 204 No Content means for a cart.
@@ -33,7 +32,7 @@ func runGet(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return f.usageErr(err)
 	}
-	defer d.close()
+	defer d.Close()
 	doc, err := d.get(ctx, cartID)
 	if err != nil {
 		return err
@@ -54,76 +53,41 @@ func writeDocument(w io.Writer, doc []byte) error {
 	return err
 }
 
-// daprClient reads Dapr's state API. It is deliberately plain: one request
-// per command needs no pool, breaker or retry.
+// daprClient reads Dapr's state API through the worker's own state client.
+// One command makes one call, so the pool never holds more than one
+// connection; Close releases it.
 type daprClient struct {
-	http     *http.Client
-	endpoint string
-	store    string
-	token    string
+	*statepool.Client
+	store string
 }
 
+// newDaprClient returns a client for the -dapr, -dapr-token and -store
+// flags; timeout bounds the dial, the wait for Dapr's answer and the whole
+// call.
 func newDaprClient(o *daprOptions, timeout time.Duration) (*daprClient, error) {
 	u, err := url.Parse(o.endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("-dapr %q: want http://host:port", o.endpoint)
 	}
-	tr := &http.Transport{
-		// The sidecar is local: a proxy meant for egress must not capture it.
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: timeout}).DialContext,
+	c, err := statepool.New(statepool.Config{
+		Endpoint:              o.endpoint,
+		StoreName:             o.store,
+		APIToken:              o.token,
+		DialTimeout:           timeout,
 		ResponseHeaderTimeout: timeout,
-		IdleConnTimeout:       30 * time.Second,
+		RequestTimeout:        timeout,
+	})
+	if err != nil {
+		return nil, err
 	}
-	return &daprClient{
-		http:     &http.Client{Transport: tr, Timeout: timeout},
-		endpoint: strings.TrimRight(o.endpoint, "/"),
-		store:    o.store,
-		token:    o.token,
-	}, nil
-}
-
-// close releases idle connections, so nothing outlives the command.
-func (d *daprClient) close() { d.http.CloseIdleConnections() }
-
-// stateURL is where key lives; it holds no secret and can be printed.
-func (d *daprClient) stateURL(key string) string {
-	return d.endpoint + "/v1.0/state/" + url.PathEscape(d.store) + "/" + url.PathEscape(key)
+	return &daprClient{Client: c, store: o.store}, nil
 }
 
 // get returns the document at key, or errCartNotFound.
 func (d *daprClient) get(ctx context.Context, key string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.stateURL(key), nil)
-	if err != nil {
-		return nil, fmt.Errorf("dapr: %w", err)
-	}
-	if d.token != "" {
-		req.Header.Set("dapr-api-token", d.token)
-	}
-	resp, err := d.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("dapr: get %s: %w", key, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("dapr: get %s: read body: %w", key, err)
-	}
-	switch {
-	case resp.StatusCode == http.StatusNoContent, resp.StatusCode == http.StatusNotFound,
-		resp.StatusCode == http.StatusOK && len(body) == 0:
+	e, err := d.Get(ctx, key)
+	if errors.Is(err, statepool.ErrNotFound) || (err == nil && len(e.Value) == 0) {
 		return nil, fmt.Errorf("%w: %s (store %s)", errCartNotFound, key, d.store)
-	case resp.StatusCode != http.StatusOK:
-		return nil, fmt.Errorf("dapr: get %s: %s: %s", key, resp.Status, excerpt(body, 256))
 	}
-	return body, nil
-}
-
-// excerpt shortens an error body for a one-line message.
-func excerpt(b []byte, n int) string {
-	s := strings.TrimSpace(string(b))
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
+	return e.Value, err
 }

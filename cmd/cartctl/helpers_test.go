@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/daprfake"
 	"github.com/cartworker/cartworker/internal/statepool"
@@ -84,11 +85,9 @@ func (e *env) cli(stdout, stderr *syncBuffer) *cli {
 // store, and publishes the outcome event.
 func (e *env) startWorker(t *testing.T) {
 	t.Helper()
-	cfg := statepool.Config{Endpoint: e.dapr.URL(), APIToken: e.vars["DAPR_API_TOKEN"]}
-	doer, closeIdle := statepool.NewDoer(cfg, statepool.Hooks{})
-	t.Cleanup(closeIdle)
-	store, err := statepool.New(doer, cfg, statepool.Hooks{})
+	store, err := statepool.New(statepool.Config{Endpoint: e.dapr.URL(), APIToken: e.vars["DAPR_API_TOKEN"]})
 	require.NoError(t, err)
+	t.Cleanup(store.Close)
 	svc := cartcache.New(store, cartcache.Config{})
 
 	cons, err := e.js.CreateConsumer(ctx(t), command.StreamCommands, jetstream.ConsumerConfig{
@@ -109,11 +108,11 @@ func (e *env) startWorker(t *testing.T) {
 		if err != nil {
 			code := "error"
 			switch {
-			case errors.Is(err, cartcache.ErrCartNotFound):
+			case errors.Is(err, cart.ErrCartNotFound):
 				code = command.CodeCartNotFound
-			case errors.Is(err, cartcache.ErrInvalidState):
+			case errors.Is(err, cart.ErrInvalidState):
 				code = command.CodeInvalidState
-			case errors.Is(err, cartcache.ErrUnknownTaxCode):
+			case errors.Is(err, cart.ErrUnknownTaxCode):
 				code = "unknown_tax_code"
 			}
 			ev = command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,

@@ -145,7 +145,7 @@ func runDelete(ctx context.Context, c *cli, args []string) error {
 // publish sends cmd and prints its outcome, or its receipt with -wait=false.
 func (c *cli) publish(ctx context.Context, f *flagSet, o *publishOptions, cmd command.Command) error {
 	cmd.ID = o.id
-	s, err := c.connect(o.nats, *o.timeout)
+	s, err := c.connect(ctx, o.nats, *o.timeout)
 	if err != nil {
 		return err
 	}

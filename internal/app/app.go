@@ -15,13 +15,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/config"
 	"github.com/cartworker/cartworker/internal/consumer"
 	"github.com/cartworker/cartworker/internal/health"
 	"github.com/cartworker/cartworker/internal/metrics"
+	"github.com/cartworker/cartworker/internal/natsconn"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
@@ -32,31 +32,26 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("starting", "config", cfg)
 
 	m := metrics.New()
-	doer, closeDoer := statepool.NewDoer(cfg.StatePool(), m.StateHooks())
-	defer closeDoer()
-	state, err := statepool.New(doer, cfg.StatePool(), m.StateHooks())
+	stateCfg := cfg.State
+	stateCfg.Hooks = m.StateHooks()
+	state, err := statepool.New(stateCfg)
 	if err != nil {
 		return fmt.Errorf("state client: %w", err)
 	}
-	guarded, err := breaker.New(state, breaker.Settings{
-		ConsecutiveFailures: uint32(cfg.BreakerFailures),
-		Timeout:             cfg.BreakerOpenTimeout,
-		// Called under the breaker's lock: record, never call back into it.
-		OnStateChange: func(from, to breaker.State) {
-			m.SetBreakerState(to)
-			log.Warn("state breaker changed", "from", from.String(), "to", to.String())
-		},
-	})
+	defer state.Close()
+	breakerCfg := cfg.Breaker
+	// Called under the breaker's lock: record, never call back into it.
+	breakerCfg.OnStateChange = func(from, to breaker.State) {
+		m.SetBreakerState(to)
+		log.Warn("state breaker changed", "from", from.String(), "to", to.String())
+	}
+	guarded, err := breaker.New(state, breakerCfg)
 	if err != nil {
 		return fmt.Errorf("breaker: %w", err)
 	}
-	taxes, err := cartcache.ParseTaxTable(cfg.TaxTable)
-	if err != nil {
-		return fmt.Errorf("CART_TAX_TABLE: %w", err)
-	}
-	carts := cartcache.New(guarded, cartcache.Config{TaxTable: taxes, TombstoneTTL: cfg.TombstoneTTL})
+	carts := cartcache.New(guarded, cfg.Carts)
 
-	nc, err := connectNATS(ctx, cfg, log)
+	nc, err := natsconn.Connect(ctx, cfg.NATS, log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -65,19 +60,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	w, err := consumer.New(js, nc, carts, consumer.Config{
-		Subjects:        command.Subjects{Prefix: cfg.SubjectPrefix},
-		Concurrency:     cfg.Concurrency,
-		Partitions:      cfg.Partitions,
-		AckWait:         cfg.AckWait,
-		MaxDeliver:      cfg.MaxDeliver,
-		Probe:           stateProbe(cfg, state, guarded),
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Replicas:        cfg.NATSStreamReplicas,
-		ManageStreams:   cfg.NATSManageStreams,
-		Logger:          log,
-		Observer:        m,
-	})
+	consumerCfg := cfg.Consumer
+	consumerCfg.Probe = stateProbe(cfg.State, state, guarded)
+	consumerCfg.Logger = log
+	consumerCfg.Observer = m
+	w, err := consumer.New(js, nc, carts, consumerCfg)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/cartworker/cartworker/internal/breaker"
-	"github.com/cartworker/cartworker/internal/config"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
@@ -17,8 +16,8 @@ var errBreakerOpen = errors.New("state store breaker is open: daprd or its store
 // takes our token and has our store (statepool.Client.Check), and the
 // breaker is not open. Its errors name the setting an operator must look
 // at, because they are what /readyz and the log say.
-func stateProbe(cfg config.Config, state *statepool.Client, guarded *breaker.Breaker) func(context.Context) error {
-	endpoint := cfg.StatePool().Endpoint
+func stateProbe(cfg statepool.Config, state *statepool.Client, guarded *breaker.Breaker) func(context.Context) error {
+	endpoint := cfg.Endpoint
 	return func(ctx context.Context) error {
 		err := state.Check(ctx)
 		switch {
@@ -26,7 +25,7 @@ func stateProbe(cfg config.Config, state *statepool.Client, guarded *breaker.Bre
 		case errors.Is(err, statepool.ErrUnauthorized):
 			return fmt.Errorf("DAPR_API_TOKEN: daprd at %s refused the API token: %w", endpoint, err)
 		case errors.Is(err, statepool.ErrStoreNotFound):
-			return fmt.Errorf("CART_STATE_STORE=%s: daprd at %s has no such state store: %w", cfg.StateStore, endpoint, err)
+			return fmt.Errorf("CART_STATE_STORE=%s: daprd at %s has no such state store: %w", cfg.StoreName, endpoint, err)
 		case errors.Is(err, statepool.ErrUnreachable):
 			return fmt.Errorf("DAPR_HTTP_ENDPOINT: daprd is not reachable at %s: %w", endpoint, err)
 		default:

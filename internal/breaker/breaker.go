@@ -1,6 +1,6 @@
 // Package breaker guards the Dapr state store with a circuit breaker.
 //
-// Breaker decorates a Store with one sony/gobreaker breaker shared by Get,
+// Breaker decorates a cartcache.Store with one sony/gobreaker breaker shared by Get,
 // Save and Delete, so a sick sidecar is detected whichever operation hits it
 // first. While the breaker is open calls fail fast with ErrOpen instead of
 // piling up on timeouts. Which errors count against the store is decided by
@@ -15,21 +15,11 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
-// Store is the state store a Breaker guards and implements;
-// *statepool.Client satisfies it.
-type Store interface {
-	Get(ctx context.Context, key string) (statepool.Entry, error)
-	Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error
-	Delete(ctx context.Context, key, etag string) error
-}
-
-var (
-	_ Store = (*Breaker)(nil)
-	_ Store = (*statepool.Client)(nil)
-)
+var _ cartcache.Store = (*Breaker)(nil)
 
 // State is the breaker's state. The values are exported as the metric
 // cartworker_breaker_state, so they must not change.
@@ -67,10 +57,10 @@ func fromGobreaker(s gobreaker.State) State {
 	}
 }
 
-// Breaker is a Store that fails fast while the wrapped Store is unhealthy.
+// Breaker is a cartcache.Store that fails fast while the wrapped Store is unhealthy.
 // It is safe for concurrent use.
 type Breaker struct {
-	next Store
+	next cartcache.Store
 	cb   *gobreaker.CircuitBreaker[statepool.Entry]
 
 	// Built once so rejections, which come in floods, cost no allocation.
@@ -96,7 +86,7 @@ type Breaker struct {
 }
 
 // New wraps next. st must pass Validate.
-func New(next Store, st Settings) (*Breaker, error) {
+func New(next cartcache.Store, st Settings) (*Breaker, error) {
 	if next == nil {
 		return nil, errNilStore
 	}
@@ -153,7 +143,7 @@ func New(next Store, st Settings) (*Breaker, error) {
 // State returns the breaker's current state.
 func (b *Breaker) State() State { return fromGobreaker(b.cb.State()) }
 
-// Get implements Store.
+// Get implements cartcache.Store.
 func (b *Breaker) Get(ctx context.Context, key string) (statepool.Entry, error) {
 	e, err := b.cb.Execute(func() (statepool.Entry, error) {
 		opens := b.opens.Load()
@@ -163,7 +153,7 @@ func (b *Breaker) Get(ctx context.Context, key string) (statepool.Entry, error) 
 	return e, b.unwrap(err)
 }
 
-// Save implements Store.
+// Save implements cartcache.Store.
 func (b *Breaker) Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error {
 	_, err := b.cb.Execute(func() (statepool.Entry, error) {
 		opens := b.opens.Load()
@@ -172,7 +162,7 @@ func (b *Breaker) Save(ctx context.Context, key string, value []byte, opts state
 	return b.unwrap(err)
 }
 
-// Delete implements Store.
+// Delete implements cartcache.Store.
 func (b *Breaker) Delete(ctx context.Context, key, etag string) error {
 	_, err := b.cb.Execute(func() (statepool.Entry, error) {
 		opens := b.opens.Load()

@@ -46,10 +46,9 @@ func newBreaker(t *testing.T, cfg statepool.Config, st breaker.Settings) (*break
 	f := daprfake.New()
 	t.Cleanup(f.Close)
 	cfg.Endpoint = f.URL()
-	hc := statepool.NewHTTPClient(cfg, statepool.Hooks{})
-	t.Cleanup(hc.CloseIdleConnections)
-	c, err := statepool.New(hc, cfg, statepool.Hooks{})
+	c, err := statepool.New(cfg)
 	require.NoError(t, err)
+	t.Cleanup(c.Close)
 	b, err := breaker.New(c, st)
 	require.NoError(t, err)
 	return b, f

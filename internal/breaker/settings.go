@@ -2,8 +2,9 @@ package breaker
 
 import (
 	"errors"
-	"fmt"
 	"time"
+
+	"github.com/cartworker/cartworker/internal/setting"
 )
 
 // Defaults applied to zero-valued Settings fields.
@@ -46,15 +47,15 @@ type Settings struct {
 	OnStateChange func(from, to State)
 }
 
-// Validate reports invalid fields; zero values are valid and mean "use the
-// default".
+// Validate reports invalid fields, each as a *setting.Error naming it; zero
+// values are valid and mean "use the default".
 func (s Settings) Validate() error {
 	var errs []error
 	if s.Interval < 0 {
-		errs = append(errs, fmt.Errorf("breaker: Interval must not be negative, got %s", s.Interval))
+		errs = append(errs, setting.Errorf("Interval", "%s: must not be negative", s.Interval))
 	}
 	if s.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("breaker: Timeout must not be negative, got %s", s.Timeout))
+		errs = append(errs, setting.Errorf("Timeout", "%s: want a positive duration such as 5s", s.Timeout))
 	}
 	return errors.Join(errs...)
 }

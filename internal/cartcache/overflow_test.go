@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/money"
 )
@@ -81,7 +82,7 @@ func TestOverflowingAddItemIsRefusedAndChangesNothing(t *testing.T) {
 				etag, _ := e.fake.ETag("c1")
 				_, err := e.svc.Apply(context.Background(), overflowAdd("c1", tt.price, n))
 				if !fits {
-					require.ErrorIs(t, err, cartcache.ErrAmountOverflow, "add-item %d", n)
+					require.ErrorIs(t, err, cart.ErrAmountOverflow, "add-item %d", n)
 					require.Contains(t, err.Error(), tt.why)
 					after, _ := e.fake.Get("c1")
 					etagAfter, _ := e.fake.ETag("c1")
@@ -110,7 +111,7 @@ func TestOverflowingAddItemIsRefusedAndChangesNothing(t *testing.T) {
 				requireExact(t, line, lines[len(lines)-1].(map[string]any)["amount"], "line amount")
 			}
 			require.Equal(t, tt.applied, applied)
-			ids := e.cart(t, "c1")[cartcache.AppliedIDsField].([]any)
+			ids := e.cart(t, "c1")[cart.AppliedIDsField].([]any)
 			require.Len(t, ids, 1+applied, "the refused add-items are not recorded as applied")
 		})
 	}
@@ -136,7 +137,7 @@ func TestTotalsExactUpToTheLimits(t *testing.T) {
 		{"0.0001", "would be stored rounded"}, // …477.0001 fits an Amount, not a float64
 	} {
 		_, err := e.svc.Apply(context.Background(), addCmd("over-"+tc.price, "c1", item("D", 1, tc.price, "00")))
-		require.ErrorIs(t, err, cartcache.ErrAmountOverflow, tc.price)
+		require.ErrorIs(t, err, cart.ErrAmountOverflow, tc.price)
 		require.Contains(t, err.Error(), tc.why)
 		after, _ := e.fake.Get("c1")
 		require.Equal(t, string(before), string(after))
@@ -157,7 +158,7 @@ func TestLineAmountTheStoreWouldRoundIsRefused(t *testing.T) {
 	e.apply(t, cacheCmd("c1", ""))
 	before, _ := e.fake.Get("c1")
 	_, err := e.svc.Apply(context.Background(), addCmd("a1", "c1", item("A", 9999, "99999999.9997", "00")))
-	require.ErrorIs(t, err, cartcache.ErrAmountOverflow)
+	require.ErrorIs(t, err, cart.ErrAmountOverflow)
 	require.Contains(t, err.Error(), "line 1")
 	require.Contains(t, err.Error(), "999899999997.0003 would be stored rounded")
 	after, _ := e.fake.Get("c1")
@@ -194,8 +195,8 @@ func TestCacheWithOverflowingTotalsIsRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, cartcache.Config{})
 			_, err := e.svc.Apply(context.Background(), cacheCmd("c1", tt.doc))
-			require.ErrorIs(t, err, cartcache.ErrAmountOverflow)
-			require.NotErrorIs(t, err, cartcache.ErrInvalidCart)
+			require.ErrorIs(t, err, cart.ErrAmountOverflow)
+			require.NotErrorIs(t, err, cart.ErrInvalidCart)
 			_, stored := e.fake.Get("c1")
 			require.False(t, stored, "a refused cache stored a cart")
 
@@ -205,7 +206,7 @@ func TestCacheWithOverflowingTotalsIsRefused(t *testing.T) {
 			recache := cacheCmd("c2", tt.doc)
 			recache.ID = "recache"
 			_, err = e.svc.Apply(context.Background(), recache)
-			require.ErrorIs(t, err, cartcache.ErrAmountOverflow)
+			require.ErrorIs(t, err, cart.ErrAmountOverflow)
 			after, _ := e.fake.Get("c2")
 			require.Equal(t, string(before), string(after))
 		})
@@ -215,12 +216,12 @@ func TestCacheWithOverflowingTotalsIsRefused(t *testing.T) {
 // TestTaxOverflowIsRefused: a tax that does not fit, from a rate no real
 // table has, is ErrAmountOverflow too.
 func TestTaxOverflowIsRefused(t *testing.T) {
-	for _, typ := range []cartcache.TaxType{cartcache.TaxExternal, cartcache.TaxInternal} {
+	for _, typ := range []cart.TaxType{cart.TaxExternal, cart.TaxInternal} {
 		t.Run(string(typ), func(t *testing.T) {
-			table := cartcache.TaxTable{"99": {Code: "99", No: 1, Type: typ, Rate: money.FromUnits(math.MaxInt64 - 10), Name: "absurd"}}
+			table := cart.TaxTable{"99": {Code: "99", No: 1, Type: typ, Rate: money.FromUnits(math.MaxInt64 - 10), Name: "absurd"}}
 			e := newEnv(t, cartcache.Config{TaxTable: table})
 			_, err := e.svc.Apply(context.Background(), cacheCmd("c1", `{"line_items":[{"item_code":"X","quantity":1,"amount":1000,"tax_code":"99"}]}`))
-			require.ErrorIs(t, err, cartcache.ErrAmountOverflow)
+			require.ErrorIs(t, err, cart.ErrAmountOverflow)
 			_, stored := e.fake.Get("c1")
 			require.False(t, stored)
 		})

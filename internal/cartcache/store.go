@@ -6,8 +6,9 @@ import (
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
-// Store is the state-store access the service needs. statepool.Client and
-// the breaker decorator implement it.
+// Store is the one state-store contract. Carts uses it; statepool.Client
+// and breaker.Breaker implement it, and internal/statetest's contract suite
+// checks every implementation against it.
 type Store interface {
 	// Get returns the document and its ETag, or statepool.ErrNotFound.
 	Get(ctx context.Context, key string) (statepool.Entry, error)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,15 +20,14 @@ func env(m map[string]string) func(string) string {
 func TestDefaults(t *testing.T) {
 	c, err := Load(nil, env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
-	require.Equal(t, "nats://127.0.0.1:4222", c.NATSURL)
-	require.Equal(t, "http://127.0.0.1:3500", c.DaprHTTPEndpoint)
-	require.Equal(t, "cartstore", c.StateStore)
+	require.Equal(t, "nats://127.0.0.1:4222", c.NATS.URL)
+	require.Equal(t, "http://127.0.0.1:3500", c.State.Endpoint)
+	require.Equal(t, "cartstore", c.State.StoreName)
 	require.Equal(t, ":8080", c.HTTPAddr)
-	require.Equal(t, 20*time.Second, c.ShutdownTimeout)
-	require.Equal(t, "pooled", c.StateClient)
-	p := c.StatePool()
-	require.Equal(t, 100, p.MaxConns)
-	require.Equal(t, 50, p.MaxConnsPerHost)
+	require.Equal(t, 20*time.Second, c.Consumer.ShutdownTimeout)
+	require.Equal(t, statepool.ModePooled, c.State.Mode)
+	p := c.State
+	require.Equal(t, 50, p.MaxConns)
 	require.Equal(t, 3*time.Second, p.DialTimeout)
 	require.Equal(t, 5*time.Second, p.ResponseHeaderTimeout)
 	require.Equal(t, 10*time.Second, p.RequestTimeout)
@@ -41,9 +41,9 @@ func TestEnvThenFlags(t *testing.T) {
 		"CART_TAX_TABLE":     "01:external:10",
 	}), &bytes.Buffer{})
 	require.NoError(t, err)
-	require.Equal(t, 4, c.Concurrency, "flags win over env")
-	require.Equal(t, "http://127.0.0.1:3601", c.DaprHTTPEndpoint)
-	require.Equal(t, "01:external:10", c.TaxTable)
+	require.Equal(t, 4, c.Consumer.Concurrency, "flags win over env")
+	require.Equal(t, "http://127.0.0.1:3601", c.State.Endpoint)
+	require.Equal(t, "01:external:10", c.Carts.TaxTable.String())
 }
 
 func TestBadValuesNameTheVariable(t *testing.T) {
@@ -63,7 +63,13 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"CART_SUBJECT_PREFIX": "a.b"}, "CART_SUBJECT_PREFIX"},
 		{map[string]string{"WORKER_HTTP_ADDR": "8080"}, "WORKER_HTTP_ADDR"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
-		{map[string]string{"WORKER_STATE_MAX_CONNS_PER_HOST": "500"}, "WORKER_STATE_MAX_CONNS_PER_HOST"},
+		{map[string]string{"WORKER_STATE_MAX_CONNS": "0"}, "WORKER_STATE_MAX_CONNS"},
+		{map[string]string{"WORKER_BREAKER_FAILURES": "-1"}, "WORKER_BREAKER_FAILURES"},
+		{map[string]string{"WORKER_BREAKER_FAILURES": "0"}, "WORKER_BREAKER_FAILURES"},
+		{map[string]string{"CART_TOMBSTONE_TTL": "500ms"}, "CART_TOMBSTONE_TTL"},
+		{map[string]string{"CART_STATE_STORE": "a/b"}, "CART_STATE_STORE"},
+		{map[string]string{"DAPR_HTTP_PORT": "70000"}, "DAPR_HTTP_PORT"},
+		{map[string]string{"WORKER_CONCURRENCY": "5000"}, "WORKER_CONCURRENCY"},
 		{map[string]string{"WORKER_PARTITIONS": "0"}, "WORKER_PARTITIONS"},
 		{map[string]string{"WORKER_PARTITIONS": "257"}, "WORKER_PARTITIONS"},
 		{map[string]string{"WORKER_ACK_WAIT": "500ms"}, "WORKER_ACK_WAIT"},
@@ -102,9 +108,9 @@ func TestSecretsNeverShown(t *testing.T) {
 func TestStreamAndConnectSettings(t *testing.T) {
 	c, err := Load(nil, env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
-	require.Equal(t, 10*time.Second, c.NATSConnectTimeout)
-	require.Equal(t, 1, c.NATSStreamReplicas)
-	require.False(t, c.NATSManageStreams, "existing streams are left alone unless asked")
+	require.Equal(t, 10*time.Second, c.NATS.ConnectTimeout)
+	require.Equal(t, 1, c.Consumer.Replicas)
+	require.False(t, c.Consumer.ManageStreams, "existing streams are left alone unless asked")
 
 	c, err = Load([]string{"-nats-stream-replicas", "5"}, env(map[string]string{
 		"NATS_STREAM_REPLICAS": "3",
@@ -112,28 +118,13 @@ func TestStreamAndConnectSettings(t *testing.T) {
 		"NATS_CONNECT_TIMEOUT": "30s",
 	}), &bytes.Buffer{})
 	require.NoError(t, err)
-	require.Equal(t, 5, c.NATSStreamReplicas, "flags win over env")
-	require.True(t, c.NATSManageStreams)
-	require.Equal(t, 30*time.Second, c.NATSConnectTimeout)
+	require.Equal(t, 5, c.Consumer.Replicas, "flags win over env")
+	require.True(t, c.Consumer.ManageStreams)
+	require.Equal(t, 30*time.Second, c.NATS.ConnectTimeout)
 
 	c, err = Load([]string{"-nats-manage-streams"}, env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
-	require.True(t, c.NATSManageStreams)
-}
-
-func TestNATSURLRedacted(t *testing.T) {
-	tests := []struct{ url, want string }{
-		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
-		{"nats://u:pw9@127.0.0.1:4222", "nats://u:xxxxx@127.0.0.1:4222"},
-		// NATS takes a lone user in the URL as a token.
-		{"nats://t0ken@a:4222,nats://b:4222", "nats://xxxxx@a:4222,nats://b:4222"},
-	}
-	for _, tt := range tests {
-		got := Config{NATSURL: tt.url}.NATSURLRedacted()
-		require.Equal(t, tt.want, got)
-		require.NotContains(t, got, "pw9")
-		require.NotContains(t, got, "t0ken")
-	}
+	require.True(t, c.Consumer.ManageStreams)
 }
 
 func TestHelpListsEverySetting(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
-	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/consumer"
 )
 
@@ -102,17 +102,17 @@ func TestShutdownWhileNATSIsDownHonoursShutdownTimeout(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// cartcache.Service.Apply reported an unknown command type as
+// cartcache.Carts.Apply reported an unknown command type as
 // ErrInvalidCart, which handle dead-letters as invalid_cart: the cart was
 // blamed for a command it never saw.
 //
-// Fix: Apply returns cartcache.ErrUnknownType, which handle dead-letters at
+// Fix: Apply returns cart.ErrUnknownType, which handle dead-letters at
 // once with command.CodeUnknownType, the code command validation gives an
 // unknown type.
 func TestUnknownTypeFromTheServiceIsDeadLetteredAsUnknownType(t *testing.T) {
 	e := newEnv(t)
 	app := newApplier(nil, func(context.Context, command.Command) error {
-		return fmt.Errorf("apply: %w", cartcache.ErrUnknownType)
+		return fmt.Errorf("apply: %w", cart.ErrUnknownType)
 	})
 	e.startWorker(t, consumer.Config{MaxDeliver: 2}, app)
 

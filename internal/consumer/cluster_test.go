@@ -22,6 +22,7 @@ import (
 
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/consumer"
 	"github.com/cartworker/cartworker/internal/daprfake"
@@ -596,13 +597,12 @@ func connectCluster(t *testing.T, name string, urls []string, ordered bool) *nat
 // newClusterStateStack is the state stack newEnv builds (statepool client
 // behind the breaker, cartcache service) on its own client, as one
 // instance has.
-func newClusterStateStack(t *testing.T, fake *daprfake.Fake) *cartcache.Service {
+func newClusterStateStack(t *testing.T, fake *daprfake.Fake) *cartcache.Carts {
 	t.Helper()
 	scfg := statepool.Config{Endpoint: fake.URL()}
-	hc := statepool.NewHTTPClient(scfg, statepool.Hooks{})
-	t.Cleanup(hc.CloseIdleConnections)
-	client, err := statepool.New(hc, scfg, statepool.Hooks{})
+	client, err := statepool.New(scfg)
 	require.NoError(t, err)
+	t.Cleanup(client.Close)
 	store, err := breaker.New(client, breaker.Settings{})
 	require.NoError(t, err)
 	return cartcache.New(store, cartcache.Config{})
@@ -673,7 +673,7 @@ func clusterLineCodes(t *testing.T, fake *daprfake.Fake, id string) []string {
 
 func clusterAppliedIDs(t *testing.T, fake *daprfake.Fake, id string) []string {
 	t.Helper()
-	ids, _ := clusterCart(t, fake, id)[cartcache.AppliedIDsField].([]any)
+	ids, _ := clusterCart(t, fake, id)[cart.AppliedIDsField].([]any)
 	out := make([]string, 0, len(ids))
 	for _, v := range ids {
 		out = append(out, v.(string))

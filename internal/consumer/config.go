@@ -3,11 +3,32 @@ package consumer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/setting"
+)
+
+// Defaults of Config, and the bounds Validate holds its fields to.
+const (
+	DefaultConcurrency      = 16
+	MaxConcurrency          = 4096
+	DefaultAckWait          = 5 * time.Second
+	MinAckWait              = time.Second
+	DefaultMaxDeliver       = 10
+	DefaultRetryBaseDelay   = 100 * time.Millisecond
+	DefaultRetryMaxDelay    = 5 * time.Second
+	DefaultProbeInterval    = 500 * time.Millisecond
+	DefaultShutdownTimeout  = 20 * time.Second
+	DefaultCommandMaxAge    = 24 * time.Hour
+	DefaultDeadLetterMaxAge = 14 * 24 * time.Hour
+	DefaultSetupTimeout     = 30 * time.Second
+	DefaultReplicas         = 1
+	MaxReplicas             = 5
+	// MinDuplicateWindow is the default and the least of DuplicateWindow:
+	// a publisher retrying for up to a minute or two must be de-duplicated.
+	MinDuplicateWindow = 2 * time.Minute
 )
 
 // Config tunes a Worker. Zero fields take the documented defaults.
@@ -15,7 +36,8 @@ type Config struct {
 	// Subjects places commands, events and dead letters. Default prefix "cart".
 	Subjects command.Subjects
 	// Concurrency is the most commands in flight in this instance; it is
-	// also the number of goroutines handling commands. Default 16.
+	// also the number of goroutines handling commands. Default
+	// DefaultConcurrency, at most MaxConcurrency.
 	Concurrency int
 	// Partitions is how many partitions the command stream's carts are
 	// spread over; each is consumed one command at a time, by whichever
@@ -25,14 +47,17 @@ type Config struct {
 	Partitions int
 	// AckWait is how long JetStream waits for an ack before redelivering,
 	// which is how long a crashed instance's carts wait. Commands held
-	// longer get InProgress heartbeats every AckWait/3. Default 5s.
+	// longer get InProgress heartbeats every AckWait/3. Default
+	// DefaultAckWait, at least MinAckWait.
 	AckWait time.Duration
 	// MaxDeliver is the delivery after which a command that keeps failing
 	// transiently is dead-lettered. Deliveries refused by an open breaker
-	// count towards it but never dead-letter by themselves. Default 10.
+	// count towards it but never dead-letter by themselves. Default
+	// DefaultMaxDeliver.
 	MaxDeliver int
 	// RetryBaseDelay and RetryMaxDelay bound the exponential NakWithDelay
-	// backoff of transient failures. Defaults 100ms and 5s.
+	// backoff of transient failures. Defaults DefaultRetryBaseDelay and
+	// DefaultRetryMaxDelay.
 	RetryBaseDelay time.Duration
 	RetryMaxDelay  time.Duration
 	// Probe checks that the instance's environment can serve commands: the
@@ -43,24 +68,29 @@ type Config struct {
 	// always passes.
 	Probe func(context.Context) error
 	// ProbeInterval is the first wait between probes while the environment
-	// is at fault; it doubles up to 2s. Default 500ms.
+	// is at fault; it doubles up to 2s. Default DefaultProbeInterval.
 	ProbeInterval time.Duration
 	// ShutdownTimeout bounds how long Run finishes in-flight commands after
-	// its context ends; what is left is Nak'ed. Default 20s.
+	// its context ends; what is left is Nak'ed. Default
+	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// DuplicateWindow is JetStream's publish de-duplication window on the
-	// command stream. Default and minimum 2m.
+	// command stream. Default and minimum MinDuplicateWindow.
 	DuplicateWindow time.Duration
-	// CommandMaxAge is how long the command stream keeps messages. Default 24h.
+	// CommandMaxAge is how long the command stream keeps messages. Default
+	// DefaultCommandMaxAge.
 	CommandMaxAge time.Duration
-	// DeadLetterMaxAge is how long dead letters are kept. Default 14 days.
+	// DeadLetterMaxAge is how long dead letters are kept. Default
+	// DefaultDeadLetterMaxAge.
 	DeadLetterMaxAge time.Duration
 	// SetupTimeout bounds the retries of the start-up JetStream setup. The
 	// connection is already up by then, so this only waits out a JetStream
-	// cluster that is still electing its leaders. Default 30s.
+	// cluster that is still electing its leaders. Default
+	// DefaultSetupTimeout.
 	SetupTimeout time.Duration
 	// Replicas of the streams Setup creates (1 for a single server), 1..5;
-	// with ManageStreams also the floor of existing ones. Default 1.
+	// with ManageStreams also the floor of existing ones. Default
+	// DefaultReplicas, at most MaxReplicas.
 	Replicas int
 	// ManageStreams lets Setup raise an existing stream's replicas, limits,
 	// duplicate window and subjects to at least its own; it never lowers
@@ -84,22 +114,22 @@ func (c Config) withDefaults() Config {
 			*v = d
 		}
 	}
-	def(&c.Concurrency, 16)
+	def(&c.Concurrency, DefaultConcurrency)
 	def(&c.Partitions, command.DefaultPartitions)
-	def(&c.MaxDeliver, 10)
-	def(&c.Replicas, 1)
-	dur(&c.AckWait, 5*time.Second)
-	dur(&c.SetupTimeout, 30*time.Second)
-	dur(&c.RetryBaseDelay, 100*time.Millisecond)
-	dur(&c.RetryMaxDelay, 5*time.Second)
-	dur(&c.ProbeInterval, 500*time.Millisecond)
+	def(&c.MaxDeliver, DefaultMaxDeliver)
+	def(&c.Replicas, DefaultReplicas)
+	dur(&c.AckWait, DefaultAckWait)
+	dur(&c.SetupTimeout, DefaultSetupTimeout)
+	dur(&c.RetryBaseDelay, DefaultRetryBaseDelay)
+	dur(&c.RetryMaxDelay, DefaultRetryMaxDelay)
+	dur(&c.ProbeInterval, DefaultProbeInterval)
 	if c.Probe == nil {
 		c.Probe = func(context.Context) error { return nil }
 	}
-	dur(&c.ShutdownTimeout, 20*time.Second)
-	dur(&c.DuplicateWindow, minDuplicateWindow)
-	dur(&c.CommandMaxAge, 24*time.Hour)
-	dur(&c.DeadLetterMaxAge, 14*24*time.Hour)
+	dur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	dur(&c.DuplicateWindow, MinDuplicateWindow)
+	dur(&c.CommandMaxAge, DefaultCommandMaxAge)
+	dur(&c.DeadLetterMaxAge, DefaultDeadLetterMaxAge)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -109,37 +139,48 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports the first setting that cannot work.
+// Validate reports every field that cannot work, each as a
+// *setting.Error naming it. Zero values are valid: they take the defaults.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.Concurrency < 1 || c.Concurrency > 4096 {
-		errs = append(errs, fmt.Errorf("concurrency %d: want 1..4096", c.Concurrency))
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, setting.Errorf(field, format, args...))
+	}
+	if c.Subjects.Prefix != "" && !command.ValidCartID(c.Subjects.Prefix) {
+		bad("Subjects", "prefix %q: want one subject token of [A-Za-z0-9_-]", c.Subjects.Prefix)
+	}
+	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
+		bad("Concurrency", "%d: want 1..%d", c.Concurrency, MaxConcurrency)
 	}
 	if c.Partitions < 1 || c.Partitions > command.MaxPartitions {
-		errs = append(errs, fmt.Errorf("partitions %d: want 1..%d", c.Partitions, command.MaxPartitions))
+		bad("Partitions", "%d: want 1..%d", c.Partitions, command.MaxPartitions)
 	}
-	if c.AckWait < time.Second {
-		errs = append(errs, fmt.Errorf("ack wait %s: want at least 1s, for the heartbeats every third of it", c.AckWait))
+	if c.AckWait < MinAckWait {
+		bad("AckWait", "%s: want at least %s, for the heartbeats every third of it", c.AckWait, MinAckWait)
 	}
 	if c.MaxDeliver < 1 {
-		errs = append(errs, fmt.Errorf("max deliver %d: want at least 1", c.MaxDeliver))
+		bad("MaxDeliver", "%d: want at least 1", c.MaxDeliver)
 	}
-	if c.Replicas < 1 || c.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("replicas %d: want 1..5", c.Replicas))
+	if c.Replicas < 1 || c.Replicas > MaxReplicas {
+		bad("Replicas", "%d: want 1..%d (1 for a single server)", c.Replicas, MaxReplicas)
 	}
-	if c.DuplicateWindow < minDuplicateWindow {
-		errs = append(errs, fmt.Errorf("duplicate window %s: want at least 2m", c.DuplicateWindow))
+	if c.DuplicateWindow < MinDuplicateWindow {
+		bad("DuplicateWindow", "%s: want at least %s", c.DuplicateWindow, MinDuplicateWindow)
 	}
 	if c.RetryMaxDelay < c.RetryBaseDelay {
-		errs = append(errs, fmt.Errorf("retry max delay %s is below retry base delay %s", c.RetryMaxDelay, c.RetryBaseDelay))
+		bad("RetryMaxDelay", "%s is below RetryBaseDelay %s", c.RetryMaxDelay, c.RetryBaseDelay)
 	}
-	for name, d := range map[string]time.Duration{
-		"AckWait": c.AckWait, "ShutdownTimeout": c.ShutdownTimeout, "ProbeInterval": c.ProbeInterval,
-		"RetryBaseDelay": c.RetryBaseDelay,
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"AckWait", c.AckWait}, {"ShutdownTimeout", c.ShutdownTimeout}, {"ProbeInterval", c.ProbeInterval},
+		{"RetryBaseDelay", c.RetryBaseDelay}, {"SetupTimeout", c.SetupTimeout},
+		{"CommandMaxAge", c.CommandMaxAge}, {"DeadLetterMaxAge", c.DeadLetterMaxAge},
 	} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %s: must not be negative", name, d))
+		if d.v < 0 {
+			bad(d.field, "%s: want a positive duration such as 5s", d.v)
 		}
 	}
 	return errors.Join(errs...)

@@ -2,13 +2,21 @@ package consumer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cart"
+	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -82,4 +90,249 @@ func TestMessageWithoutMetadataIsCountedInvalid(t *testing.T) {
 	require.Empty(t, msg.settled, "a message without metadata cannot be settled")
 	require.Contains(t, logs.String(), "without metadata")
 	require.Contains(t, logs.String(), errNoMetadata.Error())
+}
+
+// jsMsg is a jetstream.Msg as JetStream delivers it, with metadata. It
+// records how it was settled.
+type jsMsg struct {
+	plainMsg
+	headers   nats.Header
+	delivered uint64
+	seq       uint64
+	delay     time.Duration
+}
+
+func (m *jsMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{NumDelivered: m.delivered, Sequence: jetstream.SequencePair{Stream: m.seq}}, nil
+}
+func (m *jsMsg) Headers() nats.Header { return m.headers }
+func (m *jsMsg) NakWithDelay(d time.Duration) error {
+	m.delay = d
+	return m.settle("nak with delay")
+}
+
+// fakeJS is the one JetStream call the fate of a message makes: storing a
+// dead letter. Every other method panics through the nil interface.
+type fakeJS struct {
+	jetstream.JetStream
+	err       error
+	published []*nats.Msg
+}
+
+func (f *fakeJS) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.published = append(f.published, m)
+	return &jetstream.PubAck{}, nil
+}
+
+// fakeKV is the failure counter's bucket in memory.
+type fakeKV struct {
+	jetstream.KeyValue
+	err  error
+	vals map[string][]byte
+	rev  uint64
+}
+
+type kvEntry struct {
+	jetstream.KeyValueEntry
+	val []byte
+	rev uint64
+}
+
+func (e kvEntry) Value() []byte    { return e.val }
+func (e kvEntry) Revision() uint64 { return e.rev }
+
+func (f *fakeKV) Get(_ context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	v, ok := f.vals[key]
+	if !ok {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return kvEntry{val: v, rev: f.rev}, nil
+}
+
+func (f *fakeKV) Create(_ context.Context, key string, v []byte, _ ...jetstream.KVCreateOpt) (uint64, error) {
+	f.vals[key] = v
+	f.rev++
+	return f.rev, nil
+}
+
+func (f *fakeKV) Update(_ context.Context, key string, v []byte, _ uint64) (uint64, error) {
+	f.vals[key] = v
+	f.rev++
+	return f.rev, nil
+}
+
+// events records the outcome events the worker publishes.
+type events struct {
+	err  error
+	sent []command.Event
+}
+
+func (e *events) Publish(_ string, data []byte) error {
+	if e.err != nil {
+		return e.err
+	}
+	var ev command.Event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return err
+	}
+	e.sent = append(e.sent, ev)
+	return nil
+}
+
+// applier returns a fixed answer, calling during first if set.
+type applier struct {
+	res    cartcache.Result
+	err    error
+	during func()
+}
+
+func (a applier) Apply(context.Context, command.Command) (cartcache.Result, error) {
+	if a.during != nil {
+		a.during()
+	}
+	return a.res, a.err
+}
+
+// The whole decision table, one delivery at a time, with no NATS server:
+// what each answer of decoding and applying makes of the message (Ack, Nak,
+// NakWithDelay or Term), of the dead-letter stream, of the outcome event
+// and of the metrics.
+func TestFateOfEveryDelivery(t *testing.T) {
+	const addItem = `{"id":"a1","type":"add-item","cart_id":"c1","items":[{"item_code":"A","quantity":1,"unit_price":1,"tax_code":"00"}]}`
+	errDown := errors.New("dapr: connection reset")
+	type want struct {
+		settled    string
+		delay      time.Duration
+		outcome    string
+		dlqCode    string          // "" for no dead letter
+		event      command.Outcome // of the event, "" for none
+		eventCode  string
+		eventID    string
+		deadLetter int
+	}
+	cases := []struct {
+		name      string
+		subject   string
+		body      string
+		apply     applier
+		delivered uint64
+		failures  int // failures already counted
+		kvErr     error
+		dlqErr    error
+		eventErr  error
+		stopped   bool
+		want      want
+	}{
+		{name: "applied", apply: applier{},
+			want: want{settled: "ack", outcome: LabelApplied, event: command.OutcomeApplied, eventID: "a1"}},
+		{name: "duplicate", apply: applier{res: cartcache.Result{Duplicate: true}},
+			want: want{settled: "ack", outcome: LabelDuplicate, event: command.OutcomeApplied, eventID: "a1"}},
+		{name: "applied but event lost: retried", apply: applier{}, eventErr: errDown,
+			want: want{settled: "nak with delay", delay: 100 * time.Millisecond, outcome: LabelRetry}},
+		{name: "cart not found", apply: applier{err: cart.ErrCartNotFound},
+			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1"}},
+		{name: "invalid state", apply: applier{err: cart.ErrInvalidState},
+			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeInvalidState, eventID: "a1"}},
+		{name: "unknown tax code", apply: applier{err: cart.ErrUnknownTaxCode},
+			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeUnknownTaxCode, eventID: "a1"}},
+		{name: "amount overflow", apply: applier{err: fmt.Errorf("line 1: %w", cart.ErrAmountOverflow)},
+			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeAmountOverflow, eventID: "a1"}},
+		{name: "invalid stored cart", apply: applier{err: cart.ErrInvalidCart},
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeInvalidCart, event: command.OutcomeRejected, eventCode: command.CodeInvalidCart, eventID: "a1", deadLetter: 1}},
+		{name: "unknown type", apply: applier{err: cart.ErrUnknownType},
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeUnknownType, event: command.OutcomeRejected, eventCode: command.CodeUnknownType, eventID: "a1", deadLetter: 1}},
+		{name: "dapr refused the request", apply: applier{err: statepool.ErrBadRequest},
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeStateRejected, event: command.OutcomeRejected, eventCode: command.CodeStateRejected, eventID: "a1", deadLetter: 1}},
+		{name: "malformed body: body id in the event", body: `{"id":"m1","type":"add-item","cart_id":"c1"} trailing`,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMalformedJSON, event: command.OutcomeRejected, eventCode: command.CodeMalformedJSON, eventID: "m1", deadLetter: 1}},
+		{name: "unreadable body: header id in the event", body: `{"id":"m1","type":"add-item","cart_id":"c1","items":[`,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMalformedJSON, event: command.OutcomeRejected, eventCode: command.CodeMalformedJSON, eventID: "hdr-id", deadLetter: 1}},
+		{name: "invalid command", body: `{"id":"q1","type":"add-item","cart_id":"c1","items":[{"item_code":"A","quantity":0,"unit_price":1,"tax_code":"00"}]}`,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeInvalidQuantity, event: command.OutcomeRejected, eventCode: command.CodeInvalidQuantity, eventID: "q1", deadLetter: 1}},
+		{name: "dead letter not stored: never dropped", body: `nope`, dlqErr: errDown,
+			want: want{settled: "nak with delay", delay: deadLetterRetryDelay, outcome: LabelRetry}},
+		{name: "transient, first failure", apply: applier{err: errDown},
+			want: want{settled: "nak with delay", delay: 100 * time.Millisecond, outcome: LabelRetry}},
+		{name: "transient, fourth failure backs off", apply: applier{err: errDown}, failures: 3,
+			want: want{settled: "nak with delay", delay: 800 * time.Millisecond, outcome: LabelRetry}},
+		{name: "transient, last failure: dead letter", apply: applier{err: errDown}, failures: 9,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1}},
+		{name: "failure count unavailable: deliveries count", apply: applier{err: errDown}, kvErr: errDown, delivered: 10,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1}},
+		{name: "handed back: nothing counted", apply: applier{err: errHandBack},
+			want: want{settled: "nak", outcome: LabelNotReady}},
+		{name: "paused at shutdown", apply: applier{err: errPaused},
+			want: want{settled: "nak", outcome: LabelShutdown}},
+		{name: "shutdown cut the call short", apply: applier{err: context.Canceled}, stopped: true,
+			want: want{settled: "nak", outcome: LabelShutdown}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &outcomes{}
+			js := &fakeJS{err: tc.dlqErr}
+			evs := &events{err: tc.eventErr}
+			kv := &fakeKV{err: tc.kvErr, vals: map[string][]byte{}}
+			if tc.failures > 0 {
+				kv.vals["7"] = []byte(strconv.Itoa(tc.failures))
+			}
+			w, err := New(js, evs, tc.apply, Config{Observer: obs, Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(t, err)
+			w.gate.set(nil) // the environment is fine
+
+			work, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			body := cmp.Or(tc.body, addItem)
+			msg := &jsMsg{
+				plainMsg:  plainMsg{subject: cmp.Or(tc.subject, "cart.pcmd.03.c1.add-item"), data: []byte(body)},
+				headers:   nats.Header{command.HeaderMsgID: []string{"hdr-id"}},
+				delivered: max(tc.delivered, 1), seq: 7,
+			}
+			r := &run{stop: context.Background(), work: work, beats: newHeartbeats(), failures: failures{kv: kv}}
+			if tc.stopped {
+				// Shutdown cuts the call short: the work context ends
+				// while the command is being applied.
+				w.app = applier{err: tc.apply.err, during: cancel}
+			}
+			w.handle(r, msg)
+
+			require.Equal(t, []string{tc.want.settled}, msg.settled)
+			if tc.want.settled == "nak with delay" {
+				require.Equal(t, tc.want.delay, msg.delay)
+			}
+			require.Equal(t, []string{"add-item/" + tc.want.outcome}, obs.done)
+			require.Equal(t, tc.want.deadLetter, obs.deadLettered)
+			if tc.want.dlqCode == "" {
+				require.Empty(t, js.published, "no dead letter")
+			} else {
+				require.Len(t, js.published, 1)
+				dl := js.published[0]
+				require.Equal(t, tc.want.dlqCode, dl.Header.Get(command.HeaderDLQCode))
+				require.Equal(t, "cart.pcmd.03.c1.add-item", msg.subject)
+				require.Equal(t, "7", dl.Header.Get(command.HeaderDLQSequence))
+				require.Equal(t, body, string(dl.Data))
+			}
+			if tc.want.event == "" {
+				require.Empty(t, evs.sent, "no event")
+				return
+			}
+			require.Len(t, evs.sent, 1)
+			ev := evs.sent[0]
+			require.Equal(t, tc.want.event, ev.Outcome)
+			require.Equal(t, tc.want.eventID, ev.CommandID)
+			require.Equal(t, "c1", ev.CartID)
+			if tc.want.eventCode == "" {
+				require.Nil(t, ev.Error)
+			} else {
+				require.NotNil(t, ev.Error)
+				require.Equal(t, tc.want.eventCode, ev.Error.Code)
+			}
+
+		})
+	}
 }

@@ -3,11 +3,9 @@ package consumer_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -114,27 +112,10 @@ func TestConfigurationFaultsHoldCommands(t *testing.T) {
 	}
 }
 
-// refusingDoer answers like a sidecar that is not listening while down is
-// set.
-type refusingDoer struct {
-	next statepool.Doer
-	down atomic.Bool
-}
-
-func (d *refusingDoer) Do(req *http.Request) (*http.Response, error) {
-	if d.down.Load() {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-	}
-	return d.next.Do(req)
-}
-
 func TestAbsentSidecarHoldsCommands(t *testing.T) {
-	d := &refusingDoer{}
-	d.down.Store(true)
 	// The breaker would also hold the commands once open; a high threshold
 	// shows that the first refused connections are held too.
-	e := newEnv(t, withDoer(func(next statepool.Doer) statepool.Doer { d.next = next; return d }),
-		withBreaker(breaker.Settings{ConsecutiveFailures: 1 << 20}))
+	e := newEnv(t, withSidecarDown(), withBreaker(breaker.Settings{ConsecutiveFailures: 1 << 20}))
 	probes := atomic.Int32{}
 	probe := func(ctx context.Context) error { probes.Add(1); return e.probe(ctx) }
 	r := e.startWorker(t, consumer.Config{MaxDeliver: 1, Probe: probe}, nil)
@@ -144,16 +125,16 @@ func TestAbsentSidecarHoldsCommands(t *testing.T) {
 	require.ErrorIs(t, r.w.Ready(), statepool.ErrUnreachable)
 	e.requireHeld(t, 1, "cache-c1")
 
-	d.down.Store(false)
+	e.sidecar.Up(t)
 	e.events.waitApplied(t, "cache-c1")
 
-	d.down.Store(true)
+	e.sidecar.Down()
 	e.publishCmd(t, addCmd("a1", "c1", item("A", 1, "10", "00")))
 	target := probes.Load() + 3
 	eventually(t, func() bool { return probes.Load() >= target }, waitFor, tick, "probes")
 	e.requireHeld(t, 1, "a1")
 
-	d.down.Store(false)
+	e.sidecar.Up(t)
 	e.events.waitApplied(t, "a1")
 	e.waitSettled(t)
 	require.Empty(t, e.deadLetters(t))

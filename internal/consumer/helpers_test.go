@@ -58,15 +58,19 @@ type env struct {
 	js     jetstream.JetStream
 	fake   *daprfake.Fake
 	store  *breaker.Breaker
-	svc    *cartcache.Service
-	events *eventLog
-	log    *slog.Logger
+	// sidecar is set by withSidecarDown.
+	sidecar *testkit.Proxy
+	svc     *cartcache.Carts
+	events  *eventLog
+	log     *slog.Logger
 }
 
 type envOptions struct {
 	breaker breaker.Settings
 	token   string
-	doer    func(statepool.Doer) statepool.Doer
+	// sidecarDown puts a proxy between the state client and the fake,
+	// down at first: the sidecar is absent until the test brings it up.
+	sidecarDown bool
 }
 
 // withToken makes the worker's state client send token as dapr-api-token.
@@ -74,10 +78,10 @@ func withToken(token string) envOption {
 	return func(o *envOptions) { o.token = token }
 }
 
-// withDoer wraps the state client's transport, for faults the fake cannot
-// produce, such as a sidecar that refuses connections.
-func withDoer(wrap func(statepool.Doer) statepool.Doer) envOption {
-	return func(o *envOptions) { o.doer = wrap }
+// withSidecarDown starts the env with its sidecar absent: connections to
+// it are refused until the test calls e.sidecar.Up.
+func withSidecarDown() envOption {
+	return func(o *envOptions) { o.sidecarDown = true }
 }
 
 type envOption func(*envOptions)
@@ -102,15 +106,14 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	e.fake = daprfake.New()
 	t.Cleanup(e.fake.Close)
 	scfg := statepool.Config{Endpoint: e.fake.URL(), APIToken: o.token}
-	hc := statepool.NewHTTPClient(scfg, statepool.Hooks{})
-	t.Cleanup(hc.CloseIdleConnections)
-	var doer statepool.Doer = hc
-	if o.doer != nil {
-		doer = o.doer(hc)
+	if o.sidecarDown {
+		e.sidecar = testkit.StartProxy(t, strings.TrimPrefix(e.fake.URL(), "http://"))
+		scfg.Endpoint = "http://" + e.sidecar.Addr()
 	}
 	var err error
-	e.client, err = statepool.New(doer, scfg, statepool.Hooks{})
+	e.client, err = statepool.New(scfg)
 	require.NoError(t, err)
+	t.Cleanup(e.client.Close)
 	e.store, err = breaker.New(e.client, o.breaker)
 	require.NoError(t, err)
 	e.svc = cartcache.New(e.store, cartcache.Config{})

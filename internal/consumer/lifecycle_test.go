@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
-	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/consumer"
 )
 
@@ -96,7 +96,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	e.startWorker(t, consumer.Config{Observer: obs2}, nil)
 	e.events.waitApplied(t, ids...)
 	for i := range 10 {
-		applied := e.cart(t, fmt.Sprintf("s%d", i))[cartcache.AppliedIDsField].([]any)
+		applied := e.cart(t, fmt.Sprintf("s%d", i))[cart.AppliedIDsField].([]any)
 		require.Equal(t, []any{ids[i]}, applied)
 	}
 	e.waitSettled(t)

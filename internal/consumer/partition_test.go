@@ -175,10 +175,9 @@ func TestSickInstanceHandsItsPartitionsBack(t *testing.T) {
 	e.fake.SetToken("right")
 
 	wrong := statepool.Config{Endpoint: e.fake.URL(), APIToken: "wrong"}
-	hc := statepool.NewHTTPClient(wrong, statepool.Hooks{})
-	t.Cleanup(hc.CloseIdleConnections)
-	sickClient, err := statepool.New(hc, wrong, statepool.Hooks{})
+	sickClient, err := statepool.New(wrong)
 	require.NoError(t, err)
+	t.Cleanup(sickClient.Close)
 	sickStore, err := breaker.New(sickClient, breaker.Settings{})
 	require.NoError(t, err)
 	sickApp := newApplier(cartcache.New(sickStore, cartcache.Config{}), nil)

@@ -2,8 +2,10 @@ package consumer
 
 import "time"
 
-// Every delay the worker waits before trying a command, or its environment,
-// again.
+// Every delay and backoff of the consumer: before a command, its dead
+// letter or its environment is tried again, and the bounds of each try.
+// Their configurable bases (Config.RetryBaseDelay, RetryMaxDelay,
+// ProbeInterval) have their defaults in config.go.
 
 const (
 	// probeTimeout bounds one probe of the environment.
@@ -33,6 +35,14 @@ const (
 	// could not be stored: CART_DLQ is unavailable, which takes longer than
 	// a transient blip to fix.
 	deadLetterRetryDelay = 5 * time.Second
+	// settleTimeout bounds counting a failure and storing a dead letter,
+	// which must get out even when shutdown has cancelled the work.
+	settleTimeout = 5 * time.Second
+	// setupAttemptTimeout bounds one attempt of the start-up JetStream
+	// setup, and setupRetryDelay is the pause before the next, while a
+	// cluster elects its leaders (Config.SetupTimeout bounds them all).
+	setupAttemptTimeout = 5 * time.Second
+	setupRetryDelay     = time.Second
 )
 
 // backoff is the NakWithDelay of a command that failed transiently on its

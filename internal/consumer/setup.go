@@ -21,10 +21,6 @@ import (
 // fix it.
 var ErrStreamIncompatible = errors.New("the existing stream cannot be used by cartworker")
 
-// minDuplicateWindow is the de-duplication window publishers rely on (the
-// README's contract): a republish within it is dropped by JetStream.
-const minDuplicateWindow = 2 * time.Minute
-
 // wantStream is a stream the worker needs: the configuration it creates
 // it with, the subjects it must capture and those it must leave alone.
 type wantStream struct {
@@ -246,9 +242,9 @@ func (w *Worker) adoptStream(ctx context.Context, want wantStream, have jetstrea
 			"stream", name, "partitions", w.cfg.Partitions, "transform", have.SubjectTransform.Destination)
 	}
 	if !w.cfg.ManageStreams {
-		if have.Duplicates < minDuplicateWindow {
+		if have.Duplicates < MinDuplicateWindow {
 			w.log.Warn("stream's duplicate window is below the 2m publishers rely on to drop a republished command",
-				"stream", name, "duplicates", have.Duplicates.String(), "want", minDuplicateWindow.String())
+				"stream", name, "duplicates", have.Duplicates.String(), "want", MinDuplicateWindow.String())
 		}
 		if have.Replicas < want.cfg.Replicas {
 			w.log.Warn("stream has fewer replicas than NATS_STREAM_REPLICAS; left as it is (NATS_MANAGE_STREAMS=true raises it)",
@@ -457,7 +453,7 @@ func serverURL(nc *nats.Conn) string {
 func (w *Worker) setupWithRetry(ctx context.Context) (Consumers, error) {
 	deadline := time.Now().Add(w.cfg.SetupTimeout)
 	for {
-		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		attemptCtx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
 		cons, err := w.Setup(attemptCtx)
 		cancel()
 		if err == nil {
@@ -468,7 +464,7 @@ func (w *Worker) setupWithRetry(ctx context.Context) (Consumers, error) {
 			return Consumers{}, err
 		}
 		w.log.Warn("JetStream setup failed, retrying", "err", err)
-		t := time.NewTimer(time.Second)
+		t := time.NewTimer(setupRetryDelay)
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -17,12 +17,12 @@ import (
 	"github.com/cartworker/cartworker/internal/cartcache"
 )
 
-// Applier applies one validated command. cartcache.Service implements it.
+// Applier applies one validated command. cartcache.Carts implements it.
 type Applier interface {
 	Apply(ctx context.Context, cmd command.Command) (cartcache.Result, error)
 }
 
-var _ Applier = (*cartcache.Service)(nil)
+var _ Applier = (*cartcache.Carts)(nil)
 
 // Publisher sends outcome events on core NATS. *nats.Conn implements it.
 type Publisher interface {

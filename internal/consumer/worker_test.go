@@ -19,6 +19,7 @@ import (
 
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/consumer"
 )
@@ -49,7 +50,7 @@ func TestHappyPath(t *testing.T) {
 
 	c := e.cart(t, "c1")
 	require.Equal(t, []string{"I1", "I2", "I3", "I4", "I5"}, e.lineCodes(t, "c1"), "lines in publish order")
-	require.Equal(t, cartcache.StatusEnteringItem, c["status"])
+	require.Equal(t, cart.StatusEnteringItem, c["status"])
 	for _, l := range c["line_items"].([]any) {
 		require.InDelta(t, 240, l.(map[string]any)["amount"], 1e-9)
 	}
@@ -61,7 +62,7 @@ func TestHappyPath(t *testing.T) {
 	require.InDelta(t, 5*264, sales["total_amount_with_tax"], 1e-9)
 	require.InDelta(t, 10, sales["total_quantity"], 1e-9)
 	require.InDelta(t, 5*264, c["balance_amount"], 1e-9)
-	applied := c[cartcache.AppliedIDsField].([]any)
+	applied := c[cart.AppliedIDsField].([]any)
 	require.Len(t, applied, len(ids))
 	for i, id := range ids {
 		require.Equal(t, id, applied[i])

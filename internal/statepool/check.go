@@ -3,7 +3,6 @@ package statepool
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 
 	sjson "github.com/segmentio/encoding/json"
@@ -28,20 +27,9 @@ const maxMetadataBody = 1 << 20
 // store that is configured but briefly down (Redis restarting) still passes:
 // that is the breaker's business.
 func (c *Client) Check(ctx context.Context) error {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.metadataURL, nil)
+	body, _, err := c.get(ctx, OpCheck, "", c.metadataURL, nil)
 	if err != nil {
-		return wrap(OpCheck, "", err)
-	}
-	c.setAuth(req)
-	resp, err := c.doer.Do(req)
-	if err != nil {
-		return c.transportErr(OpCheck, "", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return c.statusErr(OpCheck, "", resp)
+		return err
 	}
 	var md struct {
 		Components []struct {
@@ -49,11 +37,6 @@ func (c *Client) Check(ctx context.Context) error {
 			Type string `json:"type"`
 		} `json:"components"`
 	}
-	body, err := readBody(resp)
-	if err != nil {
-		return c.transportErr(OpCheck, "", err)
-	}
-	c.report(OpCheck, resp.StatusCode)
 	if len(body) > maxMetadataBody {
 		body = body[:maxMetadataBody]
 	}

@@ -17,7 +17,8 @@ import (
 	sjson "github.com/segmentio/encoding/json"
 )
 
-// Operation names reported to Hooks.OnRequest and in StatusError.Op.
+// Operation names reported to Hooks.OnRequest and in StatusError.Op; Check
+// reports OpCheck.
 const (
 	OpGet    = "get"
 	OpSave   = "save"
@@ -65,10 +66,12 @@ type SaveOptions struct {
 	TTL time.Duration
 }
 
-// Client calls Dapr's state API for one store. It is safe for concurrent
-// use.
+// Client calls Dapr's state API for one store through its own connection
+// pool. It is safe for concurrent use. Build one per process and share it:
+// a client per call defeats the pool.
 type Client struct {
-	doer        Doer
+	doer        doer
+	closeIdle   func()
 	hooks       Hooks
 	timeout     time.Duration
 	keyPrefix   string // <endpoint>/v1.0/state/<store>/
@@ -79,19 +82,25 @@ type Client struct {
 	bufs        sync.Pool
 }
 
-// New returns a Client that sends through doer, normally the shared client
-// from NewHTTPClient or the Doer from NewDoer. cfg must pass Validate.
-func New(doer Doer, cfg Config, hooks Hooks) (*Client, error) {
-	if doer == nil {
-		return nil, errors.New("statepool: nil Doer")
-	}
+// New returns a Client for cfg, which must pass Validate, with the
+// transport cfg.Mode asks for: the keep-alive pool, or a connection per
+// call for benchmarks. Close releases its idle connections.
+func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	d, closeIdle := newDoer(cfg)
+	return newClient(d, closeIdle, cfg), nil
+}
+
+// newClient takes the doer so that tests can put their own in; cfg has its
+// defaults applied.
+func newClient(d doer, closeIdle func(), cfg Config) *Client {
 	c := &Client{
-		doer:        doer,
-		hooks:       hooks,
+		doer:        d,
+		closeIdle:   closeIdle,
+		hooks:       cfg.Hooks,
 		timeout:     cfg.RequestTimeout,
 		saveURL:     cfg.Endpoint + "/v1.0/state/" + url.PathEscape(cfg.StoreName),
 		metadataURL: cfg.Endpoint + "/v1.0/metadata",
@@ -101,7 +110,18 @@ func New(doer Doer, cfg Config, hooks Hooks) (*Client, error) {
 	if cfg.APIToken != "" {
 		c.token = []string{cfg.APIToken}
 	}
-	return c, nil
+	return c
+}
+
+// Close closes the client's idle connections, for a clean shutdown. Calls
+// in flight finish and their connections close as they go idle; a call
+// made after Close dials again. Close may be called more than once.
+func (c *Client) Close() { c.closeIdle() }
+
+// KeyURL is the URL the client reads key at. It holds no secret (the API
+// token travels in a header), so it can be shown to a user.
+func (c *Client) KeyURL(key string) string {
+	return c.keyPrefix + url.PathEscape(key)
 }
 
 // Get returns the document at key, or ErrNotFound.
@@ -109,32 +129,40 @@ func (c *Client) Get(ctx context.Context, key string) (Entry, error) {
 	if key == "" {
 		return Entry{}, ErrEmptyKey
 	}
+	value, etag, err := c.get(ctx, OpGet, key, c.KeyURL(key), ErrNotFound)
+	return Entry{Value: value, ETag: etag}, err
+}
+
+// get is the GET that Get and Check share: it returns the body and ETag of
+// a 200 answer. A 204 or 404 answer returns notFound when that is set and
+// is a StatusError like any other status when it is not.
+func (c *Client) get(ctx context.Context, op, key, u string, notFound error) (body []byte, etag string, err error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.keyPrefix+url.PathEscape(key), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return Entry{}, wrap(OpGet, key, err)
+		return nil, "", wrap(op, key, err)
 	}
 	c.setAuth(req)
 	resp, err := c.doer.Do(req)
 	if err != nil {
-		return Entry{}, c.transportErr(OpGet, key, err)
+		return nil, "", c.transportErr(op, key, err)
 	}
 	defer resp.Body.Close()
 
-	switch resp.StatusCode {
-	case http.StatusOK:
-		value, err := readBody(resp)
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		body, err := readBody(resp)
 		if err != nil {
-			return Entry{}, c.transportErr(OpGet, key, err)
+			return nil, "", c.transportErr(op, key, err)
 		}
-		c.report(OpGet, resp.StatusCode)
-		return Entry{Value: value, ETag: resp.Header.Get(headerETag)}, nil
-	case http.StatusNoContent, http.StatusNotFound:
-		return Entry{}, c.finish(OpGet, resp, ErrNotFound)
+		c.report(op, resp.StatusCode)
+		return body, resp.Header.Get(headerETag), nil
+	case notFound != nil && (resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotFound):
+		return nil, "", c.finish(op, resp, notFound)
 	default:
-		return Entry{}, c.statusErr(OpGet, key, resp)
+		return nil, "", c.statusErr(op, key, resp)
 	}
 }
 
@@ -193,7 +221,7 @@ func (c *Client) Delete(ctx context.Context, key, etag string) error {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
-	u := c.keyPrefix + url.PathEscape(key)
+	u := c.KeyURL(key)
 	if etag != "" {
 		u += "?concurrency=first-write"
 	}
@@ -384,14 +412,19 @@ func drain(resp *http.Response) {
 //
 // value is spliced in raw (it is already JSON), so Dapr stores the document
 // rather than a string holding it.
+//
+// The key and ETag are written by segmentio's AppendEscape, which allocates
+// nothing and, like encoding/json, turns invalid UTF-8 into U+FFFD. Passing
+// such bytes through instead would gain nothing: daprd decodes the body
+// with encoding/json, which makes the same replacement without an error.
 func appendSaveBody(b []byte, key string, value []byte, opts SaveOptions) []byte {
 	b = append(b, `[{"key":`...)
-	b = appendJSONString(b, key)
+	b = sjson.AppendEscape(b, key, 0)
 	b = append(b, `,"value":`...)
 	b = append(b, value...)
 	if opts.ETag != "" {
 		b = append(b, `,"etag":`...)
-		b = appendJSONString(b, opts.ETag)
+		b = sjson.AppendEscape(b, opts.ETag, 0)
 		b = append(b, `,"options":{"concurrency":"first-write"}`...)
 	}
 	if opts.TTL > 0 {
@@ -403,42 +436,15 @@ func appendSaveBody(b []byte, key string, value []byte, opts SaveOptions) []byte
 	return append(b, `}]`...)
 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string. Keys and ETags are short and
-// almost always plain ASCII, so this beats a json.Marshal allocation.
-// Invalid UTF-8 passes through; Dapr rejects it, which is the right outcome.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if ch >= 0x20 && ch != '"' && ch != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch ch {
-		case '"', '\\':
-			b = append(b, '\\', ch)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[ch>>4], hexDigits[ch&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
 // saveBody is a pooled request buffer shared by Save and every reader the
 // transport takes from it (the body and any GetBody replay). Each holds a
 // reference; the buffer returns to the pool only when all have let go,
 // because the transport may still read a body after Do returns.
+//
+// The pool is kept because it measurably pays: with a fresh buffer and
+// http.NewRequest's bytes.Reader instead, BenchmarkClientOverhead/save-9KB
+// went from about 1.3 KB, 11 allocs and 5 µs per save to 10.9 KB, 14
+// allocs and 10 µs, and a 9 KB get+save round trip allocated 7 % more.
 type saveBody struct {
 	data  []byte
 	refs  atomic.Int32

@@ -26,23 +26,21 @@ func TestStoreContract(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			statetest.RunStoreContract(t, func(t *testing.T) (statetest.Store, *daprfake.Fake) {
 				f := newFake(t)
-				return newClient(t, f, statepool.Config{Mode: mode}, statepool.Hooks{}), f
+				return newClient(t, f, statepool.Config{Mode: mode}), f
 			})
 		})
 	}
 }
 
 func TestNewRejects(t *testing.T) {
-	_, err := statepool.New(nil, statepool.Config{}, statepool.Hooks{})
-	require.Error(t, err)
-
-	_, err = statepool.New(http.DefaultClient, statepool.Config{MaxConns: -1}, statepool.Hooks{})
+	c, err := statepool.New(statepool.Config{MaxConns: -1})
 	require.ErrorIs(t, err, statepool.ErrInvalidConfig)
+	require.Nil(t, c)
 }
 
 func TestArgumentErrors(t *testing.T) {
 	f := newFake(t)
-	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	c := newClient(t, f, statepool.Config{})
 	ctx := context.Background()
 
 	tests := []struct {
@@ -72,7 +70,7 @@ func TestArgumentErrors(t *testing.T) {
 
 func TestKeysArePathEscaped(t *testing.T) {
 	f := newFake(t)
-	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	c := newClient(t, f, statepool.Config{})
 	ctx := context.Background()
 
 	for _, key := range []string{"a/b", "a b", "q?x=1", "h#frag", "pct%41", "ünï"} {
@@ -90,7 +88,7 @@ func TestKeysArePathEscaped(t *testing.T) {
 
 func TestTTLRoundsUpToWholeSeconds(t *testing.T) {
 	f := newFake(t)
-	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	c := newClient(t, f, statepool.Config{})
 
 	tests := []struct {
 		ttl  time.Duration
@@ -114,13 +112,13 @@ func TestAPIToken(t *testing.T) {
 	f := newFake(t, daprfake.WithAPIToken(token))
 	ctx := context.Background()
 
-	with := newClient(t, f, statepool.Config{APIToken: token}, statepool.Hooks{})
+	with := newClient(t, f, statepool.Config{APIToken: token})
 	require.NoError(t, with.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{}))
 	_, err := with.Get(ctx, "k")
 	require.NoError(t, err)
 	require.NoError(t, with.Delete(ctx, "k", ""))
 
-	without := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	without := newClient(t, f, statepool.Config{})
 	_, err = without.Get(ctx, "k")
 	var se *statepool.StatusError
 	require.ErrorAs(t, err, &se)
@@ -131,7 +129,7 @@ func TestAPIToken(t *testing.T) {
 
 func TestStatusError(t *testing.T) {
 	f := newFake(t)
-	c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+	c := newClient(t, f, statepool.Config{})
 	f.FailWith(http.StatusServiceUnavailable)
 
 	err := c.Save(context.Background(), "c-1", []byte(`{}`), statepool.SaveOptions{})
@@ -160,11 +158,9 @@ func TestStatusErrorBodyTruncated(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 
-	cfg := statepool.Config{Endpoint: srv.URL}
-	hc := statepool.NewHTTPClient(cfg, statepool.Hooks{})
-	t.Cleanup(hc.CloseIdleConnections)
-	c, err := statepool.New(hc, cfg, statepool.Hooks{})
+	c, err := statepool.New(statepool.Config{Endpoint: srv.URL})
 	require.NoError(t, err)
+	t.Cleanup(c.Close)
 
 	for range 3 {
 		_, err := c.Get(context.Background(), "k")
@@ -178,7 +174,7 @@ func TestStatusErrorBodyTruncated(t *testing.T) {
 func TestOnRequestCodes(t *testing.T) {
 	f := newFake(t)
 	var rec recorder
-	c := newClient(t, f, statepool.Config{}, rec.hooks())
+	c := newClient(t, f, statepool.Config{Hooks: rec.hooks()})
 	ctx := context.Background()
 
 	_, err := c.Get(ctx, "k")
@@ -216,7 +212,9 @@ func TestTimeouts(t *testing.T) {
 			f := newFake(t)
 			f.SetDelay(10 * time.Second)
 			var rec recorder
-			c := newClient(t, f, tt.cfg, rec.hooks())
+			cfg := tt.cfg
+			cfg.Hooks = rec.hooks()
+			c := newClient(t, f, cfg)
 
 			start := time.Now()
 			_, err := c.Get(context.Background(), "k")
@@ -241,11 +239,9 @@ func TestConnectionRefusedIsFailure(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	var rec recorder
-	cfg := statepool.Config{Endpoint: "http://" + addr}
-	hc := statepool.NewHTTPClient(cfg, rec.hooks())
-	t.Cleanup(hc.CloseIdleConnections)
-	c, err := statepool.New(hc, cfg, rec.hooks())
+	c, err := statepool.New(statepool.Config{Endpoint: "http://" + addr, Hooks: rec.hooks()})
 	require.NoError(t, err)
+	t.Cleanup(c.Close)
 
 	_, err = c.Get(context.Background(), "k")
 	require.Error(t, err)
@@ -275,7 +271,7 @@ func TestDaprErrorClasses(t *testing.T) {
 	} {
 		t.Run(strconv.Itoa(tc.status)+" "+tc.errorCode, func(t *testing.T) {
 			f := newFake(t)
-			c := newClient(t, f, statepool.Config{}, statepool.Hooks{})
+			c := newClient(t, f, statepool.Config{})
 			f.FailNextWith(3, tc.status, tc.errorCode)
 			_, getErr := c.Get(context.Background(), "k")
 			saveErr := c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{})
@@ -295,16 +291,57 @@ func TestDaprErrorClasses(t *testing.T) {
 
 func TestCheck(t *testing.T) {
 	f := newFake(t, daprfake.WithAPIToken("right"))
-	c := newClient(t, f, statepool.Config{APIToken: "right"}, statepool.Hooks{})
+	c := newClient(t, f, statepool.Config{APIToken: "right"})
 	require.NoError(t, c.Check(context.Background()))
 
-	wrong := newClient(t, f, statepool.Config{APIToken: "wrong"}, statepool.Hooks{})
+	wrong := newClient(t, f, statepool.Config{APIToken: "wrong"})
 	require.ErrorIs(t, wrong.Check(context.Background()), statepool.ErrUnauthorized)
 
-	other := newClient(t, f, statepool.Config{APIToken: "right", StoreName: "nosuchstore"}, statepool.Hooks{})
+	other := newClient(t, f, statepool.Config{APIToken: "right", StoreName: "nosuchstore"})
 	err := other.Check(context.Background())
 	require.ErrorIs(t, err, statepool.ErrStoreNotFound)
 	require.Contains(t, err.Error(), `"nosuchstore": daprd has cartstore`)
+}
+
+// TestCheckNotFoundIsStatusError: Check shares Get's request, but a 204 or
+// 404 from the metadata API is no missing key: it means the endpoint is not
+// daprd, and the status must say so.
+func TestCheckNotFoundIsStatusError(t *testing.T) {
+	for _, status := range []int{http.StatusNotFound, http.StatusNoContent} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(status)
+			}))
+			t.Cleanup(srv.Close)
+			var rec recorder
+			c, err := statepool.New(statepool.Config{Endpoint: srv.URL, Hooks: rec.hooks()})
+			require.NoError(t, err)
+			t.Cleanup(c.Close)
+
+			err = c.Check(context.Background())
+			var se *statepool.StatusError
+			require.ErrorAs(t, err, &se)
+			require.Equal(t, status, se.StatusCode)
+			require.Equal(t, statepool.OpCheck, se.Op)
+			require.NotErrorIs(t, err, statepool.ErrNotFound)
+			require.Equal(t, []string{"check " + strconv.Itoa(status)}, rec.requests())
+		})
+	}
+}
+
+func TestCloseReleasesIdleConnections(t *testing.T) {
+	f := newFake(t)
+	c := newClient(t, f, statepool.Config{})
+	ctx := context.Background()
+
+	require.NoError(t, c.Save(ctx, "k", []byte(`{}`), statepool.SaveOptions{}))
+	eventually(t, func() bool { return f.OpenConns() == 1 }, "the pool keeps its connection")
+	c.Close()
+	eventually(t, func() bool { return f.OpenConns() == 0 }, "Close must close idle connections")
+	c.Close() // twice is fine
+
+	_, err := c.Get(ctx, "k")
+	require.NoError(t, err, "a call after Close dials again")
 }
 
 func TestPooledCapsConnections(t *testing.T) {
@@ -316,7 +353,7 @@ func TestPooledCapsConnections(t *testing.T) {
 	f.SetDelay(2 * time.Millisecond) // keep requests in flight together
 	f.Put("k", []byte(`{"n":1}`))
 	var rec recorder
-	c := newClient(t, f, statepool.Config{MaxConnsPerHost: perHost}, rec.hooks())
+	c := newClient(t, f, statepool.Config{MaxConns: perHost, Hooks: rec.hooks()})
 
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -348,7 +385,7 @@ func TestPerRequestOpensConnectionPerCall(t *testing.T) {
 	const calls = 20
 	f := newFake(t)
 	var rec recorder
-	c := newClient(t, f, statepool.Config{Mode: statepool.ModePerRequest}, rec.hooks())
+	c := newClient(t, f, statepool.Config{Mode: statepool.ModePerRequest, Hooks: rec.hooks()})
 
 	for range calls {
 		require.NoError(t, c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{}))
@@ -365,7 +402,7 @@ func TestPerRequestOpensConnectionPerCall(t *testing.T) {
 func TestSequentialCallsReuseOneConnection(t *testing.T) {
 	f := newFake(t)
 	var rec recorder
-	c := newClient(t, f, statepool.Config{}, rec.hooks())
+	c := newClient(t, f, statepool.Config{Hooks: rec.hooks()})
 	ctx := context.Background()
 
 	for range 10 {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cartworker/cartworker/internal/setting"
 )
 
 // Mode selects how state calls reach Dapr.
@@ -29,8 +31,7 @@ const (
 const (
 	DefaultEndpoint              = "http://127.0.0.1:3500"
 	DefaultStoreName             = "cartstore"
-	DefaultMaxConns              = 100
-	DefaultMaxConnsPerHost       = 50
+	DefaultMaxConns              = 50
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultDialTimeout           = 3 * time.Second
 	DefaultResponseHeaderTimeout = 5 * time.Second
@@ -55,22 +56,19 @@ type Config struct {
 	// Mode selects pooled or per-request transport. Default ModePooled.
 	Mode Mode
 
-	// MaxConns caps the connections open at once across all hosts; dials
-	// beyond it wait for a connection to close. It also bounds the idle
-	// pool. Default DefaultMaxConns.
+	// MaxConns caps the connections, active and idle, to the sidecar: a
+	// Client talks to one host, its Endpoint, so this bounds every
+	// connection it opens. A call that finds them all busy waits for one
+	// (bounded by RequestTimeout). Default DefaultMaxConns. Pooled mode
+	// only: per-request mode has no cap, as upstream had none.
 	MaxConns int
-
-	// MaxConnsPerHost caps connections (active and idle) to one host, which
-	// for a sidecar means all of them. It must not exceed MaxConns. Default
-	// DefaultMaxConnsPerHost, lowered to MaxConns when that is smaller.
-	MaxConnsPerHost int
 
 	// IdleConnTimeout is how long an idle keep-alive connection is kept.
 	// Default DefaultIdleConnTimeout.
 	IdleConnTimeout time.Duration
 
-	// DialTimeout bounds a TCP dial, including any wait for a free slot
-	// under MaxConns. Default DefaultDialTimeout.
+	// DialTimeout bounds a TCP dial (and a TLS handshake). Default
+	// DefaultDialTimeout.
 	DialTimeout time.Duration
 
 	// ResponseHeaderTimeout bounds the wait for response headers once the
@@ -80,6 +78,26 @@ type Config struct {
 	// RequestTimeout bounds each state call end to end, body included. A
 	// caller's earlier deadline still wins. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
+
+	// Hooks observe the client for metrics; the zero value observes
+	// nothing. String and LogValue leave them out.
+	Hooks Hooks
+}
+
+// Hooks observe the client for metrics. Nil funcs are skipped. Hooks run on
+// the calling goroutine and must be fast and safe for concurrent use.
+type Hooks struct {
+	// OnDial fires after every successful TCP dial to Dapr, in both modes.
+	// It backs cartworker_state_connections_opened_total: with pooling
+	// working it stays flat while requests climb.
+	OnDial func()
+
+	// OnRequest fires once per state call sent to Dapr with op "get",
+	// "save", "delete" or "check" and code set to the HTTP status ("200",
+	// "409", ...), or "timeout" or "error" when no complete response
+	// arrived. Calls rejected before sending (empty key, invalid JSON) do
+	// not fire.
+	OnRequest func(op, code string)
 }
 
 // withDefaults returns c with every zero or negative field replaced by its
@@ -98,9 +116,6 @@ func (c Config) withDefaults() Config {
 	if c.MaxConns <= 0 {
 		c.MaxConns = DefaultMaxConns
 	}
-	if c.MaxConnsPerHost <= 0 {
-		c.MaxConnsPerHost = min(DefaultMaxConnsPerHost, c.MaxConns)
-	}
 	if c.IdleConnTimeout <= 0 {
 		c.IdleConnTimeout = DefaultIdleConnTimeout
 	}
@@ -116,13 +131,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports every invalid field at once. Zero values are valid; they
-// mean "use the default". Each error names its field and wraps
-// ErrInvalidConfig.
+// Validate reports every invalid field at once, each as a *setting.Error
+// naming it that also wraps ErrInvalidConfig. Zero values are valid; they
+// mean "use the default".
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
+		errs = append(errs, fmt.Errorf("%w: %w", ErrInvalidConfig, setting.Errorf(field, format, args...)))
 	}
 
 	if c.Endpoint != "" {
@@ -148,15 +163,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConns < 0 {
 		bad("MaxConns", "must not be negative, got %d", c.MaxConns)
-	}
-	if c.MaxConnsPerHost < 0 {
-		bad("MaxConnsPerHost", "must not be negative, got %d", c.MaxConnsPerHost)
-	}
-	if c.MaxConns > 0 && c.MaxConnsPerHost > c.MaxConns {
-		bad("MaxConnsPerHost", "%d exceeds MaxConns %d", c.MaxConnsPerHost, c.MaxConns)
-	}
-	if c.MaxConns == 0 && c.MaxConnsPerHost > DefaultMaxConns {
-		bad("MaxConnsPerHost", "%d exceeds default MaxConns %d", c.MaxConnsPerHost, DefaultMaxConns)
 	}
 	for _, d := range []struct {
 		field string
@@ -199,8 +205,6 @@ func (c Config) String() string {
 	b.WriteString(string(d.Mode))
 	b.WriteString(" MaxConns:")
 	b.WriteString(strconv.Itoa(d.MaxConns))
-	b.WriteString(" MaxConnsPerHost:")
-	b.WriteString(strconv.Itoa(d.MaxConnsPerHost))
 	b.WriteString(" IdleConnTimeout:")
 	b.WriteString(d.IdleConnTimeout.String())
 	b.WriteString(" DialTimeout:")
@@ -225,7 +229,6 @@ func (c Config) LogValue() slog.Value {
 		slog.String("api_token", c.tokenForDisplay()),
 		slog.String("mode", string(d.Mode)),
 		slog.Int("max_conns", d.MaxConns),
-		slog.Int("max_conns_per_host", d.MaxConnsPerHost),
 		slog.Duration("idle_conn_timeout", d.IdleConnTimeout),
 		slog.Duration("dial_timeout", d.DialTimeout),
 		slog.Duration("response_header_timeout", d.ResponseHeaderTimeout),

@@ -21,7 +21,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero value", statepool.Config{}, ""},
 		{"full", statepool.Config{
 			Endpoint: "https://dapr:3500", StoreName: "s", Mode: statepool.ModePerRequest,
-			MaxConns: 10, MaxConnsPerHost: 10, IdleConnTimeout: time.Second, DialTimeout: time.Second,
+			MaxConns: 10, IdleConnTimeout: time.Second, DialTimeout: time.Second,
 			ResponseHeaderTimeout: time.Second, RequestTimeout: time.Second,
 		}, ""},
 		{"bad scheme", statepool.Config{Endpoint: "ftp://x"}, "Endpoint"},
@@ -31,9 +31,6 @@ func TestConfigValidate(t *testing.T) {
 		{"store slash", statepool.Config{StoreName: "a/b"}, "StoreName"},
 		{"mode", statepool.Config{Mode: "pooling"}, "Mode"},
 		{"negative max conns", statepool.Config{MaxConns: -1}, "MaxConns"},
-		{"negative per host", statepool.Config{MaxConnsPerHost: -1}, "MaxConnsPerHost"},
-		{"per host above total", statepool.Config{MaxConns: 4, MaxConnsPerHost: 8}, "MaxConnsPerHost"},
-		{"per host above default total", statepool.Config{MaxConnsPerHost: 101}, "MaxConnsPerHost"},
 		{"idle timeout", statepool.Config{IdleConnTimeout: -1}, "IdleConnTimeout"},
 		{"dial timeout", statepool.Config{DialTimeout: -1}, "DialTimeout"},
 		{"header timeout", statepool.Config{ResponseHeaderTimeout: -1}, "ResponseHeaderTimeout"},
@@ -56,7 +53,7 @@ func TestConfigStringShowsDefaults(t *testing.T) {
 	s := statepool.Config{MaxConns: 10}.String()
 	for _, want := range []string{
 		"Endpoint:http://127.0.0.1:3500", "StoreName:cartstore", "Mode:pooled",
-		"MaxConns:10 ", "MaxConnsPerHost:10 ", "RequestTimeout:10s",
+		"MaxConns:10 ", "RequestTimeout:10s",
 	} {
 		require.Contains(t, s, want)
 	}

@@ -60,7 +60,7 @@ const maxErrorBody = 256
 // StatusError is returned when Dapr answers with a status the operation does
 // not expect and that has no sentinel of its own.
 type StatusError struct {
-	// Op is the operation: "get", "save" or "delete".
+	// Op is the operation: "get", "save", "delete" or "check".
 	Op string
 	// Key is the state key the call was for.
 	Key string

@@ -8,9 +8,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/daprfake"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
+
+// Client is one implementation of cartcache's Store; statepool cannot
+// import cartcache (cartcache builds on statepool's types), so the check
+// lives in its tests.
+var _ cartcache.Store = (*statepool.Client)(nil)
 
 // recorder collects hook calls.
 type recorder struct {
@@ -46,13 +52,12 @@ func newFake(t testing.TB, opts ...daprfake.Option) *daprfake.Fake {
 
 // newClient builds a Client against f in cfg.Mode, closing its pool on
 // cleanup.
-func newClient(t testing.TB, f *daprfake.Fake, cfg statepool.Config, hooks statepool.Hooks) *statepool.Client {
+func newClient(t testing.TB, f *daprfake.Fake, cfg statepool.Config) *statepool.Client {
 	t.Helper()
 	cfg.Endpoint = f.URL()
-	doer, closeIdle := statepool.NewDoer(cfg, hooks)
-	t.Cleanup(closeIdle)
-	c, err := statepool.New(doer, cfg, hooks)
+	c, err := statepool.New(cfg)
 	require.NoError(t, err)
+	t.Cleanup(c.Close)
 	return c
 }
 

@@ -12,17 +12,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/daprfake"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
-// Store is the method set under test; statepool.Client, breaker.Breaker and
-// cartcache.Store all share it.
-type Store interface {
-	Get(ctx context.Context, key string) (statepool.Entry, error)
-	Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error
-	Delete(ctx context.Context, key, etag string) error
-}
+// Store is the contract under test, cartcache's one Store interface.
+type Store = cartcache.Store
 
 // NewStore builds a fresh Store talking to a fresh fake. It should register
 // cleanup on t.

@@ -80,7 +80,10 @@ func testInput() reportInput {
 }
 
 func TestBuildReportResults(t *testing.T) {
-	res, md, svg := buildReport(testInput())
+	res, md, svg, err := buildReport(testInput())
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	if res.Config.SaturationUsers != 64 || len(res.Config.Users) != 2 || res.Config.Rounds != 2 {
 		t.Fatalf("config %+v", res.Config)
@@ -226,7 +229,10 @@ func TestReportWithMissingModes(t *testing.T) {
 	}
 	in.runs = runs
 	in.peer = Peer{Reason: "not available: test"}
-	res, md, svg := buildReport(in)
+	res, md, svg, err := buildReport(in)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if res.Saturation.WorkerAddItemPerS != nil || res.Ratios.WorkerSaturationOverCeiling != nil {
 		t.Fatalf("saturation should be unmeasured: %+v", res.Saturation)
 	}

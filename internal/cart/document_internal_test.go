@@ -1,4 +1,4 @@
-package cartcache
+package cart
 
 import (
 	"encoding/json"
@@ -27,7 +27,7 @@ func TestSetStringWritesValidJSON(t *testing.T) {
 		"invalid UTF-8 \xff\xfe here",
 		"truncated rune \xe6\x97",
 	} {
-		d := &document{fields: map[string]json.RawMessage{}}
+		d := &Document{fields: map[string]json.RawMessage{}}
 		d.setString("v", s)
 		raw := d.fields["v"]
 		require.True(t, json.Valid(raw), "%q encoded as invalid JSON %s", s, raw)
@@ -37,7 +37,7 @@ func TestSetStringWritesValidJSON(t *testing.T) {
 		// comes back as U+FFFD, as converting to runes spells it.
 		require.Equal(t, string([]rune(s)), got, "%q encoded as %s", s, raw)
 
-		doc, err := d.encode(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
+		doc, err := d.Encode(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
 		require.NoError(t, err)
 		require.True(t, json.Valid(doc), "%q made the document invalid: %s", s, doc)
 	}

@@ -3,6 +3,7 @@ package cartcache_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/daprfake"
 	"github.com/cartworker/cartworker/internal/statepool"
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // env is a Service over the real state client talking to the Dapr fake.
 type env struct {
-	svc   *cartcache.Service
+	svc   *cartcache.Carts
 	fake  *daprfake.Fake
 	store *statepool.Client
 }
@@ -33,10 +35,9 @@ func newEnv(t *testing.T, cfg cartcache.Config) *env {
 	fake := daprfake.New()
 	t.Cleanup(fake.Close)
 	scfg := statepool.Config{Endpoint: fake.URL()}
-	hc := statepool.NewHTTPClient(scfg, statepool.Hooks{})
-	t.Cleanup(hc.CloseIdleConnections)
-	client, err := statepool.New(hc, scfg, statepool.Hooks{})
+	client, err := statepool.New(scfg)
 	require.NoError(t, err)
+	t.Cleanup(client.Close)
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) }
 	}
@@ -142,7 +143,7 @@ func TestTotalsAndTaxes(t *testing.T) {
 				e.apply(t, addCmd("add-"+strconv.Itoa(i), "c1", it))
 			}
 			c := e.cart(t, "c1")
-			require.Equal(t, cartcache.StatusEnteringItem, c["status"])
+			require.Equal(t, cart.StatusEnteringItem, c["status"])
 			require.InDelta(t, tt.subtotal, c["subtotal_amount"], 1e-9)
 			sales := c["sales"].(map[string]any)
 			require.InDelta(t, tt.subtotal, sales["total_amount"], 1e-9)
@@ -250,7 +251,7 @@ func TestKeepsAtLeastTheLastThousandIDs(t *testing.T) {
 	for i := range 1005 {
 		e.apply(t, recache(i))
 	}
-	ids := e.cart(t, "c1")[cartcache.AppliedIDsField].([]any)
+	ids := e.cart(t, "c1")[cart.AppliedIDsField].([]any)
 	require.Len(t, ids, 1000)
 	require.Equal(t, "c1004", ids[len(ids)-1])
 	require.True(t, e.apply(t, recache(5)).Duplicate)
@@ -260,19 +261,19 @@ func TestKeepsAtLeastTheLastThousandIDs(t *testing.T) {
 func TestRejections(t *testing.T) {
 	e := newEnv(t, cartcache.Config{})
 	_, err := e.svc.Apply(context.Background(), addCmd("a1", "nope", item("A", 1, "1", "00")))
-	require.ErrorIs(t, err, cartcache.ErrCartNotFound)
+	require.ErrorIs(t, err, cart.ErrCartNotFound)
 
 	e.apply(t, cacheCmd("paying", `{"status":"Paying"}`))
 	_, err = e.svc.Apply(context.Background(), addCmd("a2", "paying", item("A", 1, "1", "00")))
-	require.ErrorIs(t, err, cartcache.ErrInvalidState)
+	require.ErrorIs(t, err, cart.ErrInvalidState)
 
 	e.apply(t, cacheCmd("c1", ""))
 	_, err = e.svc.Apply(context.Background(), addCmd("a3", "c1", item("A", 1, "1", "99")))
-	require.ErrorIs(t, err, cartcache.ErrUnknownTaxCode)
+	require.ErrorIs(t, err, cart.ErrUnknownTaxCode)
 
 	e.fake.Put("broken", []byte(`{"line_items":"not a list"}`))
 	_, err = e.svc.Apply(context.Background(), addCmd("a4", "broken", item("A", 1, "1", "00")))
-	require.ErrorIs(t, err, cartcache.ErrInvalidCart)
+	require.ErrorIs(t, err, cart.ErrInvalidCart)
 }
 
 // A command type Apply does not know says nothing about the cart, which
@@ -282,8 +283,8 @@ func TestUnknownCommandTypeIsNotAnInvalidCart(t *testing.T) {
 	e := newEnv(t, cartcache.Config{})
 	e.apply(t, cacheCmd("c1", ""))
 	_, err := e.svc.Apply(context.Background(), command.Command{ID: "x1", Type: "frobnicate", CartID: "c1"})
-	require.ErrorIs(t, err, cartcache.ErrUnknownType)
-	require.NotErrorIs(t, err, cartcache.ErrInvalidCart)
+	require.ErrorIs(t, err, cart.ErrUnknownType)
+	require.NotErrorIs(t, err, cart.ErrInvalidCart)
 }
 
 func TestDeleteLeavesTombstone(t *testing.T) {
@@ -383,23 +384,46 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 	require.InDelta(t, 880, c["sales"].(map[string]any)["total_amount_with_tax"], 1e-9)
 }
 
-// The worker parses CART_TAX_TABLE, whose default is
-// DefaultTaxTable().String(), while a zero Config takes DefaultTaxTable()
-// itself: the two must be the same table down to the tax names, or tests and
-// production write different tax_name values into carts.
-func TestDefaultTaxTableSurvivesItsString(t *testing.T) {
-	def := cartcache.DefaultTaxTable()
-	parsed, err := cartcache.ParseTaxTable(def.String())
-	require.NoError(t, err)
-	require.Equal(t, def, parsed)
-}
+// Update's contract, apart from any cart rule: a known command id never
+// reaches the change; a change's error writes nothing; the change may
+// return the cart it was given, a new one, or nil to delete it.
+func TestUpdateOwnsTheReadModifyWrite(t *testing.T) {
+	e := newEnv(t, cartcache.Config{})
+	ctx := context.Background()
+	e.apply(t, cacheCmd("c1", ""))
 
-func TestParseTaxTable(t *testing.T) {
-	tt, err := cartcache.ParseTaxTable("00:exempt:0, 01:External:10,02:internal:10,11:external:8,12:internal:8")
-	require.NoError(t, err)
-	require.Equal(t, cartcache.DefaultTaxTable().String(), tt.String())
-	for _, bad := range []string{"01:external", "01:vat:10", "01:external:-1", "01:external:x", ":external:1", "01:external:1,01:internal:2"} {
-		_, err := cartcache.ParseTaxTable(bad)
-		require.Error(t, err, bad)
+	calls := 0
+	keep := func(cur *cart.Document) (*cart.Document, error) {
+		calls++
+		require.NotNil(t, cur)
+		return cur, nil
 	}
+	res, err := e.svc.Update(ctx, "c1", "u1", keep)
+	require.NoError(t, err)
+	require.False(t, res.Duplicate)
+	require.Equal(t, 1, calls)
+	require.Contains(t, e.cart(t, "c1")[cart.AppliedIDsField], "u1", "the id is saved with the cart")
+
+	res, err = e.svc.Update(ctx, "c1", "u1", keep)
+	require.NoError(t, err)
+	require.True(t, res.Duplicate)
+	require.Equal(t, 1, calls, "a known id never reaches the change")
+
+	etag, _ := e.fake.ETag("c1")
+	refused := errors.New("refused")
+	_, err = e.svc.Update(ctx, "c1", "u2", func(*cart.Document) (*cart.Document, error) { return nil, refused })
+	require.ErrorIs(t, err, refused)
+	after, _ := e.fake.ETag("c1")
+	require.Equal(t, etag, after, "a refused change writes nothing")
+	require.NotContains(t, e.cart(t, "c1")[cart.AppliedIDsField], "u2")
+
+	_, err = e.svc.Update(ctx, "c1", "u3", func(*cart.Document) (*cart.Document, error) { return nil, nil })
+	require.NoError(t, err)
+	_, ok := e.fake.Get("c1")
+	require.False(t, ok, "nil deletes the cart")
+	_, err = e.svc.Update(ctx, "c1", "u1", func(cur *cart.Document) (*cart.Document, error) {
+		t.Error("the tombstone remembers u1")
+		return cur, nil
+	})
+	require.NoError(t, err)
 }

@@ -1,4 +1,4 @@
-package cartcache
+package cart
 
 import (
 	"errors"
@@ -87,6 +87,17 @@ func ParseTaxTable(s string) (TaxTable, error) {
 		t[code] = TaxRule{Code: code, No: i + 1, Type: typ, Rate: rate, Name: taxName(typ, rate)}
 	}
 	return t, nil
+}
+
+// Set parses s with ParseTaxTable into t, so that a TaxTable is a
+// flag.Value: a bad table is refused where it is given.
+func (t *TaxTable) Set(s string) error {
+	parsed, err := ParseTaxTable(s)
+	if err != nil {
+		return err
+	}
+	*t = parsed
+	return nil
 }
 
 // String formats t in ParseTaxTable's format, ordered by tax number.

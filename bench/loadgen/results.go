@@ -275,7 +275,7 @@ func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int
 		floorPooledOverCeiling, "×", false, "at least")
 	pooledDials := maxOver(points, loadkit.ModePooled, 0, func(p loadkit.Point) float64 { return float64(p.DialsTotal) })
 	check("connections opened by the pooled worker over the whole run", pooledDials, float64(poolLimit), "conns", true,
-		"at most the pool limit (WORKER_STATE_MAX_CONNS_PER_HOST)")
+		"at most the pool limit (WORKER_STATE_MAX_CONNS)")
 	check("per-request worker: connections opened per state call", dialsPerCall(points, loadkit.ModePerRequest), 0.99, "per call", false,
 		"one per call (at least 0.99: a call that fails before connecting dials nothing)")
 	check("worker RSS at 15 users (pooled)", rss15, floorRSSMiB, "MiB", true, "at most")

@@ -1,23 +1,3 @@
-// Command loadgen is cartworker's load generator and benchmark reporter.
-// `make bench` (scripts/bench.sh) drives it; each subcommand is also usable
-// on its own:
-//
-//	loadgen run      the upstream locust scenario through NATS and the worker
-//	                 (one mode, scenario, user count and round); writes a run
-//	loadgen ceiling  the same state calls straight to daprd through the
-//	                 worker's pooled HTTP client, no NATS and no worker
-//	loadgen capture  builds one 20-line cart through the worker and saves
-//	                 the documents it stored, for the ceiling and the peer
-//	loadgen report   aggregates runs into bench/REPORT.md, results.json and
-//	                 the latency chart
-//	loadgen free-ports, wait, fetch   small helpers for scripts/bench.sh
-//
-// The scenario: each user creates a cart (cache), adds 20 items one at a
-// time (add-item) and deletes it (delete), waiting for each command's
-// outcome event before the next, so a latency is publish to outcome event.
-// In the paced scenario users pause a think time after each command; in the
-// closed-loop one they do not. Only commands started after the warm-up and
-// before the end of the window are counted; every loop is bounded in time.
 package main
 
 import (
@@ -31,28 +11,29 @@ import (
 	"syscall"
 )
 
-func main() {
+// loadgen runs the command in args until it ends or SIGINT or SIGTERM
+// arrives, reports its error on stderr and returns the exit status: 130
+// when interrupted (as a shell expects of a program stopped by Ctrl-C, so
+// that scripts/bench.sh stops too rather than starting the next run), 0 for
+// -h, 2 for a usage error, 1 for any other failure.
+func loadgen(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, args, stdout, stderr)
 	interrupted := ctx.Err() != nil
 	stop()
-	if interrupted {
-		// Exit as a shell expects of a program stopped by Ctrl-C, so that
-		// scripts/bench.sh stops too rather than starting the next run.
-		fmt.Fprintln(os.Stderr, "loadgen: interrupted")
-		os.Exit(130)
+	switch {
+	case interrupted:
+		fmt.Fprintln(stderr, "loadgen: interrupted")
+		return 130
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
 	}
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-		var u usageError
-		if errors.As(err, &u) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+	fmt.Fprintln(stderr, "loadgen:", err)
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
 	}
+	return 1
 }
 
 type usageError struct{ error }

@@ -40,17 +40,17 @@ func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer closePub()
-	ops, closeOps, err := newPoolOps(*dapr, *store, "")
+	client, err := newPoolClient(*dapr, *store, "")
 	if err != nil {
 		return err
 	}
-	defer closeOps()
+	defer client.Close()
 
 	w := &workerScenario{pub: pub}
 	cart := "lg-capture-" + randomID()
 	docs := &loadkit.Docs{Source: "captured through the worker (cart " + cart + ")"}
 	get := func(key string) (json.RawMessage, error) {
-		e, err := ops.c.Get(ctx, key)
+		e, err := client.Get(ctx, key)
 		if err != nil {
 			return nil, fmt.Errorf("read back %s: %w", key, err)
 		}

@@ -1,0 +1,27 @@
+// Command loadgen is cartworker's load generator and benchmark reporter.
+// `make bench` (scripts/bench.sh) drives it; each subcommand is also usable
+// on its own:
+//
+//	loadgen run      the upstream locust scenario through NATS and the worker
+//	                 (one mode, scenario, user count and round); writes a run
+//	loadgen ceiling  the same state calls straight to daprd through the
+//	                 worker's pooled HTTP client, no NATS and no worker
+//	loadgen capture  builds one 20-line cart through the worker and saves
+//	                 the documents it stored, for the ceiling and the peer
+//	loadgen report   aggregates runs into bench/REPORT.md, results.json and
+//	                 the latency chart
+//	loadgen free-ports, wait, fetch   small helpers for scripts/bench.sh
+//
+// The scenario: each user creates a cart (cache), adds 20 items one at a
+// time (add-item) and deletes it (delete), waiting for each command's
+// outcome event before the next, so a latency is publish to outcome event.
+// In the paced scenario users pause a think time after each command; in the
+// closed-loop one they do not. Only commands started after the warm-up and
+// before the end of the window are counted; every loop is bounded in time.
+package main
+
+import "os"
+
+func main() {
+	os.Exit(loadgen(os.Args[1:], os.Stdout, os.Stderr))
+}

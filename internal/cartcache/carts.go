@@ -1,0 +1,218 @@
+package cartcache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cart"
+	"github.com/cartworker/cartworker/internal/setting"
+	"github.com/cartworker/cartworker/internal/statepool"
+)
+
+// Defaults of Config.
+const (
+	// MinKeepAppliedIDs is the default and the least of KeepAppliedIDs.
+	MinKeepAppliedIDs = 1000
+	// DefaultTombstoneTTL is the default of TombstoneTTL.
+	DefaultTombstoneTTL = time.Hour
+	// DefaultMaxConflictRetries is the default of MaxConflictRetries.
+	DefaultMaxConflictRetries = 16
+)
+
+// ErrConflict is returned when the cart kept changing under Update for
+// every allowed re-read. It is transient.
+var ErrConflict = errors.New("cart kept changing: too many ETag conflicts")
+
+// Config tunes Carts. The zero value is usable: every zero field takes the
+// default documented on it.
+type Config struct {
+	// TaxTable maps tax codes to rules. Default: cart.DefaultTaxTable().
+	TaxTable cart.TaxTable
+	// KeepAppliedIDs is how many applied command ids a cart remembers for
+	// de-duplication. Default and minimum: MinKeepAppliedIDs.
+	KeepAppliedIDs int
+	// TombstoneTTL is how long a deleted cart's tombstone lives, so that
+	// commands redelivered after the delete are still recognised. Default:
+	// DefaultTombstoneTTL.
+	TombstoneTTL time.Duration
+	// MaxConflictRetries bounds the re-reads after an ETag conflict.
+	// Default: DefaultMaxConflictRetries.
+	MaxConflictRetries int
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the fields that cannot work, each as a *setting.Error
+// naming it. Zero values take the defaults.
+func (c Config) Validate() error {
+	if c.TombstoneTTL < 0 || (c.TombstoneTTL > 0 && c.TombstoneTTL < time.Second) {
+		return setting.Errorf("TombstoneTTL", "%s: Dapr's TTL is in whole seconds, want at least 1s", c.TombstoneTTL)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.TaxTable == nil {
+		c.TaxTable = cart.DefaultTaxTable()
+	}
+	c.KeepAppliedIDs = max(c.KeepAppliedIDs, MinKeepAppliedIDs)
+	if c.TombstoneTTL <= 0 {
+		c.TombstoneTTL = DefaultTombstoneTTL
+	}
+	if c.MaxConflictRetries <= 0 {
+		c.MaxConflictRetries = DefaultMaxConflictRetries
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Carts are the carts in a Store. It is safe for concurrent use: concurrent
+// updates of one cart are serialised by the ETag.
+type Carts struct {
+	store Store
+	cfg   Config
+}
+
+// New returns the carts kept in store.
+func New(store Store, cfg Config) *Carts {
+	return &Carts{store: store, cfg: cfg.withDefaults()}
+}
+
+// Result is what an update did.
+type Result struct {
+	// Duplicate is true when the command had been applied before and the
+	// update changed nothing.
+	Duplicate bool
+}
+
+// Change computes a cart's next state from its current one, cur, which is
+// nil when no cart is stored. It returns the cart to store, which may be cur
+// itself, changed, or nil to delete the cart. An error leaves the stored
+// cart as it is and is returned by Update. A Change may be called more than
+// once, each time with a freshly read cart, and must not keep cur.
+type Change func(cur *cart.Document) (*cart.Document, error)
+
+// TombstoneKey is the key of a deleted cart's tombstone.
+func TombstoneKey(cartID string) string { return cartID + ":tombstone" }
+
+// Apply applies a validated command: Update with the cart rules of
+// cart.Apply. Its errors are Update's.
+func (c *Carts) Apply(ctx context.Context, cmd command.Command) (Result, error) {
+	return c.Update(ctx, cmd.CartID, cmd.ID, func(cur *cart.Document) (*cart.Document, error) {
+		return cart.Apply(cur, cmd, c.cfg.TaxTable, c.cfg.Now())
+	})
+}
+
+// Update applies change, on behalf of command cmdID, to cart cartID. A
+// command the cart (or its tombstone) lists as applied is a Duplicate and
+// change is not called. Otherwise the next cart is saved with cmdID added to
+// its applied ids, guarded by the ETag read, and re-read and re-applied
+// after a conflicting write, at most MaxConflictRetries times (then
+// ErrConflict). Deleting writes the tombstone first, then deletes the cart
+// guarded by its ETag.
+//
+// change's errors are returned as they are, before anything is written.
+// Every other error (a store failure, ErrConflict) is transient: the same
+// Update may be tried again, and the applied ids make that safe.
+func (c *Carts) Update(ctx context.Context, cartID, cmdID string, change Change) (Result, error) {
+	// No pause between attempts: the worker runs one command per cart at
+	// a time, so a conflict means an outside writer, and the sooner the
+	// re-read the likelier it sees that writer's last word.
+	for range c.cfg.MaxConflictRetries + 1 {
+		res, err := c.update(ctx, cartID, cmdID, change)
+		if !errors.Is(err, statepool.ErrETagMismatch) {
+			return res, err
+		}
+	}
+	return Result{}, fmt.Errorf("cart %s: %w", cartID, ErrConflict)
+}
+
+func (c *Carts) update(ctx context.Context, cartID, cmdID string, change Change) (Result, error) {
+	cur, etag, history, err := c.read(ctx, cartID)
+	if err != nil {
+		return Result{}, err
+	}
+	if containsID(history, cmdID) {
+		return Result{Duplicate: true}, nil
+	}
+	next, err := change(cur)
+	if err != nil {
+		return Result{}, err
+	}
+	if next != nil && next != cur {
+		// A new document (a cache) may carry ids of its own; the stored
+		// history comes first because redeliveries are checked against it.
+		history = mergeIDs(history, next.Applied())
+	}
+	applied := appendID(history, cmdID, c.cfg.KeepAppliedIDs)
+	switch {
+	case next == nil && cur == nil:
+		// Deleting a cart that is not there: nothing to do.
+		return Result{}, nil
+	case next == nil:
+		return Result{}, c.delete(ctx, cartID, cmdID, etag, applied)
+	}
+	next.SetApplied(applied)
+	b, err := next.Encode(c.cfg.Now())
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{}, c.store.Save(ctx, cartID, b, statepool.SaveOptions{ETag: etag})
+}
+
+// read returns the stored cart and its ETag, or a nil cart when none is
+// stored, and the ids of the commands applied to it: the cart's own, or,
+// when it is missing, its tombstone's.
+func (c *Carts) read(ctx context.Context, cartID string) (cur *cart.Document, etag string, history []string, err error) {
+	e, err := c.store.Get(ctx, cartID)
+	if errors.Is(err, statepool.ErrNotFound) {
+		history, err = c.deletedIDs(ctx, cartID)
+		return nil, "", history, err
+	}
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if cur, err = cart.Parse(e.Value); err != nil {
+		return nil, "", nil, err
+	}
+	return cur, e.ETag, cur.Applied(), nil
+}
+
+// deletedIDs returns the applied ids of a deleted cart, from its tombstone.
+func (c *Carts) deletedIDs(ctx context.Context, cartID string) ([]string, error) {
+	e, err := c.store.Get(ctx, TombstoneKey(cartID))
+	if errors.Is(err, statepool.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var t cart.Tombstone
+	if err := json.Unmarshal(e.Value, &t); err != nil {
+		// A damaged tombstone only weakens de-duplication after a delete;
+		// it must not block the cart.
+		return nil, nil
+	}
+	return t.Applied, nil
+}
+
+// delete writes the tombstone, then deletes the cart guarded by etag. The
+// tombstone goes first: if the delete then fails, the cart is still there
+// and the retry writes the tombstone again. Dapr's transactions are not
+// atomic on ETag conflicts, so they would not help here.
+func (c *Carts) delete(ctx context.Context, cartID, cmdID, etag string, applied []string) error {
+	b, err := json.Marshal(cart.Delete(cartID, cmdID, applied, c.cfg.Now()))
+	if err != nil {
+		return fmt.Errorf("encode tombstone: %w", err)
+	}
+	if err := c.store.Save(ctx, TombstoneKey(cartID), b, statepool.SaveOptions{TTL: c.cfg.TombstoneTTL}); err != nil {
+		return err
+	}
+	return c.store.Delete(ctx, cartID, etag)
+}
