@@ -28,7 +28,7 @@ const (
 
 	eoInstances   = 3
 	eoConcurrency = 8
-	// eoPoolLimit is WORKER_STATE_MAX_CONNS (and _PER_HOST) per instance.
+	// eoPoolLimit is WORKER_STATE_MAX_CONNS per instance.
 	eoPoolLimit = 16
 )
 
@@ -77,10 +77,9 @@ func TestExactlyOnceThreeInstances(t *testing.T) {
 	var workers []*process
 	for i := range eoInstances {
 		workers = append(workers, startProcess(t, fmt.Sprintf("eo-%d", i), workerEnv(t, st, st, map[string]string{
-			"WORKER_CONCURRENCY":              strconv.Itoa(eoConcurrency),
-			"WORKER_STATE_MAX_CONNS":          strconv.Itoa(eoPoolLimit),
+			"WORKER_CONCURRENCY":     strconv.Itoa(eoConcurrency),
 			"WORKER_STATE_MAX_CONNS": strconv.Itoa(eoPoolLimit),
-			"LOG_LEVEL":                       "warn",
+			"LOG_LEVEL":              "warn",
 		})))
 	}
 	b.waitConsumer(ctx, t)

@@ -103,6 +103,11 @@ func TestSecretsNeverShown(t *testing.T) {
 	for _, s := range []string{"s3cret", "t0ken", "pw9"} {
 		require.NotContains(t, buf.String(), s)
 	}
+	// The keys are stable: operators' log queries use them.
+	for _, k := range []string{`"nats_url":"nats://u:xxxxx@127.0.0.1:4222"`, `"nats_token":"REDACTED"`, `"dapr_api_token":"REDACTED"`,
+		`"dapr_http_endpoint":"http://127.0.0.1:3500"`, `"state_store":"cartstore"`, `"state_client":"pooled"`, `"concurrency":16`} {
+		require.Contains(t, buf.String(), k)
+	}
 }
 
 func TestStreamAndConnectSettings(t *testing.T) {
