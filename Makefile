@@ -54,5 +54,5 @@ test-integration: ## integration suite against real containers (builds images fi
 	@scripts/build-images.sh
 	$(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./integration/...
 
-bench: ## load test (bench/loadgen): pooled vs per-request vs ceiling vs go-sdk; writes bench/REPORT.md
+bench: ## load test (bench/loadgen): worker modes, Watermill peer, HTTP and go-sdk ceilings, backlog drains; writes bench/REPORT.md
 	@scripts/bench.sh

@@ -19,11 +19,17 @@ const (
 	ConsumerName = "cart-worker"
 	// DefaultPartitions is the default number of partitions (the
 	// worker's WORKER_PARTITIONS): the most instances that can share the
-	// work, and the most commands in flight across all of them.
+	// work.
 	DefaultPartitions = 32
 	// FailuresBucket is the key-value bucket where the worker counts each
 	// command's transient failures, by stream sequence.
 	FailuresBucket = "cartworker_failures"
+	// MembersBucket is the key-value bucket where each live worker
+	// instance keeps a key, so that instances can share the partitions.
+	MembersBucket = "cartworker_members"
+	// LeasesBucket is the key-value bucket where each partition's key
+	// names the instance that consumes it.
+	LeasesBucket = "cartworker_partitions"
 	// MaxPartitions bounds the partition count: each is a consumer, which
 	// on a clustered JetStream is a Raft group.
 	MaxPartitions = 256
@@ -134,6 +140,22 @@ func (s Subjects) Published(stored string) string {
 		return stored
 	}
 	return s.prefix() + ".cmd." + rest
+}
+
+// PartitionOf returns the partition of a stored, partitioned command
+// subject, "<prefix>.pcmd.<p>.<cart_id>.<type>"; ok is false for any
+// other subject.
+func (s Subjects) PartitionOf(stored string) (p int, ok bool) {
+	rest, ok := strings.CutPrefix(stored, s.prefix()+".pcmd.")
+	if !ok {
+		return 0, false
+	}
+	tok, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return 0, false
+	}
+	p, err := strconv.Atoi(tok)
+	return p, err == nil && p >= 0
 }
 
 // ParseCommand splits a command subject into its cart id and type tokens.

@@ -24,6 +24,7 @@ import (
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/deployments"
 	"github.com/cartworker/cartworker/internal/config"
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
 // manifest is one YAML document of one file under deployments/.
@@ -394,6 +395,7 @@ func TestWorkerDeployment(t *testing.T) {
 		require.Equal(t, command.DefaultPrefix, envValue(t, "CART_SUBJECT_PREFIX"))
 		require.Equal(t, config.DefaultHTTPAddr, envValue(t, "WORKER_HTTP_ADDR"))
 		require.Equal(t, "http://127.0.0.1:3500", envValue(t, "DAPR_HTTP_ENDPOINT"))
+		require.Equal(t, statepool.DefaultGRPCEndpoint, envValue(t, "DAPR_GRPC_ENDPOINT"), "the injected sidecar's gRPC port")
 		// The worker sends the token daprd was given.
 		tok := namedItem(t, env, "DAPR_API_TOKEN")
 		require.Equal(t, ann["dapr.io/api-token-secret"], mustStr(t, tok, "valueFrom", "secretKeyRef", "name"))
@@ -718,6 +720,7 @@ func TestCompose(t *testing.T) {
 		}
 		require.Equal(t, "nats://nats:4222", env["NATS_URL"])
 		require.Equal(t, "http://daprd:3500", env["DAPR_HTTP_ENDPOINT"])
+		require.Equal(t, "http://daprd:50001", env["DAPR_GRPC_ENDPOINT"], "daprd's --dapr-grpc-port on the compose network")
 		known := workerEnvNames(t)
 		for name := range env {
 			require.True(t, known[name], "the worker reads no %s (removed or misspelt?)", name)
@@ -747,6 +750,7 @@ func TestCompose(t *testing.T) {
 		}
 		require.Equal(t, config.DefaultAppID, flag("--app-id"))
 		require.Equal(t, "3500", flag("--dapr-http-port"))
+		require.Equal(t, strconv.Itoa(statepool.DefaultGRPCPort), flag("--dapr-grpc-port"))
 		// The resources path is the mounted components directory.
 		resources := flag("--resources-path")
 		var mounted bool

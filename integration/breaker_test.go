@@ -64,7 +64,7 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "DAPR_HTTP_ENDPOINT") {
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "DAPR_GRPC_ENDPOINT") {
 			return fmt.Errorf("readyz %d: %s", code, body)
 		}
 		return nil

@@ -28,6 +28,7 @@ import (
 func daprGet(ctx context.Context, daprURL, token, key string) (e statepool.Entry, status int, err error) {
 	var code string
 	c, err := statepool.New(statepool.Config{
+		Protocol: statepool.ProtocolHTTP,
 		Endpoint: daprURL, StoreName: "cartstore", APIToken: token, RequestTimeout: 5 * time.Second,
 		Hooks: statepool.Hooks{OnRequest: func(_, got string) { code = got }},
 	})

@@ -98,9 +98,11 @@ func TestDaprAbsentAtStartHoldsCommands(t *testing.T) {
 	w := inProcessWorker(t, "nodapr", map[string]string{
 		"NATS_URL":           nats.NATSURL,
 		"DAPR_HTTP_ENDPOINT": fmt.Sprintf("http://127.0.0.1:%d", port),
-		"WORKER_HTTP_ADDR":   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		"WORKER_MAX_DELIVER": "1",
-		"LOG_FORMAT":         "text",
+		// daprd's HTTP API is what comes up on that port below.
+		"WORKER_STATE_PROTOCOL": "http",
+		"WORKER_HTTP_ADDR":      fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"WORKER_MAX_DELIVER":    "1",
+		"LOG_FORMAT":            "text",
 	})
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("nodapr", 1)[0]

@@ -36,6 +36,7 @@ func TestWorkerImage(t *testing.T) {
 		testcontainers.WithEnv(map[string]string{
 			"NATS_URL":           "nats://" + natsAlias + ":4222",
 			"DAPR_HTTP_ENDPOINT": "http://" + daprAlias + ":3500",
+			"DAPR_GRPC_ENDPOINT": "http://" + daprAlias + ":50001",
 			"WORKER_HTTP_ADDR":   ":8080",
 			"LOG_FORMAT":         "text",
 		}),

@@ -104,7 +104,7 @@ func runSuite(m *testing.M) int {
 
 // sharedStack returns the suite-wide stack, starting it on first use, and
 // logs its containers' last lines if t fails.
-func sharedStack(t *testing.T) *stack {
+func sharedStack(t testing.TB) *stack {
 	t.Helper()
 	shared.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -112,6 +112,8 @@ func TestMigratesUnpartitionedStream(t *testing.T) {
 		link := startSlowLink(t, daprHost, migSlowDapr)
 		procs = append(procs, startProcess(t, fmt.Sprintf("migrate-%d", i), workerEnv(t, st, st, map[string]string{
 			"DAPR_HTTP_ENDPOINT": "http://" + link.addr(),
+			// The slow link delays HTTP calls.
+			"WORKER_STATE_PROTOCOL": "http",
 		})))
 	}
 	src, dst := b.subj.PartitionTransform(command.DefaultPartitions)

@@ -65,7 +65,8 @@ func TestScaleOutKeepsCartOrder(t *testing.T) {
 			link = startSlowLink(t, daprHost, slow)
 			endpoint = "http://" + link.addr()
 		}
-		p := startProcess(t, name, workerEnv(t, st, st, map[string]string{"DAPR_HTTP_ENDPOINT": endpoint}))
+		// The slow link delays HTTP calls.
+		p := startProcess(t, name, workerEnv(t, st, st, map[string]string{"DAPR_HTTP_ENDPOINT": endpoint, "WORKER_STATE_PROTOCOL": "http"}))
 		links[p] = link
 		return p
 	}

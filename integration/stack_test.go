@@ -29,9 +29,10 @@ import (
 
 // Container ports and the network aliases other containers use.
 const (
-	natsPort  = "4222/tcp"
-	redisPort = "6379/tcp"
-	daprPort  = "3500/tcp"
+	natsPort     = "4222/tcp"
+	redisPort    = "6379/tcp"
+	daprPort     = "3500/tcp"
+	daprGRPCPort = "50001/tcp"
 
 	natsAlias  = "nats"
 	redisAlias = "redis"
@@ -72,9 +73,11 @@ type stack struct {
 	daprd   *testcontainers.DockerContainer
 
 	// NATSURL is empty when the stack has no NATS.
-	NATSURL   string
-	DaprURL   string
-	DaprToken string
+	NATSURL string
+	DaprURL string
+	// DaprGRPCAddr is host:port of daprd's gRPC API on the loopback.
+	DaprGRPCAddr string
+	DaprToken    string
 
 	mu      sync.Mutex
 	closers []func(context.Context) error
@@ -161,7 +164,7 @@ func startStack(ctx context.Context, name string, opts stackOptions) (st *stack,
 	if st.daprd, err = st.run(ctx, "daprd", daprdImage,
 		tcnetwork.WithNetwork([]string{daprAlias}, nw),
 		testcontainers.WithCmd("./daprd", "--app-id", appID, "--dapr-http-port", "3500",
-			"--resources-path", "/components", "--log-level", "info"),
+			"--dapr-grpc-port", "50001", "--resources-path", "/components", "--log-level", "info"),
 		testcontainers.WithEnv(env),
 		testcontainers.WithFiles(testcontainers.ContainerFile{
 			HostFilePath:      cartstoreComponent,
@@ -169,11 +172,18 @@ func startStack(ctx context.Context, name string, opts stackOptions) (st *stack,
 			FileMode:          0o644, // daprd runs as uid 65532
 		}),
 		publishOnLoopback(daprPort, opts.daprHostPort),
-		testcontainers.WithWaitStrategyAndDeadline(startupTimeout, daprHealthy()),
+		// The gRPC API, on a random host port: WORKER_STATE_PROTOCOL=grpc
+		// and the gRPC tests use it.
+		publishOnLoopback(daprGRPCPort, 0),
+		testcontainers.WithWaitStrategyAndDeadline(startupTimeout, daprHealthy(),
+			wait.ForListeningPort(daprGRPCPort).SkipInternalCheck()),
 	); err != nil {
 		return st, err
 	}
 	if st.DaprURL, err = st.daprd.PortEndpoint(ctx, daprPort, "http"); err != nil {
+		return st, err
+	}
+	if st.DaprGRPCAddr, err = st.daprd.PortEndpoint(ctx, daprGRPCPort, ""); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -231,7 +241,7 @@ func (st *stack) close(ctx context.Context) error {
 }
 
 // logOnFailure logs the last lines of every container of st when t fails.
-func (st *stack) logOnFailure(t *testing.T) {
+func (st *stack) logOnFailure(t testing.TB) {
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return

@@ -31,6 +31,7 @@ func workerEnv(t *testing.T, st, natsStack *stack, extra map[string]string) map[
 	env := map[string]string{
 		"NATS_URL":           natsStack.NATSURL,
 		"DAPR_HTTP_ENDPOINT": st.DaprURL,
+		"DAPR_GRPC_ENDPOINT": "http://" + st.DaprGRPCAddr,
 		"DAPR_API_TOKEN":     st.DaprToken,
 		"WORKER_HTTP_ADDR":   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"LOG_FORMAT":         "text",

@@ -4,33 +4,55 @@
 # bench/.work/<run>/ (git-ignored).
 #
 # Side by side, in one run, against one daprd and one Redis:
-#   pooled       the worker as shipped
-#   per-request  the same binary with WORKER_STATE_CLIENT=per-request
+#   pooled       the worker as shipped (its default state transport)
+#   per-request  the same binary with WORKER_STATE_CLIENT=per-request (HTTP)
+#   worker-grpc  the same binary with WORKER_STATE_PROTOCOL=grpc
+#   worker-http  the same binary with WORKER_STATE_PROTOCOL=http
+#   watermill    bench/watermillpeer (a separate module): a Watermill router
+#                instead of the worker, on the transport BENCH_PEER_PROTOCOL
 #   ceiling      the scenario's state calls straight to daprd through the
 #                worker's pooled HTTP client (loadgen ceiling), no NATS/worker
 #   go-sdk       the same calls through the Dapr Go SDK over gRPC
 #                (bench/sdkpeer, a separate module)
+# and the backlog drains: with the consumer stopped, a backlog of hot carts
+# (50 x 100 add-items) and of many carts (1,000 x 20) is published, the
+# consumer is started and the drain timed; every cart is then read back
+# through Dapr and checked (loadgen backlog).
 #
-# Layout: Redis, daprd and two NATS servers (one per worker mode) are
-# containers on the host network, listening on random 127.0.0.1 ports, so
-# that no docker-proxy sits between the worker and its sidecar (as in a pod,
-# where they share localhost). Both workers, the load generator and the peer
-# are host processes, so the workers' RSS and CPU are read from /proc. Both
-# workers run for the whole benchmark; the modes of each point are
-# interleaved round by round. Everything is removed on exit, and every step
-# is bounded in time. Images are never pulled: missing ones are built
+# Layout: Redis, daprd and one NATS server per consumer (each worker mode,
+# the Watermill peer) are containers on the host network, listening on
+# random 127.0.0.1 ports, so that no docker-proxy sits between the worker
+# and its sidecar (as in a pod, where they share localhost). The workers,
+# the peers and the load generator are host processes, so their RSS and CPU
+# are read from /proc. The consumers run for the whole benchmark (until the
+# backlog phase restarts them one drain at a time); the modes of each point
+# are interleaved round by round. Everything is removed on exit, and every
+# step is bounded in time. Images are never pulled: missing ones are built
 # locally by scripts/build-images.sh.
 #
 # Settings (environment):
-#   BENCH_DURATION   measured time per point and mode, split over the rounds (9s)
+#   BENCH_DURATION   closed-loop measured time per point and mode, split over
+#                    the rounds (9s); also the least paced window
 #   BENCH_WARMUP     warm-up before each round, not counted (1s)
 #   BENCH_ROUNDS     rounds per point; modes alternate between rounds, and
 #                    the report quotes medians over rounds (3)
 #   BENCH_THINK      think time of the paced scenario (100ms)
-#   BENCH_USERS      user counts ("1 3 5 10 15")
+#   BENCH_USERS      closed-loop user counts ("1 3 5 10 15")
+#   BENCH_PACED_USERS  paced user counts ("5 10 15"; each paced window grows
+#                    as users shrink: 1 user would take ~10 min per mode)
+#   BENCH_PACED_SAMPLES  add-item samples each paced point and mode is sized
+#                    for, over its rounds (5000)
 #   BENCH_SAT_USERS  closed-loop saturation users (64)
 #   BENCH_TIMEOUT    bound on one command (10s)
 #   BENCH_PEER       1 to run the go-sdk peer, 0 to skip it (1)
+#   BENCH_WATERMILL  1 to run the Watermill peer, 0 to skip it (1)
+#   BENCH_PEER_PROTOCOL  the Watermill peer's state transport, grpc or http;
+#                    it is compared with the worker on the same one (grpc)
+#   BENCH_TRANSPORTS 1 to run worker-grpc and worker-http, 0 to skip (1)
+#   BENCH_BACKLOG    backlog scenarios, "hot wide", or "" to skip ("hot wide")
+#   BENCH_BACKLOG_MODES  consumers that drain them ("pooled watermill")
+#   BENCH_BACKLOG_ROUNDS drains per scenario and consumer (BENCH_ROUNDS)
+#   BENCH_BACKLOG_TIMEOUT bound on one drain (5m)
 #   BENCH_PROFILE    1 to save a CPU profile of the pooled worker at saturation (0)
 #   BENCH_OUT        where REPORT.md, results.json, latency.svg go (bench/)
 #   NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE   images (deployments/images.env)
@@ -44,9 +66,18 @@ BENCH_WARMUP=${BENCH_WARMUP:-1s}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_THINK=${BENCH_THINK:-100ms}
 BENCH_USERS=${BENCH_USERS:-1 3 5 10 15}
+BENCH_PACED_USERS=${BENCH_PACED_USERS-5 10 15}
+BENCH_PACED_SAMPLES=${BENCH_PACED_SAMPLES:-5000}
 BENCH_SAT_USERS=${BENCH_SAT_USERS:-64}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-10s}
 BENCH_PEER=${BENCH_PEER:-1}
+BENCH_WATERMILL=${BENCH_WATERMILL:-1}
+BENCH_PEER_PROTOCOL=${BENCH_PEER_PROTOCOL:-grpc}
+BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-1}
+BENCH_BACKLOG=${BENCH_BACKLOG-hot wide}
+BENCH_BACKLOG_MODES=${BENCH_BACKLOG_MODES:-pooled watermill}
+BENCH_BACKLOG_ROUNDS=${BENCH_BACKLOG_ROUNDS:-$BENCH_ROUNDS}
+BENCH_BACKLOG_TIMEOUT=${BENCH_BACKLOG_TIMEOUT:-5m}
 BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_OUT=${BENCH_OUT:-$ROOT/bench}
 
@@ -75,13 +106,33 @@ THINK_MS=$(to_ms "$BENCH_THINK")
 TIMEOUT_MS=$(to_ms "$BENCH_TIMEOUT")
 [[ "$BENCH_ROUNDS" =~ ^[1-9][0-9]?$ ]] || die "BENCH_ROUNDS=$BENCH_ROUNDS: want 1..99"
 [[ "$BENCH_SAT_USERS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SAT_USERS=$BENCH_SAT_USERS: want a positive number"
-for u in $BENCH_USERS; do [[ "$u" =~ ^[1-9][0-9]*$ ]] || die "BENCH_USERS: '$u' is not a user count"; done
+for u in $BENCH_USERS $BENCH_PACED_USERS; do [[ "$u" =~ ^[1-9][0-9]*$ ]] || die "BENCH_USERS/BENCH_PACED_USERS: '$u' is not a user count"; done
+[[ "$BENCH_PACED_SAMPLES" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES: want a positive number"
+[[ "$BENCH_BACKLOG_ROUNDS" =~ ^[1-9][0-9]?$ ]] || die "BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS: want 1..99"
+for b in $BENCH_BACKLOG; do [[ "$b" =~ ^(hot|wide)$ ]] || die "BENCH_BACKLOG: '$b' is not hot or wide"; done
+for m in $BENCH_BACKLOG_MODES; do
+	[[ "$m" =~ ^(pooled|per-request|worker-grpc|worker-http|watermill)$ ]] || die "BENCH_BACKLOG_MODES: '$m' is not a consumer mode"
+done
+[[ "$BENCH_PEER_PROTOCOL" =~ ^(grpc|http)$ ]] || die "BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL: want grpc or http"
 [ "$THINK_MS" -gt 0 ] || die "BENCH_THINK must be positive"
 ROUND_MS=$((DUR_MS / BENCH_ROUNDS))
 [ "$ROUND_MS" -ge 200 ] || die "BENCH_DURATION/BENCH_ROUNDS is under 200ms"
 ROUND_DUR=${ROUND_MS}ms
-# A run's hard bound: warm-up + window + two command timeouts + margin.
-RUN_LIMIT_S=$(((WARM_MS + ROUND_MS + 2 * TIMEOUT_MS) / 1000 + 30))
+BACKLOG_TIMEOUT_MS=$(to_ms "$BENCH_BACKLOG_TIMEOUT")
+
+# paced_round_ms USERS: one paced round's window, long enough for
+# BENCH_PACED_SAMPLES add-items over the rounds. A paced user sends one
+# command per think time plus its latency (15 ms assumed: per-request on a
+# busy machine), 20 of every 22 an add-item; 15 % margin. Never shorter
+# than a closed-loop round. The report flags a point that fell short.
+paced_round_ms() {
+	awk -v u="$1" -v n="$BENCH_PACED_SAMPLES" -v t="$THINK_MS" -v r="$BENCH_ROUNDS" -v least="$ROUND_MS" 'BEGIN {
+		rate = 1000 / (t + 15) * 20 / 22 / 1.15
+		ms = n / (u * rate) / r * 1000
+		ms = int((ms + 99) / 100) * 100
+		if (ms < least) ms = least
+		printf "%d\n", ms }'
+}
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH"
 "$ROOT/scripts/ensure-docker.sh"
@@ -96,15 +147,16 @@ ln -sfn "$NAME" "$ROOT/bench/.work/latest"
 # shellcheck disable=SC2012 # our own names, no odd characters
 ls -1dt "$ROOT"/bench/.work/cwbench-* 2>/dev/null | tail -n +6 | xargs -r rm -rf
 
-WORKER_PIDS=()
+# Long-lived consumers (workers, the Watermill peer) by mode.
+declare -A PID=()
 cleanup() {
 	local rc=$? pid c
 	set +e
 	trap - EXIT INT TERM
-	for pid in "${PROFILE_PID:-}" "${WORKER_PIDS[@]}"; do
+	for pid in "${PROFILE_PID:-}" "${PID[@]}"; do
 		[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
 	done
-	for pid in "${WORKER_PIDS[@]}"; do
+	for pid in "${PID[@]}"; do
 		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
@@ -132,7 +184,7 @@ for img in "$NATS_IMAGE" "$REDIS_IMAGE" "$DAPRD_IMAGE"; do
 	fi
 done
 
-log "building worker, loadgen and the go-sdk peer"
+log "building worker, loadgen and the peers"
 CGO_ENABLED=0 go build -o "$BIN/worker" ./cmd/worker
 CGO_ENABLED=0 go build -o "$BIN/loadgen" ./bench/loadgen
 LOADGEN=$BIN/loadgen
@@ -147,9 +199,36 @@ if [ "$BENCH_PEER" = 1 ]; then
 		log "$PEER_STATUS"
 	fi
 fi
+WM_STATUS="not available: disabled (BENCH_WATERMILL=0)"
+WM_CLIENT=
+if [ "$BENCH_WATERMILL" = 1 ]; then
+	if (cd bench/watermillpeer && CGO_ENABLED=0 go build -o "$BIN/watermillpeer" .) >"$WORK/watermillpeer-build.log" 2>&1; then
+		wm_ver() { (cd bench/watermillpeer && go list -m -f '{{.Version}}' "$1"); }
+		transport="the worker's pooled HTTP client"
+		[ "$BENCH_PEER_PROTOCOL" = grpc ] && transport="github.com/dapr/go-sdk $(wm_ver github.com/dapr/go-sdk) over gRPC"
+		WM_CLIENT="bench/watermillpeer: watermill $(wm_ver github.com/ThreeDotsLabs/watermill), watermill-nats $(wm_ver github.com/ThreeDotsLabs/watermill-nats/v2) JetStream subscriber, one durable per partition; state through $transport"
+		WM_STATUS="ok: $WM_CLIENT"
+	else
+		WM_STATUS="not available: bench/watermillpeer did not build: $(tail -n 1 "$WORK/watermillpeer-build.log")"
+		log "$WM_STATUS"
+	fi
+fi
 
-PORTS=$("$LOADGEN" free-ports -n 8 | tr '\n' ' ')
-read -r P_REDIS P_HTTP P_GRPC P_INT P_NATS_A P_NATS_B P_WA P_WB <<<"$PORTS"
+# The consumers: workers (one per state client or transport) and the
+# Watermill peer, each with a NATS server of its own.
+CONSUMERS=(pooled per-request)
+[ "$BENCH_TRANSPORTS" = 1 ] && CONSUMERS+=(worker-grpc worker-http)
+[ -n "$WM_CLIENT" ] && CONSUMERS+=(watermill)
+for m in $BENCH_BACKLOG_MODES; do
+	[[ " ${CONSUMERS[*]} " == *" $m "* ]] || die "BENCH_BACKLOG_MODES: $m is not running in this benchmark"
+done
+
+PORTS=$("$LOADGEN" free-ports -n $((4 + 2 * ${#CONSUMERS[@]})) | tr '\n' ' ')
+read -r P_REDIS P_HTTP P_GRPC P_INT REST <<<"$PORTS"
+declare -A NATS_PORT=() HTTP_PORT=()
+for m in "${CONSUMERS[@]}"; do
+	read -r NATS_PORT[$m] HTTP_PORT[$m] REST <<<"$REST"
+done
 
 # The component of `make run` and compose, pointed at this run's Redis;
 # world-readable for daprd's non-root user.
@@ -168,10 +247,11 @@ drun() { # NAME IMAGE ARGS...: a container of this run on the host network
 	shift
 	docker run -d --name "$NAME-$name" --label "cartworker.bench=$NAME" --network host "$@" >/dev/null
 }
-log "starting Redis, daprd and two NATS servers ($NAME)"
+log "starting Redis, daprd and ${#CONSUMERS[@]} NATS servers ($NAME)"
 drun redis "$REDIS_IMAGE" redis-server --save "" --appendonly no --bind 127.0.0.1 --port "$P_REDIS"
-drun nats-pooled "$NATS_IMAGE" -js -sd /data -a 127.0.0.1 -p "$P_NATS_A"
-drun nats-per-request "$NATS_IMAGE" -js -sd /data -a 127.0.0.1 -p "$P_NATS_B"
+for m in "${CONSUMERS[@]}"; do
+	drun "nats-$m" "$NATS_IMAGE" -js -sd /data -a 127.0.0.1 -p "${NATS_PORT[$m]}"
+done
 "$LOADGEN" wait -tcp "127.0.0.1:$P_REDIS" -timeout 30s
 drun daprd -v "$WORK/components:/components:ro" "$DAPRD_IMAGE" ./daprd \
 	--app-id cartworker --dapr-http-port "$P_HTTP" --dapr-grpc-port "$P_GRPC" \
@@ -180,32 +260,75 @@ drun daprd -v "$WORK/components:/components:ro" "$DAPRD_IMAGE" ./daprd \
 	--resources-path /components --log-level warn
 "$LOADGEN" wait -http "http://127.0.0.1:$P_HTTP/v1.0/healthz" -timeout 60s ||
 	{ docker logs "$NAME-daprd" 2>&1 | tail -20 >&2; die "daprd did not become healthy"; }
-"$LOADGEN" wait -tcp "127.0.0.1:$P_NATS_A" -timeout 30s
-"$LOADGEN" wait -tcp "127.0.0.1:$P_NATS_B" -timeout 30s
+for m in "${CONSUMERS[@]}"; do
+	"$LOADGEN" wait -tcp "127.0.0.1:${NATS_PORT[$m]}" -timeout 30s
+done
 
+# Every consumer is started by a launcher script that execs it (so that its
+# pid is the consumer's): here for the whole benchmark, and by
+# `loadgen backlog` for each drain.
 PPROF=false
 [ "$BENCH_PROFILE" = 1 ] && PPROF=true
-start_worker() { # MODE NATS_PORT HTTP_PORT: starts it in the background
-	env -i PATH="$PATH" HOME="${HOME:-/root}" \
-		NATS_URL="nats://127.0.0.1:$2" DAPR_HTTP_ENDPOINT="http://127.0.0.1:$P_HTTP" \
-		WORKER_STATE_CLIENT="$1" WORKER_HTTP_ADDR="127.0.0.1:$3" WORKER_PPROF=$PPROF LOG_LEVEL=warn \
-		"$BIN/worker" >"$WORK/worker-$1.log" 2>&1 &
-	WORKER_PIDS+=("$!")
+write_launcher() { # MODE
+	local m=$1 f=$WORK/launch-$1.sh
+	local -a cmd
+	if [ "$m" = watermill ]; then
+		cmd=("$BIN/watermillpeer" -nats "nats://127.0.0.1:${NATS_PORT[$m]}" -protocol "$BENCH_PEER_PROTOCOL"
+			-dapr-http "http://127.0.0.1:$P_HTTP" -dapr-grpc "127.0.0.1:$P_GRPC" -http-addr "127.0.0.1:${HTTP_PORT[$m]}")
+	else
+		# Every worker is told where both of daprd's APIs are, so that the
+		# as-shipped one works whichever its default transport.
+		# WORKER_STATE_PROTOCOL is ignored by a worker that predates it.
+		cmd=(env -i "PATH=$PATH" "HOME=${HOME:-/root}" "NATS_URL=nats://127.0.0.1:${NATS_PORT[$m]}"
+			"DAPR_HTTP_ENDPOINT=http://127.0.0.1:$P_HTTP" "DAPR_GRPC_ENDPOINT=127.0.0.1:$P_GRPC" "DAPR_GRPC_PORT=$P_GRPC"
+			"WORKER_HTTP_ADDR=127.0.0.1:${HTTP_PORT[$m]}" "WORKER_PPROF=$PPROF" LOG_LEVEL=warn)
+		case $m in
+		pooled) cmd+=(WORKER_STATE_CLIENT=pooled) ;;
+		per-request) cmd+=(WORKER_STATE_CLIENT=per-request WORKER_STATE_PROTOCOL=http) ;;
+		worker-grpc) cmd+=(WORKER_STATE_CLIENT=pooled WORKER_STATE_PROTOCOL=grpc) ;;
+		worker-http) cmd+=(WORKER_STATE_CLIENT=pooled WORKER_STATE_PROTOCOL=http) ;;
+		esac
+		cmd+=("$BIN/worker")
+	fi
+	{
+		echo '#!/usr/bin/env bash'
+		printf 'exec'
+		printf ' %q' "${cmd[@]}"
+		echo
+	} >"$f"
+	chmod +x "$f"
 }
-start_worker pooled "$P_NATS_A" "$P_WA"
-PID_A=$!
-start_worker per-request "$P_NATS_B" "$P_WB"
-PID_B=$!
-"$LOADGEN" wait -http "http://127.0.0.1:$P_WA/readyz" -timeout 60s || die "pooled worker not ready; see $WORK/worker-pooled.log"
-"$LOADGEN" wait -http "http://127.0.0.1:$P_WB/readyz" -timeout 60s || die "per-request worker not ready; see $WORK/worker-per-request.log"
+start_consumer() { # MODE: starts it in the background and waits until it is ready
+	write_launcher "$1"
+	"$WORK/launch-$1.sh" >>"$WORK/$1.log" 2>&1 &
+	PID[$1]=$!
+	"$LOADGEN" wait -http "http://127.0.0.1:${HTTP_PORT[$1]}/readyz" -timeout 60s || die "$1 not ready; see $WORK/$1.log"
+}
+stop_consumer() { # MODE
+	local pid=${PID[$1]:-}
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	unset "PID[$1]"
+}
+log "starting ${CONSUMERS[*]}"
+for m in "${CONSUMERS[@]}"; do start_consumer "$m"; done
 
 # Every process of the stack, so that each run can say where the CPU went.
 cpid() { docker inspect -f '{{.State.Pid}}' "$NAME-$1"; }
-WATCH=(-watch "worker-pooled=$PID_A" -watch "worker-per-request=$PID_B" -watch "daprd=$(cpid daprd)"
-	-watch "redis=$(cpid redis)" -watch "nats-pooled=$(cpid nats-pooled)" -watch "nats-per-request=$(cpid nats-per-request)")
+WATCH=(-watch "daprd=$(cpid daprd)" -watch "redis=$(cpid redis)")
+BACKLOG_WATCH=("${WATCH[@]}")
+for m in "${CONSUMERS[@]}"; do
+	name=worker-$m
+	case $m in worker-* | watermill) name=$m ;; esac
+	WATCH+=(-watch "$name=${PID[$m]}" -watch "nats-$m=$(cpid "nats-$m")")
+	BACKLOG_WATCH+=(-watch "nats-$m=$(cpid "nats-$m")")
+done
 
 DOCS=$WORK/docs.json
-if ! "$LOADGEN" capture -nats "nats://127.0.0.1:$P_NATS_A" -dapr "http://127.0.0.1:$P_HTTP" -out "$DOCS" -timeout 60s; then
+if ! "$LOADGEN" capture -nats "nats://127.0.0.1:${NATS_PORT[pooled]}" -dapr "http://127.0.0.1:$P_HTTP" -out "$DOCS" -timeout 60s; then
 	log "warning: could not capture the worker's documents; the ceiling and the peer use synthetic ones"
 	"$LOADGEN" capture -synthetic -out "$DOCS"
 fi
@@ -214,51 +337,72 @@ fi
 # light load the bare state calls' own tail is what the worker's p99 is
 # measured against.
 read -r -a USERS <<<"$BENCH_USERS"
+read -r -a PACED_USERS <<<"$BENCH_PACED_USERS"
+read -r -a BACKLOGS <<<"$BENCH_BACKLOG"
+read -r -a BACKLOG_MODES <<<"$BENCH_BACKLOG_MODES"
 PACED_MODES=(pooled per-request ceiling)
-ALL_MODES=(pooled per-request ceiling)
+ALL_MODES=("${CONSUMERS[@]}" ceiling)
 if [ -n "$SDK_VERSION" ]; then ALL_MODES+=(go-sdk); fi
-NRUNS=$(((${#USERS[@]} * (${#PACED_MODES[@]} + ${#ALL_MODES[@]}) + ${#ALL_MODES[@]}) * BENCH_ROUNDS))
-EST=$((NRUNS * (WARM_MS + ROUND_MS) / 1000 + NRUNS / 2))
-log "$NRUNS runs of ${BENCH_WARMUP} warm-up + $ROUND_DUR; about $((EST / 60))m$((EST % 60))s (raw data: $WORK)"
+declare -A PACED_MS=()
+PACED_S=0
+for u in "${PACED_USERS[@]}"; do
+	PACED_MS[$u]=$(paced_round_ms "$u")
+	PACED_S=$((PACED_S + (PACED_MS[$u] + WARM_MS) * BENCH_ROUNDS * ${#PACED_MODES[@]} / 1000))
+done
+NCLOSED=$((((${#USERS[@]} + 1) * ${#ALL_MODES[@]}) * BENCH_ROUNDS))
+NPACED=$((${#PACED_USERS[@]} * ${#PACED_MODES[@]} * BENCH_ROUNDS))
+NDRAINS=$((${#BACKLOGS[@]} * ${#BACKLOG_MODES[@]} * BENCH_BACKLOG_ROUNDS))
+EST=$((PACED_S + NCLOSED * (WARM_MS + ROUND_MS) / 1000 + (NPACED + NCLOSED) * 7 / 10 + NDRAINS * 35))
+log "$NPACED paced runs (windows: $(for u in "${PACED_USERS[@]}"; do printf '%su %sms ' "$u" "${PACED_MS[$u]}"; done)), $NCLOSED closed-loop runs of ${BENCH_WARMUP} warm-up + $ROUND_DUR, $NDRAINS backlog drains; about $((EST / 60))m$((EST % 60))s (raw data: $WORK)"
 
 SEQ=0
 FAILED=0
-run_point() { # MODE SCENARIO USERS ROUND [sat]
-	local mode=$1 sc=$2 users=$3 round=$4 sat=${5:-} out rc=0
-	SEQ=$((SEQ + 1))
-	out=$(printf '%s/%03d-%s-%s-%du-r%d.json' "$RAW" "$SEQ" "$mode" "$sc" "$users" "$round")
-	local args=(-scenario "$sc" -users "$users" -warmup "$BENCH_WARMUP" -duration "$ROUND_DUR"
-		-think "$BENCH_THINK" -timeout "$BENCH_TIMEOUT" -round "$round" -out "$out" "${WATCH[@]}")
-	[ -n "$sat" ] && args+=(-saturation)
-	case $mode in
-	pooled)
-		timeout --foreground -k 5 "$RUN_LIMIT_S" "$LOADGEN" run -mode pooled -nats "nats://127.0.0.1:$P_NATS_A" \
-			-worker-metrics "http://127.0.0.1:$P_WA/metrics" -worker-pid "$PID_A" "${args[@]}" || rc=$?
-		;;
-	per-request)
-		timeout --foreground -k 5 "$RUN_LIMIT_S" "$LOADGEN" run -mode per-request -nats "nats://127.0.0.1:$P_NATS_B" \
-			-worker-metrics "http://127.0.0.1:$P_WB/metrics" -worker-pid "$PID_B" "${args[@]}" || rc=$?
-		;;
-	ceiling)
-		timeout --foreground -k 5 "$RUN_LIMIT_S" "$LOADGEN" ceiling -dapr "http://127.0.0.1:$P_HTTP" -docs "$DOCS" "${args[@]}" || rc=$?
-		;;
-	go-sdk)
-		timeout --foreground -k 5 "$RUN_LIMIT_S" "$BIN/sdkpeer" -grpc "127.0.0.1:$P_GRPC" -docs "$DOCS" "${args[@]}" || rc=$?
-		;;
-	esac
-	# 130/143: the run was interrupted (Ctrl-C, SIGTERM): stop here. bash
-	# itself would carry on, since the child handled the signal.
-	if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
+alive() { # every long-lived consumer is still running
+	local m
+	for m in "${!PID[@]}"; do
+		kill -0 "${PID[$m]}" 2>/dev/null || die "the $m consumer died; see $WORK/$m.log"
+	done
+}
+stopped_by_signal() { # RC: 130/143 means the run was interrupted (Ctrl-C, SIGTERM): stop here.
+	# bash itself would carry on, since the child handled the signal.
+	if [ "$1" -eq 130 ] || [ "$1" -eq 143 ]; then
 		log "interrupted"
 		exit 130
 	fi
+}
+run_point() { # MODE SCENARIO USERS ROUND [sat]
+	local mode=$1 sc=$2 users=$3 round=$4 sat=${5:-} out rc=0 window=$ROUND_MS limit
+	SEQ=$((SEQ + 1))
+	[ "$sc" = paced ] && window=${PACED_MS[$users]}
+	# A run's hard bound: warm-up + window + two command timeouts + margin.
+	limit=$(((WARM_MS + window + 2 * TIMEOUT_MS) / 1000 + 30))
+	out=$(printf '%s/%03d-%s-%s-%du-r%d.json' "$RAW" "$SEQ" "$mode" "$sc" "$users" "$round")
+	local args=(-scenario "$sc" -users "$users" -warmup "$BENCH_WARMUP" -duration "${window}ms"
+		-think "$BENCH_THINK" -timeout "$BENCH_TIMEOUT" -round "$round" -out "$out" "${WATCH[@]}")
+	[ -n "$sat" ] && args+=(-saturation)
+	case $mode in
+	ceiling)
+		timeout --foreground -k 5 "$limit" "$LOADGEN" ceiling -dapr "http://127.0.0.1:$P_HTTP" -docs "$DOCS" "${args[@]}" || rc=$?
+		;;
+	go-sdk)
+		timeout --foreground -k 5 "$limit" "$BIN/sdkpeer" -grpc "127.0.0.1:$P_GRPC" -docs "$DOCS" "${args[@]}" || rc=$?
+		;;
+	watermill)
+		timeout --foreground -k 5 "$limit" "$LOADGEN" run -mode watermill -nats "nats://127.0.0.1:${NATS_PORT[$mode]}" \
+			-client "publisher.PublishAndWait over NATS JetStream; $WM_CLIENT" -worker-pid "${PID[$mode]}" "${args[@]}" || rc=$?
+		;;
+	*)
+		timeout --foreground -k 5 "$limit" "$LOADGEN" run -mode "$mode" -nats "nats://127.0.0.1:${NATS_PORT[$mode]}" \
+			-worker-metrics "http://127.0.0.1:${HTTP_PORT[$mode]}/metrics" -worker-pid "${PID[$mode]}" "${args[@]}" || rc=$?
+		;;
+	esac
+	stopped_by_signal "$rc"
 	if [ "$rc" -ne 0 ]; then
 		log "warning: $mode $sc ${users}u round $round failed (exit $rc)"
 		FAILED=$((FAILED + 1))
 		rm -f "$out"
 	fi
-	kill -0 "$PID_A" 2>/dev/null || die "the pooled worker died; see $WORK/worker-pooled.log"
-	kill -0 "$PID_B" 2>/dev/null || die "the per-request worker died; see $WORK/worker-per-request.log"
+	alive
 }
 
 # run_modes SCENARIO USERS ROUND SHIFT [sat] MODES...: the modes in an order
@@ -275,8 +419,12 @@ run_modes() {
 idx=0
 for sc in paced closed-loop; do
 	modes=("${PACED_MODES[@]}")
-	[ "$sc" = closed-loop ] && modes=("${ALL_MODES[@]}")
-	for users in "${USERS[@]}"; do
+	us=("${PACED_USERS[@]}")
+	if [ "$sc" = closed-loop ]; then
+		modes=("${ALL_MODES[@]}")
+		us=("${USERS[@]}")
+	fi
+	for users in "${us[@]}"; do
 		for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 			run_modes "$sc" "$users" "$round" $((idx + round - 1)) "" "${modes[@]}"
 		done
@@ -288,7 +436,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 		# Profile the pooled worker over its saturation window.
 		# (whole seconds: a longer BENCH_DURATION gives a better profile).
 		(sleep "$(awk -v m="$WARM_MS" 'BEGIN { printf "%.1f", m / 1000 + 0.2 }')" && "$LOADGEN" fetch -timeout 120s \
-			-url "http://127.0.0.1:$P_WA/debug/pprof/profile?seconds=$((ROUND_MS / 1000 > 1 ? ROUND_MS / 1000 : 1))" \
+			-url "http://127.0.0.1:${HTTP_PORT[pooled]}/debug/pprof/profile?seconds=$((ROUND_MS / 1000 > 1 ? ROUND_MS / 1000 : 1))" \
 			-out "$WORK/pooled-saturation-cpu.pprof") &
 		PROFILE_PID=$!
 		run_point pooled closed-loop "$BENCH_SAT_USERS" "$round" sat
@@ -300,12 +448,58 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 	fi
 done
 
-# Connections each worker holds to daprd now, to set against what it opened.
-conns_to_daprd() { # PID
-	ss -Htnp state established "( dport = :$P_HTTP )" 2>/dev/null | grep -c "pid=$1," || true
+# Connections each consumer holds to daprd's HTTP and gRPC ports now: what
+# the workers opened, and which transport each really used.
+conns_to() { # PID PORT
+	ss -Htnp state established "( dport = :$2 )" 2>/dev/null | grep -c "pid=$1," || true
 }
-OPEN_A=$(conns_to_daprd "$PID_A")
-OPEN_B=$(conns_to_daprd "$PID_B")
+declare -A OPEN_HTTP=() OPEN_GRPC=()
+for m in "${CONSUMERS[@]}"; do
+	OPEN_HTTP[$m]=$(conns_to "${PID[$m]}" "$P_HTTP")
+	OPEN_GRPC[$m]=$(conns_to "${PID[$m]}" "$P_GRPC")
+done
+
+# Backlog drains: each consumer of BENCH_BACKLOG_MODES is stopped for good;
+# `loadgen backlog` publishes a backlog, starts a fresh one from its
+# launcher, times the drain, stops it and checks every cart.
+RAW_BL=$WORK/raw-backlog
+mkdir -p "$RAW_BL"
+BACKLOG_FAILED=0
+BL_LIMIT_S=$((BACKLOG_TIMEOUT_MS / 1000 + 120))
+run_backlog() { # MODE SCENARIO ROUND
+	local mode=$1 sc=$2 round=$3 out rc=0
+	SEQ=$((SEQ + 1))
+	out=$(printf '%s/%03d-%s-%s-r%d.json' "$RAW_BL" "$SEQ" "$mode" "$sc" "$round")
+	local args=(-mode "$mode" -scenario "$sc" -round "$round" -nats "nats://127.0.0.1:${NATS_PORT[$mode]}"
+		-dapr "http://127.0.0.1:$P_HTTP" -launch "$WORK/launch-$mode.sh" -launch-log "$WORK/backlog-$mode-$sc-r$round.log"
+		-ready "http://127.0.0.1:${HTTP_PORT[$mode]}/readyz" -timeout "$BENCH_BACKLOG_TIMEOUT" -out "$out" "${BACKLOG_WATCH[@]}")
+	if [ "$mode" = watermill ]; then
+		args+=(-client "$WM_CLIENT")
+	else
+		args+=(-metrics "http://127.0.0.1:${HTTP_PORT[$mode]}/metrics" -client "cartworker ($mode)")
+	fi
+	timeout --foreground -k 40 "$BL_LIMIT_S" "$LOADGEN" backlog "${args[@]}" || rc=$?
+	stopped_by_signal "$rc"
+	if [ "$rc" -ne 0 ]; then
+		BACKLOG_FAILED=$((BACKLOG_FAILED + 1))
+		if [ -s "$out" ]; then
+			log "ERROR: BACKLOG $mode $sc round $round FAILED (exit $rc): wrong totals or an unfinished drain; kept in the report"
+		else
+			log "ERROR: BACKLOG $mode $sc round $round FAILED (exit $rc) before it could be measured; see the log above"
+		fi
+	fi
+}
+if [ "${#BACKLOGS[@]}" -gt 0 ]; then
+	for m in "${BACKLOG_MODES[@]}"; do stop_consumer "$m"; done
+	for ((round = 1; round <= BENCH_BACKLOG_ROUNDS; round++)); do
+		for sc in "${BACKLOGS[@]}"; do
+			n=${#BACKLOG_MODES[@]}
+			for ((i = 0; i < n; i++)); do
+				run_backlog "${BACKLOG_MODES[$(((i + round - 1) % n))]}" "$sc" "$round"
+			done
+		done
+	done
+fi
 
 # Versions and notes for the report.
 ver() { "$@" 2>/dev/null | head -n 1 || true; }
@@ -322,8 +516,11 @@ NOTES=$WORK/notes.md
 {
 	echo "- Before the run: load average $LOADAVG, $OTHER_CONTAINERS other container(s) running on this machine; their CPU use shows in *host busy*."
 	echo "- Raw runs, worker and container logs: \`bench/.work/$NAME/\` (not committed)."
-	echo "- TCP connections to daprd still open at the end of the run: pooled worker $OPEN_A, per-request worker $OPEN_B."
+	printf -- "- TCP connections to daprd still open after the closed-loop runs (HTTP port / gRPC port), which also shows the transport each consumer really used:"
+	for m in "${CONSUMERS[@]}"; do printf ' %s %s / %s;' "$m" "${OPEN_HTTP[$m]}" "${OPEN_GRPC[$m]}"; done
+	echo " a worker that predates WORKER_STATE_PROTOCOL ignores it and uses its default."
 	[ "$FAILED" -gt 0 ] && echo "- **$FAILED run(s) failed** and are missing from the tables; see the bench log."
+	[ "$BACKLOG_FAILED" -gt 0 ] && echo "- **$BACKLOG_FAILED backlog drain(s) FAILED** (wrong totals, rejected commands or an unfinished drain); see the backlog table and the bench log."
 	if [ -s "$WORK/pooled-saturation-cpu.pprof" ]; then
 		go tool pprof -top -nodecount=25 "$BIN/worker" "$WORK/pooled-saturation-cpu.pprof" >"$WORK/pooled-saturation-cpu.top" 2>/dev/null || true
 		echo "- CPU profile of the pooled worker at saturation: \`bench/.work/$NAME/pooled-saturation-cpu.pprof\` (top functions in \`pooled-saturation-cpu.top\`)."
@@ -331,11 +528,16 @@ NOTES=$WORK/notes.md
 	true
 } >"$NOTES"
 
-SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT"
-TOPOLOGY="one host, loopback only: Redis, daprd and one NATS server per worker mode in containers on the host network (no docker-proxy between worker and daprd, as in a pod); both workers, the load generator and the go-sdk peer as host processes; all share the machine's cores."
-"$LOADGEN" report -raw "$RAW" -docs "$DOCS" -out "$BENCH_OUT" -peer "$PEER_STATUS" \
+SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_PACED_USERS='$BENCH_PACED_USERS' BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL BENCH_BACKLOG='$BENCH_BACKLOG' BENCH_BACKLOG_MODES='$BENCH_BACKLOG_MODES' BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS"
+TOPOLOGY="one host, loopback only: Redis, daprd and one NATS server per consumer (${CONSUMERS[*]}) in containers on the host network (no docker-proxy between worker and daprd, as in a pod); the workers, the Watermill peer, the load generator and the go-sdk peer as host processes; all share the machine's cores."
+"$LOADGEN" report -raw "$RAW" -backlog "$RAW_BL" -docs "$DOCS" -out "$BENCH_OUT" -peer "$PEER_STATUS" \
+	-watermill "$WM_STATUS" -watermill-protocol "$BENCH_PEER_PROTOCOL" -paced-samples "$BENCH_PACED_SAMPLES" \
 	-settings "$SETTINGS" -topology "$TOPOLOGY" -notes "$NOTES" \
 	-version "cartworker=$GIT_VER" -version "nats-server=${NATS_VER:-unknown} ($NATS_IMAGE)" \
 	-version "daprd=${DAPR_VER:-unknown} ($DAPRD_IMAGE, state.redis)" -version "redis=${REDIS_VER:-unknown} ($REDIS_IMAGE)" \
 	-version "docker=${DOCKER_VER:-unknown}"
 log "done in $((SECONDS - START))s: $BENCH_OUT/REPORT.md"
+if [ "$BACKLOG_FAILED" -gt 0 ]; then
+	log "ERROR: $BACKLOG_FAILED backlog drain(s) FAILED (see REPORT.md, 'Backlog drain')"
+	exit 3
+fi

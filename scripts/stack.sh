@@ -14,6 +14,8 @@
 # Host ports (loopback only) can be changed with NATS_PORT (4222),
 # NATS_MONITOR_PORT (8222), DAPR_PORT (3500) and WORKER_PORT (8080).
 # DAPR_API_TOKEN, when set, is enforced by daprd and sent by the worker.
+# WORKER_STATE_PROTOCOL=grpc makes the worker call daprd's gRPC API
+# (daprd:50001 on the stack's network) instead of its HTTP API.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,6 +80,7 @@ up() {
 	wait_http daprd "http://127.0.0.1:$DAPR_PORT/v1.0/healthz" 60
 	start worker -p "127.0.0.1:$WORKER_PORT:8080" \
 		-e NATS_URL=nats://nats:4222 -e DAPR_HTTP_ENDPOINT=http://daprd:3500 \
+		-e DAPR_GRPC_ENDPOINT=http://daprd:50001 -e "WORKER_STATE_PROTOCOL=${WORKER_STATE_PROTOCOL:-grpc}" \
 		-e "DAPR_API_TOKEN=${DAPR_API_TOKEN:-}" -e WORKER_HTTP_ADDR=:8080 \
 		--stop-timeout 30 "$WORKER_IMAGE"
 	wait_http worker "http://127.0.0.1:$WORKER_PORT/readyz" 60

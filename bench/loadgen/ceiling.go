@@ -24,6 +24,7 @@ type poolClient struct {
 func newPoolClient(endpoint, store, token string) (*poolClient, error) {
 	p := &poolClient{}
 	c, err := statepool.New(statepool.Config{
+		Protocol: statepool.ProtocolHTTP,
 		Endpoint: endpoint, StoreName: store, APIToken: token, Mode: statepool.ModePooled,
 		Hooks: statepool.Hooks{
 			OnDial:    func() { p.dials.Add(1) },

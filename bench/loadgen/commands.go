@@ -49,6 +49,7 @@ func subcommands() []subcommand {
 	return []subcommand{
 		{"run", "run the cart scenario through NATS and the worker; write one run as JSON", runWorker},
 		{"ceiling", "run the same state calls directly against daprd (pooled HTTP); write one run", runCeiling},
+		{"backlog", "publish a backlog with the consumer stopped, launch it, time the drain, check every cart", runBacklog},
 		{"capture", "build one 20-line cart through the worker and save its documents", runCapture},
 		{"report", "aggregate runs into REPORT.md, results.json and the chart", runReport},
 		{"free-ports", "print N free TCP ports on 127.0.0.1", runFreePorts},

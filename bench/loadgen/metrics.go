@@ -24,7 +24,7 @@ type workerCounters struct {
 	Dials      int64
 	StateCalls int64
 	// StateFailures counts the state calls that got neither 200 nor 204
-	// (409, 5xx, timeout, error).
+	// (409, 5xx, timeout, error), nor gRPC's OK.
 	StateFailures int64
 	// HandleS and Handled are the sum and count of the worker's own
 	// command handling time (pull to ack), all types.
@@ -34,21 +34,31 @@ type workerCounters struct {
 
 // scrapeWorker reads the worker's /metrics.
 func scrapeWorker(ctx context.Context, url string) (workerCounters, error) {
+	body, err := getBody(ctx, url)
+	if err != nil {
+		return workerCounters{}, err
+	}
+	return parseWorkerMetrics(strings.NewReader(body))
+}
+
+// getBody GETs url (a /metrics page) within 3 seconds.
+func getBody(ctx context.Context, url string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return workerCounters{}, err
+		return "", err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return workerCounters{}, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return workerCounters{}, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return parseWorkerMetrics(io.LimitReader(resp.Body, 8<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	return string(b), err
 }
 
 // parseWorkerMetrics reads the Prometheus text format: the dial counter, and
@@ -73,7 +83,8 @@ func parseWorkerMetrics(r io.Reader) (workerCounters, error) {
 			foundDials = true
 		case metricStateCalls:
 			c.StateCalls += int64(value)
-			if !strings.Contains(line, `code="200"`) && !strings.Contains(line, `code="204"`) {
+			// HTTP answers 200 or 204; over gRPC a call succeeds with "OK".
+			if !strings.Contains(line, `code="200"`) && !strings.Contains(line, `code="204"`) && !strings.Contains(line, `code="OK"`) {
 				c.StateFailures += int64(value)
 			}
 		case metricHandleSum:

@@ -56,17 +56,23 @@ func (k *kvFlag) Set(s string) error {
 
 // reportInput is everything the report is made from.
 type reportInput struct {
-	runs      []*loadkit.Run
-	docs      *loadkit.Docs
-	versions  kvFlag
-	peer      Peer
-	settings  string
-	topology  string
-	notes     []string
-	poolLimit int
-	conc      int
-	machine   Machine
-	now       time.Time
+	runs     []*loadkit.Run
+	docs     *loadkit.Docs
+	versions kvFlag
+	peer     Peer
+	backlog  []*BacklogRun
+	// wmPeer says whether the Watermill peer ran, wmProtocol its state
+	// transport; pacedSamples is the paced windows' sample target.
+	wmPeer       Peer
+	wmProtocol   string
+	pacedSamples int
+	settings     string
+	topology     string
+	notes        []string
+	poolLimit    int
+	conc         int
+	machine      Machine
+	now          time.Time
 }
 
 func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -78,6 +84,10 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	settings := fs.String("settings", "", "the run's settings, shown in the report (e.g. BENCH_* values)")
 	topology := fs.String("topology", "", "how the stack was laid out, shown in the report")
 	notesPath := fs.String("notes", "", "optional file of extra markdown bullet lines for the Notes section")
+	backlogDir := fs.String("backlog", "", "directory of backlog drains (*.json) written by 'loadgen backlog'")
+	wmStatus := fs.String("watermill", "", `Watermill peer status: "ok: <client>" or "not available: <reason>"`)
+	wmProtocol := fs.String("watermill-protocol", "grpc", "the Watermill peer's state transport (grpc or http): it is compared with the worker on the same one")
+	pacedSamples := fs.Int("paced-samples", DefaultPacedSamples, "add-item samples each paced point was sized for")
 	in := reportInput{now: time.Now().UTC()}
 	fs.Var(&in.versions, "version", "component=version, repeatable (shown in the report)")
 	if err := parse(fs, args); err != nil {
@@ -100,6 +110,16 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	in.peer = parsePeer(*peerStatus, runs)
+	in.wmPeer = parsePeerOf(loadkit.ModeWatermill, *wmStatus, runs)
+	if c, ok := strings.CutPrefix(*wmStatus, "ok: "); ok && in.wmPeer.Available {
+		// The runs describe the whole chain (publisher, NATS, peer); the
+		// status names the peer.
+		in.wmPeer.Client = c
+	}
+	in.wmProtocol, in.pacedSamples = *wmProtocol, *pacedSamples
+	if in.backlog, err = readBacklog(*backlogDir); err != nil {
+		return err
+	}
 	in.settings, in.topology = *settings, *topology
 	if *notesPath != "" {
 		b, err := os.ReadFile(*notesPath)
@@ -136,6 +156,9 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	for _, f := range res.Floors {
 		fmt.Fprintf(stdout, "  floor %-70s %s\n", f.Name+":", floorResult(f))
 	}
+	for _, f := range res.SpeedFloors {
+		fmt.Fprintf(stdout, "  floor %-70s %s\n", f.Name+":", floorResult(f))
+	}
 	return nil
 }
 
@@ -157,9 +180,15 @@ func readRuns(dir string) ([]*loadkit.Run, error) {
 }
 
 func parsePeer(status string, runs []*loadkit.Run) Peer {
+	return parsePeerOf(loadkit.ModeGoSDK, status, runs)
+}
+
+// parsePeerOf says whether the peer of mode ran, from the script's status
+// and the runs.
+func parsePeerOf(mode, status string, runs []*loadkit.Run) Peer {
 	var client string
 	for _, r := range runs {
-		if r.Mode == loadkit.ModeGoSDK {
+		if r.Mode == mode {
 			client = r.Client
 			break
 		}
@@ -170,9 +199,9 @@ func parsePeer(status string, runs []*loadkit.Run) Peer {
 	case client != "":
 		return Peer{Available: true, Client: client}
 	case status == "":
-		return Peer{Reason: "not available: no go-sdk runs"}
+		return Peer{Reason: "not available: no " + mode + " runs"}
 	default:
-		return Peer{Reason: "not available: no go-sdk runs (" + status + ")"}
+		return Peer{Reason: "not available: no " + mode + " runs (" + status + ")"}
 	}
 }
 
@@ -230,12 +259,20 @@ func buildReport(in reportInput) (Results, []byte, []byte, error) {
 	}
 	rounds := map[int]bool{}
 	for _, r := range in.runs {
-		cfg.DurationS = max(cfg.DurationS, r.DurationS)
+		if r.Scenario != loadkit.ScenarioPaced {
+			// Paced windows are sized apart (PacedWindows).
+			cfg.DurationS = max(cfg.DurationS, r.DurationS)
+		}
 		cfg.WarmupS = max(cfg.WarmupS, r.WarmupS)
 		cfg.ThinkMS = max(cfg.ThinkMS, r.ThinkMS)
 		rounds[r.Round] = true
 	}
 	cfg.Rounds = len(rounds)
+	cfg.PacedSamplesTarget = in.pacedSamples
+	if cfg.PacedSamplesTarget <= 0 {
+		cfg.PacedSamplesTarget = DefaultPacedSamples
+	}
+	cfg.PacedWindows = pacedWindows(in.runs)
 	if in.docs != nil {
 		cfg.DocBytesFirst, cfg.DocBytesLast = in.docs.Sizes()
 		cfg.DocsSource = in.docs.Source
@@ -245,10 +282,13 @@ func buildReport(in reportInput) (Results, []byte, []byte, error) {
 	for _, k := range in.versions.keys {
 		versions[k] = in.versions.m[k]
 	}
+	wm, backlog, speed := computeSpeed(points, in.backlog, satUsers, in.wmProtocol)
 	res := Results{
 		GeneratedAt: in.now.Format(time.RFC3339), Machine: in.machine, Versions: versions, Config: cfg,
 		Peer: in.peer, Points: points, Saturation: sat, WorkerRSSMiB15u: rss15, PerRequestRSSMiB15u: rss15req,
 		Ratios: ratios, Floors: floors, Upstream: upstreamFigures, Notes: in.notes,
+		SpeedFloors: speed, PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
+		Watermill: wm, WatermillPeer: in.wmPeer,
 	}
 	if res.Points == nil {
 		res.Points = []loadkit.Point{}
@@ -257,7 +297,23 @@ func buildReport(in reportInput) (Results, []byte, []byte, error) {
 	if err != nil {
 		return Results{}, nil, nil, err
 	}
-	return res, md, latencyChartSVG(points, users, cfg.ThinkMS), nil
+	return res, md, latencyChartSVG(res), nil
+}
+
+// pacedWindows is the measured window of each paced user count, per round.
+func pacedWindows(runs []*loadkit.Run) []PacedWindow {
+	w := map[int]float64{}
+	for _, r := range runs {
+		if r.Scenario == loadkit.ScenarioPaced {
+			w[r.Users] = max(w[r.Users], r.DurationS)
+		}
+	}
+	var out []PacedWindow
+	for u, d := range w {
+		out = append(out, PacedWindow{Users: u, WindowS: d})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Users < out[j].Users })
+	return out
 }
 
 // userCounts returns the user counts below saturation and the saturation
@@ -351,8 +407,12 @@ func floorValue(f Floor) string {
 	}
 }
 
-// floorVerdict is "pass", "FAIL" or "not measured".
+// floorVerdict is "pass", "FAIL" (or "MISS" for a speed floor) or "not
+// measured".
 func floorVerdict(f Floor) string {
+	if f.Verdict != "" {
+		return f.Verdict
+	}
 	switch {
 	case f.Pass == nil:
 		return "not measured"
@@ -365,10 +425,10 @@ func floorVerdict(f Floor) string {
 
 // floorCell is the verdict in the report's table, a failure in bold.
 func floorCell(f Floor) string {
-	if v := floorVerdict(f); v != "FAIL" {
+	if v := floorVerdict(f); v != "FAIL" && v != "MISS" {
 		return v
 	}
-	return "**FAIL**"
+	return "**" + floorVerdict(f) + "**"
 }
 
 func limitText(f Floor) string {
@@ -407,12 +467,20 @@ var reportTemplate = template.Must(template.New("report.md.tmpl").Funcs(template
 	"ratio":     ratio,
 	// Cells.
 	"pctOrDash":  pctOrDash,
+	"pctPlain":   pctPlain,
 	"rssText":    rssText,
 	"callsText":  callsText,
 	"otherCPU":   otherCPU,
 	"floorValue": floorValue,
 	"floorCell":  floorCell,
 	"limitText":  limitText,
+	// New figures.
+	"speedLimitText": speedLimitText,
+	"roundsList":     roundsList,
+	"intList":        intList,
+	"batchMean":      batchMean,
+	"batchSpread":    batchSpread,
+	"totalsCell":     totalsCell,
 	// Text.
 	"mdEscape": mdEscape,
 	"orNA":     orNA,
@@ -431,6 +499,20 @@ type reportView struct {
 	CPU                     *cpuTable // nil when no saturation point has CPU figures
 	ErrorExamples           []string
 	FloorRSSMiB             float64
+	// Speed floors passed, missed and not measured.
+	SpeedPassed, SpeedMissed, SpeedMissing  int
+	FloorWorkerOverWatermill, FloorHotDrain float64
+	// BacklogVsWatermill is the worker as shipped's drain rate over the
+	// Watermill peer's, per backlog scenario both drained.
+	BacklogVsWatermill []scenarioRatio
+	// BacklogFailed is set when a drain did not complete or its totals
+	// were wrong.
+	BacklogFailed bool
+}
+
+type scenarioRatio struct {
+	Scenario, WorkerMode string
+	Ratio                *float64
 }
 
 type versionRow struct{ Name, Value string }
@@ -501,6 +583,34 @@ func renderMarkdown(res Results, in reportInput) ([]byte, error) {
 			v.Missing++
 		}
 	}
+	for _, f := range res.SpeedFloors {
+		switch floorVerdict(f) {
+		case "pass":
+			v.SpeedPassed++
+		case "MISS":
+			v.SpeedMissed++
+		default:
+			v.SpeedMissing++
+		}
+	}
+	v.FloorWorkerOverWatermill, v.FloorHotDrain = floorWorkerOverWatermill, floorHotDrainOverCeiling
+	for _, r := range res.Backlog.Runs {
+		v.BacklogFailed = v.BacklogFailed || !r.Complete()
+	}
+	for _, sc := range backlogScenarios {
+		// The worker on the peer's transport when it drained too, else
+		// the worker as shipped.
+		mode := res.Watermill.WorkerMode
+		w := findBacklog(res.Backlog.Summary, sc, mode)
+		if w == nil {
+			mode = loadkit.ModePooled
+			w = findBacklog(res.Backlog.Summary, sc, mode)
+		}
+		p := findBacklog(res.Backlog.Summary, sc, loadkit.ModeWatermill)
+		if w != nil && p != nil {
+			v.BacklogVsWatermill = append(v.BacklogVsWatermill, scenarioRatio{sc, mode, ratio(w.CommandsPerS, p.CommandsPerS)})
+		}
+	}
 	var b bytes.Buffer
 	if err := reportTemplate.Execute(&b, v); err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", reportFile, err)
@@ -526,7 +636,11 @@ func optFormat(kind string, v *float64) (string, error) {
 }
 
 // cpuOrder is the column order of the CPU table; other names follow.
-var cpuOrder = []string{"worker-pooled", "worker-per-request", "nats-pooled", "nats-per-request", "daprd", "redis", "loadgen", "other"}
+var cpuOrder = []string{
+	"worker-pooled", "worker-per-request", "worker-grpc", "worker-http", "watermill",
+	"nats-pooled", "nats-per-request", "nats-worker-grpc", "nats-worker-http", "nats-watermill",
+	"daprd", "redis", "loadgen", "other",
+}
 
 // cpuTable shows where the machine's CPU went during the saturation point
 // of each mode: the processes of the benchmark, the load generator (or
@@ -657,6 +771,62 @@ func errorExamples(runs []*loadkit.Run) []string {
 		}
 	}
 	return out
+}
+
+// roundsList formats each round's value as kind ("times", "ms", "rate"),
+// separated by slashes; "–" for none.
+func roundsList(kind string, v []float64) (string, error) {
+	format, ok := optFormats[kind]
+	if !ok {
+		return "", fmt.Errorf("roundsList: unknown format %q", kind)
+	}
+	if len(v) == 0 {
+		return "–", nil
+	}
+	parts := make([]string, len(v))
+	for i, x := range v {
+		if x == 0 && kind == "rate" {
+			parts[i] = "–"
+			continue
+		}
+		parts[i] = strings.TrimSuffix(format(x), " ms")
+	}
+	return strings.Join(parts, " / "), nil
+}
+
+func intList(v []int) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = thousands(float64(x), 0)
+	}
+	return strings.Join(parts, " / ")
+}
+
+// batchMean is the mean batch size, "n/a" when the consumer has none.
+func batchMean(b *BatchSizes) string {
+	if b == nil || b.Count <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(b.Mean, 'f', 2, 64)
+}
+
+// batchSpread is "≤p50 / ≤p90 / ≤max", or why there is none.
+func batchSpread(b *BatchSizes, note string) string {
+	if b == nil || b.Count <= 0 {
+		if note == "" {
+			note = "n/a"
+		}
+		return mdEscape(note)
+	}
+	return "≤ " + b.P50 + " / ≤ " + b.P90 + " / ≤ " + b.Max
+}
+
+// totalsCell is "ok" or a bold failure.
+func totalsCell(s BacklogSummary) string {
+	if s.TotalsOK {
+		return "ok (every cart)"
+	}
+	return fmt.Sprintf("**FAIL** (%d of %d rounds)", s.Failed, s.Rounds)
 }
 
 var _ flag.Value = (*kvFlag)(nil)

@@ -50,6 +50,8 @@ func fakeBench() []*loadkit.Run {
 				fakeRun(loadkit.ModePerRequest, loadkit.ScenarioClosed, u, round, 1000, 40, 400, 400),
 				fakeRun(loadkit.ModeCeiling, loadkit.ScenarioClosed, u, round, 80, 120, 15, 1000),
 				fakeRun(loadkit.ModeGoSDK, loadkit.ScenarioClosed, u, round, 40, 200, 1, 1000),
+				fakeRun(loadkit.ModeWorkerGRPC, loadkit.ScenarioClosed, u, round, 90, 150, 1, 1000),
+				fakeRun(loadkit.ModeWatermill, loadkit.ScenarioClosed, u, round, 120, 100, 1, 1000),
 			)
 		}
 	}
@@ -58,6 +60,8 @@ func fakeBench() []*loadkit.Run {
 		fakeRun(loadkit.ModePerRequest, loadkit.ScenarioClosed, 64, 1, 1000, 100, 1000, 1000),
 		fakeRun(loadkit.ModeCeiling, loadkit.ScenarioClosed, 64, 1, 50, 400, 16, 4000),
 		fakeRun(loadkit.ModeGoSDK, loadkit.ScenarioClosed, 64, 1, 40, 500, 1, 5000),
+		fakeRun(loadkit.ModeWorkerGRPC, loadkit.ScenarioClosed, 64, 1, 80, 390, 1, 4000),
+		fakeRun(loadkit.ModeWatermill, loadkit.ScenarioClosed, 64, 1, 150, 200, 1, 2000),
 	} {
 		r.Saturation = true
 		runs = append(runs, r)
@@ -68,9 +72,34 @@ func fakeBench() []*loadkit.Run {
 	return runs
 }
 
+// fakeBacklog is two rounds of the hot backlog drained by the worker
+// (1,200 and 1,000 commands/s, the second with a wrong cart) and one by the
+// Watermill peer (400/s).
+func fakeBacklog() []*BacklogRun {
+	mk := func(mode string, round int, rate float64, ok bool) *BacklogRun {
+		r := &BacklogRun{Kind: "backlog", Mode: mode, Scenario: BacklogHot, Round: round, Carts: 50, AddItemsPerCart: 100,
+			Commands: 5050, Applied: 5050, CommandsPerS: rate, WallCommandsPerS: rate * 0.9, DrainS: 5050 / rate,
+			PeakRSSMiB: 30, TotalsOK: ok, TotalsChecked: 50, BatchNote: "n/a: no -metrics URL (not the worker)"}
+		if !ok {
+			r.Mismatches = []string{"bl-hot-x-3: 99 lines, published 100"}
+		}
+		return r
+	}
+	w1, w2 := mk(loadkit.ModePooled, 1, 1200, true), mk(loadkit.ModePooled, 2, 1000, false)
+	for _, r := range []*BacklogRun{w1, w2} {
+		r.Batch, r.BatchNote = &BatchSizes{
+			Buckets: []Bucket{{"1", 100}, {"2", 300}, {"4", 900}, {"8", 1010}, {"+Inf", 1010}}, Sum: 5050, Count: 1010,
+		}, ""
+		r.Batch.finish()
+	}
+	return []*BacklogRun{w1, w2, mk(loadkit.ModeWatermill, 1, 400, true)}
+}
+
 func testInput() reportInput {
 	in := reportInput{
-		runs: fakeBench(), docs: loadkit.SyntheticDocs(), poolLimit: 50, conc: 16,
+		backlog: fakeBacklog(), wmProtocol: "grpc", pacedSamples: 150,
+		wmPeer: Peer{Available: true, Client: "bench/watermillpeer"},
+		runs:   fakeBench(), docs: loadkit.SyntheticDocs(), poolLimit: 50, conc: 16,
 		machine: Machine{Cores: 2, CPUModel: "Test CPU", GoVersion: "go1.26"},
 		now:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		peer:    Peer{Available: true, Client: "github.com/dapr/go-sdk v1.14.2"},
@@ -168,7 +197,25 @@ func TestBuildReportResults(t *testing.T) {
 	report := string(md)
 	for _, s := range []string{
 		"# cartworker load benchmark", "Test CPU", "| cores | 2 |", "daprd | 1.18.0",
-		"**Floors: 6 passed, 0 failed, 0 not measured.**",
+		"**Earlier floors: 6 passed, 0 failed, 0 not measured.**",
+		"**Faster than a direct Dapr client: 1 floor(s) passed, 3 missed, 0 not measured.**",
+		// Speed floors: pooled 300/s over the ceiling's 400/s; hot drain
+		// median 1,100/s over 400/s = 2.75 but a round failed its totals;
+		// paced p99 4.95 / 2.48 ms; worker-grpc 390/s over watermill 200/s.
+		"| saturation add-items/s: worker as shipped (pooled) / HTTP ceiling | 0.75× | 0.75× | ≥ 0.9× | **MISS** |",
+		"| hot-cart backlog drain commands/s (pooled) / HTTP ceiling add-items/s at saturation | 2.75× | 3.00× / 2.50× | ≥ 2.5× | **MISS** |",
+		"| paced 15 users add-item p99: worker as shipped (pooled) / HTTP ceiling | 2.00× | 2.00× / 2.00× | ≤ 1.5× | **MISS** |",
+		"| saturation add-items/s: worker / Watermill peer, both over grpc (worker-grpc) | 1.95× | 1.95× | ≥ 1.3× | pass |",
+		"## Paced p99 between rounds (add-item)",
+		"| pooled | 15 | 200 | 100 / 100 | 4.95 / 4.95 | 4.95 | 4.95 | 4.95 | 0 % | 4.95 |",
+		"## Backlog drain",
+		"| hot (50 × 100) | pooled | 5,050 | 1,100 | 1,200 / 1,000 | 18 % | 990 | 2.75× | 5.00 | ≤ 4 / ≤ 8 / ≤ 8 | 30.0 MiB |",
+		"**FAIL** (1 of 2 rounds)",
+		"- **pooled hot round 2 FAILED:** TOTALS WRONG",
+		"| hot (50 × 100) | watermill | 5,050 | 400 | 400 | n/a | 360 | 1.00× | n/a | n/a: no -metrics URL (not the worker) |",
+		"| worker-grpc | 390 | 31.0 ms | 20.0 MiB | 33 % |",
+		"Worker / Watermill peer: **1.95×**",
+		"Backlog drains, worker / Watermill peer (commands/s): hot: pooled / watermill 2.75×.",
 		"4,200 ms", "680 ms", "3.45", "2.63", "67.0 ms", "69.0 ms",
 		"![add-item p50 and p99", "latency.svg",
 		"| paced | 15 | 4.95 ms | 49.5 ms | 0.10× |",
@@ -210,9 +257,10 @@ func checkSVG(t *testing.T, svg []byte) {
 			}
 		}
 	}
-	// Two panels × four series (pooled/per-request × p50/p99).
-	if paths != 8 {
-		t.Errorf("chart has %d series paths, want 8", paths)
+	// Paced: pooled, per-request, ceiling; closed loop: the same and
+	// watermill; each p50 and p99.
+	if paths != 14 {
+		t.Errorf("chart has %d series paths, want 14", paths)
 	}
 	if texts < 20 {
 		t.Errorf("chart has only %d labels", texts)
@@ -297,6 +345,8 @@ cartworker_state_connections_opened_total 7
 cartworker_state_requests_total{code="200",op="get"} 1200
 cartworker_state_requests_total{code="204",op="save"} 1.2e+03
 cartworker_state_requests_total{code="timeout",op="delete"} 3
+cartworker_state_requests_total{code="OK",op="get"} 5
+cartworker_state_requests_total{code="Aborted",op="save"} 2
 cartworker_commands_total{outcome="applied",type="add-item"} 999
 cartworker_command_duration_seconds_bucket{type="add-item",le="0.001"} 3
 cartworker_command_duration_seconds_sum{type="add-item"} 1.5
@@ -308,7 +358,7 @@ cartworker_command_duration_seconds_count{type="cache"} 100
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Dials != 7 || c.StateCalls != 2403 || c.HandleS != 2 || c.Handled != 400 {
+	if c.Dials != 7 || c.StateCalls != 2410 || c.StateFailures != 5 || c.HandleS != 2 || c.Handled != 400 {
 		t.Fatalf("%+v", c)
 	}
 	if _, err := parseWorkerMetrics(strings.NewReader("up 1\n")); err == nil {

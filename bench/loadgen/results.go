@@ -24,8 +24,20 @@ type Results struct {
 	PerRequestRSSMiB15u *float64 `json:"per_request_rss_mib_15u"`
 	Ratios              Ratios   `json:"ratios"`
 	Floors              []Floor  `json:"floors"`
-	Upstream            Upstream `json:"upstream"`
-	Notes               []string `json:"notes,omitempty"`
+	// SpeedFloors are the floors of "faster than a direct Dapr client",
+	// each from medians over rounds of this run.
+	SpeedFloors []Floor `json:"speed_floors"`
+	// PacedP99Spread is how much each paced point's add-item p99 moves
+	// between rounds.
+	PacedP99Spread []P99Spread `json:"paced_p99_spread"`
+	// Backlog holds the backlog drains: per round and summarised.
+	Backlog Backlog `json:"backlog"`
+	// Watermill is the Watermill peer at saturation against the worker on
+	// the same transport; WatermillPeer says whether it ran.
+	Watermill     WatermillSat `json:"watermill"`
+	WatermillPeer Peer         `json:"watermill_peer"`
+	Upstream      Upstream     `json:"upstream"`
+	Notes         []string     `json:"notes,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -47,14 +59,25 @@ type RunConfig struct {
 	SaturationUsers   int     `json:"saturation_users"`
 	WorkerConcurrency int     `json:"worker_concurrency"`
 	PoolLimit         int     `json:"pool_limit"`
-	DocBytesFirst     int     `json:"doc_bytes_first,omitempty"`
-	DocBytesLast      int     `json:"doc_bytes_last,omitempty"`
-	DocsSource        string  `json:"docs_source,omitempty"`
-	Settings          string  `json:"settings,omitempty"`
-	Topology          string  `json:"topology,omitempty"`
+	// PacedSamplesTarget is the add-item samples each paced point was
+	// sized for, and PacedWindows each paced user count's window per
+	// round.
+	PacedSamplesTarget int           `json:"paced_samples_target,omitempty"`
+	PacedWindows       []PacedWindow `json:"paced_windows,omitempty"`
+	DocBytesFirst      int           `json:"doc_bytes_first,omitempty"`
+	DocBytesLast       int           `json:"doc_bytes_last,omitempty"`
+	DocsSource         string        `json:"docs_source,omitempty"`
+	Settings           string        `json:"settings,omitempty"`
+	Topology           string        `json:"topology,omitempty"`
 }
 
-// Peer says whether the go-sdk peer ran.
+// PacedWindow is the measured window of one round of a paced point.
+type PacedWindow struct {
+	Users   int     `json:"users"`
+	WindowS float64 `json:"window_s"`
+}
+
+// Peer says whether a peer (go-sdk, Watermill) ran.
 type Peer struct {
 	Available bool   `json:"available"`
 	Client    string `json:"client,omitempty"`
@@ -68,6 +91,9 @@ type Saturation struct {
 	PerRequestAddItemPerS   *float64 `json:"per_request_add_item_per_s"`
 	CeilingAddItemPerS      *float64 `json:"ceiling_add_item_per_s"`
 	GoSDKAddItemPerS        *float64 `json:"go_sdk_add_item_per_s"`
+	WorkerGRPCAddItemPerS   *float64 `json:"worker_grpc_add_item_per_s"`
+	WorkerHTTPAddItemPerS   *float64 `json:"worker_http_add_item_per_s"`
+	WatermillAddItemPerS    *float64 `json:"watermill_add_item_per_s"`
 	WorkerOverPerRequest    *float64 `json:"worker_over_per_request"`
 	WorkerOverCeiling       *float64 `json:"worker_over_ceiling"`
 	WorkerAddItemP99MS      *float64 `json:"worker_add_item_p99_ms"`
@@ -123,6 +149,15 @@ type Floor struct {
 	Unit   string   `json:"unit"`
 	Pass   *bool    `json:"pass"`
 	Detail string   `json:"detail,omitempty"`
+	// Verdict is "pass", "FAIL" or "MISS" (a speed floor not reached), or
+	// "not measured".
+	Verdict string `json:"verdict"`
+	// Rounds is the value of each round, where the floor compares
+	// rounds.
+	Rounds []float64 `json:"rounds,omitempty"`
+	// blocker fails a floor whatever its value (a drain whose totals
+	// were wrong).
+	blocker string
 }
 
 // Upstream holds the figures of the Python service, for comparison.
@@ -190,6 +225,9 @@ func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int
 		sat.PerRequestAddItemPerS = field(points, loadkit.ModePerRequest, cl, satUsers, add, thr)
 		sat.CeilingAddItemPerS = field(points, loadkit.ModeCeiling, cl, satUsers, add, thr)
 		sat.GoSDKAddItemPerS = field(points, loadkit.ModeGoSDK, cl, satUsers, add, thr)
+		sat.WorkerGRPCAddItemPerS = field(points, loadkit.ModeWorkerGRPC, cl, satUsers, add, thr)
+		sat.WorkerHTTPAddItemPerS = field(points, loadkit.ModeWorkerHTTP, cl, satUsers, add, thr)
+		sat.WatermillAddItemPerS = field(points, loadkit.ModeWatermill, cl, satUsers, add, thr)
 		sat.WorkerOverPerRequest = ratio(sat.WorkerAddItemPerS, sat.PerRequestAddItemPerS)
 		sat.WorkerOverCeiling = ratio(sat.WorkerAddItemPerS, sat.CeilingAddItemPerS)
 		sat.WorkerAddItemP99MS = field(points, loadkit.ModePooled, cl, satUsers, add, p99)
@@ -257,12 +295,16 @@ func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int
 
 	var floors []Floor
 	check := func(name string, v *float64, limit float64, unit string, atMost bool, detail string) {
-		f := Floor{Name: name, Value: v, Limit: limit, Unit: unit, Detail: detail}
+		f := Floor{Name: name, Value: v, Limit: limit, Unit: unit, Detail: detail, Verdict: "not measured"}
 		if v != nil {
 			if atMost {
 				f.Pass = boolp(*v <= limit)
 			} else {
 				f.Pass = boolp(*v >= limit)
+			}
+			f.Verdict = "pass"
+			if !*f.Pass {
+				f.Verdict = "FAIL"
 			}
 		}
 		floors = append(floors, f)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -83,14 +85,15 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	d.register(fs)
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS URL of the worker under test")
 	prefix := fs.String("prefix", command.DefaultPrefix, "subject prefix (CART_SUBJECT_PREFIX)")
-	mode := fs.String("mode", loadkit.ModePooled, "label of the worker's state client mode: pooled or per-request")
+	mode := fs.String("mode", loadkit.ModePooled, "label of what consumes the commands: "+strings.Join(natsModes(), ", "))
+	client := fs.String("client", "", "description of the consumer, recorded in the run (default: the worker with its state client mode)")
 	metricsURL := fs.String("worker-metrics", "", "worker /metrics URL, read before and after the run for dials")
 	pid := fs.Int("worker-pid", 0, "worker process id, sampled for RSS and CPU")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *mode != loadkit.ModePooled && *mode != loadkit.ModePerRequest {
-		return usageError{fmt.Errorf("-mode %q: want pooled or per-request", *mode)}
+	if !slices.Contains(natsModes(), *mode) {
+		return usageError{fmt.Errorf("-mode %q: want one of %s", *mode, strings.Join(natsModes(), ", "))}
 	}
 	cfg, err := d.config()
 	if err != nil {
@@ -104,6 +107,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	run := d.newRun(*mode, cfg)
 	run.Client = "publisher.PublishAndWait over NATS JetStream; worker state client " + *mode
+	if *client != "" {
+		run.Client = *client
+	}
 	var before workerCounters
 	haveMetrics := *metricsURL != ""
 	if haveMetrics {
@@ -140,3 +146,14 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// natsModes are the modes whose commands go through NATS to a consumer.
+func natsModes() []string {
+	var out []string
+	for _, m := range loadkit.Modes {
+		if loadkit.ThroughNATS(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}

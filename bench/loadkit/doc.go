@@ -10,10 +10,13 @@
 //
 // Vocabulary:
 //
-//   - A run is one measurement of one mode (pooled, per-request, ceiling,
-//     go-sdk) at one user count in one scenario (paced, closed-loop) for one
-//     round. Its raw latencies are kept so that rounds can be merged.
+//   - A run is one measurement of one mode (Modes: the worker's pooled,
+//     per-request, worker-grpc, worker-http; the Watermill peer; the
+//     ceiling and go-sdk direct clients) at one user count in one scenario
+//     (paced, closed-loop) for one round. Its raw latencies are kept so
+//     that rounds can be merged.
 //   - A point is the aggregate of a mode, scenario and user count over its
 //     rounds, per command type: exact percentiles over every sample of every
-//     round, throughput as the median of the rounds' throughputs.
+//     round, throughput as the median of the rounds' throughputs, and each
+//     round's own p99 with how far it moves between rounds.
 package loadkit

@@ -355,3 +355,32 @@ func TestRunSummary(t *testing.T) {
 		t.Errorf("Summary:\n got %q\nwant %q", got, want)
 	}
 }
+
+func TestRoundP99Spread(t *testing.T) {
+	mk := func(round int, base int64) *Run {
+		lat := make([]int64, 100)
+		for i := range lat {
+			lat[i] = base * int64(i+1)
+		}
+		return &Run{Mode: ModePooled, Scenario: ScenarioPaced, Users: 15, Round: round, WindowS: 1,
+			LatenciesUS: map[string][]int64{TypeAddItem: lat}}
+	}
+	// Round p99s: 99, 198 and 297 µs.
+	pts := Aggregate([]*Run{mk(2, 2), mk(1, 1), mk(3, 3)})
+	p, ok := Find(pts, ModePooled, ScenarioPaced, 15, TypeAddItem)
+	if !ok {
+		t.Fatal("no point")
+	}
+	if p.P99RoundMinMS != 0.099 || p.P99RoundMedianMS != 0.198 || p.P99RoundMaxMS != 0.297 || len(p.CountRounds) != 3 || p.CountRounds[0] != 100 {
+		t.Fatalf("%+v", p)
+	}
+	if p.P99SpreadPct == nil || math.Abs(*p.P99SpreadPct-100) > 1e-9 {
+		t.Fatalf("spread %v", p.P99SpreadPct)
+	}
+	if Spread([]float64{5}) != nil || Spread([]float64{0, 0}) != nil {
+		t.Error("spread of one round or a zero median must be unknown")
+	}
+	if !ThroughNATS(ModeWatermill) || !ThroughNATS(ModeWorkerGRPC) || ThroughNATS(ModeCeiling) || ThroughNATS(ModeGoSDK) {
+		t.Error("ThroughNATS")
+	}
+}

@@ -23,14 +23,37 @@ var Types = []string{TypeCache, TypeAddItem, TypeDelete}
 
 // Modes compared by the benchmark.
 const (
-	ModePooled     = "pooled"
+	// ModePooled is the worker as shipped (its default state transport).
+	ModePooled = "pooled"
+	// ModePerRequest is the worker with WORKER_STATE_CLIENT=per-request.
 	ModePerRequest = "per-request"
-	ModeCeiling    = "ceiling"
-	ModeGoSDK      = "go-sdk"
+	// ModeWorkerGRPC and ModeWorkerHTTP are the worker with
+	// WORKER_STATE_PROTOCOL=grpc and =http.
+	ModeWorkerGRPC = "worker-grpc"
+	ModeWorkerHTTP = "worker-http"
+	// ModeWatermill is bench/watermillpeer, a Watermill router instead of
+	// the worker.
+	ModeWatermill = "watermill"
+	// ModeCeiling is the scenario's state calls straight to daprd through
+	// the worker's pooled HTTP client, no NATS and no worker.
+	ModeCeiling = "ceiling"
+	// ModeGoSDK is the same calls through the Dapr Go SDK over gRPC.
+	ModeGoSDK = "go-sdk"
 )
 
 // Modes lists the modes in report order.
-var Modes = []string{ModePooled, ModePerRequest, ModeCeiling, ModeGoSDK}
+var Modes = []string{ModePooled, ModePerRequest, ModeWorkerGRPC, ModeWorkerHTTP, ModeWatermill, ModeCeiling, ModeGoSDK}
+
+// ThroughNATS reports whether mode sends commands through NATS to a
+// consumer (the worker or the Watermill peer) rather than state calls
+// straight to daprd.
+func ThroughNATS(mode string) bool {
+	switch mode {
+	case ModeCeiling, ModeGoSDK:
+		return false
+	}
+	return true
+}
 
 // Scenarios.
 const (

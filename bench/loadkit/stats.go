@@ -74,6 +74,20 @@ func Median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// Spread is how far the values move: (largest - least) / median, in per
+// cent; nil for fewer than two values or a zero median.
+func Spread(v []float64) *float64 {
+	if len(v) < 2 {
+		return nil
+	}
+	m := Median(v)
+	if m == 0 {
+		return nil
+	}
+	s := (slices.Max(v) - slices.Min(v)) / m * 100
+	return &s
+}
+
 // Point is one row of the report: a mode, scenario, user count and command
 // type aggregated over its rounds. The JSON names are those of
 // bench/results.json.
@@ -96,8 +110,17 @@ type Point struct {
 	// this type per second; ThroughputRounds lists each round's.
 	ThroughputPerS   float64   `json:"throughput_per_s"`
 	ThroughputRounds []float64 `json:"throughput_rounds_per_s"`
-	// P99RoundsMS is each round's own p99, to show the spread.
+	// P99RoundsMS is each round's own p99, to show the spread, and
+	// CountRounds each round's successful samples.
 	P99RoundsMS []float64 `json:"p99_rounds_ms"`
+	CountRounds []int     `json:"count_rounds"`
+	// The least, median and largest of the rounds' p99, and how far they
+	// move: (largest - least) / median, in per cent; nil with fewer than
+	// two rounds.
+	P99RoundMinMS    float64  `json:"p99_round_min_ms"`
+	P99RoundMedianMS float64  `json:"p99_round_median_ms"`
+	P99RoundMaxMS    float64  `json:"p99_round_max_ms"`
+	P99SpreadPct     *float64 `json:"p99_spread_pct"`
 	// Errors counts failed commands of this type over all rounds.
 	Errors int `json:"errors"`
 
@@ -267,12 +290,14 @@ func aggregateGroup(k PointKey, runs []*Run) []Point {
 	for _, typ := range typesOf(runs) {
 		var all []int64
 		var thr, p99s []float64
+		var counts []int
 		errs := 0
 		for _, r := range runs {
 			lat := r.LatenciesUS[typ]
 			all = append(all, lat...)
 			thr = append(thr, r.Throughput(typ))
 			p99s = append(p99s, Summarize(lat).P99MS)
+			counts = append(counts, len(lat))
 			errs += r.Errors[typ]
 		}
 		if len(all) == 0 && errs == 0 {
@@ -286,6 +311,11 @@ func aggregateGroup(k PointKey, runs []*Run) []Point {
 			ThroughputPerS:     Median(thr),
 			ThroughputRounds:   thr,
 			P99RoundsMS:        p99s,
+			CountRounds:        counts,
+			P99RoundMinMS:      slices.Min(p99s),
+			P99RoundMedianMS:   Median(p99s),
+			P99RoundMaxMS:      slices.Max(p99s),
+			P99SpreadPct:       Spread(p99s),
 			Errors:             errs,
 			Dials:              dials,
 			StateCalls:         calls,

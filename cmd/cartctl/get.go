@@ -70,6 +70,7 @@ func newDaprClient(o *daprOptions, timeout time.Duration) (*daprClient, error) {
 		return nil, fmt.Errorf("-dapr %q: want http://host:port", o.endpoint)
 	}
 	c, err := statepool.New(statepool.Config{
+		Protocol:              statepool.ProtocolHTTP,
 		Endpoint:              o.endpoint,
 		StoreName:             o.store,
 		APIToken:              o.token,

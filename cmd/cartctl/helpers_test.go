@@ -85,7 +85,7 @@ func (e *env) cli(stdout, stderr *syncBuffer) *cli {
 // store, and publishes the outcome event.
 func (e *env) startWorker(t *testing.T) {
 	t.Helper()
-	store, err := statepool.New(statepool.Config{Endpoint: e.dapr.URL(), APIToken: e.vars["DAPR_API_TOKEN"]})
+	store, err := statepool.New(statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: e.dapr.URL(), APIToken: e.vars["DAPR_API_TOKEN"]})
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
 	svc := cartcache.New(store, cartcache.Config{})

@@ -53,6 +53,7 @@ func TestRunEndToEnd(t *testing.T) {
 	env := map[string]string{
 		"NATS_URL":           ns.ClientURL(),
 		"DAPR_HTTP_ENDPOINT": fake.URL(),
+		"DAPR_GRPC_ENDPOINT": fake.GRPCAddr(),
 		"DAPR_API_TOKEN":     "tok",
 		"WORKER_CONCURRENCY": "4",
 	}
@@ -117,7 +118,7 @@ func TestRunEndToEnd(t *testing.T) {
 	for _, name := range []string{
 		`cartworker_commands_total{outcome="applied",type="add-item"} 3`,
 		"cartworker_command_duration_seconds_bucket",
-		`cartworker_state_requests_total{code="204",op="save"}`,
+		`cartworker_state_requests_total{code="OK",op="save"}`,
 		"cartworker_state_connections_opened_total",
 		"cartworker_breaker_state 0",
 		"cartworker_redeliveries_total 0",

@@ -42,9 +42,14 @@ func TestShutdownAcknowledgesBeforeReturning(t *testing.T) {
 	// the last acks are written just before run returns.
 	fake.SetDelay(5 * time.Millisecond)
 	env := map[string]string{
-		"NATS_URL":                "nats://" + proxy.addr(),
-		"DAPR_HTTP_ENDPOINT":      fake.URL(),
-		"WORKER_CONCURRENCY":      "8",
+		"NATS_URL":           "nats://" + proxy.addr(),
+		"DAPR_HTTP_ENDPOINT": fake.URL(),
+		"DAPR_GRPC_ENDPOINT": fake.GRPCAddr(),
+		"WORKER_CONCURRENCY": "8",
+		// One command per partition held, each applied alone: the stop
+		// finds most of the load still in the stream.
+		"WORKER_BUFFER":           "32",
+		"WORKER_BATCH_MAX":        "1",
 		"WORKER_HTTP_ADDR":        freeAddr(t),
 		"WORKER_ACK_WAIT":         "1m",
 		"WORKER_SHUTDOWN_TIMEOUT": "10s",

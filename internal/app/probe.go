@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,9 +16,13 @@ var errBreakerOpen = errors.New("state store breaker is open: daprd or its store
 // stateProbe returns the consumer's probe of the state store: daprd answers,
 // takes our token and has our store (statepool.Client.Check), and the
 // breaker is not open. Its errors name the setting an operator must look
-// at, because they are what /readyz and the log say.
+// at, because they are what /readyz and the log say: the endpoint is the
+// one of the protocol in use (DAPR_HTTP_ENDPOINT or DAPR_GRPC_ENDPOINT).
 func stateProbe(cfg statepool.Config, state *statepool.Client, guarded *breaker.Breaker) func(context.Context) error {
-	endpoint := cfg.Endpoint
+	endpoint, endpointVar := cfg.Endpoint, "DAPR_HTTP_ENDPOINT"
+	if cmp.Or(cfg.Protocol, statepool.DefaultProtocol) == statepool.ProtocolGRPC {
+		endpoint, endpointVar = cfg.GRPCEndpoint, "DAPR_GRPC_ENDPOINT"
+	}
 	return func(ctx context.Context) error {
 		err := state.Check(ctx)
 		switch {
@@ -27,9 +32,9 @@ func stateProbe(cfg statepool.Config, state *statepool.Client, guarded *breaker.
 		case errors.Is(err, statepool.ErrStoreNotFound):
 			return fmt.Errorf("CART_STATE_STORE=%s: daprd at %s has no such state store: %w", cfg.StoreName, endpoint, err)
 		case errors.Is(err, statepool.ErrUnreachable):
-			return fmt.Errorf("DAPR_HTTP_ENDPOINT: daprd is not reachable at %s: %w", endpoint, err)
+			return fmt.Errorf("%s: daprd is not reachable at %s: %w", endpointVar, endpoint, err)
 		default:
-			return fmt.Errorf("daprd at %s (DAPR_HTTP_ENDPOINT) does not answer its metadata API: %w", endpoint, err)
+			return fmt.Errorf("daprd at %s (%s) does not answer its metadata API: %w", endpoint, endpointVar, err)
 		}
 		if guarded.State() == breaker.StateOpen {
 			return errBreakerOpen

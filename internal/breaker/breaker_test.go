@@ -40,12 +40,19 @@ func (tr *transitions) list() []string {
 	return append([]string(nil), tr.got...)
 }
 
-// newBreaker wraps a pooled statepool client talking to a new fake.
+// newBreaker wraps a statepool client (pooled HTTP unless cfg says
+// otherwise) talking to a new fake.
 func newBreaker(t *testing.T, cfg statepool.Config, st breaker.Settings) (*breaker.Breaker, *daprfake.Fake) {
 	t.Helper()
 	f := daprfake.New()
 	t.Cleanup(f.Close)
 	cfg.Endpoint = f.URL()
+	if cfg.Protocol == "" {
+		cfg.Protocol = statepool.ProtocolHTTP // the tests name gRPC when they mean it
+	}
+	if cfg.Protocol == statepool.ProtocolGRPC {
+		cfg.GRPCEndpoint = f.GRPCAddr()
+	}
 	c, err := statepool.New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
@@ -55,9 +62,20 @@ func newBreaker(t *testing.T, cfg statepool.Config, st breaker.Settings) (*break
 }
 
 func TestStoreContract(t *testing.T) {
-	statetest.RunStoreContract(t, func(t *testing.T) (statetest.Store, *daprfake.Fake) {
-		return newBreaker(t, statepool.Config{}, breaker.Settings{})
-	})
+	for _, p := range []statepool.Protocol{statepool.ProtocolHTTP, statepool.ProtocolGRPC} {
+		t.Run(string(p), func(t *testing.T) {
+			statetest.RunStoreContract(t, func(t *testing.T) (statetest.Store, *daprfake.Fake) {
+				return newBreaker(t, statepool.Config{Protocol: p}, breaker.Settings{})
+			})
+		})
+	}
+}
+
+// bothProtocols runs test against a client over HTTP and over gRPC.
+func bothProtocols(t *testing.T, test func(t *testing.T, p statepool.Protocol)) {
+	for _, p := range []statepool.Protocol{statepool.ProtocolHTTP, statepool.ProtocolGRPC} {
+		t.Run(string(p), func(t *testing.T) { test(t, p) })
+	}
 }
 
 func TestNewRejects(t *testing.T) {
@@ -98,7 +116,11 @@ func TestTripsAfterConsecutiveServerErrors(t *testing.T) {
 }
 
 func TestMixedOperationsShareFailureStreak(t *testing.T) {
-	b, f := newBreaker(t, statepool.Config{}, breaker.Settings{ConsecutiveFailures: 3, Timeout: never})
+	bothProtocols(t, testMixedOperationsShareFailureStreak)
+}
+
+func testMixedOperationsShareFailureStreak(t *testing.T, p statepool.Protocol) {
+	b, f := newBreaker(t, statepool.Config{Protocol: p}, breaker.Settings{ConsecutiveFailures: 3, Timeout: never})
 	ctx := context.Background()
 	f.FailWith(http.StatusServiceUnavailable)
 
@@ -109,7 +131,9 @@ func TestMixedOperationsShareFailureStreak(t *testing.T) {
 	require.Equal(t, breaker.StateOpen, b.State())
 }
 
-func TestStaysClosedOnNormalOutcomes(t *testing.T) {
+func TestStaysClosedOnNormalOutcomes(t *testing.T) { bothProtocols(t, testStaysClosedOnNormalOutcomes) }
+
+func testStaysClosedOnNormalOutcomes(t *testing.T, p statepool.Protocol) {
 	ctx := context.Background()
 	tests := []struct {
 		name string
@@ -136,7 +160,7 @@ func TestStaysClosedOnNormalOutcomes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, f := newBreaker(t, statepool.Config{}, breaker.Settings{ConsecutiveFailures: 2, Timeout: never})
+			b, f := newBreaker(t, statepool.Config{Protocol: p}, breaker.Settings{ConsecutiveFailures: 2, Timeout: never})
 			if tt.prep != nil {
 				tt.prep(f)
 			}
@@ -148,8 +172,10 @@ func TestStaysClosedOnNormalOutcomes(t *testing.T) {
 	}
 }
 
-func TestSuccessResetsStreak(t *testing.T) {
-	b, f := newBreaker(t, statepool.Config{}, breaker.Settings{ConsecutiveFailures: 3, Timeout: never})
+func TestSuccessResetsStreak(t *testing.T) { bothProtocols(t, testSuccessResetsStreak) }
+
+func testSuccessResetsStreak(t *testing.T, p statepool.Protocol) {
+	b, f := newBreaker(t, statepool.Config{Protocol: p}, breaker.Settings{ConsecutiveFailures: 3, Timeout: never})
 	ctx := context.Background()
 
 	for range 5 {
@@ -164,7 +190,9 @@ func TestSuccessResetsStreak(t *testing.T) {
 	require.Equal(t, breaker.StateClosed, b.State())
 }
 
-func TestCallerGivingUpIsNotCounted(t *testing.T) {
+func TestCallerGivingUpIsNotCounted(t *testing.T) { bothProtocols(t, testCallerGivingUpIsNotCounted) }
+
+func testCallerGivingUpIsNotCounted(t *testing.T, p statepool.Protocol) {
 	tests := []struct {
 		name string
 		ctx  func() (context.Context, context.CancelFunc)
@@ -185,7 +213,7 @@ func TestCallerGivingUpIsNotCounted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, f := newBreaker(t, statepool.Config{}, breaker.Settings{ConsecutiveFailures: 1, Timeout: never})
+			b, f := newBreaker(t, statepool.Config{Protocol: p}, breaker.Settings{ConsecutiveFailures: 1, Timeout: never})
 			f.SetDelay(10 * time.Second)
 			for range 3 {
 				ctx, cancel := tt.ctx()
@@ -199,8 +227,10 @@ func TestCallerGivingUpIsNotCounted(t *testing.T) {
 	}
 }
 
-func TestRequestTimeoutIsCounted(t *testing.T) {
-	b, f := newBreaker(t, statepool.Config{RequestTimeout: 20 * time.Millisecond},
+func TestRequestTimeoutIsCounted(t *testing.T) { bothProtocols(t, testRequestTimeoutIsCounted) }
+
+func testRequestTimeoutIsCounted(t *testing.T, p statepool.Protocol) {
+	b, f := newBreaker(t, statepool.Config{Protocol: p, RequestTimeout: 20 * time.Millisecond},
 		breaker.Settings{ConsecutiveFailures: 2, Timeout: never})
 	f.SetDelay(10 * time.Second)
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 
 	"github.com/cartworker/cartworker/internal/breaker"
 	"github.com/cartworker/cartworker/internal/statepool"
@@ -27,6 +28,10 @@ func wrapped(err error) error { return fmt.Errorf("statepool: get \"k\": %w", er
 
 func status(code int) error {
 	return &statepool.StatusError{Op: statepool.OpGet, Key: "k", StatusCode: code}
+}
+
+func grpcStatus(code codes.Code) error {
+	return &statepool.GRPCError{Op: statepool.OpGet, Key: "k", Code: code}
 }
 
 func TestIsFailure(t *testing.T) {
@@ -49,6 +54,20 @@ func TestIsFailure(t *testing.T) {
 		{"500", status(http.StatusInternalServerError), true},
 		{"502", status(http.StatusBadGateway), true},
 		{"503 wrapped", wrapped(status(http.StatusServiceUnavailable)), true},
+		{"grpc InvalidArgument", grpcStatus(codes.InvalidArgument), false},
+		{"grpc Unauthenticated", grpcStatus(codes.Unauthenticated), false},
+		{"grpc PermissionDenied", grpcStatus(codes.PermissionDenied), false},
+		{"grpc NotFound", grpcStatus(codes.NotFound), false},
+		{"grpc FailedPrecondition", grpcStatus(codes.FailedPrecondition), false},
+		{"grpc Aborted", grpcStatus(codes.Aborted), false},
+		{"grpc ResourceExhausted", grpcStatus(codes.ResourceExhausted), false},
+		{"grpc Canceled", grpcStatus(codes.Canceled), false},
+		{"grpc Unknown", grpcStatus(codes.Unknown), true},
+		{"grpc DeadlineExceeded", grpcStatus(codes.DeadlineExceeded), true},
+		{"grpc Unimplemented", grpcStatus(codes.Unimplemented), true},
+		{"grpc Internal", grpcStatus(codes.Internal), true},
+		{"grpc Unavailable wrapped", wrapped(grpcStatus(codes.Unavailable)), true},
+		{"grpc DataLoss", grpcStatus(codes.DataLoss), true},
 		{"canceled", wrapped(context.Canceled), false},
 		{"deadline", wrapped(context.DeadlineExceeded), true},
 		{"net timeout", wrapped(timeoutErr{}), true},

@@ -104,9 +104,23 @@ func TombstoneKey(cartID string) string { return cartID + ":tombstone" }
 // Apply applies a validated command: Update with the cart rules of
 // cart.Apply. Its errors are Update's.
 func (c *Carts) Apply(ctx context.Context, cmd command.Command) (Result, error) {
-	return c.Update(ctx, cmd.CartID, cmd.ID, func(cur *cart.Document) (*cart.Document, error) {
+	return c.Update(ctx, cmd.CartID, cmd.ID, c.change(cmd))
+}
+
+// ApplyBatch applies several validated commands of one cart in order in one
+// read-modify-write: UpdateBatch with the cart rules of cart.Apply.
+func (c *Carts) ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]Outcome, error) {
+	steps := make([]Step, len(cmds))
+	for i, cmd := range cmds {
+		steps[i] = Step{CmdID: cmd.ID, Change: c.change(cmd)}
+	}
+	return c.UpdateBatch(ctx, cartID, steps)
+}
+
+func (c *Carts) change(cmd command.Command) Change {
+	return func(cur *cart.Document) (*cart.Document, error) {
 		return cart.Apply(cur, cmd, c.cfg.TaxTable, c.cfg.Now())
-	})
+	}
 }
 
 // Update applies change, on behalf of command cmdID, to cart cartID. A
@@ -121,49 +135,101 @@ func (c *Carts) Apply(ctx context.Context, cmd command.Command) (Result, error) 
 // Every other error (a store failure, ErrConflict) is transient: the same
 // Update may be tried again, and the applied ids make that safe.
 func (c *Carts) Update(ctx context.Context, cartID, cmdID string, change Change) (Result, error) {
-	// No pause between attempts: the worker runs one command per cart at
-	// a time, so a conflict means an outside writer, and the sooner the
-	// re-read the likelier it sees that writer's last word.
-	for range c.cfg.MaxConflictRetries + 1 {
-		res, err := c.update(ctx, cartID, cmdID, change)
-		if !errors.Is(err, statepool.ErrETagMismatch) {
-			return res, err
-		}
+	out, err := c.UpdateBatch(ctx, cartID, []Step{{CmdID: cmdID, Change: change}})
+	if err != nil {
+		return Result{}, err
 	}
-	return Result{}, fmt.Errorf("cart %s: %w", cartID, ErrConflict)
+	return out[0].Result, out[0].Err
 }
 
-func (c *Carts) update(ctx context.Context, cartID, cmdID string, change Change) (Result, error) {
-	cur, etag, history, err := c.read(ctx, cartID)
+// Step is one command's change in UpdateBatch.
+type Step struct {
+	CmdID  string
+	Change Change
+}
+
+// Outcome is what UpdateBatch made of one step.
+type Outcome struct {
+	Result
+	// Err is the step's change's error: the step was refused and left the
+	// cart as the steps before it made it.
+	Err error
+}
+
+// UpdateBatch is Update for several commands of one cart, in order, in one
+// read-modify-write: one read, each step applied in memory to what the
+// steps before it made, one guarded save (or delete) that records every
+// applied step's id. Each step keeps its own outcome: a duplicate, a
+// refusal (Outcome.Err) or applied. A refused step changes nothing, so the
+// steps around it apply as if it had never come. A change that refuses
+// must leave its cart as it found it, as cart.AddItems does.
+//
+// The returned error is the batch's: a store failure or ErrConflict, after
+// which nothing was applied and the whole batch may be tried again. After a
+// conflicting write the batch is re-read and every change called again.
+func (c *Carts) UpdateBatch(ctx context.Context, cartID string, steps []Step) ([]Outcome, error) {
+	// No pause between attempts: the worker runs one batch per cart at a
+	// time, so a conflict means an outside writer, and the sooner the
+	// re-read the likelier it sees that writer's last word.
+	for range c.cfg.MaxConflictRetries + 1 {
+		out, err := c.updateBatch(ctx, cartID, steps)
+		if !errors.Is(err, statepool.ErrETagMismatch) {
+			return out, err
+		}
+	}
+	return nil, fmt.Errorf("cart %s: %w", cartID, ErrConflict)
+}
+
+func (c *Carts) updateBatch(ctx context.Context, cartID string, steps []Step) ([]Outcome, error) {
+	cur, etag, stored, err := c.read(ctx, cartID)
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
-	if containsID(history, cmdID) {
-		return Result{Duplicate: true}, nil
+	existed := cur != nil
+	// history is this batch's own copy: the ids applied so far, the
+	// batch's included, trimmed to KeepAppliedIDs only when saved.
+	history := append(make([]string, 0, len(stored)+len(steps)), stored...)
+	out := make([]Outcome, len(steps))
+	changed, deletedBy := false, ""
+	for i, st := range steps {
+		if containsID(history, st.CmdID) {
+			out[i].Duplicate = true
+			continue
+		}
+		next, err := st.Change(cur)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		if next != nil && next != cur {
+			// A new document (a cache) may carry ids of its own; the
+			// stored history comes first because redeliveries are
+			// checked against it.
+			history = mergeIDs(history, next.Applied())
+		}
+		history = append(history, st.CmdID)
+		if next == nil {
+			deletedBy = st.CmdID
+		}
+		cur, changed = next, true
 	}
-	next, err := change(cur)
-	if err != nil {
-		return Result{}, err
+	if !changed {
+		return out, nil
 	}
-	if next != nil && next != cur {
-		// A new document (a cache) may carry ids of its own; the stored
-		// history comes first because redeliveries are checked against it.
-		history = mergeIDs(history, next.Applied())
-	}
-	applied := appendID(history, cmdID, c.cfg.KeepAppliedIDs)
+	history = keepNewest(history, c.cfg.KeepAppliedIDs)
 	switch {
-	case next == nil && cur == nil:
-		// Deleting a cart that is not there: nothing to do.
-		return Result{}, nil
-	case next == nil:
-		return Result{}, c.delete(ctx, cartID, cmdID, etag, applied)
+	case cur == nil && !existed:
+		// Deleting a cart that is not there: nothing to write.
+		return out, nil
+	case cur == nil:
+		return out, c.delete(ctx, cartID, deletedBy, etag, history)
 	}
-	next.SetApplied(applied)
-	b, err := next.Encode(c.cfg.Now())
+	cur.SetApplied(history)
+	b, err := cur.Encode(c.cfg.Now())
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
-	return Result{}, c.store.Save(ctx, cartID, b, statepool.SaveOptions{ETag: etag})
+	return out, c.store.Save(ctx, cartID, b, statepool.SaveOptions{ETag: etag})
 }
 
 // read returns the stored cart and its ETag, or a nil cart when none is

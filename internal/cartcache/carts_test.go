@@ -34,7 +34,7 @@ func newEnv(t *testing.T, cfg cartcache.Config) *env {
 	t.Helper()
 	fake := daprfake.New()
 	t.Cleanup(fake.Close)
-	scfg := statepool.Config{Endpoint: fake.URL()}
+	scfg := statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: fake.URL()}
 	client, err := statepool.New(scfg)
 	require.NoError(t, err)
 	t.Cleanup(client.Close)
@@ -426,4 +426,84 @@ func TestUpdateOwnsTheReadModifyWrite(t *testing.T) {
 		return cur, nil
 	})
 	require.NoError(t, err)
+}
+
+// A batch is one read and one save, and each command keeps its own outcome:
+// a refused command in the middle changes nothing, the commands around it
+// apply as if it had never come, and a duplicate is recognised whether it
+// was applied before or earlier in the same batch.
+func TestApplyBatchOneSaveEachCommandItsOutcome(t *testing.T) {
+	e := newEnv(t, cartcache.Config{})
+	ctx := context.Background()
+	e.apply(t, cacheCmd("c1", ""))
+	e.apply(t, addCmd("a0", "c1", item("A", 1, "100", "01")))
+	etag, _ := e.fake.ETag("c1")
+	saves := e.fake.Requests("save")
+
+	out, err := e.svc.ApplyBatch(ctx, "c1", []command.Command{
+		addCmd("a1", "c1", item("B", 2, "10", "01")),
+		addCmd("bad", "c1", item("C", 1, "5", "99")),  // unknown tax code
+		addCmd("a0", "c1", item("A", 1, "100", "01")), // applied before
+		addCmd("a2", "c1", item("D", 1, "1", "00")),
+		addCmd("a2", "c1", item("D", 1, "1", "00")), // twice in the batch
+	})
+	require.NoError(t, err)
+	require.Len(t, out, 5)
+	require.NoError(t, out[0].Err)
+	require.False(t, out[0].Duplicate)
+	require.ErrorIs(t, out[1].Err, cart.ErrUnknownTaxCode)
+	require.True(t, out[2].Duplicate)
+	require.NoError(t, out[3].Err)
+	require.False(t, out[3].Duplicate)
+	require.True(t, out[4].Duplicate)
+	require.Equal(t, saves+1, e.fake.Requests("save"), "one save for the batch")
+	after, _ := e.fake.ETag("c1")
+	require.NotEqual(t, etag, after)
+
+	c := e.cart(t, "c1")
+	lines := c["line_items"].([]any)
+	require.Len(t, lines, 3, "A, B and D: the refused C left no line")
+	for i, code := range []string{"A", "B", "D"} {
+		l := lines[i].(map[string]any)
+		require.Equal(t, code, l["item_code"])
+		require.EqualValues(t, i+1, l["line_no"])
+	}
+	require.InDelta(t, 121, c["subtotal_amount"], 1e-9)
+	ids := c[cart.AppliedIDsField].([]any)
+	require.Equal(t, []any{"cache-c1", "a0", "a1", "a2"}, ids, "the applied ids, once each, in order; never the refused one")
+}
+
+// A batch that ends with its cart deleted leaves the tombstone naming the
+// delete, and remembers every id of the batch; a cache after a delete in
+// the same batch makes a new cart.
+func TestApplyBatchDeletes(t *testing.T) {
+	e := newEnv(t, cartcache.Config{})
+	ctx := context.Background()
+	e.apply(t, cacheCmd("c1", ""))
+	del := command.Command{ID: "d1", Type: command.TypeDelete, CartID: "c1"}
+	out, err := e.svc.ApplyBatch(ctx, "c1", []command.Command{
+		addCmd("a1", "c1", item("B", 1, "10", "01")),
+		del,
+		addCmd("a2", "c1", item("B", 1, "10", "01")),
+	})
+	require.NoError(t, err)
+	require.NoError(t, out[1].Err)
+	require.ErrorIs(t, out[2].Err, cart.ErrCartNotFound, "the cart is gone by then")
+	_, ok := e.fake.Get("c1")
+	require.False(t, ok)
+	raw, ok := e.fake.Get(cartcache.TombstoneKey("c1"))
+	require.True(t, ok)
+	var ts cart.Tombstone
+	require.NoError(t, json.Unmarshal(raw, &ts))
+	require.Equal(t, "d1", ts.DeletedBy)
+	require.Equal(t, []string{"cache-c1", "a1", "d1"}, ts.Applied)
+
+	recache := cacheCmd("c1", "")
+	recache.ID = "cache-2"
+	out, err = e.svc.ApplyBatch(ctx, "c1", []command.Command{del, recache, addCmd("a3", "c1", item("E", 1, "1", "00"))})
+	require.NoError(t, err)
+	require.True(t, out[0].Duplicate, "the tombstone remembers d1")
+	require.NoError(t, out[1].Err)
+	require.NoError(t, out[2].Err)
+	require.Len(t, e.cart(t, "c1")["line_items"], 1)
 }

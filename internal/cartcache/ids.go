@@ -11,15 +11,12 @@ func containsID(ids []string, id string) bool {
 	return false
 }
 
-// appendID returns ids with id appended, keeping the newest keep. It never
-// changes ids' backing array, which may be a stored cart's.
-func appendID(ids []string, id string, keep int) []string {
-	if len(ids)+1 > keep {
-		ids = ids[len(ids)+1-keep:]
+// keepNewest returns the newest keep of ids.
+func keepNewest(ids []string, keep int) []string {
+	if len(ids) > keep {
+		return ids[len(ids)-keep:]
 	}
-	out := make([]string, len(ids), len(ids)+1)
-	copy(out, ids)
-	return append(out, id)
+	return ids
 }
 
 // mergeIDs returns a followed by the ids of b it lacks.

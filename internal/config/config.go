@@ -39,6 +39,9 @@ const (
 	DefaultAppID       = "cartworker"
 	DefaultMetricsPath = "/metrics"
 	DefaultDaprPort    = 3500
+	// DefaultDaprGRPCPort is daprd's gRPC port, which makes the default
+	// DAPR_GRPC_ENDPOINT.
+	DefaultDaprGRPCPort = statepool.DefaultGRPCPort
 )
 
 // Config is every setting of the worker, grouped by the part it configures.
@@ -48,12 +51,16 @@ type Config struct {
 	// NATS is the connection (NATS_URL, NATS_USER, NATS_PASSWORD,
 	// NATS_TOKEN, NATS_CREDS, NATS_CONNECT_TIMEOUT).
 	NATS natsconn.Options
-	// State is the Dapr state client (DAPR_HTTP_ENDPOINT, DAPR_API_TOKEN,
+	// State is the Dapr state client (WORKER_STATE_PROTOCOL,
+	// DAPR_HTTP_ENDPOINT, DAPR_GRPC_ENDPOINT, DAPR_API_TOKEN,
 	// CART_STATE_STORE, WORKER_STATE_*).
 	State statepool.Config
 	// DaprHTTPPort makes the default of State.Endpoint (DAPR_HTTP_PORT), as
 	// the Dapr SDKs do.
 	DaprHTTPPort int
+	// DaprGRPCPort makes the default of State.GRPCEndpoint
+	// (DAPR_GRPC_PORT), as the Dapr SDKs do.
+	DaprGRPCPort int
 	// Breaker guards the state client (WORKER_BREAKER_*).
 	Breaker breaker.Settings
 	// Consumer is the JetStream worker (WORKER_*, CART_SUBJECT_PREFIX,
@@ -137,8 +144,11 @@ func (c *Config) bind(fs *flag.FlagSet, defaults bool) []binding {
 	num(&w.Replicas, consumer.DefaultReplicas, binding{env: "NATS_STREAM_REPLICAS", flag: "nats-stream-replicas", field: "consumer.Replicas"}, "replicas of the streams the worker creates (1 for a single server)")
 	boolean(&w.ManageStreams, binding{env: "NATS_MANAGE_STREAMS", flag: "nats-manage-streams", field: "consumer.ManageStreams"}, "raise existing streams' replicas, retention limits, duplicate window and subjects to the worker's, never lowering or removing anything; off, existing streams are left as they are")
 
+	str((*string)(&s.Protocol), string(statepool.DefaultProtocol), binding{env: "WORKER_STATE_PROTOCOL", flag: "state-protocol", field: "state.Protocol"}, `daprd API the state calls use: "http", or "grpc" (one multiplexed connection to DAPR_GRPC_ENDPOINT)`)
 	str(&s.Endpoint, "", binding{env: "DAPR_HTTP_ENDPOINT", flag: "dapr-http-endpoint", field: "state.Endpoint", optional: true}, "daprd HTTP base URL (default http://127.0.0.1:$DAPR_HTTP_PORT)")
 	num(&c.DaprHTTPPort, DefaultDaprPort, binding{env: "DAPR_HTTP_PORT", flag: "dapr-http-port", field: "DaprHTTPPort"}, "daprd HTTP port, used when DAPR_HTTP_ENDPOINT is empty")
+	str(&s.GRPCEndpoint, "", binding{env: "DAPR_GRPC_ENDPOINT", flag: "dapr-grpc-endpoint", field: "state.GRPCEndpoint", optional: true}, "daprd gRPC API, host:port or http(s)://host:port (default 127.0.0.1:$DAPR_GRPC_PORT); used with WORKER_STATE_PROTOCOL=grpc")
+	num(&c.DaprGRPCPort, DefaultDaprGRPCPort, binding{env: "DAPR_GRPC_PORT", flag: "dapr-grpc-port", field: "DaprGRPCPort"}, "daprd gRPC port, used when DAPR_GRPC_ENDPOINT is empty")
 	str(&s.APIToken, "", binding{env: "DAPR_API_TOKEN", flag: "dapr-api-token", field: "state.APIToken", secret: true, optional: true}, "token sent as the dapr-api-token header (prefer the env var)")
 	str(&s.StoreName, statepool.DefaultStoreName, binding{env: "CART_STATE_STORE", flag: "state-store", field: "state.StoreName"}, "Dapr state store component holding the carts")
 	str((*string)(&s.Mode), string(statepool.ModePooled), binding{env: "WORKER_STATE_CLIENT", flag: "state-client", field: "state.Mode"}, `state client: "pooled", or "per-request" (a benchmark baseline only: new connection per call)`)
@@ -156,7 +166,10 @@ func (c *Config) bind(fs *flag.FlagSet, defaults bool) []binding {
 	dur(&br.Timeout, breaker.DefaultTimeout, binding{env: "WORKER_BREAKER_OPEN_TIMEOUT", flag: "breaker-open-timeout", field: "breaker.Timeout"}, "how long the breaker stays open before a probe")
 
 	str(&w.Subjects.Prefix, command.DefaultPrefix, binding{env: "CART_SUBJECT_PREFIX", flag: "subject-prefix", field: "consumer.Subjects"}, "first token of every cart subject")
-	num(&w.Concurrency, consumer.DefaultConcurrency, binding{env: "WORKER_CONCURRENCY", flag: "concurrency", field: "consumer.Concurrency"}, "most commands in flight in this instance")
+	num(&w.Concurrency, consumer.DefaultConcurrency, binding{env: "WORKER_CONCURRENCY", flag: "concurrency", field: "consumer.Concurrency"}, "most carts in flight in this instance")
+	num(&w.Buffer, consumer.DefaultBuffer, binding{env: "WORKER_BUFFER", flag: "buffer", field: "consumer.Buffer"}, "most commands this instance holds, running or queued behind their cart (at least WORKER_CONCURRENCY and WORKER_PARTITIONS)")
+	num(&w.BatchMax, consumer.DefaultBatchMax, binding{env: "WORKER_BATCH_MAX", flag: "batch-max", field: "consumer.BatchMax"}, "most commands of one cart applied in one read-modify-write (1: one at a time)")
+	num(&w.BatchMaxBytes, consumer.DefaultBatchMaxBytes, binding{env: "WORKER_BATCH_MAX_BYTES", flag: "batch-max-bytes", field: "consumer.BatchMaxBytes"}, "most bytes of command bodies in one read-modify-write, past its first command")
 	num(&w.Partitions, command.DefaultPartitions, binding{env: "WORKER_PARTITIONS", flag: "partitions", field: "consumer.Partitions"}, "partitions carts are spread over: the most instances that share the work (change only with the stream drained)")
 	dur(&w.AckWait, consumer.DefaultAckWait, binding{env: "WORKER_ACK_WAIT", flag: "ack-wait", field: "consumer.AckWait"}, "JetStream redelivers a command not acknowledged for this long, as after a crash; longer work sends heartbeats")
 	num(&w.MaxDeliver, consumer.DefaultMaxDeliver, binding{env: "WORKER_MAX_DELIVER", flag: "max-deliver", field: "consumer.MaxDeliver"}, "transient failures after which a command is dead-lettered")
@@ -205,6 +218,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 	if c.State.Endpoint == "" {
 		c.State.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", c.DaprHTTPPort)
+	}
+	if c.State.GRPCEndpoint == "" {
+		c.State.GRPCEndpoint = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.DaprGRPCPort))
 	}
 	if err := c.validate(bindings); err != nil {
 		return Config{}, err
@@ -263,6 +279,9 @@ func (c *Config) validate(bindings []binding) error {
 	if c.DaprHTTPPort > 65535 {
 		bad("DaprHTTPPort", "%d is not a port", c.DaprHTTPPort)
 	}
+	if c.DaprGRPCPort > 65535 {
+		bad("DaprGRPCPort", "%d is not a port", c.DaprGRPCPort)
+	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("HTTPAddr", "%q: want host:port such as :8080", c.HTTPAddr)
 	}
@@ -293,7 +312,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_connect_timeout", c.NATS.ConnectTimeout.String()),
 		slog.Int("nats_stream_replicas", c.Consumer.Replicas),
 		slog.Bool("nats_manage_streams", c.Consumer.ManageStreams),
+		slog.String("state_protocol", string(c.State.Protocol)),
 		slog.String("dapr_http_endpoint", c.State.Endpoint),
+		slog.String("dapr_grpc_endpoint", c.State.GRPCEndpoint),
 		slog.String("dapr_api_token", redact(c.State.APIToken)),
 		slog.String("state_store", c.State.StoreName),
 		slog.String("state_client", string(c.State.Mode)),

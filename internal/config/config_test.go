@@ -26,6 +26,9 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, ":8080", c.HTTPAddr)
 	require.Equal(t, 20*time.Second, c.Consumer.ShutdownTimeout)
 	require.Equal(t, statepool.ModePooled, c.State.Mode)
+	require.Equal(t, statepool.DefaultProtocol, c.State.Protocol)
+	require.Equal(t, statepool.DefaultGRPCEndpoint, c.State.GRPCEndpoint)
+	require.Equal(t, statepool.DefaultGRPCPort, c.DaprGRPCPort)
 	p := c.State
 	require.Equal(t, 50, p.MaxConns)
 	require.Equal(t, 3*time.Second, p.DialTimeout)
@@ -46,6 +49,27 @@ func TestEnvThenFlags(t *testing.T) {
 	require.Equal(t, "01:external:10", c.Carts.TaxTable.String())
 }
 
+func TestGRPCSettings(t *testing.T) {
+	c, err := Load(nil, env(map[string]string{"WORKER_STATE_PROTOCOL": "grpc", "DAPR_GRPC_PORT": "50002"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, statepool.ProtocolGRPC, c.State.Protocol)
+	require.Equal(t, "127.0.0.1:50002", c.State.GRPCEndpoint, "DAPR_GRPC_PORT makes the default endpoint")
+
+	c, err = Load([]string{"-dapr-grpc-endpoint", "http://daprd:50001"}, env(map[string]string{
+		"DAPR_GRPC_ENDPOINT": "elsewhere:1", "DAPR_GRPC_PORT": "50002",
+	}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "http://daprd:50001", c.State.GRPCEndpoint, "flags win; the endpoint wins over the port")
+
+	c, err = Load([]string{"-state-protocol", "grpc"}, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, statepool.ProtocolGRPC, c.State.Protocol)
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "config", c)
+	require.Contains(t, buf.String(), `"state_protocol":"grpc"`)
+	require.Contains(t, buf.String(), `"dapr_grpc_endpoint":"127.0.0.1:50001"`)
+}
+
 func TestBadValuesNameTheVariable(t *testing.T) {
 	tests := []struct {
 		env  map[string]string
@@ -56,6 +80,11 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"WORKER_SHUTDOWN_TIMEOUT": "soon"}, "WORKER_SHUTDOWN_TIMEOUT"},
 		{map[string]string{"WORKER_SHUTDOWN_TIMEOUT": "-1s"}, "WORKER_SHUTDOWN_TIMEOUT"},
 		{map[string]string{"WORKER_STATE_CLIENT": "magic"}, "WORKER_STATE_CLIENT"},
+		{map[string]string{"WORKER_STATE_PROTOCOL": "grpc-web"}, "WORKER_STATE_PROTOCOL"},
+		{map[string]string{"WORKER_STATE_PROTOCOL": "grpc", "WORKER_STATE_CLIENT": "per-request"}, "WORKER_STATE_CLIENT"},
+		{map[string]string{"DAPR_GRPC_ENDPOINT": "unix:///tmp/dapr.sock"}, "DAPR_GRPC_ENDPOINT"},
+		{map[string]string{"DAPR_GRPC_PORT": "70000"}, "DAPR_GRPC_PORT"},
+		{map[string]string{"DAPR_GRPC_PORT": "0"}, "DAPR_GRPC_PORT"},
 		{map[string]string{"DAPR_HTTP_ENDPOINT": "ftp://x"}, "DAPR_HTTP_ENDPOINT"},
 		{map[string]string{"NATS_URL": "::"}, "NATS_URL"},
 		{map[string]string{"NATS_USER": "u"}, "NATS_USER"},
@@ -139,7 +168,8 @@ func TestHelpListsEverySetting(t *testing.T) {
 	for _, v := range []string{"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_CONNECT_TIMEOUT",
 		"NATS_STREAM_REPLICAS", "NATS_MANAGE_STREAMS", "DAPR_HTTP_ENDPOINT",
 		"DAPR_HTTP_PORT", "DAPR_API_TOKEN", "CART_STATE_STORE", "WORKER_CONCURRENCY", "WORKER_HTTP_ADDR",
-		"WORKER_SHUTDOWN_TIMEOUT", "CART_SUBJECT_PREFIX", "WORKER_STATE_CLIENT", "default 20s", `default ":8080"`} {
+		"WORKER_SHUTDOWN_TIMEOUT", "CART_SUBJECT_PREFIX", "WORKER_STATE_CLIENT", "default 20s", `default ":8080"`,
+		"WORKER_STATE_PROTOCOL", "DAPR_GRPC_ENDPOINT", "DAPR_GRPC_PORT", `default "grpc"`, "default 50001"} {
 		require.True(t, strings.Contains(out.String(), v), v)
 	}
 }

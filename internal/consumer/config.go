@@ -14,8 +14,12 @@ import (
 const (
 	DefaultConcurrency      = 16
 	MaxConcurrency          = 4096
+	DefaultBuffer           = 2048
+	MaxBuffer               = 1 << 16
+	DefaultBatchMax         = 64
+	DefaultBatchMaxBytes    = 256 << 10
 	DefaultAckWait          = 5 * time.Second
-	MinAckWait              = time.Second
+	MinAckWait              = 2 * time.Second
 	DefaultMaxDeliver       = 10
 	DefaultRetryBaseDelay   = 100 * time.Millisecond
 	DefaultRetryMaxDelay    = 5 * time.Second
@@ -39,6 +43,19 @@ type Config struct {
 	// also the number of goroutines handling commands. Default
 	// DefaultConcurrency, at most MaxConcurrency.
 	Concurrency int
+	// Buffer is the most messages this instance holds: running, queued
+	// behind their cart, or on their way. A cart's backlog forms into one
+	// read-modify-write only if the instance holds it. Each partition lets
+	// its instance hold Buffer/Partitions of its messages, so it must be at
+	// least Partitions, and at least Concurrency. Default DefaultBuffer,
+	// at most MaxBuffer.
+	Buffer int
+	// BatchMax and BatchMaxBytes bound one read-modify-write of a cart: at
+	// most BatchMax commands and, past the first, BatchMaxBytes of command
+	// bodies. BatchMax 1 applies each command on its own. Defaults
+	// DefaultBatchMax and DefaultBatchMaxBytes.
+	BatchMax      int
+	BatchMaxBytes int
 	// Partitions is how many partitions the command stream's carts are
 	// spread over; each is consumed one command at a time, by whichever
 	// instance pulls it. It bounds the instances that can share the work
@@ -115,7 +132,10 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.Concurrency, DefaultConcurrency)
+	def(&c.BatchMax, DefaultBatchMax)
+	def(&c.BatchMaxBytes, DefaultBatchMaxBytes)
 	def(&c.Partitions, command.DefaultPartitions)
+	def(&c.Buffer, max(DefaultBuffer, c.Concurrency, c.Partitions))
 	def(&c.MaxDeliver, DefaultMaxDeliver)
 	def(&c.Replicas, DefaultReplicas)
 	dur(&c.AckWait, DefaultAckWait)
@@ -152,6 +172,15 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
 		bad("Concurrency", "%d: want 1..%d", c.Concurrency, MaxConcurrency)
+	}
+	if c.Buffer < max(c.Concurrency, c.Partitions) || c.Buffer > MaxBuffer {
+		bad("Buffer", "%d: want at least Concurrency (%d) and Partitions (%d), at most %d", c.Buffer, c.Concurrency, c.Partitions, MaxBuffer)
+	}
+	if c.BatchMax < 1 {
+		bad("BatchMax", "%d: want at least 1", c.BatchMax)
+	}
+	if c.BatchMaxBytes < 1 {
+		bad("BatchMaxBytes", "%d: want at least 1", c.BatchMaxBytes)
 	}
 	if c.Partitions < 1 || c.Partitions > command.MaxPartitions {
 		bad("Partitions", "%d: want 1..%d", c.Partitions, command.MaxPartitions)
@@ -199,6 +228,9 @@ type Observer interface {
 	Redelivered()
 	// DeadLettered is called for every dead letter published.
 	DeadLettered()
+	// Batch is called for every read-modify-write of a cart with the
+	// number of commands it applied together.
+	Batch(commands int)
 }
 
 type nopObserver struct{}
@@ -206,3 +238,4 @@ type nopObserver struct{}
 func (nopObserver) CommandDone(string, string, time.Duration) {}
 func (nopObserver) Redelivered()                              {}
 func (nopObserver) DeadLettered()                             {}
+func (nopObserver) Batch(int)                                 {}

@@ -47,9 +47,12 @@ const (
 	// fateDeadLetter: the command can never be applied. Copy it to the
 	// dead-letter stream, Term it, send the rejected event.
 	fateDeadLetter
-	// fateRetry: a transient failure. Count it; NakWithDelay with backoff,
+	// fateRetry: a transient failure of the command alone, after its cart
+	// was saved (its event was lost). Count it; NakWithDelay with backoff,
 	// or dead-letter it as max_deliveries once it has failed MaxDeliver
-	// times.
+	// times. A transient failure of the read-modify-write itself is
+	// retried in place by apply, in handle.go, which keeps the cart's later
+	// commands behind it, and reaches here only as an exhaustedError.
 	fateRetry
 	// fateNak: not the command's doing (shutdown, or an instance that is
 	// not ready handing it back). Nak at once; nothing is counted.
@@ -101,6 +104,11 @@ func decide(err error, stopping bool) verdict {
 	if errors.As(err, &inv) {
 		return verdict{fate: fateDeadLetter, code: inv.Code}
 	}
+	// Transient failures, retried MaxDeliver times.
+	var ex *exhaustedError
+	if errors.As(err, &ex) {
+		return verdict{fate: fateDeadLetter, code: command.CodeMaxDeliveries}
+	}
 	for _, d := range decisions {
 		if errors.Is(err, d.err) {
 			return d.verdict
@@ -112,9 +120,24 @@ func decide(err error, stopping bool) verdict {
 	return verdict{fate: fateRetry}
 }
 
+// exhaustedError is a transient failure after which a command has failed
+// MaxDeliver times.
+type exhaustedError struct {
+	err    error
+	failed int
+}
+
+func (e *exhaustedError) Error() string {
+	return fmt.Sprintf("failed %d times, last: %v", e.failed, e.err)
+}
+
+func (e *exhaustedError) Unwrap() error { return e.err }
+
 // conclude carries out the fate of a delivery whose decoding or apply
-// returned err, and returns its outcome label. cmd is what could be decoded.
-func (w *Worker) conclude(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cmd command.Command, res cartcache.Result, err error) string {
+// returned err, and returns its outcome label. d.cmd is what could be
+// decoded.
+func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) string {
+	msg, md, cmd := d.msg, d.md, d.cmd
 	v := decide(err, r.work.Err() != nil)
 	switch v.fate {
 	case fateAck:
@@ -133,6 +156,12 @@ func (w *Worker) conclude(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, 
 		reason := err.Error()
 		if inv := (*command.InvalidError)(nil); errors.As(err, &inv) {
 			reason = inv.Reason
+		}
+		if ex := (*exhaustedError)(nil); errors.As(err, &ex) && uint64(ex.failed) > md.NumDelivered {
+			// Retried in place: it was tried more often than delivered.
+			tried := *md
+			tried.NumDelivered = uint64(ex.failed)
+			md = &tried
 		}
 		return w.deadLetter(r.work, msg, md, cmd.ID, v.code, reason)
 	case fateNak:

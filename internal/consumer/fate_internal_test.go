@@ -64,6 +64,7 @@ func (o *outcomes) CommandDone(typ, outcome string, _ time.Duration) {
 }
 
 func (o *outcomes) Redelivered() {}
+func (o *outcomes) Batch(int)    {}
 
 func (o *outcomes) DeadLettered() {
 	o.mu.Lock()
@@ -81,7 +82,7 @@ func TestMessageWithoutMetadataIsCountedInvalid(t *testing.T) {
 	require.NoError(t, err)
 
 	msg := &plainMsg{subject: "cart.cmd.c1.add-item", data: []byte(`{"id":"a1"}`)}
-	w.handle(&run{stop: context.Background(), work: context.Background()}, msg)
+	w.handleBatch(&run{stop: context.Background(), work: context.Background()}, []jetstream.Msg{msg})
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
@@ -185,18 +186,31 @@ func (e *events) Publish(_ string, data []byte) error {
 	return nil
 }
 
-// applier returns a fixed answer, calling during first if set.
+// applier returns a fixed answer, calling during first if set: batchErr
+// for the whole batch (the first batchFails calls, or every call when
+// batchFails is 0), else res and err for each command.
 type applier struct {
-	res    cartcache.Result
-	err    error
-	during func()
+	res        cartcache.Result
+	err        error
+	batchErr   error
+	batchFails int
+	during     func()
+	calls      int
 }
 
-func (a applier) Apply(context.Context, command.Command) (cartcache.Result, error) {
+func (a *applier) ApplyBatch(_ context.Context, _ string, cmds []command.Command) ([]cartcache.Outcome, error) {
+	a.calls++
 	if a.during != nil {
 		a.during()
 	}
-	return a.res, a.err
+	if a.batchErr != nil && (a.batchFails == 0 || a.calls <= a.batchFails) {
+		return nil, a.batchErr
+	}
+	out := make([]cartcache.Outcome, len(cmds))
+	for i := range out {
+		out[i] = cartcache.Outcome{Result: a.res, Err: a.err}
+	}
+	return out, nil
 }
 
 // The whole decision table, one delivery at a time, with no NATS server:
@@ -243,11 +257,11 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeUnknownTaxCode, eventID: "a1"}},
 		{name: "amount overflow", apply: applier{err: fmt.Errorf("line 1: %w", cart.ErrAmountOverflow)},
 			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeAmountOverflow, eventID: "a1"}},
-		{name: "invalid stored cart", apply: applier{err: cart.ErrInvalidCart},
+		{name: "invalid stored cart", apply: applier{batchErr: cart.ErrInvalidCart},
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeInvalidCart, event: command.OutcomeRejected, eventCode: command.CodeInvalidCart, eventID: "a1", deadLetter: 1}},
 		{name: "unknown type", apply: applier{err: cart.ErrUnknownType},
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeUnknownType, event: command.OutcomeRejected, eventCode: command.CodeUnknownType, eventID: "a1", deadLetter: 1}},
-		{name: "dapr refused the request", apply: applier{err: statepool.ErrBadRequest},
+		{name: "dapr refused the request", apply: applier{batchErr: statepool.ErrBadRequest},
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeStateRejected, event: command.OutcomeRejected, eventCode: command.CodeStateRejected, eventID: "a1", deadLetter: 1}},
 		{name: "malformed body: body id in the event", body: `{"id":"m1","type":"add-item","cart_id":"c1"} trailing`,
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMalformedJSON, event: command.OutcomeRejected, eventCode: command.CodeMalformedJSON, eventID: "m1", deadLetter: 1}},
@@ -257,6 +271,12 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeInvalidQuantity, event: command.OutcomeRejected, eventCode: command.CodeInvalidQuantity, eventID: "q1", deadLetter: 1}},
 		{name: "dead letter not stored: never dropped", body: `nope`, dlqErr: errDown,
 			want: want{settled: "nak with delay", delay: deadLetterRetryDelay, outcome: LabelRetry}},
+		{name: "store failed once: retried in place, then applied", apply: applier{batchErr: errDown, batchFails: 1},
+			want: want{settled: "ack", outcome: LabelApplied, event: command.OutcomeApplied, eventID: "a1"}},
+		{name: "store kept failing: dead letter at the last failure", apply: applier{batchErr: errDown}, failures: 9,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1}},
+		{name: "store kept failing, count lost: deliveries and attempts count", apply: applier{batchErr: errDown}, kvErr: errDown, delivered: 10,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1}},
 		{name: "transient, first failure", apply: applier{err: errDown},
 			want: want{settled: "nak with delay", delay: 100 * time.Millisecond, outcome: LabelRetry}},
 		{name: "transient, fourth failure backs off", apply: applier{err: errDown}, failures: 3,
@@ -281,7 +301,8 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			if tc.failures > 0 {
 				kv.vals["7"] = []byte(strconv.Itoa(tc.failures))
 			}
-			w, err := New(js, evs, tc.apply, Config{Observer: obs, Logger: slog.New(slog.DiscardHandler)})
+			app := tc.apply
+			w, err := New(js, evs, &app, Config{Observer: obs, Logger: slog.New(slog.DiscardHandler)})
 			require.NoError(t, err)
 			w.gate.set(nil) // the environment is fine
 
@@ -297,15 +318,16 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			if tc.stopped {
 				// Shutdown cuts the call short: the work context ends
 				// while the command is being applied.
-				w.app = applier{err: tc.apply.err, during: cancel}
+				app.during = cancel
 			}
-			w.handle(r, msg)
+			w.handleBatch(r, []jetstream.Msg{msg})
 
 			require.Equal(t, []string{tc.want.settled}, msg.settled)
 			if tc.want.settled == "nak with delay" {
 				require.Equal(t, tc.want.delay, msg.delay)
 			}
-			require.Equal(t, []string{"add-item/" + tc.want.outcome}, obs.done)
+			require.NotEmpty(t, obs.done)
+			require.Equal(t, "add-item/"+tc.want.outcome, obs.done[len(obs.done)-1])
 			require.Equal(t, tc.want.deadLetter, obs.deadLettered)
 			if tc.want.dlqCode == "" {
 				require.Empty(t, js.published, "no dead letter")

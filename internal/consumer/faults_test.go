@@ -231,17 +231,17 @@ func TestHeartbeatsKeepSlowCommands(t *testing.T) {
 	obs := newObserver()
 	slow := newApplier(e.svc, func(ctx context.Context, cmd command.Command) error {
 		if cmd.Type == command.TypeAddItem {
-			return sleep(ctx, 3*time.Second)
+			return sleep(ctx, 5*time.Second)
 		}
 		return nil
 	})
-	e.startWorker(t, consumer.Config{Observer: obs, AckWait: time.Second}, slow)
+	e.startWorker(t, consumer.Config{Observer: obs, AckWait: consumer.MinAckWait}, slow)
 	e.publishCmd(t, cacheCmd("c1", ""))
 	e.publishCmd(t, addCmd("a1", "c1", item("A", 1, "10", "00")))
 	e.events.waitApplied(t, "cache-c1", "a1")
 	e.waitSettled(t)
 	redelivered, _ := obs.counts()
-	require.Zero(t, redelivered, "three AckWaits of work, and JetStream never redelivered")
+	require.Zero(t, redelivered, "two and a half AckWaits of work, and JetStream never redelivered")
 	require.Equal(t, []string{"A"}, e.lineCodes(t, "c1"))
 }
 

@@ -20,7 +20,10 @@ var errNotChecked = errors.New("the state store has not been checked yet")
 type gate struct {
 	probe func(context.Context) error
 	delay func(attempt int) time.Duration
-	log   *slog.Logger
+	// handBack is how long commands wait on a closed gate before they
+	// are handed back.
+	handBack time.Duration
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	fault error         // nil while open
@@ -36,16 +39,17 @@ type gate struct {
 
 // newGate returns a closed gate: nothing is pulled until the first probe
 // passes.
-func newGate(probe func(context.Context) error, delay func(int) time.Duration, log *slog.Logger) *gate {
+func newGate(probe func(context.Context) error, delay func(int) time.Duration, handBack time.Duration, log *slog.Logger) *gate {
 	g := &gate{
-		probe:  probe,
-		delay:  delay,
-		log:    log,
-		fault:  errNotChecked,
-		closed: time.Now(),
-		open:   make(chan struct{}),
-		shut:   make(chan struct{}),
-		kick:   make(chan struct{}, 1),
+		probe:    probe,
+		delay:    delay,
+		handBack: handBack,
+		log:      log,
+		fault:    errNotChecked,
+		closed:   time.Now(),
+		open:     make(chan struct{}),
+		shut:     make(chan struct{}),
+		kick:     make(chan struct{}, 1),
 	}
 	close(g.shut)
 	return g
@@ -108,8 +112,16 @@ func (g *gate) set(err error) {
 	}
 }
 
+// heldTooLong reports whether the gate has been closed for longer than
+// handBack: the instance has handed its commands back.
+func (g *gate) heldTooLong() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.fault != nil && time.Since(g.closed) >= g.handBack
+}
+
 // waitOrHandBack waits for the gate until it has been closed for
-// handBackAfter. It returns nil once the gate is open, errHandBack when the
+// handBack. It returns nil once the gate is open, errHandBack when the
 // time is up, and errPaused when stop ends first.
 func (g *gate) waitOrHandBack(stop context.Context) error {
 	g.mu.Lock()
@@ -118,7 +130,7 @@ func (g *gate) waitOrHandBack(stop context.Context) error {
 	if !faulty {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(stop, handBackAfter-time.Since(closed))
+	ctx, cancel := context.WithTimeout(stop, g.handBack-time.Since(closed))
 	defer cancel()
 	switch err := g.wait(ctx); {
 	case err == nil:

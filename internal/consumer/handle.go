@@ -2,6 +2,8 @@ package consumer
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"time"
@@ -14,55 +16,89 @@ import (
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
-// handle takes one delivery through decoding (command.Decode) and applying
-// (the Applier, held while the environment is at fault); conclude, in
-// fate.go, decides what becomes of it.
-func (w *Worker) handle(r *run, msg jetstream.Msg) {
-	ctx := r.work
+// delivery is one message of a batch on its way through handleBatch.
+type delivery struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
+	cmd command.Command
+	// typ is the command type for metrics, or "unknown".
+	typ string
+	// outcome is the metric label once the delivery is settled, "" before.
+	outcome string
+}
+
+// handleBatch takes one cart's deliveries, in stream order, through decoding
+// (command.Decode) and one apply of all the valid ones together (the
+// Applier, held while the environment is at fault or retried after a
+// transient failure); conclude, in fate.go, then decides what becomes of
+// each, in order.
+func (w *Worker) handleBatch(r *run, msgs []jetstream.Msg) {
 	start := time.Now()
-	typ, outcome := "unknown", LabelRetry
-	defer func() { w.cfg.Observer.CommandDone(typ, outcome, time.Since(start)) }()
-
-	subject := w.subject(msg)
-	md, err := msg.Metadata()
-	if err != nil {
-		// Not a JetStream message: nothing to ack, redeliver or terminate,
-		// and no stream sequence to dead-letter it under. The log line is
-		// all that is left of it.
-		w.log.Warn("message without metadata dropped", "subject", subject, "err", err)
-		outcome = LabelInvalid
-		return
-	}
-	if md.NumDelivered > 1 {
-		w.cfg.Observer.Redelivered()
-	}
-	if ctx.Err() != nil {
-		// Shutdown began before the command was looked at.
-		outcome = w.conclude(r, msg, md, command.Command{}, cartcache.Result{}, errPaused)
-		return
-	}
-
-	cmd, err := w.cfg.Subjects.Decode(subject, msg.Data())
-	if err != nil {
-		var inv *command.InvalidError
-		if !errors.As(err, &inv) {
-			err = &command.InvalidError{Code: command.CodeMalformedJSON, Reason: err.Error()}
+	ds := make([]*delivery, 0, len(msgs))
+	defer func() {
+		for _, d := range ds {
+			w.cfg.Observer.CommandDone(d.typ, cmp.Or(d.outcome, LabelRetry), time.Since(start))
 		}
+	}()
+	for _, msg := range msgs {
+		d := &delivery{msg: msg, typ: "unknown"}
+		ds = append(ds, d)
+		subject := w.subject(msg)
+		md, err := msg.Metadata()
+		if err != nil {
+			// Not a JetStream message: nothing to ack, redeliver or
+			// terminate, and no stream sequence to dead-letter it under.
+			// The log line is all that is left of it.
+			w.log.Warn("message without metadata dropped", "subject", subject, "err", err)
+			d.outcome = LabelInvalid
+			continue
+		}
+		d.md = md
+		if md.NumDelivered > 1 {
+			w.cfg.Observer.Redelivered()
+		}
+		if r.work.Err() != nil {
+			// Shutdown began before the command was looked at.
+			d.outcome = w.conclude(r, d, cartcache.Result{}, errPaused)
+			continue
+		}
+		d.cmd, err = w.cfg.Subjects.Decode(subject, msg.Data())
 		if _, subjType, _ := w.cfg.Subjects.ParseCommand(subject); command.Type(subjType).Valid() {
-			typ = subjType
+			d.typ = subjType
 		}
-		// A publisher waits for the event under the body's id: use it
-		// whenever the body has one to read.
-		if cmd.ID == "" {
-			cmd.ID = bodyID(msg.Data())
+		if err != nil {
+			var inv *command.InvalidError
+			if !errors.As(err, &inv) {
+				err = &command.InvalidError{Code: command.CodeMalformedJSON, Reason: err.Error()}
+			}
+			// A publisher waits for the event under the body's id: use it
+			// whenever the body has one to read.
+			if d.cmd.ID == "" {
+				d.cmd.ID = bodyID(msg.Data())
+			}
+			// A command that is no command never changes its cart, so
+			// settling it before the valid ones around it keeps order.
+			d.outcome = w.conclude(r, d, cartcache.Result{}, err)
 		}
-		outcome = w.conclude(r, msg, md, cmd, cartcache.Result{}, err)
+	}
+
+	var valid []*delivery
+	for _, d := range ds {
+		if d.outcome == "" {
+			valid = append(valid, d)
+		}
+	}
+	if len(valid) == 0 {
 		return
 	}
-	typ = string(cmd.Type)
-
-	res, err := w.apply(r, cmd, typ)
-	outcome = w.conclude(r, msg, md, cmd, res, err)
+	outs, err := w.apply(r, valid)
+	for i, d := range valid {
+		res, derr := cartcache.Result{}, err
+		if err == nil {
+			res, derr = outs[i].Result, outs[i].Err
+		}
+		d.outcome = w.conclude(r, d, res, derr)
+	}
 }
 
 // bodyID returns the top-level "id" string of a command body that failed
@@ -91,32 +127,89 @@ var (
 	errHandBack = errors.New("not ready: handing the command back")
 )
 
-// apply applies cmd, holding it while the environment is at fault: the
-// command is tried again once the gate reopens, and handed back for another
+// apply applies the deliveries' commands, all of one cart, in one
+// read-modify-write. It holds them while the environment is at fault: they
+// are tried again once the gate reopens, and handed back for another
 // instance if this one stays not ready for handBackAfter. Neither counts as
 // a failure, so a wrong token, a missing store, an absent sidecar or an open
 // breaker never brings a command closer to a dead letter.
-func (w *Worker) apply(r *run, cmd command.Command, typ string) (cartcache.Result, error) {
-	for {
+//
+// A transient failure of the batch is counted against each command and
+// retried here, after a backoff, rather than Nak'ed: the cart's later
+// commands, already held by this instance, must not overtake them. Once a
+// command has failed MaxDeliver times, apply returns an error that fate
+// dead-letters as max_deliveries.
+func (w *Worker) apply(r *run, ds []*delivery) ([]cartcache.Outcome, error) {
+	cmds := make([]command.Command, len(ds))
+	for i, d := range ds {
+		cmds[i] = d.cmd
+	}
+	for attempt := 1; ; attempt++ {
 		if err := w.gate.waitOrHandBack(r.stop); err != nil {
-			return cartcache.Result{}, err
+			return nil, err
 		}
 		start := time.Now()
-		res, err := w.app.Apply(r.work, cmd)
+		outs, err := w.app.ApplyBatch(r.work, cmds[0].CartID, cmds)
+		if err == nil {
+			w.cfg.Observer.Batch(len(cmds))
+			return outs, nil
+		}
+		if r.work.Err() != nil {
+			return nil, err
+		}
 		label := ""
 		switch {
-		case err == nil:
 		case environmentFault(err):
 			label = LabelNotReady
 		case errors.Is(err, breaker.ErrOpen):
 			label = LabelBreakerOpen
 		}
-		if label == "" || r.work.Err() != nil {
-			return res, err
+		if label != "" {
+			for _, d := range ds {
+				w.cfg.Observer.CommandDone(d.typ, label, time.Since(start))
+			}
+			w.gate.fail(err)
+			continue
 		}
-		w.cfg.Observer.CommandDone(typ, label, time.Since(start))
-		w.gate.fail(err)
+		if decide(err, false).fate != fateRetry {
+			return nil, err
+		}
+		failed := w.countFailure(r, ds, attempt, err)
+		if failed >= w.cfg.MaxDeliver {
+			return nil, &exhaustedError{err: err, failed: failed}
+		}
+		for _, d := range ds {
+			w.cfg.Observer.CommandDone(d.typ, LabelRetry, time.Since(start))
+		}
+		if !sleepCtx(r.stop, w.backoff(uint64(failed))) {
+			return nil, errPaused
+		}
 	}
+}
+
+// countFailure records one more transient failure of every delivery and
+// returns the most any of them has had. Without the shared count,
+// JetStream's delivery count plus the attempts here is the closest bound:
+// never retry forever.
+func (w *Worker) countFailure(r *run, ds []*delivery, attempt int, cause error) int {
+	// The work context may be cancelled already; the count must still get
+	// out.
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	most := 0
+	for _, d := range ds {
+		failed, err := r.failures.add(ctx, d.md.Sequence.Stream)
+		if err != nil {
+			failed = int(d.md.NumDelivered) - 1 + attempt
+			w.log.Warn("failure count not stored; counting deliveries", "subject", w.subject(d.msg), "err", err)
+		}
+		most = max(most, failed)
+	}
+	d := ds[0]
+	w.log.Warn("command failed, will retry",
+		"subject", w.subject(d.msg), "cart_id", d.cmd.CartID, "command_id", d.cmd.ID, "batch", len(ds),
+		"failures", most, "retry_in", w.backoff(uint64(most)), "err", cause)
+	return most
 }
 
 // environmentFault reports whether err is the fault of the instance's own

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -105,7 +106,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 
 	e.fake = daprfake.New()
 	t.Cleanup(e.fake.Close)
-	scfg := statepool.Config{Endpoint: e.fake.URL(), APIToken: o.token}
+	scfg := statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: e.fake.URL(), APIToken: o.token}
 	if o.sidecarDown {
 		e.sidecar = testkit.StartProxy(t, strings.TrimPrefix(e.fake.URL(), "http://"))
 		scfg.Endpoint = "http://" + e.sidecar.Addr()
@@ -368,6 +369,27 @@ func (e *env) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 
 // waitSettled waits until the durable consumer has nothing pending and
 // nothing unacknowledged: every command was acked or terminated.
+// waitLeases waits until at least n different instances hold partition
+// leases: the partitions have spread over them.
+func (e *env) waitLeases(t *testing.T, n int) {
+	t.Helper()
+	kv, err := e.js.KeyValue(context.Background(), command.LeasesBucket)
+	require.NoError(t, err)
+	eventually(t, func() bool {
+		keys, err := kv.ListKeys(context.Background())
+		if err != nil {
+			return false
+		}
+		holders := map[string]bool{}
+		for k := range keys.Keys() {
+			if e, err := kv.Get(context.Background(), k); err == nil {
+				holders[string(e.Value())] = true
+			}
+		}
+		return len(holders) >= n
+	}, waitFor, tick, "partitions held by %d instances", n)
+}
+
 func (e *env) waitSettled(t *testing.T) {
 	t.Helper()
 	var last string
@@ -483,6 +505,7 @@ type recObserver struct {
 	done         map[[2]string]int // {type, outcome}
 	redelivered  int
 	deadLettered int
+	batches      []int
 }
 
 func newObserver() *recObserver { return &recObserver{done: map[[2]string]int{}} }
@@ -503,6 +526,19 @@ func (o *recObserver) DeadLettered() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.deadLettered++
+}
+
+func (o *recObserver) Batch(n int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.batches = append(o.batches, n)
+}
+
+// batchSizes returns the size of every batch applied so far.
+func (o *recObserver) batchSizes() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.batches)
 }
 
 // count reports CommandDone calls with outcome, for type typ or any type
@@ -551,30 +587,35 @@ func newApplier(next consumer.Applier, hold func(context.Context, command.Comman
 	return &recApplier{next: next, hold: hold, perCart: map[string]int{}, started: make(chan struct{})}
 }
 
-func (a *recApplier) Apply(ctx context.Context, cmd command.Command) (cartcache.Result, error) {
+// ApplyBatch records the batch as in flight for its cart, holds each of
+// its commands in order (a hold error fails the whole batch), then passes
+// the batch on.
+func (a *recApplier) ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]cartcache.Outcome, error) {
 	a.mu.Lock()
 	a.cur++
 	a.max = max(a.max, a.cur)
-	a.perCart[cmd.CartID]++
-	a.perCartMax = max(a.perCartMax, a.perCart[cmd.CartID])
-	a.calls = append(a.calls, cmd)
+	a.perCart[cartID]++
+	a.perCartMax = max(a.perCartMax, a.perCart[cartID])
+	a.calls = append(a.calls, cmds...)
 	a.mu.Unlock()
 	a.startOnce.Do(func() { close(a.started) })
 	defer func() {
 		a.mu.Lock()
 		a.cur--
-		a.perCart[cmd.CartID]--
+		a.perCart[cartID]--
 		a.mu.Unlock()
 	}()
 	if a.hold != nil {
-		if err := a.hold(ctx, cmd); err != nil {
-			return cartcache.Result{}, err
+		for _, cmd := range cmds {
+			if err := a.hold(ctx, cmd); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if a.next == nil {
-		return cartcache.Result{}, nil
+		return make([]cartcache.Outcome, len(cmds)), nil
 	}
-	return a.next.Apply(ctx, cmd)
+	return a.next.ApplyBatch(ctx, cartID, cmds)
 }
 
 func (a *recApplier) stats() (maxInFlight, perCartMax int, calls []command.Command) {

@@ -69,7 +69,9 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	slow := newApplier(e.svc, func(ctx context.Context, _ command.Command) error {
 		return sleep(ctx, 100*time.Millisecond)
 	})
-	first := e.startWorker(t, consumer.Config{Concurrency: 2, ShutdownTimeout: shutdownTimeout, Observer: obs1}, slow)
+	// One partition and a buffer of two: the first worker holds two
+	// commands at a time, so shutdown finds some it never took.
+	first := e.startWorker(t, consumer.Config{Concurrency: 2, Buffer: 2, Partitions: 1, ShutdownTimeout: shutdownTimeout, Observer: obs1}, slow)
 
 	var ids []string
 	for i := range 10 {
@@ -93,7 +95,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 
 	// A new instance picks up the rest; each command is applied once.
 	obs2 := newObserver()
-	e.startWorker(t, consumer.Config{Observer: obs2}, nil)
+	e.startWorker(t, consumer.Config{Partitions: 1, Observer: obs2}, nil)
 	e.events.waitApplied(t, ids...)
 	for i := range 10 {
 		applied := e.cart(t, fmt.Sprintf("s%d", i))[cart.AppliedIDsField].([]any)
@@ -124,7 +126,9 @@ func TestShutdownTimeoutNaksInFlight(t *testing.T) {
 	require.True(t, ok, "Run must return")
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, first.elapsed, shutdownTimeout-50*time.Millisecond, "in-flight work gets ShutdownTimeout")
-	require.Less(t, first.elapsed, time.Second, "Run returns soon after ShutdownTimeout")
+	// The pull requests it sent must be gone before it hands its
+	// partitions over: 2.25 s with this AckWait.
+	require.Less(t, first.elapsed, 3*time.Second, "Run returns soon after ShutdownTimeout, once its pull requests are gone")
 	requireNoGoroutines(t, workerGoroutines...)
 	eventually(t, func() bool { return obs1.count(string(command.TypeCache), consumer.LabelShutdown) == 1 }, waitFor, tick, "observer: %s", obs1)
 	require.Empty(t, e.events.all(), "nothing was applied or rejected")
@@ -143,7 +147,7 @@ func TestSetupCreatesStreamsAndConsumer(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cfg := consumer.Config{Partitions: 3, AckWait: 7 * time.Second, DuplicateWindow: 5 * time.Minute}
+	cfg := consumer.Config{Partitions: 3, Buffer: 300, AckWait: 7 * time.Second, DuplicateWindow: 5 * time.Minute}
 	w, _ := e.newWorker(t, cfg, nil)
 
 	cons, err := w.Setup(ctx)
@@ -153,12 +157,17 @@ func TestSetupCreatesStreamsAndConsumer(t *testing.T) {
 	for p := range 3 {
 		want[command.PartitionConsumer(p)] = subjects.Partition(p)
 	}
-	for _, c := range append([]jetstream.Consumer{cons.Strays}, cons.Partitions...) {
+	for i, c := range append([]jetstream.Consumer{cons.Strays}, cons.Partitions...) {
 		cc := c.CachedInfo().Config
 		require.Equal(t, want[cc.Durable], cc.FilterSubject, cc.Durable)
 		delete(want, cc.Durable)
 		require.Equal(t, jetstream.AckExplicitPolicy, cc.AckPolicy)
-		require.Equal(t, 1, cc.MaxAckPending, "one command of a partition in flight, on any instance")
+		if i == 0 {
+			require.Equal(t, 1, cc.MaxAckPending, "the strays: one command in flight, on any instance")
+			require.Equal(t, jetstream.PriorityPolicyNone, cc.PriorityPolicy)
+		} else {
+			require.Equal(t, 100, cc.MaxAckPending, "a partition's share of the buffer: one instance pulls it, by lease")
+		}
 		require.Equal(t, 7*time.Second, cc.AckWait)
 		require.Equal(t, -1, cc.MaxDeliver, "the worker, not the server, gives up")
 		require.Equal(t, jetstream.DeliverAllPolicy, cc.DeliverPolicy)
@@ -206,7 +215,7 @@ func TestSetupCreatesStreamsAndConsumer(t *testing.T) {
 		got = append(got, n)
 	}
 	require.NoError(t, names.Err())
-	require.ElementsMatch(t, []string{command.StreamCommands, command.StreamDeadLetters, "KV_" + command.FailuresBucket}, got)
+	require.ElementsMatch(t, []string{command.StreamCommands, command.StreamDeadLetters, "KV_" + command.FailuresBucket, "KV_" + command.MembersBucket, "KV_" + command.LeasesBucket}, got)
 }
 
 func TestRunRetriesSetupThenGivesUp(t *testing.T) {

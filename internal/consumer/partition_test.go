@@ -61,6 +61,8 @@ func TestCartOrderAcrossInstances(t *testing.T) {
 		apps = append(apps, app)
 		e.startWorker(t, consumer.Config{Concurrency: 4}, app)
 	}
+	// Four partitions over three instances: shares of two, two and none.
+	e.waitLeases(t, 2)
 	carts := []string{"o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8"}
 	for _, c := range carts {
 		e.publishCmd(t, cacheCmd(c, ""))
@@ -166,15 +168,15 @@ func TestUnpartitionedStreamIsMigrated(t *testing.T) {
 }
 
 // An instance whose own sidecar refuses it (here: a wrong token) must not
-// keep its partitions: each lets one command be in flight, so a command it
-// held would stall every cart of the partition on every instance. After
-// handBackAfter it hands its commands back, uncounted, and the healthy
-// instance applies them all, in order.
+// keep its partitions: only it pulls them, so a command it held would stall
+// every cart of the partition. After handBackAfter it hands its commands
+// back, uncounted, then its partitions, and the healthy instance applies
+// them all, in order.
 func TestSickInstanceHandsItsPartitionsBack(t *testing.T) {
 	e := newEnv(t, withToken("right"))
 	e.fake.SetToken("right")
 
-	wrong := statepool.Config{Endpoint: e.fake.URL(), APIToken: "wrong"}
+	wrong := statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: e.fake.URL(), APIToken: "wrong"}
 	sickClient, err := statepool.New(wrong)
 	require.NoError(t, err)
 	t.Cleanup(sickClient.Close)
@@ -202,6 +204,7 @@ func TestSickInstanceHandsItsPartitionsBack(t *testing.T) {
 	}
 	sick := e.startWorker(t, consumer.Config{MaxDeliver: 1, Probe: sickProbe}, sickApp)
 	eventually(t, func() bool { return sick.w.Ready() == nil }, waitFor, tick, "the sick instance starts ready")
+	e.waitLeases(t, 2)
 	refuse.Store(true)
 	start := time.Now()
 	want := e.scan(t, carts, 10, "S")

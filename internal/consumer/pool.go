@@ -6,18 +6,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// keyedPool runs a handler on at most n goroutines, one message of a key
-// (a cart) at a time: a cart's messages run in arrival order, different carts
-// in parallel. Unlike hashing carts onto n fixed lanes, two carts never queue
-// behind each other because their hashes collide, so all n slots do work
-// whenever n different carts have some.
+// keyedPool runs a handler on at most workers goroutines, one batch of a key
+// (a cart) at a time: a cart's messages run in arrival order, in batches of
+// what has queued up behind each other, and different carts run in
+// parallel. Unlike hashing carts onto fixed lanes, two carts never queue
+// behind each other because their hashes collide, so every goroutine does
+// work whenever that many carts have some.
+//
+// The messages held (queued or running) are bounded separately, by buffer:
+// a cart's backlog can only form into a batch if the instance holds it.
 type keyedPool struct {
-	handle func(jetstream.Msg)
-	// slots bounds the messages queued or running: the in-flight limit.
+	handle func([]jetstream.Msg)
+	// limit bounds a batch: at most max messages and, past the first,
+	// maxBytes of bodies.
+	max, maxBytes int
+	// slots bounds the messages held: queued or running.
 	slots chan struct{}
 	// ready hands a key with queued messages to a free goroutine. Every key
-	// in it holds at least one slot, so n places are enough and submit never
-	// blocks on it.
+	// in it holds at least one slot, so a buffer's worth of places is
+	// enough and submit never blocks on it.
 	ready chan string
 	mu    sync.Mutex
 	// queues holds the keys being run or waiting to run, with the messages
@@ -26,14 +33,18 @@ type keyedPool struct {
 	wg     sync.WaitGroup
 }
 
-func newKeyedPool(n int, handle func(jetstream.Msg)) *keyedPool {
+// newKeyedPool starts workers goroutines. buffer bounds the messages held;
+// batchMax and batchMaxBytes bound a batch.
+func newKeyedPool(workers, buffer, batchMax, batchMaxBytes int, handle func([]jetstream.Msg)) *keyedPool {
 	p := &keyedPool{
-		handle: handle,
-		slots:  make(chan struct{}, n),
-		ready:  make(chan string, n),
-		queues: make(map[string][]jetstream.Msg, n),
+		handle:   handle,
+		max:      batchMax,
+		maxBytes: batchMaxBytes,
+		slots:    make(chan struct{}, buffer),
+		ready:    make(chan string, buffer),
+		queues:   make(map[string][]jetstream.Msg, workers),
 	}
-	for range n {
+	for range workers {
 		p.wg.Go(func() {
 			for key := range p.ready {
 				p.run(key)
@@ -43,7 +54,7 @@ func newKeyedPool(n int, handle func(jetstream.Msg)) *keyedPool {
 	return p
 }
 
-// submit queues msg under key, blocking while n messages are in flight.
+// submit queues msg under key, blocking while buffer messages are held.
 // Every partition's puller calls it concurrently; it must not be called
 // after close.
 func (p *keyedPool) submit(key string, msg jetstream.Msg) {
@@ -57,7 +68,7 @@ func (p *keyedPool) submit(key string, msg jetstream.Msg) {
 	}
 }
 
-// run handles key's messages until its queue is empty.
+// run handles key's messages, a batch at a time, until its queue is empty.
 func (p *keyedPool) run(key string) {
 	for {
 		p.mu.Lock()
@@ -67,12 +78,20 @@ func (p *keyedPool) run(key string) {
 			p.mu.Unlock()
 			return
 		}
-		msg := q[0]
-		q[0] = nil
-		p.queues[key] = q[1:]
+		n, size := 1, len(q[0].Data())
+		for n < len(q) && n < p.max && size+len(q[n].Data()) <= p.maxBytes {
+			size += len(q[n].Data())
+			n++
+		}
+		batch := make([]jetstream.Msg, n)
+		copy(batch, q)
+		clear(q[:n])
+		p.queues[key] = q[n:]
 		p.mu.Unlock()
-		p.handle(msg)
-		<-p.slots
+		p.handle(batch)
+		for range n {
+			<-p.slots
+		}
 	}
 }
 

@@ -11,12 +11,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// seqMsg is a stand-in message: the pool only passes messages through.
+// seqMsg is a stand-in message: the pool only passes messages through,
+// weighing their bodies.
 type seqMsg struct {
 	jetstream.Msg
-	key string
-	seq int
+	key  string
+	seq  int
+	body []byte
 }
+
+func (m seqMsg) Data() []byte { return m.body }
 
 func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 	const n, keys, perKey = 4, 12, 25
@@ -27,8 +31,9 @@ func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 		inFlight atomic.Int32
 		maxSeen  atomic.Int32
 	)
-	p := newKeyedPool(n, func(m jetstream.Msg) {
-		sm := m.(seqMsg)
+	p := newKeyedPool(n, n, 1, 1<<20, func(b []jetstream.Msg) {
+		require.Len(t, b, 1, "batches of one")
+		sm := b[0].(seqMsg)
 		mu.Lock()
 		require.False(t, running[sm.key], "two messages of %s at once", sm.key)
 		running[sm.key] = true
@@ -68,8 +73,8 @@ func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 func TestKeyedPoolOneHotKeyDoesNotBlockOthers(t *testing.T) {
 	release := make(chan struct{})
 	done := make(chan string, 8)
-	p := newKeyedPool(2, func(m jetstream.Msg) {
-		sm := m.(seqMsg)
+	p := newKeyedPool(2, 2, 1, 1<<20, func(b []jetstream.Msg) {
+		sm := b[0].(seqMsg)
 		if sm.key == "hot" {
 			<-release
 		}
@@ -85,4 +90,39 @@ func TestKeyedPoolOneHotKeyDoesNotBlockOthers(t *testing.T) {
 	}
 	close(release)
 	p.close()
+}
+
+// What queues up behind a running batch of a cart runs as the next batch,
+// bounded by count and by bytes, in order; a buffer of n holds n messages.
+func TestKeyedPoolBatchesWhatQueued(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	var (
+		mu      sync.Mutex
+		batches [][]int
+	)
+	p := newKeyedPool(1, 16, 4, 30, func(b []jetstream.Msg) {
+		if b[0].(seqMsg).seq == 0 {
+			close(started)
+			<-release
+		}
+		var seqs []int
+		for _, m := range b {
+			seqs = append(seqs, m.(seqMsg).seq)
+		}
+		mu.Lock()
+		batches = append(batches, seqs)
+		mu.Unlock()
+	})
+	p.submit("c", seqMsg{key: "c", seq: 0, body: make([]byte, 10)})
+	<-started
+	for i := 1; i <= 9; i++ {
+		size := 10
+		if i == 6 {
+			size = 25 // alone past the byte bound with any other
+		}
+		p.submit("c", seqMsg{key: "c", seq: i, body: make([]byte, size)})
+	}
+	close(release)
+	p.close()
+	require.Equal(t, [][]int{{0}, {1, 2, 3}, {4, 5}, {6}, {7, 8, 9}}, batches)
 }

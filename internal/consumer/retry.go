@@ -20,14 +20,6 @@ const (
 	// probe is one cheap metadata call, and an operator who fixes a fault
 	// expects the worker to notice within a couple of seconds.
 	maxProbeDelay = 2 * time.Second
-	// handBackAfter is how long an instance that is not ready holds the
-	// commands it has taken before it hands them back (a Nak that no
-	// failure count sees): long enough to ride out a blip without churn,
-	// short enough that healthy instances take over its partitions well
-	// within the 10 s a stalled cart may wait. Each partition lets one
-	// command be in flight, so a command held by a sick instance holds up
-	// its whole partition everywhere.
-	handBackAfter = 2 * time.Second
 	// drainPollDelay is how often a new instance looks whether the
 	// commands stored before partitioning are done.
 	drainPollDelay = 250 * time.Millisecond
@@ -45,8 +37,66 @@ const (
 	setupRetryDelay     = time.Second
 )
 
-// backoff is the NakWithDelay of a command that failed transiently on its
-// delivery-th delivery: RetryBaseDelay doubling up to RetryMaxDelay.
+// handBackAfter is how long an instance that is not ready holds the
+// commands it has taken before it hands them back (a Nak that no failure
+// count sees): long enough to ride out a blip without churn, short enough
+// that healthy instances take over its partitions well within the 10 s a
+// stalled cart may wait. Two bounds make it keep each cart's order:
+//   - it is past pullsGone: a pull request the instance sent before it
+//     stopped pulling could still take a handed-back command, and lose it
+//     until AckWait expires, behind the cart's later commands;
+//   - it is under AckWait: the messages that were on their way when the
+//     instance stopped pulling are lost in flight and redelivered once
+//     AckWait expires; they are later in their carts than every command
+//     the instance holds, which must be handed back before them.
+//
+// MinAckWait leaves room for both.
+func (w *Worker) handBackAfter() time.Duration { return w.pullsGone() }
+
+// pullsGone is how long after an instance stops pulling a partition none of
+// its pull requests is left on the server: pullExpiry and a margin.
+func (w *Worker) pullsGone() time.Duration { return w.pullExpiry() + pullMargin }
+
+// pullMargin covers the time a pull request takes to expire on the server
+// after its expiry.
+const pullMargin = 250 * time.Millisecond
+
+// balanceEvery is how often an instance renews its member key and its
+// leases and checks its share of the partitions; memberTTL is how long a
+// member key outlives the last renewal, after which its instance counts as
+// gone.
+const (
+	balanceEvery = 2 * time.Second
+	memberTTL    = 3 * balanceEvery
+)
+
+// unpinTimeout bounds removing the member key at shutdown, which must not
+// overrun ShutdownTimeout: a key not removed expires by itself.
+const unpinTimeout = time.Second
+
+// leaseTTL is how long a partition's lease outlives its holder's last
+// renewal. When an instance dies, every command it held must be due for
+// redelivery before another instance takes the partition: its pull
+// requests are gone after pullsGone, and what they or it still held is
+// redelivered after AckWait. A renewal every balanceEvery keeps a live
+// holder's lease.
+func (w *Worker) leaseTTL() time.Duration {
+	return w.cfg.AckWait + w.pullsGone() + balanceEvery
+}
+
+// pullExpiry is how long one pull request waits: half of AckWait, between
+// the 1 s nats.go allows and maxPullExpiry.
+func (w *Worker) pullExpiry() time.Duration {
+	return min(max(time.Second, w.cfg.AckWait/2), maxPullExpiry)
+}
+
+// maxPullExpiry bounds pullExpiry, and so the hand-back, under a long
+// AckWait.
+const maxPullExpiry = 2 * time.Second
+
+// backoff is the wait before a command that failed transiently for the
+// delivered-th time is tried again, in place or by NakWithDelay:
+// RetryBaseDelay doubling up to RetryMaxDelay.
 func (w *Worker) backoff(delivered uint64) time.Duration {
 	return doubling(w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay, int(min(delivered, maxAttempt+1))-1)
 }

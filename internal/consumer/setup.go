@@ -43,6 +43,9 @@ type Consumers struct {
 	Partitions []jetstream.Consumer
 	// Failures counts the commands' transient failures.
 	Failures jetstream.KeyValue
+	// Members holds a key per live instance; Leases, a key per partition
+	// naming the instance that consumes it.
+	Members, Leases jetstream.KeyValue
 }
 
 // all returns every consumer, strays first.
@@ -97,13 +100,17 @@ func (w *Worker) wantStreams() []wantStream {
 // to at least the worker's. Every instance calls Setup at start-up; it is
 // idempotent.
 //
-// Order per cart rests on two things set here. The command stream's
+// Order per cart rests on three things set here. The command stream's
 // subject transform stores each cart's commands in one of Partitions
 // partitions; an unpartitioned stream, as earlier versions made it, is
-// given the transform (on new messages only: it lowers nothing). And each
-// partition's consumer has MaxAckPending 1: whichever instance pulls, one
-// command of a partition is in flight at a time, and a command that is not
-// acknowledged (its instance died) is redelivered before any later one.
+// given the transform (on new messages only: it lowers nothing). Only the
+// instance holding a partition's lease pulls it (see leases), and runs each
+// cart's commands in order, so a partition can have Buffer/Partitions
+// commands in flight and a cart's backlog can form into one
+// read-modify-write. And a lease outlives AckWait (see leaseTTL): when an
+// instance dies, the commands it held are due for redelivery before another
+// instance takes the partition, and JetStream redelivers before it delivers
+// anything newer.
 func (w *Worker) Setup(ctx context.Context) (Consumers, error) {
 	wants := w.wantStreams()
 	// Look at both streams before creating either, so that an unusable one
@@ -128,14 +135,17 @@ func (w *Worker) Setup(ctx context.Context) (Consumers, error) {
 	if out.Failures, err = w.ensureFailures(ctx); err != nil {
 		return Consumers{}, err
 	}
+	if out.Members, out.Leases, err = w.ensureBuckets(ctx); err != nil {
+		return Consumers{}, err
+	}
 	out.Strays, err = w.ensureConsumer(ctx, command.ConsumerName, s.Commands(),
-		"cartworker: commands stored before partitioning, and strays")
+		"cartworker: commands stored before partitioning, and strays", false)
 	if err != nil {
 		return Consumers{}, err
 	}
 	for p := range w.cfg.Partitions {
 		c, err := w.ensureConsumer(ctx, command.PartitionConsumer(p), s.Partition(p),
-			fmt.Sprintf("cartworker: partition %d of %d", p, w.cfg.Partitions))
+			fmt.Sprintf("cartworker: partition %d of %d", p, w.cfg.Partitions), true)
 		if err != nil {
 			return Consumers{}, err
 		}
@@ -146,9 +156,13 @@ func (w *Worker) Setup(ctx context.Context) (Consumers, error) {
 
 // ensureConsumer creates or updates one of the worker's durable consumers.
 // They are the worker's own, so unlike the streams they are always brought
-// to its configuration.
-func (w *Worker) ensureConsumer(ctx context.Context, name, filter, desc string) (jetstream.Consumer, error) {
-	c, err := w.js.CreateOrUpdateConsumer(ctx, command.StreamCommands, jetstream.ConsumerConfig{
+// to its configuration. A partition's consumer is pulled by the one
+// instance holding its lease, with Buffer/Partitions commands in flight.
+// The strays' consumer, which only drains what an unpartitioned version
+// left and subjects no partition matches, is pulled by every instance and
+// keeps one command in flight across all of them instead.
+func (w *Worker) ensureConsumer(ctx context.Context, name, filter, desc string, partition bool) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   desc,
 		FilterSubject: filter,
@@ -157,21 +171,29 @@ func (w *Worker) ensureConsumer(ctx context.Context, name, filter, desc string) 
 		// The worker, not the server, decides when to give up, so that an
 		// open breaker never exhausts a command's deliveries and every give
 		// up is a dead letter rather than a silent drop.
-		MaxDeliver: -1,
-		// One command of a partition in flight at a time, on any
-		// instance: this is what keeps a cart's commands in stream order
-		// however many instances pull, and through a crash.
+		MaxDeliver:    -1,
 		MaxAckPending: 1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		// 0 inherits the stream's replicas: the consumer's delivery state
 		// is then exactly as durable as the commands it tracks, whoever
 		// sized the stream.
 		Replicas: 0,
-	})
+	}
+	if partition {
+		cfg.MaxAckPending = w.partitionBuffer()
+	}
+	c, err := w.js.CreateOrUpdateConsumer(ctx, command.StreamCommands, cfg)
 	if err != nil {
 		return nil, w.explain(fmt.Errorf("consumer %s: %w", name, err))
 	}
 	return c, nil
+}
+
+// partitionBuffer is how many of a partition's commands its instance may
+// hold: an equal share of Buffer, so that an instance pinned to every
+// partition holds Buffer at most.
+func (w *Worker) partitionBuffer() int {
+	return max(1, w.cfg.Buffer/w.cfg.Partitions)
 }
 
 // lookupStream returns the stream's info, nil when it does not exist, and

@@ -17,9 +17,12 @@ import (
 	"github.com/cartworker/cartworker/internal/cartcache"
 )
 
-// Applier applies one validated command. cartcache.Carts implements it.
+// Applier applies validated commands of one cart, in order, in one
+// read-modify-write, with an outcome for each (see
+// cartcache.Carts.ApplyBatch, which implements it). Its error is the whole
+// batch's: nothing was applied.
 type Applier interface {
-	Apply(ctx context.Context, cmd command.Command) (cartcache.Result, error)
+	ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]cartcache.Outcome, error)
 }
 
 var _ Applier = (*cartcache.Carts)(nil)
@@ -48,7 +51,7 @@ func New(js jetstream.JetStream, pub Publisher, app Applier, cfg Config) (*Worke
 	}
 	cfg = cfg.withDefaults()
 	w := &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger}
-	w.gate = newGate(cfg.Probe, w.probeDelay, cfg.Logger)
+	w.gate = newGate(cfg.Probe, w.probeDelay, w.handBackAfter(), cfg.Logger)
 	return w, nil
 }
 
@@ -75,26 +78,33 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	// ShutdownTimeout so that in-flight commands can finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	r := &run{stop: ctx, work: work, beats: newHeartbeats(), failures: failures{kv: cons.Failures}}
+	r := &run{stop: ctx, work: work, beats: newHeartbeats(), failures: failures{kv: cons.Failures},
+		leases: newLeases(w, cons)}
 
 	// The prober stops when shutdown begins; heartbeats go on until every
-	// held command is settled.
+	// held command is settled; the leases are given back after that.
 	var bg sync.WaitGroup
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
 	bg.Go(func() { w.gate.run(probeCtx) })
 	bg.Go(func() { r.beats.run(beatCtx, w.cfg.AckWait/3) })
+	poolDone := make(chan struct{})
+	bg.Go(func() { r.leases.run(probeCtx, poolDone) })
 	defer func() {
 		stopProbes()
 		stopBeats()
 		bg.Wait()
 	}()
 
-	pool := newKeyedPool(w.cfg.Concurrency, func(msg jetstream.Msg) {
-		w.handle(r, msg)
-		r.beats.remove(msg)
+	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.BatchMax, w.cfg.BatchMaxBytes, func(msgs []jetstream.Msg) {
+		w.handleBatch(r, msgs)
+		for _, msg := range msgs {
+			r.beats.remove(msg)
+			if p, ok := w.cfg.Subjects.PartitionOf(msg.Subject()); ok {
+				r.leases.settled(p)
+			}
+		}
 	})
-	poolDone := make(chan struct{})
 	bg.Go(func() {
 		select {
 		case <-ctx.Done():
@@ -153,26 +163,23 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 // pullLoop feeds the pool from one consumer until ctx ends or delivery
 // stops by itself, pausing while the gate is closed.
 func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *keyedPool, r *run) error {
+	partition := -1
+	if p, ok := w.cfg.Subjects.PartitionOf(cons.CachedInfo().Config.FilterSubject); ok {
+		partition = p
+	}
 	var err error
 	for err == nil && ctx.Err() == nil && w.gate.wait(ctx) == nil {
-		var parked []jetstream.Msg
-		parked, err = w.pull(ctx, cons, pool, r)
-		if len(parked) == 0 {
-			continue
-		}
-		// The gate closed under the pull: the messages already on their
-		// way wait here, kept alive, until it opens again, or are handed
-		// back for a healthy instance if it stays closed.
-		if w.gate.waitOrHandBack(ctx) != nil {
-			for _, msg := range parked {
-				w.settle(msg, msg.Nak(), "nak")
-				r.beats.remove(msg)
+		if partition >= 0 {
+			// Only the instance holding the partition's lease pulls it.
+			if ok, changed := r.leases.mayPull(partition); !ok {
+				select {
+				case <-changed:
+				case <-ctx.Done():
+				}
+				continue
 			}
-			continue
 		}
-		for _, msg := range parked {
-			pool.submit(w.cartOf(msg), msg)
-		}
+		err = w.pull(ctx, cons, partition, pool, r)
 	}
 	return err
 }
@@ -210,19 +217,21 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 }
 
 // pull feeds the pool from one pull iterator until shutdown begins, the gate
-// closes, or delivery stops by itself. It returns the messages it received
-// after the gate closed, which it did not start.
-func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedPool, r *run) ([]jetstream.Msg, error) {
-	iter, err := cons.Messages(
-		// The consumer lets one message be in flight, so the server never
-		// sends more than one at a time whatever the batch; a large batch
-		// only means fewer pull requests, about one per pullBatch/2
-		// commands instead of one per command.
+// closes, the instance yields the partition (partition is -1 for a consumer
+// that is not a pinned partition), or delivery stops by itself.
+func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition int, pool *keyedPool, r *run) error {
+	opts := []jetstream.PullMessagesOpt{
 		jetstream.PullMaxMessages(pullBatch),
 		jetstream.WithMessagesErrOnMissingHeartbeat(false),
-	)
+	}
+	if partition >= 0 {
+		// Short pulls: when the instance gives the partition back, none
+		// of its requests may linger on the server (see pullsGone).
+		opts = append(opts, jetstream.PullExpiry(w.pullExpiry()))
+	}
+	iter, err := cons.Messages(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("pull from %s: %w", cons.CachedInfo().Name, err)
+		return fmt.Errorf("pull from %s: %w", cons.CachedInfo().Name, err)
 	}
 	var (
 		wg      sync.WaitGroup
@@ -231,15 +240,30 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedP
 	stopWatch := make(chan struct{})
 	closing := w.gate.closing()
 	wg.Go(func() {
-		select {
-		case <-ctx.Done():
-		case <-closing:
-		case <-stopWatch:
-			iter.Stop()
-			return
+	watch:
+		for {
+			var changed <-chan struct{} // nil: never
+			if partition >= 0 {
+				var ok bool
+				if ok, changed = r.leases.mayPull(partition); !ok {
+					break // the partition is being given back
+				}
+			}
+			select {
+			case <-ctx.Done():
+				break watch
+			case <-closing:
+				break watch
+			case <-changed:
+			case <-stopWatch:
+				iter.Stop()
+				return
+			}
 		}
-		// Drain stops the pulls but still hands out what is buffered,
-		// which is handled, or parked while the gate is closed.
+		// Drain stops the pulls but still hands out what is buffered.
+		// It joins its cart's queue like any other message: while the
+		// gate is closed it waits there, and is handed back in its turn,
+		// after the cart's earlier commands, never before them.
 		drained.Store(true)
 		iter.Drain()
 	})
@@ -248,7 +272,6 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedP
 		wg.Wait()
 	}()
 
-	var parked []jetstream.Msg
 	var lastErr error
 	for {
 		// NextContext(work) bounds the wait after shutdown even when NATS
@@ -266,9 +289,8 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedP
 			continue
 		}
 		r.beats.add(msg)
-		if ctx.Err() == nil && w.gate.err() != nil {
-			parked = append(parked, msg)
-			continue
+		if partition >= 0 {
+			r.leases.received(partition)
 		}
 		pool.submit(w.cartOf(msg), msg)
 	}
@@ -276,12 +298,14 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pool *keyedP
 		// The iterator closed by itself (consumer deleted, connection
 		// closed): stopping quietly would leave a live process that consumes
 		// nothing, so fail and let the supervisor restart the worker.
-		return parked, fmt.Errorf("%w: %w", ErrStopped, errors.Join(lastErr, jetstream.ErrMsgIteratorClosed))
+		return fmt.Errorf("%w: %w", ErrStopped, errors.Join(lastErr, jetstream.ErrMsgIteratorClosed))
 	}
-	return parked, nil
+	return nil
 }
 
-// pullBatch is the batch of each pull request.
+// pullBatch is the batch of each pull request: at most a partition's share
+// of the buffer is in flight whatever the batch, so it only sets how many
+// pull requests that takes.
 const pullBatch = 64
 
 // run is what the handlers of one Run share.
@@ -293,4 +317,5 @@ type run struct {
 	work     context.Context
 	beats    *heartbeats
 	failures failures
+	leases   *leases
 }

@@ -484,7 +484,7 @@ func TestTransientFailuresDeadLetterAfterMaxDeliver(t *testing.T) {
 	eventually(t, func() bool { return obs.count(string(command.TypeAddItem), consumer.LabelDeadLetter) == 1 }, waitFor, tick, "observer: %s", obs)
 	require.Equal(t, 2, obs.count(string(command.TypeAddItem), consumer.LabelRetry))
 	redelivered, dead := obs.counts()
-	require.Equal(t, 2, redelivered)
+	require.Zero(t, redelivered, "retried in place, behind nothing of its cart")
 	require.Equal(t, 1, dead)
 	require.Equal(t, breaker.StateClosed, e.store.State(), "the breaker was set never to open")
 

@@ -1,10 +1,13 @@
-// Package daprfake is an in-process fake of Dapr's HTTP state API for unit
-// tests and benchmarks.
+// Package daprfake is an in-process fake of Dapr's HTTP and gRPC state APIs
+// for unit tests and benchmarks.
 //
-// It serves the endpoints the worker uses on an httptest.Server, keeps
-// documents in memory with integer ETags, honours first-write concurrency and
-// TTL metadata, and lets tests inject faults and read back what it saw,
-// including how many TCP connections clients opened.
+// It serves the endpoints the worker uses on an httptest.Server, and, from
+// the first call of GRPCAddr, the same calls of daprd's gRPC API
+// (GetState, SaveState, DeleteState, GetMetadata) on a grpc.Server. Both
+// share one in-memory store with integer ETags, honour first-write
+// concurrency and TTL metadata, the API token, the store name and the
+// injected faults, and let tests read back what they saw, including how
+// many TCP connections clients opened.
 //
 // ETags come from one counter for the whole fake, so they never repeat.
 // Dapr's Redis store instead versions each key from 1, so a key deleted and
@@ -13,6 +16,7 @@
 package daprfake
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -20,6 +24,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // Operation names accepted by Requests.
@@ -73,6 +79,10 @@ type Fake struct {
 	done  chan struct{}
 	close sync.Once
 
+	grpcOnce sync.Once
+	grpcSrv  *grpc.Server // nil until GRPCAddr
+	grpcAddr string
+
 	mu       sync.Mutex
 	items    map[string]item
 	lastETag uint64
@@ -115,12 +125,18 @@ func New(opts ...Option) *Fake {
 // URL is the base URL to use as statepool.Config.Endpoint.
 func (f *Fake) URL() string { return f.srv.URL }
 
-// Close stops the server, cutting short any delayed requests. It is safe to
+// Close stops the servers, cutting short any delayed requests. It is safe to
 // call more than once.
 func (f *Fake) Close() {
 	f.close.Do(func() {
 		close(f.done)
 		f.srv.Close()
+		// Waits for a GRPCAddr starting the server, and keeps any later
+		// one from starting it.
+		f.grpcOnce.Do(func() {})
+		if f.grpcSrv != nil {
+			f.grpcSrv.Stop()
+		}
 	})
 }
 
@@ -135,6 +151,14 @@ func (f *Fake) FailNext(n, code int) { f.FailNextWith(n, code, "ERR_FAKE_INJECTE
 // ERR_STATE_SAVE, or 403 ERR_UNAUTHORIZED. n < 0 means until Heal. Health
 // and metadata requests are not affected; SetToken and SetStoreName change
 // what those see.
+//
+// Over gRPC the fault is the status daprd 1.18 answers in its place (see
+// GRPCCode): 400 InvalidArgument, 401 Unauthenticated, 403
+// PermissionDenied, 409 Aborted, 500 Internal, 503 Unavailable, 504
+// DeadlineExceeded, and FailedPrecondition for a store that is not
+// configured, with errorCode as the reason of an ErrorInfo detail (the
+// store codes as daprd's gRPC API spells them: DAPR_STATE_NOT_FOUND,
+// DAPR_STATE_NOT_CONFIGURED).
 func (f *Fake) FailNextWith(n, status int, errorCode string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -168,7 +192,7 @@ func (f *Fake) SetDelay(d time.Duration) {
 }
 
 // Conns reports how many TCP connections the fake has accepted and the most
-// that were open at once.
+// that were open at once, over HTTP and gRPC together.
 func (f *Fake) Conns() (opened, maxOpen int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -183,7 +207,8 @@ func (f *Fake) OpenConns() int {
 }
 
 // Requests reports how many requests arrived for op (OpGet, OpSave,
-// OpDelete, OpHealthz), including rejected and failed ones.
+// OpDelete, OpHealthz, OpMetadata) over either API, including rejected and
+// failed ones.
 func (f *Fake) Requests(op string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -261,24 +286,56 @@ func (f *Fake) lookup(key string) (item, bool) {
 }
 
 func (f *Fake) connState(_ net.Conn, s http.ConnState) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	switch s {
 	case http.StateNew:
-		f.opened++
-		f.open++
-		f.maxOpen = max(f.maxOpen, f.open)
+		f.connOpened()
 	case http.StateClosed, http.StateHijacked:
-		f.open--
+		f.connClosed()
 	}
 }
 
-// begin does what every request shares: count, delay, authenticate, inject
-// faults. It reports false when it has already answered.
-func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
+func (f *Fake) connOpened() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opened++
+	f.open++
+	f.maxOpen = max(f.maxOpen, f.open)
+}
+
+func (f *Fake) connClosed() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.open--
+}
+
+// fault is an answer other than success, in the HTTP API's terms: the
+// status, Dapr's errorCode and a message. The gRPC server turns it into the
+// status daprd would send instead.
+type fault struct {
+	status int
+	code   string
+	msg    string
+}
+
+// errGone is the fault of a request whose client went away: nothing is
+// answered.
+var errGone = &fault{}
+
+// Faults every API shares.
+var (
+	errUnauthorized = &fault{http.StatusUnauthorized, "ERR_UNAUTHORIZED", "invalid api token"}
+	errMismatchSave = &fault{http.StatusConflict, "ERR_STATE_SAVE", "possible etag mismatch"}
+	errMismatchDel  = &fault{http.StatusConflict, "ERR_STATE_DELETE", "possible etag mismatch"}
+	errFakeClosed   = &fault{http.StatusServiceUnavailable, "ERR_FAKE_CLOSED", "fake is shutting down"}
+)
+
+// admit does what every request shares, over either API: count, delay,
+// authenticate with the token the request presented, inject faults and
+// check the store. It returns nil to go on, or the fault to answer.
+func (f *Fake) admit(ctx context.Context, op, token, store string) *fault {
 	f.mu.Lock()
 	f.requests[op]++
-	delay, token, store := f.delay, f.token, f.store
+	delay, want, served := f.delay, f.token, f.store
 	f.mu.Unlock()
 
 	if delay > 0 {
@@ -286,21 +343,19 @@ func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-r.Context().Done():
-			return false
+		case <-ctx.Done():
+			return errGone
 		case <-f.done:
-			writeError(w, http.StatusServiceUnavailable, "ERR_FAKE_CLOSED", "fake is shutting down")
-			return false
+			return errFakeClosed
 		}
 	}
 
-	if op != OpHealthz && token != "" && r.Header.Get("dapr-api-token") != token {
-		writeError(w, http.StatusUnauthorized, "ERR_UNAUTHORIZED", "invalid api token")
-		return false
+	if op != OpHealthz && want != "" && token != want {
+		return errUnauthorized
 	}
 
 	if op == OpHealthz || op == OpMetadata {
-		return true
+		return nil
 	}
 	f.mu.Lock()
 	code, errCode := 0, f.failErr
@@ -312,16 +367,27 @@ func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
 	}
 	f.mu.Unlock()
 	if code != 0 {
-		writeError(w, code, errCode, "injected failure")
-		return false
+		return &fault{code, errCode, "injected failure"}
 	}
 
-	if r.PathValue("store") != store {
-		writeError(w, http.StatusBadRequest, "ERR_STATE_STORE_NOT_FOUND",
-			"state store "+r.PathValue("store")+" is not found")
-		return false
+	if store != served {
+		return &fault{http.StatusBadRequest, "ERR_STATE_STORE_NOT_FOUND", "state store " + store + " is not found"}
 	}
-	return true
+	return nil
+}
+
+// begin is admit for an HTTP request. It reports false when it has already
+// answered.
+func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
+	flt := f.admit(r.Context(), op, r.Header.Get("dapr-api-token"), r.PathValue("store"))
+	switch flt {
+	case nil:
+		return true
+	case errGone:
+	default:
+		writeError(w, flt.status, flt.code, flt.msg)
+	}
+	return false
 }
 
 func (f *Fake) handleHealthz(w http.ResponseWriter, r *http.Request) {
@@ -394,34 +460,57 @@ func (f *Fake) handleSave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	type write struct {
-		key   string
-		check bool // first-write: etag must match
-		etag  uint64
-		it    item
-	}
 	writes := make([]write, 0, len(reqs))
 	for _, req := range reqs {
 		if req.Key == "" || len(req.Value) == 0 {
 			writeError(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", "key and value are required")
 			return
 		}
-		ttl, err := parseTTL(req.Metadata["ttlInSeconds"])
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "ERR_STATE_SAVE", "invalid ttlInSeconds: "+err.Error())
-			return
+		var etag string
+		if req.ETag != nil {
+			etag = *req.ETag
 		}
-		wr := write{key: req.Key, it: item{doc: req.Value, ttl: ttl}}
-		if req.ETag != nil && *req.ETag != "" && req.Options.Concurrency != "last-write" {
-			wr.check = true
-			if wr.etag, err = strconv.ParseUint(*req.ETag, 10, 64); err != nil {
-				writeError(w, http.StatusBadRequest, "ERR_STATE_SAVE", "invalid etag value: "+*req.ETag)
-				return
-			}
+		wr, flt := newWrite(req.Key, req.Value, etag, req.Options.Concurrency == "last-write", req.Metadata)
+		if flt != nil {
+			writeError(w, flt.status, flt.code, flt.msg)
+			return
 		}
 		writes = append(writes, wr)
 	}
+	if flt := f.apply(writes); flt != nil {
+		writeError(w, flt.status, flt.code, flt.msg)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
 
+// write is one item of a save.
+type write struct {
+	key   string
+	check bool // first-write: etag must match
+	etag  uint64
+	it    item
+}
+
+// newWrite reads one item of a save: etag, when set and not overridden by
+// last-write concurrency, must match; metadata may hold ttlInSeconds.
+func newWrite(key string, doc []byte, etag string, lastWrite bool, metadata map[string]string) (write, *fault) {
+	ttl, err := parseTTL(metadata["ttlInSeconds"])
+	if err != nil {
+		return write{}, &fault{http.StatusBadRequest, "ERR_STATE_SAVE", "invalid ttlInSeconds: " + err.Error()}
+	}
+	wr := write{key: key, it: item{doc: doc, ttl: ttl}}
+	if etag != "" && !lastWrite {
+		wr.check = true
+		if wr.etag, err = strconv.ParseUint(etag, 10, 64); err != nil {
+			return write{}, &fault{http.StatusBadRequest, "ERR_STATE_SAVE", "invalid etag value: " + etag}
+		}
+	}
+	return wr, nil
+}
+
+// apply writes a save's items, all or none.
+func (f *Fake) apply(writes []write) *fault {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// Check every item before writing any, so a rejected batch changes
@@ -430,11 +519,12 @@ func (f *Fake) handleSave(w http.ResponseWriter, r *http.Request) {
 		if !wr.check {
 			continue
 		}
-		// An etag on a missing key is a mismatch too, as in Dapr's Redis
-		// store.
+		// An etag on a missing key is a mismatch too. daprd 1.18's Redis
+		// store accepts it instead, for saves and deletes alike
+		// (integration/grpc_test.go); the contract keeps the stricter
+		// rule, so no caller may rely on either.
 		if cur, ok := f.lookup(wr.key); !ok || cur.etag != wr.etag {
-			writeError(w, http.StatusConflict, "ERR_STATE_SAVE", "possible etag mismatch")
-			return
+			return errMismatchSave
 		}
 	}
 	now := f.now()
@@ -447,24 +537,31 @@ func (f *Fake) handleSave(w http.ResponseWriter, r *http.Request) {
 		}
 		f.items[wr.key] = it
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (f *Fake) handleDelete(w http.ResponseWriter, r *http.Request) {
 	if !f.begin(w, r, OpDelete) {
 		return
 	}
-	key := r.PathValue("key")
 	etag := r.Header.Get("If-Match")
 	if r.URL.Query().Get("concurrency") == "last-write" {
 		etag = ""
 	}
+	if flt := f.remove(r.PathValue("key"), etag); flt != nil {
+		writeError(w, flt.status, flt.code, flt.msg)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// remove deletes key; with etag set, only at that ETag.
+func (f *Fake) remove(key, etag string) *fault {
 	var want uint64
 	if etag != "" {
 		v, err := strconv.ParseUint(etag, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "ERR_STATE_DELETE", "invalid etag value: "+etag)
-			return
+			return &fault{http.StatusBadRequest, "ERR_STATE_DELETE", "invalid etag value: " + etag}
 		}
 		want = v
 	}
@@ -473,11 +570,10 @@ func (f *Fake) handleDelete(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	cur, ok := f.lookup(key)
 	if etag != "" && (!ok || cur.etag != want) {
-		writeError(w, http.StatusConflict, "ERR_STATE_DELETE", "possible etag mismatch")
-		return
+		return errMismatchDel
 	}
 	delete(f.items, key)
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // parseTTL reads ttlInSeconds; "" and -1 mean no expiry, as in Dapr.

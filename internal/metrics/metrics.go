@@ -26,6 +26,7 @@ type Metrics struct {
 	breakerState  prometheus.Gauge
 	redeliveries  prometheus.Counter
 	deadLetters   prometheus.Counter
+	batchSize     prometheus.Histogram
 }
 
 var _ consumer.Observer = (*Metrics)(nil)
@@ -46,7 +47,7 @@ func New() *Metrics {
 		}, []string{"type"}),
 		stateRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cartworker_state_requests_total",
-			Help: "Dapr state API calls, by op (get, save, delete) and HTTP status code (or timeout, error).",
+			Help: "Dapr state API calls, by op (get, save, delete) and result: the HTTP status code, the gRPC code name, or timeout or error.",
 		}, []string{"op", "code"}),
 		dials: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cartworker_state_connections_opened_total",
@@ -64,9 +65,15 @@ func New() *Metrics {
 			Name: "cartworker_dead_letters_total",
 			Help: "Commands copied to the dead-letter stream.",
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "cartworker_batch_size",
+			Help: "Commands of one cart applied together in one read-modify-write (WORKER_BATCH_MAX bounds it).",
+			// Powers of two up to the largest batch allowed by default.
+			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
+		}),
 	}
 	m.reg.MustRegister(
-		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters,
+		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters, m.batchSize,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -84,6 +91,9 @@ func (m *Metrics) Redelivered() { m.redeliveries.Inc() }
 
 // DeadLettered implements consumer.Observer.
 func (m *Metrics) DeadLettered() { m.deadLetters.Inc() }
+
+// Batch implements consumer.Observer.
+func (m *Metrics) Batch(commands int) { m.batchSize.Observe(float64(commands)) }
 
 // StateHooks feeds the state client's calls and dials into the metrics.
 func (m *Metrics) StateHooks() statepool.Hooks {

@@ -19,6 +19,8 @@ func TestMetricsRecordAndServe(t *testing.T) {
 	m.CommandDone("cache", "rejected", time.Millisecond)
 	m.Redelivered()
 	m.DeadLettered()
+	m.Batch(1)
+	m.Batch(20)
 	hooks := m.StateHooks()
 	hooks.OnDial()
 	hooks.OnRequest("get", "200")
@@ -41,6 +43,7 @@ func TestMetricsRecordAndServe(t *testing.T) {
 		"cartworker_commands_total", "cartworker_command_duration_seconds_bucket", "cartworker_state_requests_total",
 		"cartworker_state_connections_opened_total", "cartworker_breaker_state", "cartworker_redeliveries_total",
 		"cartworker_dead_letters_total", "go_goroutines", "process_resident_memory_bytes",
+		`cartworker_batch_size_bucket{le="1"} 1`, `cartworker_batch_size_bucket{le="32"} 2`, "cartworker_batch_size_sum 21",
 	} {
 		require.Contains(t, rec.Body.String(), name)
 	}

@@ -3,10 +3,13 @@ package statepool_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -22,28 +25,92 @@ var cartDoc = []byte(`{"id":"c-1","line_items":[` + strings.TrimSuffix(strings.R
 	`{"item_code":"ITEM000001","description":"`+strings.Repeat("x", 300)+`","quantity":2,"unit_price":120,"tax_code":"01","amount":240,"is_cancelled":false},`,
 	20), ",") + `]}`)
 
+// benchTransports are the client configurations the round-trip benchmarks
+// compare: the HTTP pool, HTTP with a connection per call, and gRPC.
+var benchTransports = []struct {
+	name string
+	cfg  statepool.Config
+}{
+	{"pooled", statepool.Config{Mode: statepool.ModePooled}},
+	{"per-request", statepool.Config{Mode: statepool.ModePerRequest}},
+	{"grpc", statepool.Config{Protocol: statepool.ProtocolGRPC}},
+}
+
 // BenchmarkClientRoundTrip is one Get plus one conditional Save against the
-// in-process fake. Allocations include the fake's server side.
+// in-process fake, over each transport, with a small document and a 9 KB
+// cart. Allocations include the fake's server side.
 func BenchmarkClientRoundTrip(b *testing.B) {
-	for _, mode := range []statepool.Mode{statepool.ModePooled, statepool.ModePerRequest} {
-		b.Run(string(mode), func(b *testing.B) {
+	for _, doc := range []struct {
+		name string
+		doc  []byte
+	}{{"", benchDoc}, {"-9KB", cartDoc}} {
+		for _, tr := range benchTransports {
+			if doc.name != "" && tr.cfg.Mode == statepool.ModePerRequest {
+				continue
+			}
+			b.Run(tr.name+doc.name, func(b *testing.B) {
+				f := newFake(b)
+				f.Put("c-1", doc.doc)
+				c := newClient(b, f, tr.cfg)
+				ctx := context.Background()
+
+				b.ReportAllocs()
+				for b.Loop() {
+					e, err := c.Get(ctx, "c-1")
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := c.Save(ctx, "c-1", e.Value, statepool.SaveOptions{ETag: e.ETag}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				opened, _ := f.Conns()
+				b.ReportMetric(float64(opened)/float64(b.N), "conns/op")
+			})
+		}
+	}
+}
+
+// BenchmarkClientRoundTripParallel is BenchmarkClientRoundTrip from 16
+// goroutines at once (the worker's default concurrency), each on a cart of
+// its own: the HTTP pool's connections against gRPC's one multiplexed
+// connection.
+func BenchmarkClientRoundTripParallel(b *testing.B) {
+	const workers = 16
+	for _, tr := range benchTransports {
+		if tr.cfg.Mode == statepool.ModePerRequest {
+			continue
+		}
+		b.Run(tr.name, func(b *testing.B) {
 			f := newFake(b)
-			f.Put("c-1", benchDoc)
-			c := newClient(b, f, statepool.Config{Mode: mode})
-			ctx := context.Background()
+			for i := range workers {
+				f.Put("c-"+strconv.Itoa(i), benchDoc)
+			}
+			c := newClient(b, f, tr.cfg)
+			var next atomic.Int64
 
 			b.ReportAllocs()
-			for b.Loop() {
-				e, err := c.Get(ctx, "c-1")
-				if err != nil {
-					b.Fatal(err)
+			b.SetParallelism(max(1, workers/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				key := "c-" + strconv.Itoa(int(next.Add(1)-1)%workers)
+				ctx := context.Background()
+				for pb.Next() {
+					e, err := c.Get(ctx, key)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					// Two goroutines may share a key when GOMAXPROCS does
+					// not divide workers: a lost race is a normal outcome.
+					err = c.Save(ctx, key, e.Value, statepool.SaveOptions{ETag: e.ETag})
+					if err != nil && !errors.Is(err, statepool.ErrETagMismatch) {
+						b.Error(err)
+						return
+					}
 				}
-				if err := c.Save(ctx, "c-1", e.Value, statepool.SaveOptions{ETag: e.ETag}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			})
 			opened, _ := f.Conns()
-			b.ReportMetric(float64(opened)/float64(b.N), "conns/op")
+			b.ReportMetric(float64(opened), "conns")
 		})
 	}
 }

@@ -22,11 +22,15 @@ const maxMetadataBody = 1 << 20
 // ErrStoreNotFound, so a caller can tell the operator what to fix before
 // any command is spent on a call that cannot succeed.
 //
-// It asks GET /v1.0/metadata, which daprd guards with the API token like the
-// state API, and which lists components without touching the store, so a
-// store that is configured but briefly down (Redis restarting) still passes:
-// that is the breaker's business.
+// It asks GET /v1.0/metadata, or the GetMetadata RPC with ProtocolGRPC,
+// which daprd guards with the API token like the state API, and which lists
+// components without touching the store, so a store that is configured but
+// briefly down (Redis restarting) still passes: that is the breaker's
+// business.
 func (c *Client) Check(ctx context.Context) error {
+	if c.rpc != nil {
+		return c.checkGRPC(ctx)
+	}
 	body, _, err := c.get(ctx, OpCheck, "", c.metadataURL, nil)
 	if err != nil {
 		return err
@@ -43,15 +47,23 @@ func (c *Client) Check(ctx context.Context) error {
 	if err := sjson.Unmarshal(body, &md); err != nil {
 		return fmt.Errorf("statepool: daprd metadata: %w", err)
 	}
+	comps := md.Components
+	return c.storeListed(len(comps), func(i int) (string, string) { return comps[i].Name, comps[i].Type })
+}
+
+// storeListed reports whether the n components that component(i) describes
+// by name and type include a state store of the client's store name.
+func (c *Client) storeListed(n int, component func(i int) (name, typ string)) error {
 	var stores []string
-	for _, comp := range md.Components {
-		if !strings.HasPrefix(comp.Type, "state.") {
+	for i := range n {
+		name, typ := component(i)
+		if !strings.HasPrefix(typ, "state.") {
 			continue
 		}
-		if comp.Name == c.store {
+		if name == c.store {
 			return nil
 		}
-		stores = append(stores, comp.Name)
+		stores = append(stores, name)
 	}
 	if len(stores) == 0 {
 		return fmt.Errorf("%w: %q: daprd has no state store", ErrStoreNotFound, c.store)

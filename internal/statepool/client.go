@@ -58,8 +58,8 @@ type Entry struct {
 // SaveOptions tunes a Save.
 type SaveOptions struct {
 	// ETag, when set, makes the save conditional (first-write concurrency):
-	// Dapr answers 409, surfaced as ErrETagMismatch, if the document has
-	// changed or does not exist.
+	// Dapr answers 409 (gRPC Aborted), surfaced as ErrETagMismatch, if the
+	// document has changed or does not exist.
 	ETag string
 	// TTL, when positive, expires the document after that long. Dapr counts
 	// whole seconds, so it is rounded up.
@@ -67,11 +67,13 @@ type SaveOptions struct {
 }
 
 // Client calls Dapr's state API for one store through its own connection
-// pool. It is safe for concurrent use. Build one per process and share it:
-// a client per call defeats the pool.
+// pool, or its own gRPC channel with ProtocolGRPC. It is safe for concurrent
+// use. Build one per process and share it: a client per call defeats the
+// pool.
 type Client struct {
 	doer        doer
 	closeIdle   func()
+	rpc         *grpcConn // ProtocolGRPC: the one channel; nil for HTTP
 	hooks       Hooks
 	timeout     time.Duration
 	keyPrefix   string // <endpoint>/v1.0/state/<store>/
@@ -83,13 +85,27 @@ type Client struct {
 }
 
 // New returns a Client for cfg, which must pass Validate, with the
-// transport cfg.Mode asks for: the keep-alive pool, or a connection per
-// call for benchmarks. Close releases its idle connections.
+// transport cfg.Protocol and cfg.Mode ask for: the HTTP keep-alive pool, a
+// connection per call for benchmarks, or one gRPC channel. Close releases
+// its connections.
+//
+// With ProtocolGRPC, New creates the channel without dialling: the first
+// call connects, so New succeeds while daprd is still starting, as it does
+// with HTTP.
 func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.Protocol == ProtocolGRPC {
+		rpc, err := newGRPCConn(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c := newClient(nil, rpc.close, cfg)
+		c.rpc = rpc
+		return c, nil
+	}
 	d, closeIdle := newDoer(cfg)
 	return newClient(d, closeIdle, cfg), nil
 }
@@ -116,10 +132,14 @@ func newClient(d doer, closeIdle func(), cfg Config) *Client {
 // Close closes the client's idle connections, for a clean shutdown. Calls
 // in flight finish and their connections close as they go idle; a call
 // made after Close dials again. Close may be called more than once.
+//
+// With ProtocolGRPC, Close closes the one channel for good: calls in
+// flight fail, and calls made after it return ErrClosed.
 func (c *Client) Close() { c.closeIdle() }
 
-// KeyURL is the URL the client reads key at. It holds no secret (the API
-// token travels in a header), so it can be shown to a user.
+// KeyURL is the URL of key in daprd's HTTP state API, whatever the
+// client's protocol. It holds no secret (the API token travels in a
+// header), so it can be shown to a user.
 func (c *Client) KeyURL(key string) string {
 	return c.keyPrefix + url.PathEscape(key)
 }
@@ -128,6 +148,9 @@ func (c *Client) KeyURL(key string) string {
 func (c *Client) Get(ctx context.Context, key string) (Entry, error) {
 	if key == "" {
 		return Entry{}, ErrEmptyKey
+	}
+	if c.rpc != nil {
+		return c.getGRPC(ctx, key)
 	}
 	value, etag, err := c.get(ctx, OpGet, key, c.KeyURL(key), ErrNotFound)
 	return Entry{Value: value, ETag: etag}, err
@@ -171,6 +194,9 @@ func (c *Client) get(ctx context.Context, op, key, u string, notFound error) (bo
 func (c *Client) Save(ctx context.Context, key string, value []byte, opts SaveOptions) error {
 	if key == "" {
 		return ErrEmptyKey
+	}
+	if c.rpc != nil {
+		return c.saveGRPC(ctx, key, value, opts)
 	}
 	// The value is spliced into the body raw, so it must be one JSON value
 	// or it could smuggle in more items. segmentio's validator is several
@@ -217,6 +243,9 @@ func (c *Client) Save(ctx context.Context, key string, value []byte, opts SaveOp
 func (c *Client) Delete(ctx context.Context, key, etag string) error {
 	if key == "" {
 		return ErrEmptyKey
+	}
+	if c.rpc != nil {
+		return c.deleteGRPC(ctx, key, etag)
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()

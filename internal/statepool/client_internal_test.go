@@ -90,3 +90,52 @@ func TestStatusCodeSpellsEveryStatusWithoutAllocating(t *testing.T) {
 		require.Zero(t, allocs, "status %d, which Dapr returns, allocates", code)
 	}
 }
+
+func TestParseGRPCEndpoint(t *testing.T) {
+	tests := []struct {
+		in   string
+		addr string
+		tls  bool
+		err  string // substring; empty: valid
+	}{
+		{in: "127.0.0.1:50001", addr: "127.0.0.1:50001"},
+		{in: "localhost:50001", addr: "localhost:50001"},
+		{in: "daprd:50001", addr: "daprd:50001"},
+		{in: ":50001", addr: "localhost:50001"},
+		{in: "[::1]:50001", addr: "[::1]:50001"},
+		{in: "http://127.0.0.1:50001", addr: "127.0.0.1:50001"},
+		{in: "http://daprd:50001/", addr: "daprd:50001"},
+		{in: "https://dapr.example.com:50001", addr: "dapr.example.com:50001", tls: true},
+		{in: "https://dapr.example.com", addr: "dapr.example.com:443", tls: true},
+		{in: "http://daprd", addr: "daprd:443"}, // as Dapr's SDKs
+		{in: "daprd", addr: "daprd:443"},
+		{in: "[::1]", addr: "[::1]:443"},
+		{in: "daprd:50001?tls=true", addr: "daprd:50001", tls: true},
+		{in: "daprd:50001?tls=false", addr: "daprd:50001"},
+		{in: "", err: "empty"},
+		{in: "dns:///daprd:50001", err: "not supported"},
+		{in: "unix:///tmp/dapr.sock", err: "not supported"},
+		{in: "unix:/tmp/dapr.sock", err: "not supported"},
+		{in: "vsock:2:50001", err: "not supported"},
+		{in: "ftp://daprd:50001", err: "scheme"},
+		{in: "http://daprd:50001/v1", err: "path"},
+		{in: "http://daprd:50001?tls=true", err: "query"},
+		{in: "daprd:50001?tls=yes", err: "tls"},
+		{in: "daprd:50001?x=1", err: "unknown query"},
+		{in: "daprd:0", err: "port"},
+		{in: "daprd:70000", err: "port"},
+		{in: "daprd:http", err: "port"},
+		{in: "a:b:c", err: "host:port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseGRPCEndpoint(tt.in)
+			if tt.err != "" {
+				require.ErrorContains(t, err, tt.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, grpcTarget{addr: tt.addr, tls: tt.tls}, got)
+		})
+	}
+}

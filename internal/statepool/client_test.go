@@ -22,13 +22,24 @@ import (
 )
 
 func TestStoreContract(t *testing.T) {
-	for _, mode := range []statepool.Mode{statepool.ModePooled, statepool.ModePerRequest} {
-		t.Run(string(mode), func(t *testing.T) {
+	for name, cfg := range map[string]statepool.Config{
+		"pooled":      {Mode: statepool.ModePooled},
+		"per-request": {Mode: statepool.ModePerRequest},
+		"grpc":        {Protocol: statepool.ProtocolGRPC},
+	} {
+		t.Run(name, func(t *testing.T) {
 			statetest.RunStoreContract(t, func(t *testing.T) (statetest.Store, *daprfake.Fake) {
 				f := newFake(t)
-				return newClient(t, f, statepool.Config{Mode: mode}), f
+				return newClient(t, f, cfg), f
 			})
 		})
+	}
+}
+
+// protocols runs test over HTTP (pooled) and gRPC.
+func protocols(t *testing.T, test func(t *testing.T, p statepool.Protocol)) {
+	for _, p := range []statepool.Protocol{statepool.ProtocolHTTP, statepool.ProtocolGRPC} {
+		t.Run(string(p), func(t *testing.T) { test(t, p) })
 	}
 }
 
@@ -38,9 +49,11 @@ func TestNewRejects(t *testing.T) {
 	require.Nil(t, c)
 }
 
-func TestArgumentErrors(t *testing.T) {
+func TestArgumentErrors(t *testing.T) { protocols(t, testArgumentErrors) }
+
+func testArgumentErrors(t *testing.T, p statepool.Protocol) {
 	f := newFake(t)
-	c := newClient(t, f, statepool.Config{})
+	c := newClient(t, f, statepool.Config{Protocol: p})
 	ctx := context.Background()
 
 	tests := []struct {
@@ -68,9 +81,11 @@ func TestArgumentErrors(t *testing.T) {
 		"argument errors must not reach Dapr")
 }
 
-func TestKeysArePathEscaped(t *testing.T) {
+func TestKeysArePathEscaped(t *testing.T) { protocols(t, testKeysArePathEscaped) }
+
+func testKeysArePathEscaped(t *testing.T, p statepool.Protocol) {
 	f := newFake(t)
-	c := newClient(t, f, statepool.Config{})
+	c := newClient(t, f, statepool.Config{Protocol: p})
 	ctx := context.Background()
 
 	for _, key := range []string{"a/b", "a b", "q?x=1", "h#frag", "pct%41", "ünï"} {
@@ -86,9 +101,11 @@ func TestKeysArePathEscaped(t *testing.T) {
 	}
 }
 
-func TestTTLRoundsUpToWholeSeconds(t *testing.T) {
+func TestTTLRoundsUpToWholeSeconds(t *testing.T) { protocols(t, testTTLRoundsUpToWholeSeconds) }
+
+func testTTLRoundsUpToWholeSeconds(t *testing.T, p statepool.Protocol) {
 	f := newFake(t)
-	c := newClient(t, f, statepool.Config{})
+	c := newClient(t, f, statepool.Config{Protocol: p})
 
 	tests := []struct {
 		ttl  time.Duration
@@ -158,7 +175,7 @@ func TestStatusErrorBodyTruncated(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 
-	c, err := statepool.New(statepool.Config{Endpoint: srv.URL})
+	c, err := statepool.New(statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: srv.URL})
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 
@@ -239,7 +256,7 @@ func TestConnectionRefusedIsFailure(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	var rec recorder
-	c, err := statepool.New(statepool.Config{Endpoint: "http://" + addr, Hooks: rec.hooks()})
+	c, err := statepool.New(statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: "http://" + addr, Hooks: rec.hooks()})
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 
@@ -314,7 +331,7 @@ func TestCheckNotFoundIsStatusError(t *testing.T) {
 			}))
 			t.Cleanup(srv.Close)
 			var rec recorder
-			c, err := statepool.New(statepool.Config{Endpoint: srv.URL, Hooks: rec.hooks()})
+			c, err := statepool.New(statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: srv.URL, Hooks: rec.hooks()})
 			require.NoError(t, err)
 			t.Cleanup(c.Close)
 

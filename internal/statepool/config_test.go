@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -20,16 +21,21 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"zero value", statepool.Config{}, ""},
 		{"full", statepool.Config{
+			Protocol: statepool.ProtocolHTTP,
 			Endpoint: "https://dapr:3500", StoreName: "s", Mode: statepool.ModePerRequest,
 			MaxConns: 10, IdleConnTimeout: time.Second, DialTimeout: time.Second,
 			ResponseHeaderTimeout: time.Second, RequestTimeout: time.Second,
 		}, ""},
-		{"bad scheme", statepool.Config{Endpoint: "ftp://x"}, "Endpoint"},
-		{"no host", statepool.Config{Endpoint: "http://"}, "Endpoint"},
-		{"query", statepool.Config{Endpoint: "http://x?a=1"}, "Endpoint"},
-		{"unparsable", statepool.Config{Endpoint: "http://[::1"}, "Endpoint"},
+		{"bad scheme", statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: "ftp://x"}, "Endpoint"},
+		{"no host", statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: "http://"}, "Endpoint"},
+		{"query", statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: "http://x?a=1"}, "Endpoint"},
+		{"unparsable", statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: "http://[::1"}, "Endpoint"},
 		{"store slash", statepool.Config{StoreName: "a/b"}, "StoreName"},
 		{"mode", statepool.Config{Mode: "pooling"}, "Mode"},
+		{"grpc", statepool.Config{Protocol: statepool.ProtocolGRPC, GRPCEndpoint: "http://daprd:50001"}, ""},
+		{"protocol", statepool.Config{Protocol: "grpc-web"}, "Protocol"},
+		{"grpc per-request", statepool.Config{Protocol: statepool.ProtocolGRPC, Mode: statepool.ModePerRequest}, "Mode"},
+		{"grpc endpoint", statepool.Config{Protocol: statepool.ProtocolHTTP, GRPCEndpoint: "unix:///var/run/dapr.sock"}, "GRPCEndpoint"},
 		{"negative max conns", statepool.Config{MaxConns: -1}, "MaxConns"},
 		{"idle timeout", statepool.Config{IdleConnTimeout: -1}, "IdleConnTimeout"},
 		{"dial timeout", statepool.Config{DialTimeout: -1}, "DialTimeout"},
@@ -49,9 +55,21 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+func TestGRPCPerRequestRefusedClearly(t *testing.T) {
+	err := statepool.Config{Protocol: statepool.ProtocolGRPC, Mode: statepool.ModePerRequest}.Validate()
+	require.EqualError(t, err, `statepool: invalid config: Mode: "per-request" is an HTTP benchmark baseline `+
+		`and cannot be used with protocol "grpc": use "pooled", or protocol "http"`)
+}
+
+func TestDefaultGRPCEndpointUsesDefaultPort(t *testing.T) {
+	require.Equal(t, "127.0.0.1:"+strconv.Itoa(statepool.DefaultGRPCPort), statepool.DefaultGRPCEndpoint)
+	require.Equal(t, statepool.ProtocolGRPC, statepool.DefaultProtocol)
+}
+
 func TestConfigStringShowsDefaults(t *testing.T) {
 	s := statepool.Config{MaxConns: 10}.String()
 	for _, want := range []string{
+		"Protocol:grpc ", "GRPCEndpoint:127.0.0.1:50001 ",
 		"Endpoint:http://127.0.0.1:3500", "StoreName:cartstore", "Mode:pooled",
 		"MaxConns:10 ", "RequestTimeout:10s",
 	} {

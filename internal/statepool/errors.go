@@ -7,11 +7,13 @@ import (
 )
 
 // ErrNotFound is returned by Get when the key holds no document. Dapr answers
-// 204 No Content for a missing key; 404 is treated the same way.
+// 204 No Content for a missing key (404 is treated the same way), and its
+// gRPC API answers OK with no data.
 var ErrNotFound = errors.New("statepool: key not found")
 
 // ErrETagMismatch is returned by Save and Delete when Dapr rejects the ETag
-// with 409 Conflict: the document changed (or vanished) since it was read.
+// with 409 Conflict, or gRPC status Aborted: the document changed (or
+// vanished) since it was read.
 // The caller should re-read and retry.
 var ErrETagMismatch = errors.New("statepool: etag mismatch")
 
@@ -29,8 +31,9 @@ var ErrInvalidValue = errors.New("statepool: value is not valid JSON")
 // acts, is the only remedy. StatusError and transport errors wrap them, so
 // errors.Is finds them.
 var (
-	// ErrUnauthorized: daprd refused the API token (401 or 403). The
-	// worker's DAPR_API_TOKEN does not match the sidecar's.
+	// ErrUnauthorized: daprd refused the API token (401 or 403; gRPC
+	// Unauthenticated or PermissionDenied). The worker's DAPR_API_TOKEN
+	// does not match the sidecar's.
 	ErrUnauthorized = errors.New("statepool: daprd refused the API token")
 	// ErrStoreNotFound: daprd has no state store of that name, or none at
 	// all (ERR_STATE_STORE_NOT_FOUND, ERR_STATE_STORES_NOT_CONFIGURED).
@@ -39,16 +42,25 @@ var (
 	ErrUnreachable = errors.New("statepool: daprd not reachable")
 )
 
-// ErrBadRequest is wrapped by a StatusError for any other 400: daprd refused
-// this particular request, for example a document it cannot save. Retrying
-// the same call cannot help.
+// ErrClosed is returned by calls made after Close with ProtocolGRPC: Close
+// closes the Client's one channel for good.
+var ErrClosed = errors.New("statepool: client closed")
+
+// ErrBadRequest is wrapped by a StatusError for any other 400, and by a
+// GRPCError for InvalidArgument: daprd refused this particular request, for
+// example a document it cannot save. Retrying the same call cannot help.
 var ErrBadRequest = errors.New("statepool: daprd rejected the request")
 
-// Dapr error codes that mean the store itself is missing.
+// Dapr error codes that mean the store itself is missing: the HTTP API's
+// errorCode, and the gRPC API's ErrorInfo reason (daprd 1.18 answers a
+// missing store with InvalidArgument DAPR_STATE_NOT_FOUND, and no store at
+// all with FailedPrecondition DAPR_STATE_NOT_CONFIGURED).
 var storeNotFoundCodes = map[string]bool{
 	"ERR_STATE_STORE_NOT_FOUND":       true,
 	"ERR_STATE_STORES_NOT_CONFIGURED": true,
 	"ERR_STATE_STORE_NOT_CONFIGURED":  true,
+	"DAPR_STATE_NOT_FOUND":            true,
+	"DAPR_STATE_NOT_CONFIGURED":       true,
 }
 
 // ErrInvalidConfig is wrapped by every error that Config.Validate returns.

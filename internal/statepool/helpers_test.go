@@ -50,11 +50,17 @@ func newFake(t testing.TB, opts ...daprfake.Option) *daprfake.Fake {
 	return f
 }
 
-// newClient builds a Client against f in cfg.Mode, closing its pool on
-// cleanup.
+// newClient builds a Client against f in cfg.Mode over cfg.Protocol,
+// closing its pool on cleanup.
 func newClient(t testing.TB, f *daprfake.Fake, cfg statepool.Config) *statepool.Client {
 	t.Helper()
 	cfg.Endpoint = f.URL()
+	if cfg.Protocol == "" {
+		cfg.Protocol = statepool.ProtocolHTTP // the tests name gRPC when they mean it
+	}
+	if cfg.Protocol == statepool.ProtocolGRPC {
+		cfg.GRPCEndpoint = f.GRPCAddr()
+	}
 	c, err := statepool.New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)

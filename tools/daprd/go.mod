@@ -1,6 +1,8 @@
 // Separate module that pins the Dapr sidecar (daprd) used by
 // scripts/build-images.sh. It is kept out of the main module so that
-// github.com/cartworker/cartworker never requires dapr.
+// github.com/cartworker/cartworker never builds daprd's runtime: the main
+// module requires github.com/dapr/dapr only for its generated gRPC protos
+// (pkg/proto/runtime/v1, pkg/proto/common/v1).
 //
 // Build (from this directory):
 //

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cartworker/cartworker/bench/loadkit"
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/money"
+)
+
+const batchMetrics = `# HELP cartworker_batch_size Commands of one cart applied together in one read-modify-write.
+# TYPE cartworker_batch_size histogram
+cartworker_batch_size_bucket{le="1"} 10
+cartworker_batch_size_bucket{le="2"} 40
+cartworker_batch_size_bucket{le="4"} 90
+cartworker_batch_size_bucket{le="8"} 100
+cartworker_batch_size_bucket{le="+Inf"} 100
+cartworker_batch_size_sum 350
+cartworker_batch_size_count 100
+cartworker_state_connections_opened_total 3
+`
+
+func TestParseBatchSizes(t *testing.T) {
+	h, err := parseBatchSizes(strings.NewReader(batchMetrics))
+	if err != nil || h == nil {
+		t.Fatalf("%v %v", h, err)
+	}
+	if h.Count != 100 || h.Sum != 350 || h.Mean != 3.5 || len(h.Buckets) != 5 {
+		t.Fatalf("%+v", h)
+	}
+	// 40 of 100 are at most 2, 90 at most 4: the median is in (2, 4].
+	if h.P50 != "4" || h.P90 != "4" || h.Max != "8" {
+		t.Errorf("p50 %s p90 %s max %s", h.P50, h.P90, h.Max)
+	}
+	before := &BatchSizes{Buckets: []Bucket{{"1", 10}, {"2", 10}, {"4", 10}, {"8", 10}, {"+Inf", 10}}, Sum: 10, Count: 10}
+	d := h.sub(before)
+	if d.Count != 90 || d.Sum != 340 || d.Buckets[0].Count != 0 || d.P50 != "4" {
+		t.Errorf("difference %+v", d)
+	}
+	sum := addBatch(h, h)
+	if sum.Count != 200 || sum.Sum != 700 || sum.Buckets[4].LE != "+Inf" || sum.Buckets[4].Count != 200 || sum.Mean != 3.5 {
+		t.Errorf("sum %+v", sum)
+	}
+	// A worker without the histogram: n/a, not an error.
+	if h, err := parseBatchSizes(strings.NewReader("cartworker_state_connections_opened_total 3\n")); err != nil || h != nil {
+		t.Errorf("absent histogram: %v %v", h, err)
+	}
+	// Labels besides le are summed over.
+	h, _ = parseBatchSizes(strings.NewReader(`cartworker_batch_size_bucket{type="a",le="1"} 2
+cartworker_batch_size_bucket{le="1",type="b"} 3
+cartworker_batch_size_bucket{type="a",le="+Inf"} 2
+cartworker_batch_size_bucket{type="b",le="+Inf"} 3
+cartworker_batch_size_sum{type="a"} 2
+cartworker_batch_size_sum{type="b"} 3
+cartworker_batch_size_count{type="a"} 2
+cartworker_batch_size_count{type="b"} 3
+`))
+	if h == nil || h.Count != 5 || h.Buckets[0].Count != 5 || h.Max != "1" {
+		t.Errorf("labelled %+v", h)
+	}
+}
+
+func TestBacklogCommands(t *testing.T) {
+	cmds := backlogCommands("bl-x", 3, 4)
+	seen := map[string]bool{}
+	for c, cart := range cmds {
+		if len(cart) != 5 || cart[0].Type != command.TypeCache {
+			t.Fatalf("cart %d: %d commands, first %s", c, len(cart), cart[0].Type)
+		}
+		for l, cmd := range cart {
+			if seen[cmd.ID] {
+				t.Fatalf("id %s twice", cmd.ID)
+			}
+			seen[cmd.ID] = true
+			if err := cmd.Validate(); err != nil {
+				t.Fatalf("%s: %v", cmd.ID, err)
+			}
+			if l > 0 && (cmd.Type != command.TypeAddItem || cmd.Items[0].ItemCode != loadkit.ItemFor(l).ItemCode) {
+				t.Fatalf("cart %d line %d: %+v", c, l, cmd)
+			}
+		}
+	}
+	// 137 + 174 + 211 + 248, one each.
+	if got := expectedSubtotal(4); got != money.FromInt(770) {
+		t.Errorf("subtotal %s", got)
+	}
+}
+
+func TestEventWatch(t *testing.T) {
+	w := newEventWatch([]string{"a", "b", "c"})
+	send := func(ev command.Event) {
+		b, _ := json.Marshal(ev)
+		w.handle(&nats.Msg{Data: b})
+	}
+	send(command.Event{CommandID: "a", Outcome: command.OutcomeApplied})
+	send(command.Event{CommandID: "a", Outcome: command.OutcomeApplied}) // counted once
+	send(command.Event{CommandID: "other", Outcome: command.OutcomeApplied})
+	send(command.Event{CommandID: "b", Outcome: command.OutcomeApplied, Duplicate: true})
+	select {
+	case <-w.done:
+		t.Fatal("done before every command")
+	default:
+	}
+	send(command.Event{CommandID: "c", CartID: "x", Type: command.TypeAddItem, Outcome: command.OutcomeRejected,
+		Error: &command.EventError{Code: command.CodeCartNotFound, Message: "no cart"}})
+	select {
+	case <-w.done:
+	case <-time.After(time.Second):
+		t.Fatal("not done")
+	}
+	if w.applied != 2 || w.rejected != 1 || w.duplicates != 1 || len(w.examples) != 1 || !strings.Contains(w.examples[0], "cart_not_found") {
+		t.Errorf("%+v", w)
+	}
+}
+
+func TestSummarizeBacklog(t *testing.T) {
+	runs := fakeBacklog()
+	ceiling := 400.0
+	s := summarizeBacklog(runs, &ceiling)
+	if len(s) != 2 {
+		t.Fatalf("%d summaries", len(s))
+	}
+	w := findBacklog(s, BacklogHot, loadkit.ModePooled)
+	if w == nil || *w.CommandsPerS != 1100 || *w.OverCeiling != 2.75 || w.TotalsOK || w.Failed != 1 || w.Batch == nil || w.Batch.Count != 2020 {
+		t.Fatalf("worker %+v", w)
+	}
+	p := findBacklog(s, BacklogHot, loadkit.ModeWatermill)
+	if p == nil || !p.TotalsOK || p.Batch != nil || !strings.HasPrefix(p.BatchNote, "n/a") {
+		t.Fatalf("peer %+v", p)
+	}
+}

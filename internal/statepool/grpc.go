@@ -1,0 +1,363 @@
+package statepool
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	sjson "github.com/segmentio/encoding/json"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// metadataAPIToken is the gRPC metadata key daprd reads the token from;
+// gRPC metadata keys are lower case.
+const metadataAPIToken = "dapr-api-token"
+
+// metadataTTL is the state item metadata key of a per-item TTL, in seconds,
+// as in the HTTP API.
+const metadataTTL = "ttlInSeconds"
+
+// reconnectBackoff bounds how long the channel waits between attempts to
+// reach a sidecar that is down. gRPC's default grows to two minutes, during
+// which every call fails at once without trying: a daprd restarted after a
+// few seconds would go unused for as long. The sidecar is local, so
+// retrying every second at worst costs nothing.
+var reconnectBackoff = backoff.Config{
+	BaseDelay:  100 * time.Millisecond,
+	Multiplier: 1.6,
+	Jitter:     0.2,
+	MaxDelay:   time.Second,
+}
+
+// flowWindow is the HTTP/2 flow-control window of the channel and of each
+// call. Setting it turns off gRPC's bandwidth-delay estimation, which
+// pings the server as data arrives to learn whether to grow the window past
+// the default 64 KiB; to a sidecar on the loopback that buys nothing, and
+// the pings cost both sides (12 of the 347 allocations of a get and save
+// in BenchmarkClientRoundTrip/grpc). 1 MiB holds the largest cart.
+const flowWindow = 1 << 20
+
+// grpcConn is a Client's one gRPC channel to daprd.
+type grpcConn struct {
+	conn   *grpc.ClientConn
+	api    runtimev1pb.DaprClient
+	closed atomic.Bool
+}
+
+// newGRPCConn creates the channel; it dials lazily, on the first call, so
+// New succeeds with daprd not yet up, as with HTTP. cfg has its defaults
+// applied and has passed Validate.
+func newGRPCConn(cfg Config) (*grpcConn, error) {
+	target, err := parseGRPCEndpoint(cfg.GRPCEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: tcpKeepAlive}
+	onDial := cfg.Hooks.OnDial
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		conn, err := dialer.DialContext(ctx, "tcp", addr)
+		if err == nil && onDial != nil {
+			onDial()
+		}
+		return conn, err
+	}
+	creds := insecure.NewCredentials()
+	if target.tls {
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithContextDialer(dial),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: cfg.DialTimeout}),
+		grpc.WithIdleTimeout(cfg.IdleConnTimeout),
+		grpc.WithUserAgent("cartworker"),
+		grpc.WithInitialWindowSize(flowWindow),
+		grpc.WithInitialConnWindowSize(flowWindow),
+	}
+	if cfg.APIToken != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{metadataAPIToken: cfg.APIToken}))
+	}
+	// passthrough hands the address to the dialer as written, which
+	// resolves it like the HTTP transport does.
+	conn, err := grpc.NewClient("passthrough:///"+target.addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &grpcConn{conn: conn, api: runtimev1pb.NewDaprClient(conn)}, nil
+}
+
+func (g *grpcConn) close() {
+	if g.closed.CompareAndSwap(false, true) {
+		_ = g.conn.Close()
+	}
+}
+
+// tokenCreds sends the API token as dapr-api-token metadata on every call.
+// The map is built once and only read by gRPC.
+type tokenCreds map[string]string
+
+func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return t, nil
+}
+
+// RequireTransportSecurity is false: daprd's gRPC API on the loopback or the
+// pod network is plaintext, as with HTTP.
+func (tokenCreds) RequireTransportSecurity() bool { return false }
+
+// saveMessages and deleteMessages are one call's request messages,
+// allocated together rather than one by one.
+type (
+	saveMessages struct {
+		req    runtimev1pb.SaveStateRequest
+		item   commonv1pb.StateItem
+		states [1]*commonv1pb.StateItem
+		etag   commonv1pb.Etag
+		opts   commonv1pb.StateOptions
+	}
+	deleteMessages struct {
+		req  runtimev1pb.DeleteStateRequest
+		etag commonv1pb.Etag
+		opts commonv1pb.StateOptions
+	}
+)
+
+func (c *Client) getGRPC(ctx context.Context, key string) (Entry, error) {
+	if c.rpc.closed.Load() {
+		return Entry{}, wrap(OpGet, key, ErrClosed)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	resp, err := c.rpc.api.GetState(ctx, &runtimev1pb.GetStateRequest{StoreName: c.store, Key: key})
+	if err != nil {
+		return Entry{}, c.rpcErr(ctx, OpGet, key, err, nil)
+	}
+	c.reportCode(OpGet, codes.OK)
+	// daprd answers a missing key with OK, no data and no ETag.
+	if len(resp.GetData()) == 0 {
+		return Entry{}, ErrNotFound
+	}
+	return Entry{Value: resp.GetData(), ETag: resp.GetEtag()}, nil
+}
+
+// saveGRPC sends the value as raw bytes, without a contentType: daprd stores
+// them as they are, where the HTTP API decodes the JSON and encodes it
+// again. Either reads back as the same JSON document.
+func (c *Client) saveGRPC(ctx context.Context, key string, value []byte, opts SaveOptions) error {
+	if !sjson.Valid(value) {
+		return ErrInvalidValue
+	}
+	if c.rpc.closed.Load() {
+		return wrap(OpSave, key, ErrClosed)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+
+	m := new(saveMessages)
+	m.item.Key = key
+	m.item.Value = value
+	if opts.ETag != "" {
+		m.etag.Value = opts.ETag
+		m.item.Etag = &m.etag
+		m.opts.Concurrency = commonv1pb.StateOptions_CONCURRENCY_FIRST_WRITE
+		m.item.Options = &m.opts
+	}
+	if opts.TTL > 0 {
+		secs := int64((opts.TTL + time.Second - 1) / time.Second)
+		m.item.Metadata = map[string]string{metadataTTL: strconv.FormatInt(secs, 10)}
+	}
+	m.states[0] = &m.item
+	m.req.StoreName = c.store
+	m.req.States = m.states[:]
+
+	if _, err := c.rpc.api.SaveState(ctx, &m.req); err != nil {
+		return c.rpcErr(ctx, OpSave, key, err, ErrETagMismatch)
+	}
+	c.reportCode(OpSave, codes.OK)
+	return nil
+}
+
+func (c *Client) deleteGRPC(ctx context.Context, key, etag string) error {
+	if c.rpc.closed.Load() {
+		return wrap(OpDelete, key, ErrClosed)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+
+	m := new(deleteMessages)
+	m.req.StoreName = c.store
+	m.req.Key = key
+	if etag != "" {
+		m.etag.Value = etag
+		m.opts.Concurrency = commonv1pb.StateOptions_CONCURRENCY_FIRST_WRITE
+		m.req.Etag, m.req.Options = &m.etag, &m.opts
+	}
+	if _, err := c.rpc.api.DeleteState(ctx, &m.req); err != nil {
+		return c.rpcErr(ctx, OpDelete, key, err, ErrETagMismatch)
+	}
+	c.reportCode(OpDelete, codes.OK)
+	return nil
+}
+
+// checkGRPC is Check over GetMetadata, which daprd guards with the API token
+// like the state calls.
+func (c *Client) checkGRPC(ctx context.Context) error {
+	if c.rpc.closed.Load() {
+		return wrap(OpCheck, "", ErrClosed)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	md, err := c.rpc.api.GetMetadata(ctx, &runtimev1pb.GetMetadataRequest{})
+	if err != nil {
+		return c.rpcErr(ctx, OpCheck, "", err, nil)
+	}
+	c.reportCode(OpCheck, codes.OK)
+	comps := md.GetRegisteredComponents()
+	return c.storeListed(len(comps), func(i int) (string, string) { return comps[i].GetName(), comps[i].GetType() })
+}
+
+// rpcErr turns a failed call's error into the client's errors and reports
+// the call. mismatch, when set, is what Aborted means for the operation:
+// daprd answers an ETag mismatch with it.
+func (c *Client) rpcErr(ctx context.Context, op, key string, err error, mismatch error) error {
+	st, _ := status.FromError(err)
+	code := st.Code()
+	c.reportCode(op, code)
+	// The call's own deadline or its caller's cancellation: report it as
+	// the context's error, as the HTTP client does, so that errors.Is and
+	// the breaker see a timeout or a cancellation.
+	if code == codes.DeadlineExceeded || code == codes.Canceled {
+		awaitDeadline(ctx, code)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return wrap(op, key, ctxErr)
+		}
+	}
+	if code == codes.Aborted && mismatch != nil {
+		return mismatch
+	}
+	return &GRPCError{
+		Op:        op,
+		Key:       key,
+		Code:      code,
+		Message:   st.Message(),
+		ErrorCode: errorInfoReason(st),
+		// Unavailable without a ready connection comes from the client's
+		// side: the channel could not connect (refused, timed out, or
+		// something that is no gRPC server answered), or lost its
+		// connection. daprd answering Unavailable itself leaves the
+		// connection ready.
+		unreachable: code == codes.Unavailable && c.rpc.conn.GetState() != connectivity.Ready,
+	}
+}
+
+// deadlineSlack is how close to the call's deadline a DeadlineExceeded
+// status counts as that deadline passing.
+const deadlineSlack = 50 * time.Millisecond
+
+// awaitDeadline waits for ctx's deadline when the server has just answered
+// DeadlineExceeded for it. gRPC sends the deadline along with the call, and
+// the server's timer can fire a moment before the client's, so the status
+// may arrive while ctx has not yet ended; the caller, the breaker above
+// all, must then still see its own deadline passed, not a server fault.
+func awaitDeadline(ctx context.Context, code codes.Code) {
+	if code != codes.DeadlineExceeded || ctx.Err() != nil {
+		return
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < deadlineSlack {
+		<-ctx.Done()
+	}
+}
+
+// errorInfoReason returns the reason of the status's ErrorInfo detail, where
+// daprd puts its error code (ERR_STATE_SAVE, DAPR_STATE_NOT_FOUND, ...).
+func errorInfoReason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetReason()
+		}
+	}
+	return ""
+}
+
+func (c *Client) reportCode(op string, code codes.Code) {
+	if c.hooks.OnRequest != nil {
+		c.hooks.OnRequest(op, code.String())
+	}
+}
+
+// GRPCError is returned when daprd's gRPC API answers a call with a status
+// the operation does not expect and that has no sentinel of its own, or
+// when the channel cannot reach daprd. It is the gRPC twin of StatusError.
+type GRPCError struct {
+	// Op is the operation: "get", "save", "delete" or "check".
+	Op string
+	// Key is the state key the call was for.
+	Key string
+	// Code is the gRPC status code.
+	Code codes.Code
+	// Message is the status message.
+	Message string
+	// ErrorCode is the reason of the status's ErrorInfo detail, Dapr's
+	// error code: ERR_STATE_SAVE, DAPR_STATE_NOT_FOUND, ...; "" when the
+	// status carried none.
+	ErrorCode string
+
+	// unreachable: the channel had no connection to daprd, so the
+	// Unavailable status came from the client's side.
+	unreachable bool
+}
+
+// Unwrap returns the class of the failure, so errors.Is matches
+// ErrUnreachable, ErrStoreNotFound, ErrUnauthorized or ErrBadRequest; nil
+// for other codes.
+func (e *GRPCError) Unwrap() error {
+	switch {
+	case e.unreachable:
+		return ErrUnreachable
+	case storeNotFoundCodes[e.ErrorCode]:
+		return ErrStoreNotFound
+	case e.Code == codes.Unauthenticated || e.Code == codes.PermissionDenied:
+		return ErrUnauthorized
+	case e.Code == codes.InvalidArgument:
+		return ErrBadRequest
+	}
+	return nil
+}
+
+// GRPCStatus lets status.FromError and status.Code read the code.
+func (e *GRPCError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+
+// Error implements error.
+func (e *GRPCError) Error() string {
+	var b strings.Builder
+	b.WriteString("statepool: ")
+	b.WriteString(e.Op)
+	b.WriteByte(' ')
+	b.WriteString(strconv.Quote(e.Key))
+	if e.unreachable {
+		b.WriteString(": daprd not reachable")
+	}
+	b.WriteString(": grpc status ")
+	b.WriteString(e.Code.String())
+	if e.ErrorCode != "" {
+		b.WriteString(" ")
+		b.WriteString(e.ErrorCode)
+	}
+	if e.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Message)
+	}
+	return b.String()
+}
