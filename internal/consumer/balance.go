@@ -29,15 +29,15 @@ import (
 // (the partitions over the live instances, which keep a key alive in the
 // members bucket) and gives back what is beyond it. Giving back, as at
 // shutdown or while the instance is not ready, never lets a command
-// overtake another: the instance stops pulling, settles every command of
-// the partition it holds, waits until no pull request of its own is left
-// on the server, and only then deletes the lease. JetStream redelivers the
+// overtake another: the instance stops pulling once its current fetch is
+// over (so no request of its own is left on the server), settles every
+// command of the partition it holds, and only then deletes the lease. JetStream redelivers the
 // commands it Nak'ed, in order, before anything newer.
 //
 // JetStream's pinned-client priority groups would do the pinning, but
 // nats-server 2.15 rotates its redelivery queue when a pinned consumer has
 // other clients' pull requests waiting, which redelivers a cart's commands
-// out of order (see TestRedeliveryOrder).
+// out of order (Naks of sequences 1, 2, 3 came back as 2, 3, 1).
 type leases struct {
 	w         *Worker
 	members   jetstream.KeyValue
@@ -53,6 +53,8 @@ type leases struct {
 	leaving map[int]bool
 	// held counts the messages of each partition this instance holds.
 	held map[int]int
+	// fetching holds the partitions with a fetch under way.
+	fetching map[int]bool
 	// changed is closed and replaced whenever owned or leaving changes,
 	// to wake the pullers.
 	changed chan struct{}
@@ -68,6 +70,7 @@ func newLeases(w *Worker, cons Consumers) *leases {
 		owned:     map[int]uint64{},
 		leaving:   map[int]bool{},
 		held:      map[int]int{},
+		fetching:  map[int]bool{},
 		changed:   make(chan struct{}),
 	}
 	return l
@@ -111,6 +114,13 @@ func (l *leases) mayPull(p int) (bool, <-chan struct{}) {
 	return ok && !l.leaving[p], l.changed
 }
 
+// pulling notes whether partition p's puller is fetching.
+func (l *leases) pulling(p int, on bool) {
+	l.mu.Lock()
+	l.fetching[p] = on
+	l.mu.Unlock()
+}
+
 // received notes a message of partition p taken by this instance.
 func (l *leases) received(p int) {
 	l.mu.Lock()
@@ -144,27 +154,76 @@ func (l *leases) run(ctx context.Context, done <-chan struct{}) {
 	defer wg.Wait()
 	t := time.NewTicker(balanceEvery)
 	defer t.Stop()
+	// A partition given back, or an instance joining or leaving, is acted
+	// on at once rather than at the next tick.
+	wake := make(chan struct{}, 1)
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	for _, kv := range []jetstream.KeyValue{l.bucket, l.members} {
+		wg.Go(func() { l.watch(watchCtx, kv, wake) })
+	}
 	for {
 		l.tick(ctx, &wg)
 		select {
+		case <-wake:
+			continue
 		case <-ctx.Done():
 			// Shutdown: the pullers stop now. Hand everything over once
 			// the pool is done and no pull request of this instance is
 			// left, so that another instance need not wait for the
 			// leases to expire.
 			bg := context.WithoutCancel(ctx)
-			gone := time.After(l.w.pullsGone())
 			select {
 			case <-done:
-				if l.w.js.Conn().IsConnected() {
-					<-gone
-					l.releaseAll(bg)
-				}
+				l.releaseAll(bg)
 			case <-time.After(l.w.cfg.ShutdownTimeout + l.w.pullsGone()):
 			}
 			l.forget(bg)
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// watch signals wake whenever a key of kv is deleted or, in the members
+// bucket, first created, until ctx ends.
+func (l *leases) watch(ctx context.Context, kv jetstream.KeyValue, wake chan<- struct{}) {
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return // the ticks still come
+	}
+	defer func() {
+		// Stop waits for the server; with NATS down the watch ends with
+		// the connection instead.
+		if l.w.js.Conn().IsConnected() {
+			_ = w.Stop()
+		}
+	}()
+	seen := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			joined := false
+			if kv == l.members && e.Operation() == jetstream.KeyValuePut && !seen[e.Key()] {
+				seen[e.Key()], joined = true, e.Key() != l.self
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				delete(seen, e.Key())
+			}
+			if e.Operation() != jetstream.KeyValuePut || joined {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}
 }
@@ -296,30 +355,28 @@ func (l *leases) excess(share int) []int {
 	return out
 }
 
-// release gives partition p back: its puller has stopped (leaving wakes
-// it); once every command of p this instance holds is settled and no pull
-// request of its own is left on the server, the lease is deleted.
+// release gives partition p back: its puller stops after its current
+// fetch (leaving tells it); once that fetch is over and every command of p
+// this instance holds is settled, no request of this instance is left on
+// the server and the lease is deleted.
 func (l *leases) release(ctx context.Context, p int) {
 	for {
 		l.mu.Lock()
-		held := l.held[p]
+		idle := l.held[p] == 0 && !l.fetching[p]
 		l.mu.Unlock()
-		if held == 0 {
+		if idle {
 			break
 		}
 		if !sleepCtx(ctx, drainPollDelay) {
 			return // shutdown: releaseAll takes over
 		}
 	}
-	if !sleepCtx(ctx, l.w.pullsGone()) {
-		return
-	}
 	l.drop(ctx, p)
 	l.w.log.Info("partition handed over", "partition", p)
 }
 
-// releaseAll gives every partition back at shutdown, once the pool has
-// settled everything and the pullers' requests are gone.
+// releaseAll gives every partition back at shutdown, once the pullers have
+// finished their fetches and the pool has settled everything.
 func (l *leases) releaseAll(ctx context.Context) {
 	if !l.w.js.Conn().IsConnected() {
 		return // the leases expire by themselves

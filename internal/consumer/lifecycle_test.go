@@ -66,8 +66,10 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	const shutdownTimeout = 3 * time.Second
 	e := newEnv(t)
 	obs1 := newObserver()
+	// Each command takes long enough that the first worker's last fetch
+	// (at most a second) ends before it has them all.
 	slow := newApplier(e.svc, func(ctx context.Context, _ command.Command) error {
-		return sleep(ctx, 100*time.Millisecond)
+		return sleep(ctx, 400*time.Millisecond)
 	})
 	// One partition and a buffer of two: the first worker holds two
 	// commands at a time, so shutdown finds some it never took.

@@ -84,15 +84,10 @@ func (w *Worker) leaseTTL() time.Duration {
 	return w.cfg.AckWait + w.pullsGone() + balanceEvery
 }
 
-// pullExpiry is how long one pull request waits: half of AckWait, between
-// the 1 s nats.go allows and maxPullExpiry.
-func (w *Worker) pullExpiry() time.Duration {
-	return min(max(time.Second, w.cfg.AckWait/2), maxPullExpiry)
-}
-
-// maxPullExpiry bounds pullExpiry, and so the hand-back, under a long
-// AckWait.
-const maxPullExpiry = 2 * time.Second
+// pullExpiry is how long one pull request waits: the least nats.go allows,
+// because a partition changes hands only once its holder's requests are
+// gone (pullsGone). An idle partition costs a pull request a second.
+func (w *Worker) pullExpiry() time.Duration { return time.Second }
 
 // backoff is the wait before a command that failed transiently for the
 // delivered-th time is tried again, in place or by NakWithDelay:

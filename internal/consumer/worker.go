@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -179,7 +178,9 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 				continue
 			}
 		}
+		r.leases.pulling(partition, true)
 		err = w.pull(ctx, cons, partition, pool, r)
+		r.leases.pulling(partition, false)
 	}
 	return err
 }
@@ -216,91 +217,100 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 	return subject
 }
 
-// pull feeds the pool from one pull iterator until shutdown begins, the gate
-// closes, the instance yields the partition (partition is -1 for a consumer
-// that is not a pinned partition), or delivery stops by itself.
+// pull feeds the pool from cons, one fetch at a time, until shutdown
+// begins, the gate closes, the instance gives the partition back (partition
+// is -1 for a consumer that is not a partition), or delivery stops by
+// itself. Each fetch is read to its end: a pull request is never abandoned
+// with commands on their way, which JetStream would redeliver only after
+// AckWait, behind their carts' later commands. So when pull returns, no
+// request of this instance is left on the server.
 func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition int, pool *keyedPool, r *run) error {
-	opts := []jetstream.PullMessagesOpt{
-		jetstream.PullMaxMessages(pullBatch),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false),
-	}
-	if partition >= 0 {
-		// Short pulls: when the instance gives the partition back, none
-		// of its requests may linger on the server (see pullsGone).
-		opts = append(opts, jetstream.PullExpiry(w.pullExpiry()))
-	}
-	iter, err := cons.Messages(opts...)
-	if err != nil {
-		return fmt.Errorf("pull from %s: %w", cons.CachedInfo().Name, err)
-	}
-	var (
-		wg      sync.WaitGroup
-		drained atomic.Bool
-	)
-	stopWatch := make(chan struct{})
-	closing := w.gate.closing()
-	wg.Go(func() {
-	watch:
-		for {
-			var changed <-chan struct{} // nil: never
-			if partition >= 0 {
-				var ok bool
-				if ok, changed = r.leases.mayPull(partition); !ok {
-					break // the partition is being given back
-				}
-			}
-			select {
-			case <-ctx.Done():
-				break watch
-			case <-closing:
-				break watch
-			case <-changed:
-			case <-stopWatch:
-				iter.Stop()
-				return
-			}
-		}
-		// Drain stops the pulls but still hands out what is buffered.
-		// It joins its cart's queue like any other message: while the
-		// gate is closed it waits there, and is handed back in its turn,
-		// after the cart's earlier commands, never before them.
-		drained.Store(true)
-		iter.Drain()
-	})
-	defer func() {
-		close(stopWatch)
-		wg.Wait()
-	}()
-
-	var lastErr error
-	for {
-		// NextContext(work) bounds the wait after shutdown even when NATS
-		// is unreachable and the drain cannot complete.
-		msg, err := iter.Next(jetstream.NextContext(r.work))
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || r.work.Err() != nil {
-				break
-			}
-			// Heartbeat and status hiccups are reported by the iterator and
-			// then recovered by it; wait a little rather than spin.
-			lastErr = err
-			w.log.Warn("pull from JetStream failed", "err", err)
-			sleepCtx(r.work, pullErrorDelay)
-			continue
-		}
-		r.beats.add(msg)
+	name := cons.CachedInfo().Name
+	failures := 0
+	var last uint64 // the consumer sequence of the last delivery taken
+	for ctx.Err() == nil && w.gate.err() == nil {
 		if partition >= 0 {
-			r.leases.received(partition)
+			if ok, _ := r.leases.mayPull(partition); !ok {
+				return nil
+			}
 		}
-		pool.submit(w.cartOf(msg), msg)
-	}
-	if !drained.Load() && ctx.Err() == nil {
-		// The iterator closed by itself (consumer deleted, connection
-		// closed): stopping quietly would leave a live process that consumes
-		// nothing, so fail and let the supervisor restart the worker.
-		return fmt.Errorf("%w: %w", ErrStopped, errors.Join(lastErr, jetstream.ErrMsgIteratorClosed))
+		batch, err := cons.Fetch(pullBatch, jetstream.FetchMaxWait(w.pullExpiry()))
+		if err == nil {
+			err = w.take(batch, partition, &last, pool, r)
+		}
+		switch {
+		case err == nil:
+			failures = 0
+		case errors.Is(err, errGap):
+			wait := w.cfg.AckWait + pullMargin
+			w.log.Warn("a delivery was lost on its way; waiting for its redelivery so that nothing overtakes it",
+				"consumer", name, "wait", wait)
+			sleepCtx(ctx, wait)
+			last = 0
+		case stopped(err):
+			// The consumer is gone or the connection closed for good:
+			// stopping quietly would leave a live process that consumes
+			// nothing, so fail and let the supervisor restart the worker.
+			return fmt.Errorf("%w: pull from %s: %w", ErrStopped, name, err)
+		case r.work.Err() != nil:
+			return nil
+		default:
+			// NATS is reconnecting, or a fetch hit a hiccup: wait a
+			// little rather than spin.
+			if failures++; failures == 1 {
+				w.log.Warn("pull from JetStream failed", "consumer", name, "err", err)
+			}
+			sleepCtx(ctx, pullErrorDelay)
+		}
 	}
 	return nil
+}
+
+// take hands a fetch's messages to the pool as they arrive, until the
+// fetch ends (nats.go ends it by its own timer even with NATS down).
+//
+// A partition's deliveries come to this instance alone, numbered one after
+// another by the consumer; a number skipped is a delivery lost on its way
+// (its server failed over, say), which JetStream redelivers only after
+// AckWait, and the commands after it could overtake it. So from a gap on,
+// take abandons the rest of the fetch too, and returns errGap: the puller
+// stays away until everything abandoned is due for redelivery, in order,
+// lost delivery first.
+func (w *Worker) take(batch jetstream.MessageBatch, partition int, last *uint64, pool *keyedPool, r *run) error {
+	gap := false
+	for msg := range batch.Messages() {
+		if partition >= 0 {
+			if md, err := msg.Metadata(); err == nil {
+				if *last != 0 && md.Sequence.Consumer != *last+1 {
+					gap = true
+				}
+				*last = md.Sequence.Consumer
+			}
+			if gap {
+				continue // left to expire, behind the lost delivery
+			}
+			r.leases.received(partition)
+		}
+		r.beats.add(msg)
+		pool.submit(w.cartOf(msg), msg)
+	}
+	if gap {
+		return errGap
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return err
+	}
+	return nil
+}
+
+// errGap: a delivery of the partition was lost on its way.
+var errGap = errors.New("a delivery was lost on its way")
+
+// stopped reports whether a pull failed for good: the consumer was deleted
+// or the connection closed.
+func stopped(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, nats.ErrConnectionClosed)
 }
 
 // pullBatch is the batch of each pull request: at most a partition's share
