@@ -40,7 +40,7 @@ func TestShutdownAcknowledgesBeforeReturning(t *testing.T) {
 	t.Cleanup(fake.Close)
 	// Slow state calls keep every pool slot busy when the stop comes, so
 	// the last acks are written just before run returns.
-	fake.SetDelay(5 * time.Millisecond)
+	fake.SetDelay(50 * time.Millisecond)
 	env := map[string]string{
 		"NATS_URL":           "nats://" + proxy.addr(),
 		"DAPR_HTTP_ENDPOINT": fake.URL(),
