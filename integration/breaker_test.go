@@ -32,7 +32,7 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 	nats := sharedStack(t)
 	// daprd on a fixed loopback port, so the worker keeps its endpoint
 	// across the stop and start.
-	st := newTestStack(t, stackOptions{daprHostPort: freePort(t)})
+	st := newTestStack(t, stackOptions{daprHostPort: freePort(t), daprGRPCHostPort: freePort(t)})
 	b := connectBus(ctx, t, nats.NATSURL)
 	w := inProcessWorker(t, "breaker", workerEnv(t, st, nats, map[string]string{
 		"WORKER_BREAKER_FAILURES":      "3",

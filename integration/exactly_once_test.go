@@ -83,6 +83,7 @@ func TestExactlyOnceThreeInstances(t *testing.T) {
 		})))
 	}
 	b.waitConsumer(ctx, t)
+	b.waitSpread(ctx, t, eoInstances)
 
 	carts := newCartIDs("eo", eoCarts)
 	cacheIDs := cacheCarts(ctx, t, b, carts)

@@ -63,6 +63,33 @@ func (b *bus) waitConsumer(ctx context.Context, t *testing.T) {
 	waitConsumers(ctx, t, b.js, b.partitions)
 }
 
+// waitSpread waits until n worker instances hold partition leases: the
+// partitions have spread over them, as they do a few seconds after
+// instances start.
+func (b *bus) waitSpread(ctx context.Context, t *testing.T, n int) {
+	t.Helper()
+	poll(ctx, t, 30*time.Second, "partitions spread over the instances", func() error {
+		kv, err := b.js.KeyValue(ctx, command.LeasesBucket)
+		if err != nil {
+			return err
+		}
+		keys, err := kv.ListKeys(ctx)
+		if err != nil {
+			return err
+		}
+		holders := map[string]bool{}
+		for k := range keys.Keys() {
+			if e, err := kv.Get(ctx, k); err == nil {
+				holders[string(e.Value())] = true
+			}
+		}
+		if len(holders) < n {
+			return fmt.Errorf("%d holders", len(holders))
+		}
+		return nil
+	})
+}
+
 // waitConsumers waits until CART_DLQ exists and CART_COMMANDS has the
 // strays consumer and the consumers of partitions 0..partitions-1. The
 // worker creates the strays consumer first, so finding it alone says

@@ -88,6 +88,7 @@ func TestScaleOutKeepsCartOrder(t *testing.T) {
 	// phase 3. Both reach daprd over a slow link.
 	procs := []*process{start("scale-0", soSlowDapr), start("scale-1", 0), start("scale-2", 0)}
 	b.waitConsumer(ctx, t)
+	b.waitSpread(ctx, t, len(procs))
 
 	// Phase 1: a burst of scans on three processes.
 	burst := newScan(b, "burst")

@@ -61,6 +61,8 @@ type stackOptions struct {
 	// loopback port, so that the worker keeps its endpoint across a daprd
 	// stop and start.
 	daprHostPort int
+	// daprGRPCHostPort does the same for daprd's gRPC port.
+	daprGRPCHostPort int
 }
 
 // stack is one network with its containers. Every host port is published
@@ -172,9 +174,9 @@ func startStack(ctx context.Context, name string, opts stackOptions) (st *stack,
 			FileMode:          0o644, // daprd runs as uid 65532
 		}),
 		publishOnLoopback(daprPort, opts.daprHostPort),
-		// The gRPC API, on a random host port: WORKER_STATE_PROTOCOL=grpc
-		// and the gRPC tests use it.
-		publishOnLoopback(daprGRPCPort, 0),
+		// The gRPC API, the worker's default transport: on a fixed port
+		// too when the HTTP one is, so that it survives a restart.
+		publishOnLoopback(daprGRPCPort, opts.daprGRPCHostPort),
 		testcontainers.WithWaitStrategyAndDeadline(startupTimeout, daprHealthy(),
 			wait.ForListeningPort(daprGRPCPort).SkipInternalCheck()),
 	); err != nil {

@@ -78,10 +78,10 @@ const unpinTimeout = time.Second
 // renewal. When an instance dies, every command it held must be due for
 // redelivery before another instance takes the partition: its pull
 // requests are gone after pullsGone, and what they or it still held is
-// redelivered after AckWait. A renewal every balanceEvery keeps a live
-// holder's lease.
+// redelivered after AckWait. A renewal every balanceEvery, well within it,
+// keeps a live holder's lease.
 func (w *Worker) leaseTTL() time.Duration {
-	return w.cfg.AckWait + w.pullsGone() + balanceEvery
+	return w.cfg.AckWait + w.pullsGone()
 }
 
 // pullExpiry is how long one pull request waits: the least nats.go allows,

@@ -226,6 +226,9 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 // request of this instance is left on the server.
 func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition int, pool *keyedPool, r *run) error {
 	name := cons.CachedInfo().Name
+	// A fetch asks for no more than the consumer lets be in flight: a
+	// stop takes effect after at most that many more commands.
+	size := min(pullBatch, max(1, cons.CachedInfo().Config.MaxAckPending))
 	failures := 0
 	var last uint64 // the consumer sequence of the last delivery taken
 	for ctx.Err() == nil && w.gate.err() == nil {
@@ -234,7 +237,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition in
 				return nil
 			}
 		}
-		batch, err := cons.Fetch(pullBatch, jetstream.FetchMaxWait(w.pullExpiry()))
+		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(w.pullExpiry()))
 		if err == nil {
 			err = w.take(batch, partition, &last, pool, r)
 		}
