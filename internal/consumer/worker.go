@@ -239,7 +239,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition in
 		}
 		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(w.pullExpiry()))
 		if err == nil {
-			err = w.take(batch, partition, &last, pool, r)
+			err = w.take(ctx, batch, partition, &last, pool, r)
 		}
 		switch {
 		case err == nil:
@@ -279,9 +279,27 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition in
 // take abandons the rest of the fetch too, and returns errGap: the puller
 // stays away until everything abandoned is due for redelivery, in order,
 // lost delivery first.
-func (w *Worker) take(batch jetstream.MessageBatch, partition int, last *uint64, pool *keyedPool, r *run) error {
+func (w *Worker) take(ctx context.Context, batch jetstream.MessageBatch, partition int, last *uint64, pool *keyedPool, r *run) error {
 	gap := false
-	for msg := range batch.Messages() {
+	msgs, stop := batch.Messages(), ctx.Done()
+fetch:
+	for {
+		var msg jetstream.Msg
+		select {
+		case <-stop:
+			if !w.js.Conn().IsConnected() {
+				// Nothing can arrive with NATS down: stop waiting for the
+				// fetch to time out, so that shutdown is not held up.
+				return nil
+			}
+			stop = nil // read the fetch to its end
+			continue
+		case m, ok := <-msgs:
+			if !ok {
+				break fetch
+			}
+			msg = m
+		}
 		if partition >= 0 {
 			if md, err := msg.Metadata(); err == nil {
 				if *last != 0 && md.Sequence.Consumer != *last+1 {
