@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -283,7 +284,7 @@ func (l *leases) renew(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
 	l.mu.Lock()
-	owned := copyOwned(l.owned)
+	owned := maps.Clone(l.owned)
 	l.mu.Unlock()
 	for p, rev := range owned {
 		next, err := l.bucket.Update(ctx, leaseKey(p), []byte(l.self), rev)
@@ -382,7 +383,7 @@ func (l *leases) releaseAll(ctx context.Context) {
 		return // the leases expire by themselves
 	}
 	l.mu.Lock()
-	owned := copyOwned(l.owned)
+	owned := maps.Clone(l.owned)
 	l.mu.Unlock()
 	for p := range owned {
 		l.drop(ctx, p)
@@ -414,19 +415,10 @@ func (l *leases) forget(ctx context.Context) {
 	if !l.w.js.Conn().IsConnected() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, unpinTimeout)
+	ctx, cancel := context.WithTimeout(ctx, forgetTimeout)
 	defer cancel()
 	_ = l.members.Delete(ctx, l.self)
 }
 
 // leaseKey is partition p's key in the partitions bucket.
 func leaseKey(p int) string { return "p" + strconv.Itoa(p) }
-
-// copyOwned returns a copy of m.
-func copyOwned(m map[int]uint64) map[int]uint64 {
-	out := make(map[int]uint64, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}

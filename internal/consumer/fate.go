@@ -143,7 +143,7 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 	case fateAck:
 		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
 		if err := w.emit(ev); err != nil {
-			return w.retry(r, msg, md, cmd.ID, err)
+			return w.retry(r, d, err)
 		}
 		w.settle(msg, msg.Ack(), "ack")
 		if res.Duplicate {
@@ -151,7 +151,7 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 		}
 		return LabelApplied
 	case fateReject:
-		return w.reject(r, msg, md, cmd, v.code, err)
+		return w.reject(r, d, v.code, err)
 	case fateDeadLetter:
 		reason := err.Error()
 		if inv := (*command.InvalidError)(nil); errors.As(err, &inv) {
@@ -168,44 +168,39 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 		w.settle(msg, msg.Nak(), "nak")
 		return v.outcome
 	default:
-		return w.retry(r, msg, md, cmd.ID, err)
+		return w.retry(r, d, err)
 	}
 }
 
 // retry counts a transient failure of the command and Naks it with
 // exponential backoff, or dead-letters it once it has failed MaxDeliver
 // times.
-func (w *Worker) retry(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID string, err error) string {
-	// The work context may be cancelled already; the count and the dead
-	// letter must still get out.
+func (w *Worker) retry(r *run, d *delivery, err error) string {
+	// The work context may be cancelled already; the dead letter must
+	// still get out.
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
-	failed, cerr := r.failures.add(ctx, md.Sequence.Stream)
-	if cerr != nil {
-		// Without the shared count, JetStream's delivery count is the
-		// closest bound: never retry forever.
-		failed = int(md.NumDelivered)
-		w.log.Warn("failure count not stored; counting deliveries", "subject", w.subject(msg), "err", cerr)
-	}
+	failed := w.countFailure(r, []*delivery{d}, 1)
 	if failed >= w.cfg.MaxDeliver {
-		return w.deadLetter(ctx, msg, md, cmdID, command.CodeMaxDeliveries,
+		return w.deadLetter(ctx, d.msg, d.md, d.cmd.ID, command.CodeMaxDeliveries,
 			fmt.Sprintf("failed %d times, last: %v", failed, err))
 	}
 	delay := w.backoff(uint64(failed))
 	w.log.Warn("command failed, will retry",
-		"subject", w.subject(msg), "command_id", cmdID, "failures", failed, "delivery", md.NumDelivered, "retry_in", delay, "err", err)
-	w.settle(msg, msg.NakWithDelay(delay), "nak")
+		"subject", w.subject(d.msg), "command_id", d.cmd.ID, "failures", failed, "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)
+	w.settle(d.msg, d.msg.NakWithDelay(delay), "nak")
 	return LabelRetry
 }
 
 // reject acks a valid command that the cart refuses and tells the publisher.
-func (w *Worker) reject(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata, cmd command.Command, code string, cause error) string {
+func (w *Worker) reject(r *run, d *delivery, code string, cause error) string {
+	msg, cmd := d.msg, d.cmd
 	ev := command.Event{
 		CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,
 		Error: &command.EventError{Code: code, Message: cause.Error()},
 	}
 	if err := w.emit(ev); err != nil {
-		return w.retry(r, msg, md, cmd.ID, err)
+		return w.retry(r, d, err)
 	}
 	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "err", cause)
 	w.settle(msg, msg.Ack(), "ack")

@@ -174,10 +174,13 @@ func (w *Worker) apply(r *run, ds []*delivery) ([]cartcache.Outcome, error) {
 		if decide(err, false).fate != fateRetry {
 			return nil, err
 		}
-		failed := w.countFailure(r, ds, attempt, err)
+		failed := w.countFailure(r, ds, attempt)
 		if failed >= w.cfg.MaxDeliver {
 			return nil, &exhaustedError{err: err, failed: failed}
 		}
+		w.log.Warn("command failed, will retry",
+			"subject", w.subject(ds[0].msg), "cart_id", ds[0].cmd.CartID, "command_id", ds[0].cmd.ID, "batch", len(ds),
+			"failures", failed, "retry_in", w.backoff(uint64(failed)), "err", err)
 		for _, d := range ds {
 			w.cfg.Observer.CommandDone(d.typ, LabelRetry, time.Since(start))
 		}
@@ -187,11 +190,11 @@ func (w *Worker) apply(r *run, ds []*delivery) ([]cartcache.Outcome, error) {
 	}
 }
 
-// countFailure records one more transient failure of every delivery and
-// returns the most any of them has had. Without the shared count,
-// JetStream's delivery count plus the attempts here is the closest bound:
-// never retry forever.
-func (w *Worker) countFailure(r *run, ds []*delivery, attempt int, cause error) int {
+// countFailure records one more transient failure of every delivery, the
+// attempt-th in this hold, and returns the most any of them has had.
+// Without the shared count, JetStream's delivery count plus the attempts
+// here is the closest bound: never retry forever.
+func (w *Worker) countFailure(r *run, ds []*delivery, attempt int) int {
 	// The work context may be cancelled already; the count must still get
 	// out.
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
@@ -205,10 +208,6 @@ func (w *Worker) countFailure(r *run, ds []*delivery, attempt int, cause error) 
 		}
 		most = max(most, failed)
 	}
-	d := ds[0]
-	w.log.Warn("command failed, will retry",
-		"subject", w.subject(d.msg), "cart_id", d.cmd.CartID, "command_id", d.cmd.ID, "batch", len(ds),
-		"failures", most, "retry_in", w.backoff(uint64(most)), "err", cause)
 	return most
 }
 

@@ -70,9 +70,9 @@ const (
 	memberTTL    = 3 * balanceEvery
 )
 
-// unpinTimeout bounds removing the member key at shutdown, which must not
-// overrun ShutdownTimeout: a key not removed expires by itself.
-const unpinTimeout = time.Second
+// forgetTimeout bounds removing the member key, which must not hold up a
+// shutdown: a key not removed expires by itself.
+const forgetTimeout = time.Second
 
 // leaseTTL is how long a partition's lease outlives its holder's last
 // renewal. When an instance dies, every command it held must be due for

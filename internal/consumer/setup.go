@@ -190,7 +190,7 @@ func (w *Worker) ensureConsumer(ctx context.Context, name, filter, desc string, 
 }
 
 // partitionBuffer is how many of a partition's commands its instance may
-// hold: an equal share of Buffer, so that an instance pinned to every
+// hold: an equal share of Buffer, so that an instance holding every
 // partition holds Buffer at most.
 func (w *Worker) partitionBuffer() int {
 	return max(1, w.cfg.Buffer/w.cfg.Partitions)
