@@ -258,12 +258,19 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition in
 		case r.work.Err() != nil:
 			return nil
 		default:
-			// NATS is reconnecting, or a fetch hit a hiccup: wait a
-			// little rather than spin.
+			// NATS is reconnecting, or its server failed over: wait rather
+			// than spin. A failed fetch of a partition may have lost
+			// deliveries the new consumer leader does not know were made,
+			// and numbers afresh, so no gap shows: the partition waits, as
+			// after a gap, until whatever was lost is due for redelivery.
 			if failures++; failures == 1 {
 				w.log.Warn("pull from JetStream failed", "consumer", name, "err", err)
 			}
-			sleepCtx(ctx, pullErrorDelay)
+			wait := pullErrorDelay
+			if partition >= 0 {
+				wait, last = w.cfg.AckWait+pullMargin, 0
+			}
+			sleepCtx(ctx, wait)
 		}
 	}
 	return nil
