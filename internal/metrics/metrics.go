@@ -5,6 +5,8 @@ package metrics
 
 import (
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +29,12 @@ type Metrics struct {
 	redeliveries  prometheus.Counter
 	deadLetters   prometheus.Counter
 	batchSize     prometheus.Histogram
+	inflight      prometheus.Gauge
+	dlqDepth      prometheus.Gauge
+	stateDuration *prometheus.HistogramVec
+	buildInfo     *prometheus.GaugeVec
+	pending       prometheus.Gauge
+	ready         prometheus.Gauge
 }
 
 var _ consumer.Observer = (*Metrics)(nil)
@@ -71,9 +79,37 @@ func New() *Metrics {
 			// Powers of two up to the largest batch allowed by default.
 			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cartworker_inflight_commands",
+			Help: "Commands this instance holds: pulled from NATS and not yet acked, nakked or terminated.",
+		}),
+		dlqDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cartworker_dead_letter_stream_messages",
+			Help: "Messages in the dead-letter stream (CART_DLQ), sampled.",
+		}),
+		stateDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "cartworker_state_request_duration_seconds",
+			Help: "Duration of Dapr state API calls, by op (get, save, delete) and result code.",
+			// A pooled local sidecar answers in about a millisecond; the top
+			// buckets catch the timeouts.
+			Buckets: []float64{.00025, .0005, .001, .002, .004, .008, .016, .032, .064, .128, .256, .512, 1, 2, 5},
+		}, []string{"op", "code"}),
+		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cartworker_build_info",
+			Help: "Always 1; its labels name the build (version, revision, goversion).",
+		}, []string{"version", "revision", "goversion"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cartworker_consumer_pending_messages",
+			Help: "Consumer lag: commands in the partitions this instance owns that no consumer has been delivered yet, sampled.",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cartworker_ready",
+			Help: "1 while the instance is ready to apply commands, else 0 (the reason is in /readyz and the log).",
+		}),
 	}
 	m.reg.MustRegister(
 		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters, m.batchSize,
+		m.inflight, m.dlqDepth, m.stateDuration, m.buildInfo, m.pending, m.ready,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -113,3 +149,31 @@ func (m *Metrics) Handler() http.Handler {
 
 // Registry exposes the registry, for tests that read values back.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Names lists the names of the metrics the worker exports under its own
+// prefix, for tests that check dashboards and alert rules against them.
+func Names() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		New().reg.Describe(ch)
+		close(ch)
+	}()
+	var names []string
+	for d := range ch {
+		// Desc has no accessor for its name; its String is stable:
+		// Desc{fqName: "name", help: ...}.
+		s := d.String()
+		const key = `fqName: "`
+		i := strings.Index(s, key)
+		if i < 0 {
+			continue
+		}
+		s = s[i+len(key):]
+		name := s[:strings.IndexByte(s, '"')]
+		if strings.HasPrefix(name, "cartworker_") {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}

@@ -54,3 +54,15 @@ func TestRegistriesAreIndependent(t *testing.T) {
 	a.Redelivered()
 	require.Equal(t, 0.0, testutil.ToFloat64(b.redeliveries))
 }
+
+func TestNamesListsTheWorkersMetrics(t *testing.T) {
+	names := Names()
+	for _, want := range []string{
+		"cartworker_commands_total", "cartworker_inflight_commands", "cartworker_dead_letter_stream_messages",
+		"cartworker_state_request_duration_seconds", "cartworker_build_info", "cartworker_consumer_pending_messages",
+		"cartworker_ready", "cartworker_breaker_state",
+	} {
+		require.Contains(t, names, want)
+	}
+	require.NotContains(t, names, "go_goroutines", "only the worker's own prefix")
+}
