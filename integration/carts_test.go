@@ -30,7 +30,7 @@ func daprGet(ctx context.Context, daprURL, token, key string) (e statepool.Entry
 	c, err := statepool.New(statepool.Config{
 		Protocol: statepool.ProtocolHTTP,
 		Endpoint: daprURL, StoreName: "cartstore", APIToken: token, RequestTimeout: 5 * time.Second,
-		Hooks: statepool.Hooks{OnRequest: func(_, got string) { code = got }},
+		Hooks: statepool.Hooks{OnRequest: func(_, got string, _ time.Duration) { code = got }},
 	})
 	if err != nil {
 		return statepool.Entry{}, 0, err

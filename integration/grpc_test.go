@@ -41,7 +41,7 @@ type codedClient struct {
 func newCodedClient(t *testing.T, cfg statepool.Config) *codedClient {
 	t.Helper()
 	c := &codedClient{}
-	cfg.Hooks.OnRequest = func(_, code string) {
+	cfg.Hooks.OnRequest = func(_, code string, _ time.Duration) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.last = code

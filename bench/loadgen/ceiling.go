@@ -28,7 +28,7 @@ func newPoolClient(endpoint, store, token string) (*poolClient, error) {
 		Endpoint: endpoint, StoreName: store, APIToken: token, Mode: statepool.ModePooled,
 		Hooks: statepool.Hooks{
 			OnDial:    func() { p.dials.Add(1) },
-			OnRequest: func(string, string) { p.calls.Add(1) },
+			OnRequest: func(string, string, time.Duration) { p.calls.Add(1) },
 		},
 	})
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -32,6 +34,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("starting", "config", cfg)
 
 	m := metrics.New()
+	m.SetBuildInfo(buildInfo())
 	stateCfg := cfg.State
 	stateCfg.Hooks = m.StateHooks()
 	state, err := statepool.New(stateCfg)
@@ -78,6 +81,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return w.Ready()
 	}
+	m.ReadyFrom(ready)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("WORKER_HTTP_ADDR: %w", err)
@@ -112,4 +116,19 @@ func NewLogger(cfg config.Config, out io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(out, opts))
 	}
 	return slog.New(slog.NewJSONHandler(out, opts))
+}
+
+// buildInfo reads the worker's version, VCS revision and Go version from
+// the binary, as the go command recorded them.
+func buildInfo() (version, revision, goVersion string) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "", "", runtime.Version()
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			revision = s.Value
+		}
+	}
+	return bi.Main.Version, revision, bi.GoVersion
 }

@@ -231,6 +231,16 @@ type Observer interface {
 	// Batch is called for every read-modify-write of a cart with the
 	// number of commands it applied together.
 	Batch(commands int)
+	// InFlight is called with +1 for every command the instance takes
+	// from NATS and with minus the count of a batch once it is settled
+	// (acked, nakked or terminated).
+	InFlight(delta int)
+	// Lag is called, every sampleEvery, with the commands not yet
+	// delivered in the partitions this instance owns.
+	Lag(messages uint64)
+	// DeadLetterDepth is called, every sampleEvery, with the number of
+	// messages in the dead-letter stream.
+	DeadLetterDepth(messages uint64)
 }
 
 type nopObserver struct{}
@@ -239,3 +249,6 @@ func (nopObserver) CommandDone(string, string, time.Duration) {}
 func (nopObserver) Redelivered()                              {}
 func (nopObserver) DeadLettered()                             {}
 func (nopObserver) Batch(int)                                 {}
+func (nopObserver) InFlight(int)                              {}
+func (nopObserver) Lag(uint64)                                {}
+func (nopObserver) DeadLetterDepth(uint64)                    {}

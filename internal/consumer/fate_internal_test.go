@@ -63,8 +63,11 @@ func (o *outcomes) CommandDone(typ, outcome string, _ time.Duration) {
 	o.done = append(o.done, typ+"/"+outcome)
 }
 
-func (o *outcomes) Redelivered() {}
-func (o *outcomes) Batch(int)    {}
+func (o *outcomes) Redelivered()           {}
+func (o *outcomes) Batch(int)              {}
+func (o *outcomes) InFlight(int)           {}
+func (o *outcomes) Lag(uint64)             {}
+func (o *outcomes) DeadLetterDepth(uint64) {}
 
 func (o *outcomes) DeadLettered() {
 	o.mu.Lock()

@@ -506,6 +506,9 @@ type recObserver struct {
 	redelivered  int
 	deadLettered int
 	batches      []int
+	inflight     int
+	lag, dlq     uint64
+	sampled      bool
 }
 
 func newObserver() *recObserver { return &recObserver{done: map[[2]string]int{}} }
@@ -532,6 +535,32 @@ func (o *recObserver) Batch(n int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.batches = append(o.batches, n)
+}
+
+func (o *recObserver) InFlight(delta int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.inflight += delta
+}
+
+func (o *recObserver) Lag(n uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.lag, o.sampled = n, true
+}
+
+func (o *recObserver) DeadLetterDepth(n uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dlq = n
+}
+
+// gauges returns the in-flight count and the last lag and dead-letter
+// depth sampled, and whether a lag was sampled at all.
+func (o *recObserver) gauges() (inflight int, lag, dlq uint64, sampled bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.inflight, o.lag, o.dlq, o.sampled
 }
 
 // batchSizes returns the size of every batch applied so far.
@@ -564,7 +593,8 @@ func (o *recObserver) counts() (redelivered, deadLettered int) {
 func (o *recObserver) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return fmt.Sprintf("done=%v redelivered=%d dead_lettered=%d", o.done, o.redelivered, o.deadLettered)
+	return fmt.Sprintf("done=%v redelivered=%d dead_lettered=%d inflight=%d lag=%d dlq=%d",
+		o.done, o.redelivered, o.deadLettered, o.inflight, o.lag, o.dlq)
 }
 
 // recApplier is a consumer.Applier that records concurrency and calls, then

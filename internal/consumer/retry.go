@@ -111,3 +111,8 @@ func doubling(base, limit time.Duration, attempt int) time.Duration {
 	}
 	return min(d, limit)
 }
+
+// sampleEvery is how often an instance samples its consumers' lag and the
+// dead-letter stream's depth: a few info requests, cheap next to a
+// Prometheus scrape interval.
+const sampleEvery = 10 * time.Second

@@ -89,6 +89,7 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	bg.Go(func() { r.beats.run(beatCtx, w.cfg.AckWait/3) })
 	poolDone := make(chan struct{})
 	bg.Go(func() { r.leases.run(probeCtx, poolDone) })
+	bg.Go(func() { w.sample(probeCtx, r, cons) })
 	defer func() {
 		stopProbes()
 		stopBeats()
@@ -97,6 +98,7 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 
 	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.BatchMax, w.cfg.BatchMaxBytes, func(msgs []jetstream.Msg) {
 		w.handleBatch(r, msgs)
+		w.cfg.Observer.InFlight(-len(msgs))
 		for _, msg := range msgs {
 			r.beats.remove(msg)
 			if p, ok := w.cfg.Subjects.PartitionOf(msg.Subject()); ok {
@@ -320,6 +322,7 @@ fetch:
 			r.leases.received(partition)
 		}
 		r.beats.add(msg)
+		w.cfg.Observer.InFlight(1)
 		pool.submit(w.cartOf(msg), msg)
 	}
 	if gap {

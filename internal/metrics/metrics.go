@@ -4,9 +4,11 @@
 package metrics
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +36,10 @@ type Metrics struct {
 	stateDuration *prometheus.HistogramVec
 	buildInfo     *prometheus.GaugeVec
 	pending       prometheus.Gauge
-	ready         prometheus.Gauge
+	ready         prometheus.GaugeFunc
+	// readyCheck is the instance's readiness check, which the ready gauge
+	// runs at every scrape.
+	readyCheck atomic.Pointer[func() error]
 }
 
 var _ consumer.Observer = (*Metrics)(nil)
@@ -102,11 +107,16 @@ func New() *Metrics {
 			Name: "cartworker_consumer_pending_messages",
 			Help: "Consumer lag: commands in the partitions this instance owns that no consumer has been delivered yet, sampled.",
 		}),
-		ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "cartworker_ready",
-			Help: "1 while the instance is ready to apply commands, else 0 (the reason is in /readyz and the log).",
-		}),
 	}
+	m.ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cartworker_ready",
+		Help: "1 while the instance is ready to apply commands, else 0 (the reason is in /readyz and the log).",
+	}, func() float64 {
+		if check := m.readyCheck.Load(); check != nil && (*check)() == nil {
+			return 1
+		}
+		return 0
+	})
 	m.reg.MustRegister(
 		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters, m.batchSize,
 		m.inflight, m.dlqDepth, m.stateDuration, m.buildInfo, m.pending, m.ready,
@@ -131,11 +141,36 @@ func (m *Metrics) DeadLettered() { m.deadLetters.Inc() }
 // Batch implements consumer.Observer.
 func (m *Metrics) Batch(commands int) { m.batchSize.Observe(float64(commands)) }
 
+// InFlight implements consumer.Observer.
+func (m *Metrics) InFlight(delta int) { m.inflight.Add(float64(delta)) }
+
+// Lag implements consumer.Observer.
+func (m *Metrics) Lag(messages uint64) { m.pending.Set(float64(messages)) }
+
+// DeadLetterDepth implements consumer.Observer.
+func (m *Metrics) DeadLetterDepth(messages uint64) { m.dlqDepth.Set(float64(messages)) }
+
+// ReadyFrom makes cartworker_ready report check, the instance's readiness
+// check (nil when ready), at every scrape; before it is called the gauge
+// reads 0.
+func (m *Metrics) ReadyFrom(check func() error) { m.readyCheck.Store(&check) }
+
+// SetBuildInfo records the build's version and VCS revision, as read from
+// the binary by runtime/debug; an empty version or revision is exported as
+// "unknown".
+func (m *Metrics) SetBuildInfo(version, revision, goVersion string) {
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(cmp.Or(version, "unknown"), cmp.Or(revision, "unknown"), goVersion).Set(1)
+}
+
 // StateHooks feeds the state client's calls and dials into the metrics.
 func (m *Metrics) StateHooks() statepool.Hooks {
 	return statepool.Hooks{
-		OnDial:    m.dials.Inc,
-		OnRequest: func(op, code string) { m.stateRequests.WithLabelValues(op, code).Inc() },
+		OnDial: m.dials.Inc,
+		OnRequest: func(op, code string, d time.Duration) {
+			m.stateRequests.WithLabelValues(op, code).Inc()
+			m.stateDuration.WithLabelValues(op, code).Observe(d.Seconds())
+		},
 	}
 }
 

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -23,9 +24,9 @@ func TestMetricsRecordAndServe(t *testing.T) {
 	m.Batch(20)
 	hooks := m.StateHooks()
 	hooks.OnDial()
-	hooks.OnRequest("get", "200")
-	hooks.OnRequest("get", "200")
-	hooks.OnRequest("save", "409")
+	hooks.OnRequest("get", "200", 2*time.Millisecond)
+	hooks.OnRequest("get", "200", 2*time.Millisecond)
+	hooks.OnRequest("save", "409", 2*time.Millisecond)
 	m.SetBreakerState(breaker.StateOpen)
 
 	require.Equal(t, 2.0, testutil.ToFloat64(m.commands.WithLabelValues("add-item", "applied")))
@@ -46,6 +47,37 @@ func TestMetricsRecordAndServe(t *testing.T) {
 		`cartworker_batch_size_bucket{le="1"} 1`, `cartworker_batch_size_bucket{le="32"} 2`, "cartworker_batch_size_sum 21",
 	} {
 		require.Contains(t, rec.Body.String(), name)
+	}
+}
+
+func TestOperatorGauges(t *testing.T) {
+	m := New()
+	require.Equal(t, 0.0, testutil.ToFloat64(m.ready), "not ready before a check is set")
+	var notReady error
+	m.ReadyFrom(func() error { return notReady })
+	require.Equal(t, 1.0, testutil.ToFloat64(m.ready))
+	notReady = errors.New("daprd unreachable")
+	require.Equal(t, 0.0, testutil.ToFloat64(m.ready), "the gauge runs the check at every scrape")
+
+	m.InFlight(3)
+	m.InFlight(-2)
+	m.Lag(42)
+	m.DeadLetterDepth(7)
+	m.SetBuildInfo("v1.2.3", "", "go1.26")
+	m.StateHooks().OnRequest("get", "OK", 3*time.Millisecond)
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, line := range []string{
+		"cartworker_inflight_commands 1",
+		"cartworker_consumer_pending_messages 42",
+		"cartworker_dead_letter_stream_messages 7",
+		`cartworker_build_info{goversion="go1.26",revision="unknown",version="v1.2.3"} 1`,
+		`cartworker_state_request_duration_seconds_bucket{code="OK",op="get",le="0.004"} 1`,
+		`cartworker_state_request_duration_seconds_bucket{code="OK",op="get",le="0.002"} 0`,
+		"cartworker_ready 0",
+	} {
+		require.Contains(t, rec.Body.String(), line)
 	}
 }
 

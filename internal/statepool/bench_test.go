@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -137,7 +138,7 @@ func (cannedDoer) Do(req *http.Request) (*http.Response, error) {
 // encoding, response handling.
 func BenchmarkClientOverhead(b *testing.B) {
 	c, err := statepool.NewWithDoer(cannedDoer{}, statepool.Config{APIToken: "t", Hooks: statepool.Hooks{
-		OnRequest: func(string, string) {},
+		OnRequest: func(string, string, time.Duration) {},
 	}})
 	require.NoError(b, err)
 	ctx := context.Background()

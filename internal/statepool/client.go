@@ -160,6 +160,7 @@ func (c *Client) Get(ctx context.Context, key string) (Entry, error) {
 // a 200 answer. A 204 or 404 answer returns notFound when that is set and
 // is a StatusError like any other status when it is not.
 func (c *Client) get(ctx context.Context, op, key, u string, notFound error) (body []byte, etag string, err error) {
+	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
@@ -170,7 +171,7 @@ func (c *Client) get(ctx context.Context, op, key, u string, notFound error) (bo
 	c.setAuth(req)
 	resp, err := c.doer.Do(req)
 	if err != nil {
-		return nil, "", c.transportErr(op, key, err)
+		return nil, "", c.transportErr(op, key, start, err)
 	}
 	defer resp.Body.Close()
 
@@ -178,14 +179,14 @@ func (c *Client) get(ctx context.Context, op, key, u string, notFound error) (bo
 	case resp.StatusCode == http.StatusOK:
 		body, err := readBody(resp)
 		if err != nil {
-			return nil, "", c.transportErr(op, key, err)
+			return nil, "", c.transportErr(op, key, start, err)
 		}
-		c.report(op, resp.StatusCode)
+		c.report(op, start, resp.StatusCode)
 		return body, resp.Header.Get(headerETag), nil
 	case notFound != nil && (resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotFound):
-		return nil, "", c.finish(op, resp, notFound)
+		return nil, "", c.finish(op, start, resp, notFound)
 	default:
-		return nil, "", c.statusErr(op, key, resp)
+		return nil, "", c.statusErr(op, key, start, resp)
 	}
 }
 
@@ -205,6 +206,7 @@ func (c *Client) Save(ctx context.Context, key string, value []byte, opts SaveOp
 	if !sjson.Valid(value) {
 		return ErrInvalidValue
 	}
+	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
@@ -224,17 +226,17 @@ func (c *Client) Save(ctx context.Context, key string, value []byte, opts SaveOp
 
 	resp, err := c.doer.Do(req)
 	if err != nil {
-		return c.transportErr(OpSave, key, err)
+		return c.transportErr(OpSave, key, start, err)
 	}
 	defer resp.Body.Close()
 
 	switch resp.StatusCode {
 	case http.StatusNoContent, http.StatusOK, http.StatusCreated:
-		return c.finish(OpSave, resp, nil)
+		return c.finish(OpSave, start, resp, nil)
 	case http.StatusConflict:
-		return c.finish(OpSave, resp, ErrETagMismatch)
+		return c.finish(OpSave, start, resp, ErrETagMismatch)
 	default:
-		return c.statusErr(OpSave, key, resp)
+		return c.statusErr(OpSave, key, start, resp)
 	}
 }
 
@@ -247,6 +249,7 @@ func (c *Client) Delete(ctx context.Context, key, etag string) error {
 	if c.rpc != nil {
 		return c.deleteGRPC(ctx, key, etag)
 	}
+	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
@@ -265,17 +268,17 @@ func (c *Client) Delete(ctx context.Context, key, etag string) error {
 
 	resp, err := c.doer.Do(req)
 	if err != nil {
-		return c.transportErr(OpDelete, key, err)
+		return c.transportErr(OpDelete, key, start, err)
 	}
 	defer resp.Body.Close()
 
 	switch resp.StatusCode {
 	case http.StatusNoContent, http.StatusOK:
-		return c.finish(OpDelete, resp, nil)
+		return c.finish(OpDelete, start, resp, nil)
 	case http.StatusConflict:
-		return c.finish(OpDelete, resp, ErrETagMismatch)
+		return c.finish(OpDelete, start, resp, ErrETagMismatch)
 	default:
-		return c.statusErr(OpDelete, key, resp)
+		return c.statusErr(OpDelete, key, start, resp)
 	}
 }
 
@@ -299,17 +302,17 @@ func (c *Client) setAuth(req *http.Request) {
 // finish drains the body so the connection goes back to the pool, then
 // reports the call. A failed drain is reported but does not override err:
 // the status was already received and decides the outcome.
-func (c *Client) finish(op string, resp *http.Response, err error) error {
+func (c *Client) finish(op string, start time.Time, resp *http.Response, err error) error {
 	drain(resp)
-	c.report(op, resp.StatusCode)
+	c.report(op, start, resp.StatusCode)
 	return err
 }
 
-func (c *Client) statusErr(op, key string, resp *http.Response) error {
+func (c *Client) statusErr(op, key string, start time.Time, resp *http.Response) error {
 	var head [maxErrorBody]byte
 	n, _ := io.ReadFull(resp.Body, head[:])
 	drain(resp)
-	c.report(op, resp.StatusCode)
+	c.report(op, start, resp.StatusCode)
 	return &StatusError{Op: op, Key: key, StatusCode: resp.StatusCode, Body: string(head[:n]), ErrorCode: errorCode(head[:n])}
 }
 
@@ -334,7 +337,7 @@ func errorCode(body []byte) string {
 	return string(code)
 }
 
-func (c *Client) transportErr(op, key string, err error) error {
+func (c *Client) transportErr(op, key string, start time.Time, err error) error {
 	// url.Error repeats the method and full URL; the key is context enough.
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -350,14 +353,14 @@ func (c *Client) transportErr(op, key string, err error) error {
 		if isTimeout(err) {
 			code = CodeTimeout
 		}
-		c.hooks.OnRequest(op, code)
+		c.hooks.OnRequest(op, code, time.Since(start))
 	}
 	return wrap(op, key, err)
 }
 
-func (c *Client) report(op string, status int) {
+func (c *Client) report(op string, start time.Time, status int) {
 	if c.hooks.OnRequest != nil {
-		c.hooks.OnRequest(op, statusCode(status))
+		c.hooks.OnRequest(op, statusCode(status), time.Since(start))
 	}
 }
 

@@ -216,6 +216,24 @@ func TestOnRequestCodes(t *testing.T) {
 	}, rec.requests())
 }
 
+// OnRequest's duration feeds cartworker_state_request_duration_seconds: it
+// spans the call, on both transports.
+func TestOnRequestDuration(t *testing.T) {
+	for _, proto := range []statepool.Protocol{statepool.ProtocolHTTP, statepool.ProtocolGRPC} {
+		t.Run(string(proto), func(t *testing.T) {
+			f := newFake(t)
+			var rec recorder
+			c := newClient(t, f, statepool.Config{Hooks: rec.hooks(), Protocol: proto})
+			f.SetDelay(30 * time.Millisecond)
+			require.NoError(t, c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{}))
+			took := rec.durations()
+			require.Len(t, took, 1)
+			require.GreaterOrEqual(t, took[0], 30*time.Millisecond)
+			require.Less(t, took[0], 5*time.Second)
+		})
+	}
+}
+
 func TestTimeouts(t *testing.T) {
 	tests := []struct {
 		name string

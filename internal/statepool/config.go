@@ -147,8 +147,9 @@ type Hooks struct {
 	// "Aborted", "Unavailable", "DeadlineExceeded", "Unauthenticated",
 	// ...), including for the client's own timeouts and cancellations; a
 	// missing key is "OK", as daprd answers it. Calls rejected before
-	// sending (empty key, invalid JSON, a closed client) do not fire.
-	OnRequest func(op, code string)
+	// sending (empty key, invalid JSON, a closed client) do not fire. d is
+	// the call's duration, from the client's start to its answer or error.
+	OnRequest func(op, code string, d time.Duration)
 }
 
 // withDefaults returns c with every zero or negative field replaced by its

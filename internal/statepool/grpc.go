@@ -138,13 +138,14 @@ func (c *Client) getGRPC(ctx context.Context, key string) (Entry, error) {
 	if c.rpc.closed.Load() {
 		return Entry{}, wrap(OpGet, key, ErrClosed)
 	}
+	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	resp, err := c.rpc.api.GetState(ctx, &runtimev1pb.GetStateRequest{StoreName: c.store, Key: key})
 	if err != nil {
-		return Entry{}, c.rpcErr(ctx, OpGet, key, err, nil)
+		return Entry{}, c.rpcErr(ctx, OpGet, key, start, err, nil)
 	}
-	c.reportCode(OpGet, codes.OK)
+	c.reportCode(OpGet, start, codes.OK)
 	// daprd answers a missing key with OK, no data and no ETag.
 	if len(resp.GetData()) == 0 {
 		return Entry{}, ErrNotFound
@@ -162,6 +163,7 @@ func (c *Client) saveGRPC(ctx context.Context, key string, value []byte, opts Sa
 	if c.rpc.closed.Load() {
 		return wrap(OpSave, key, ErrClosed)
 	}
+	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
@@ -183,9 +185,9 @@ func (c *Client) saveGRPC(ctx context.Context, key string, value []byte, opts Sa
 	m.req.States = m.states[:]
 
 	if _, err := c.rpc.api.SaveState(ctx, &m.req); err != nil {
-		return c.rpcErr(ctx, OpSave, key, err, ErrETagMismatch)
+		return c.rpcErr(ctx, OpSave, key, start, err, ErrETagMismatch)
 	}
-	c.reportCode(OpSave, codes.OK)
+	c.reportCode(OpSave, start, codes.OK)
 	return nil
 }
 
@@ -193,6 +195,7 @@ func (c *Client) deleteGRPC(ctx context.Context, key, etag string) error {
 	if c.rpc.closed.Load() {
 		return wrap(OpDelete, key, ErrClosed)
 	}
+	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
@@ -205,9 +208,9 @@ func (c *Client) deleteGRPC(ctx context.Context, key, etag string) error {
 		m.req.Etag, m.req.Options = &m.etag, &m.opts
 	}
 	if _, err := c.rpc.api.DeleteState(ctx, &m.req); err != nil {
-		return c.rpcErr(ctx, OpDelete, key, err, ErrETagMismatch)
+		return c.rpcErr(ctx, OpDelete, key, start, err, ErrETagMismatch)
 	}
-	c.reportCode(OpDelete, codes.OK)
+	c.reportCode(OpDelete, start, codes.OK)
 	return nil
 }
 
@@ -217,13 +220,14 @@ func (c *Client) checkGRPC(ctx context.Context) error {
 	if c.rpc.closed.Load() {
 		return wrap(OpCheck, "", ErrClosed)
 	}
+	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	md, err := c.rpc.api.GetMetadata(ctx, &runtimev1pb.GetMetadataRequest{})
 	if err != nil {
-		return c.rpcErr(ctx, OpCheck, "", err, nil)
+		return c.rpcErr(ctx, OpCheck, "", start, err, nil)
 	}
-	c.reportCode(OpCheck, codes.OK)
+	c.reportCode(OpCheck, start, codes.OK)
 	comps := md.GetRegisteredComponents()
 	return c.storeListed(len(comps), func(i int) (string, string) { return comps[i].GetName(), comps[i].GetType() })
 }
@@ -231,10 +235,10 @@ func (c *Client) checkGRPC(ctx context.Context) error {
 // rpcErr turns a failed call's error into the client's errors and reports
 // the call. mismatch, when set, is what Aborted means for the operation:
 // daprd answers an ETag mismatch with it.
-func (c *Client) rpcErr(ctx context.Context, op, key string, err error, mismatch error) error {
+func (c *Client) rpcErr(ctx context.Context, op, key string, start time.Time, err error, mismatch error) error {
 	st, _ := status.FromError(err)
 	code := st.Code()
-	c.reportCode(op, code)
+	c.reportCode(op, start, code)
 	// The call's own deadline or its caller's cancellation: report it as
 	// the context's error, as the HTTP client does, so that errors.Is and
 	// the breaker see a timeout or a cancellation.
@@ -291,9 +295,9 @@ func errorInfoReason(st *status.Status) string {
 	return ""
 }
 
-func (c *Client) reportCode(op string, code codes.Code) {
+func (c *Client) reportCode(op string, start time.Time, code codes.Code) {
 	if c.hooks.OnRequest != nil {
-		c.hooks.OnRequest(op, code.String())
+		c.hooks.OnRequest(op, code.String(), time.Since(start))
 	}
 }
 

@@ -24,15 +24,17 @@ type recorder struct {
 
 	mu    sync.Mutex
 	calls []string // "op code"
+	took  []time.Duration
 }
 
 func (r *recorder) hooks() statepool.Hooks {
 	return statepool.Hooks{
 		OnDial: func() { r.dials.Add(1) },
-		OnRequest: func(op, code string) {
+		OnRequest: func(op, code string, d time.Duration) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.calls = append(r.calls, op+" "+code)
+			r.took = append(r.took, d)
 		},
 	}
 }
@@ -41,6 +43,13 @@ func (r *recorder) requests() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.calls...)
+}
+
+// durations returns how long each reported call took, in order.
+func (r *recorder) durations() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Duration(nil), r.took...)
 }
 
 func newFake(t testing.TB, opts ...daprfake.Option) *daprfake.Fake {

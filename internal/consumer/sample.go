@@ -1,0 +1,82 @@
+package consumer
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/cartworker/cartworker/command"
+)
+
+// sample reports, every sampleEvery until ctx ends, the lag of the
+// partitions this instance owns and the depth of the dead-letter stream.
+// Both are sampled rather than counted: JetStream knows them, and another
+// instance or an operator changes them too.
+func (w *Worker) sample(ctx context.Context, r *run, cons Consumers) {
+	t := time.NewTicker(sampleEvery)
+	defer t.Stop()
+	for {
+		w.sampleOnce(ctx, r, cons)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) sampleOnce(ctx context.Context, r *run, cons Consumers) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var lag uint64
+	ok := true
+	for _, p := range r.leases.ownedPartitions(len(cons.Partitions)) {
+		info, err := cons.Partitions[p].Info(ctx)
+		if err != nil {
+			ok = false
+			break
+		}
+		lag += info.NumPending
+	}
+	if ok {
+		w.cfg.Observer.Lag(lag)
+	}
+	if err := w.sampleDeadLetters(ctx); err != nil && ctx.Err() == nil {
+		w.log.Debug("dead-letter stream depth not sampled", "stream", command.StreamDeadLetters, "err", err)
+	}
+}
+
+func (w *Worker) sampleDeadLetters(ctx context.Context) error {
+	s, err := w.js.Stream(ctx, command.StreamDeadLetters)
+	if err != nil {
+		return err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	w.cfg.Observer.DeadLetterDepth(info.State.Msgs)
+	return nil
+}
+
+// ownedPartitions returns the partitions this instance consumes now, in
+// order, out of n.
+func (l *leases) ownedPartitions(n int) []int {
+	if l.ownerless {
+		ps := make([]int, n)
+		for i := range ps {
+			ps[i] = i
+		}
+		return ps
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ps := make([]int, 0, len(l.owned))
+	for p := range l.owned {
+		if p < n {
+			ps = append(ps, p)
+		}
+	}
+	slices.Sort(ps)
+	return ps
+}
