@@ -4,6 +4,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -182,6 +183,17 @@ func TestContractEndToEnd(t *testing.T) {
 	require.Zero(t, valueOr(m, "cartworker_commands_total", "outcome", "retry"), "nothing waited for a cart")
 	require.Zero(t, m.get(t, "cartworker_redeliveries_total"))
 	require.Equal(t, 0.0, m.get(t, "cartworker_breaker_state"))
+	// The operators' gauges, from the real process against real daprd.
+	require.Equal(t, 1.0, m.get(t, "cartworker_ready"))
+	require.Equal(t, 1.0, m.get(t, "cartworker_build_info"))
+	require.Zero(t, m.get(t, "cartworker_inflight_commands"), "everything settled")
+	require.Positive(t, m.get(t, "cartworker_state_request_duration_seconds_count", "op", "save"))
+	poll(ctx, t, 15*time.Second, "CART_DLQ depth sampled with the dead letter in it", func() error {
+		if v, _ := w.metrics(t).value("cartworker_dead_letter_stream_messages"); v < 1 {
+			return fmt.Errorf("cartworker_dead_letter_stream_messages %v", v)
+		}
+		return nil
+	})
 	code, err := w.readyz()
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code)
