@@ -76,7 +76,7 @@ func TestConnectCredentialsInURLAreRedacted(t *testing.T) {
 
 	_, err := natsconn.Connect(testkit.Context(t, bound), opts, testLogger(&logs))
 	require.ErrorIs(t, err, nats.ErrAuthorization)
-	require.Contains(t, err.Error(), "NATS_URL nats://cw:xxxxx@"+addr+": authorization failed")
+	require.Contains(t, err.Error(), "NATS_URL nats://cw:xxxxx@"+addr+": authorization failed (check the credentials in NATS_URL)")
 	require.NotContains(t, err.Error(), "wrong-pw")
 	require.NotContains(t, logs.String(), "wrong-pw")
 }

@@ -83,11 +83,16 @@ func (o Options) authMethods() []authMethod {
 }
 
 // authHint names what to check when the server refused the credentials:
-// the way o authenticates, or every way when o sets none (the URL may
-// carry credentials, or the server wants some).
+// the way o authenticates, the credentials in the URL, or else every way,
+// since the server wants one.
 func (o Options) authHint() string {
 	if ways := o.authMethods(); len(ways) > 0 {
 		return joinAnd(names(ways))
+	}
+	for _, u := range strings.Split(o.URL, ",") {
+		if pu, err := url.Parse(strings.TrimSpace(u)); err == nil && pu.User != nil {
+			return "the credentials in NATS_URL"
+		}
 	}
 	return "NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or NATS_NKEY_SEED"
 }
