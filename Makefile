@@ -23,8 +23,8 @@ help: ## list targets
 run: ## start the whole stack (NATS, Redis, daprd, worker) as containers
 	@scripts/stack.sh up
 
-demo: ## publish a cart's commands and print the cart read back through Dapr
-	@$(GO) run ./cmd/cartctl demo
+demo: build ## publish a cart's commands with bin/cartctl and print the cart read back through Dapr
+	@bin/cartctl demo
 
 stop: ## stop and remove the stack
 	@scripts/stack.sh down
@@ -35,7 +35,7 @@ logs: ## follow the worker's logs
 images: ## build the container images locally (skips those present)
 	@scripts/build-images.sh
 
-build: ## build the binaries into bin/
+build: ## build the binaries into bin/: bin/worker and bin/cartctl (bin/cartctl -h)
 	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
 
 test: lint test-unit test-integration ## unit tests (race detector) and the integration suite

@@ -34,10 +34,11 @@ type bus struct {
 
 // connectBus connects to url, removes the streams (and so the worker's
 // durable consumers) left by earlier tests, and starts recording events.
-// Workers recreate the streams when they start.
-func connectBus(ctx context.Context, t *testing.T, url string) *bus {
+// Workers recreate the streams when they start. opts add to the connection's
+// options, such as TLS and credentials.
+func connectBus(ctx context.Context, t *testing.T, url string, opts ...nats.Option) *bus {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name("cartworker-integration-test"))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("cartworker-integration-test")}, opts...)...)
 	require.NoError(t, err, "connect to NATS at %s", url)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)

@@ -138,7 +138,7 @@ func TestAddRejected(t *testing.T) {
 	e := newEnv(t)
 	e.startWorker(t)
 
-	r := e.run(t, "add", "-cart", "nope", "-item", "A", "-price", "1")
+	r := e.run(t, "add", "-cart", "nope", "-item", "A", "-price", "1", "-tax", "01")
 	require.Error(t, r.err)
 	require.Equal(t, 1, exitCode(r.err, &bytes.Buffer{}))
 	require.Contains(t, r.err.Error(), "rejected: cart_not_found")
@@ -369,6 +369,9 @@ func TestUsage(t *testing.T) {
 		"watch":      {"-cart", "-count", "-nats-url", "-prefix", "-timeout"},
 		"dlq list":   {"-limit", "-from", "-json", "-nats-url", "-prefix", "-timeout"},
 		"dlq replay": {"-seq", "-all", "-keep", "-nats-url", "-prefix", "-timeout"},
+		"dlq rm":     {"-seq", "-yes", "-nats-url", "-nats-tls-ca", "-prefix", "-timeout"},
+		"dlq purge":  {"-yes", "-nats-url", "-nats-nkey-seed", "-prefix", "-timeout"},
+		"publish":    {"-raw", "-msg-id", "-wait", "-nats-url", "-nats-tls-ca", "-nats-tls-cert", "-nats-tls-key", "-nats-nkey-seed", "-prefix", "-timeout"},
 		"demo":       {"-cart", "-tenant", "-store-code", "-terminal", "-nats-url", "-prefix", "-dapr", "-dapr-token", "-store", "-timeout"},
 	}
 	for cmd, flags := range flagsOf {
@@ -391,7 +394,7 @@ func TestUsage(t *testing.T) {
 	require.Contains(t, r.stdout, "Usage: cartctl add ")
 	r = e.run(t, "dlq", "-h")
 	require.NoError(t, r.err)
-	require.Contains(t, r.stdout, "cartctl dlq <list|replay>")
+	require.Contains(t, r.stdout, "cartctl dlq <list|replay|rm|purge>")
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -411,15 +414,27 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"add", "-cart", "c-1", "-price", "1"}, "give -item too"},
 		{[]string{"add", "-cart", "c-1", "-item", "A", "-price", "abc"}, "-price: money: invalid amount"},
 		{[]string{"add", "-cart", "c-1", "-items", `[{"item_code":"A","qty":1}]`}, `unknown field "qty"`},
-		{[]string{"add", "-cart", "c-1", "-item", "A", "-price", "1", "-qty", "0"}, "invalid_quantity"},
-		{[]string{"add", "-cart", "c.1", "-item", "A", "-price", "1"}, "invalid_cart_id"},
+		{[]string{"add", "-cart", "c-1", "-item", "A", "-price", "1", "-tax", "01", "-qty", "0"}, "invalid_quantity"},
+		{[]string{"add", "-cart", "c.1", "-item", "A", "-price", "1", "-tax", "01"}, "invalid_cart_id"},
+		{[]string{"add", "-cart", "c-1", "-item", "A", "-price", "1"}, "cartctl add: -tax is required with -item: the worker rejects a line without a tax code"},
+		{[]string{"add", "-cart", "c-1", "-items", `[{"item_code":"A","quantity":1,"unit_price":1,"tax_code":"01"},{"item_code":"B","quantity":1,"unit_price":1}]`},
+			"cartctl add: -items: line 2 has no tax_code"},
 		{[]string{"delete", "-cart", "c-1", "extra"}, `unexpected argument "extra"`},
 		{[]string{"delete", "-nope"}, "flag provided but not defined: -nope"},
 		{[]string{"delete", "-cart", "c-1", "-timeout", "soon"}, "invalid value"},
 		{[]string{"watch", "-count", "-1"}, "must not be negative"},
 		{[]string{"watch", "-cart", "a.b"}, `-cart "a.b"`},
 		{[]string{"dlq"}, "cartctl dlq: no dlq command given"},
-		{[]string{"dlq", "purge"}, `unknown dlq command "purge"`},
+		{[]string{"dlq", "frob"}, `unknown dlq command "frob": want list, replay, rm or purge`},
+		{[]string{"dlq", "rm"}, "cartctl dlq rm: -seq is required"},
+		{[]string{"dlq", "purge", "extra"}, `unexpected argument "extra"`},
+		{[]string{"publish", "cart.cmd.c-1.delete", "-"}, "cartctl publish: -raw is required"},
+		{[]string{"publish", "-raw", "cart.cmd.c-1.delete"}, "want SUBJECT FILE after the flags"},
+		{[]string{"publish", "-raw", "a", "b", "c"}, `unexpected argument "c"`},
+		{[]string{"publish", "-raw", "cart.cmd.*.delete", "-"}, `subject "cart.cmd.*.delete": want tokens`},
+		{[]string{"publish", "-raw", "cart.cmd.c-1.delete", "/nonexistent/body.json"}, "FILE: open /nonexistent/body.json"},
+		{[]string{"delete", "-cart", "c-1", "-nats-tls-cert", "/x/cert.pem"}, "NATS_TLS_CERT and NATS_TLS_KEY must be set together"},
+		{[]string{"delete", "-cart", "c-1", "-nats-tls-ca", "/nonexistent/ca.pem"}, "NATS_TLS_CA: open /nonexistent/ca.pem"},
 		{[]string{"dlq", "replay"}, "give -seq or -all"},
 		{[]string{"dlq", "replay", "-seq", "1", "-all"}, "exclude each other"},
 		{[]string{"dlq", "list", "-limit", "0"}, "want at least 1"},

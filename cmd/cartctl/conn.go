@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,11 +22,12 @@ type session struct {
 }
 
 // connect opens a session with the worker's connection code: the same
-// credentials from NATS_USER and NATS_PASSWORD, NATS_TOKEN or NATS_CREDS,
-// the same errors, which name NATS_URL with its credentials redacted.
-// timeout bounds the connect. It makes one attempt: a command line fails
-// at once when NATS is not there.
-func (c *cli) connect(ctx context.Context, o *natsOptions, timeout time.Duration) (*session, error) {
+// credentials from NATS_USER and NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or
+// NATS_NKEY_SEED, the same TLS settings, the same errors, which name
+// NATS_URL with its credentials redacted. timeout bounds the connect. It
+// makes one attempt: a command line fails at once when NATS is not there.
+// Settings that cannot work are a usage error of f.
+func (c *cli) connect(ctx context.Context, f *flagSet, o *natsOptions, timeout time.Duration) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	nc, err := natsconn.Connect(ctx, natsconn.Options{
@@ -34,8 +36,15 @@ func (c *cli) connect(ctx context.Context, o *natsOptions, timeout time.Duration
 		Password: c.getenv("NATS_PASSWORD"),
 		Token:    c.getenv("NATS_TOKEN"),
 		Creds:    c.getenv("NATS_CREDS"),
+		NkeySeed: o.nkeySeed,
+		TLSCA:    o.tlsCA,
+		TLSCert:  o.tlsCert,
+		TLSKey:   o.tlsKey,
 		Name:     "cartctl",
 	}, nil)
+	if errors.Is(err, natsconn.ErrInvalid) {
+		return nil, f.usageErr(err)
+	}
 	if err != nil {
 		return nil, err
 	}

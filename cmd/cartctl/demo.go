@@ -56,7 +56,7 @@ func runDemo(ctx context.Context, c *cli, args []string) error {
 		return f.usageErr(err)
 	}
 	defer d.Close()
-	s, err := c.connect(ctx, no, *timeout)
+	s, err := c.connect(ctx, f, no, *timeout)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func runDemo(ctx context.Context, c *cli, args []string) error {
 	if err := printSummary(c.stdout, doc); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "\nraw JSON: cartctl get -cart %s\n      or: GET %s\n", cartID, d.KeyURL(cartID))
+	fmt.Fprintf(c.stdout, "\nraw JSON: %s get -cart %s\n      or: GET %s\n", c.self(), cartID, d.KeyURL(cartID))
 	return nil
 }
 

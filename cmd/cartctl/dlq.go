@@ -20,32 +20,38 @@ import (
 
 func runDLQ(ctx context.Context, c *cli, args []string) error {
 	if len(args) == 0 {
-		printDLQUsage(c.stderr)
-		return &usageError{cmd: "dlq", err: errors.New("no dlq command given: list or replay")}
+		printDLQUsage(c.stderr, c.self())
+		return &usageError{self: c.prog, cmd: "dlq", err: errors.New("no dlq command given: list, replay, rm or purge")}
 	}
 	switch args[0] {
 	case "list":
 		return runDLQList(ctx, c, args[1:])
 	case "replay":
 		return runDLQReplay(ctx, c, args[1:])
+	case "rm":
+		return runDLQRemove(ctx, c, args[1:])
+	case "purge":
+		return runDLQPurge(ctx, c, args[1:])
 	case "-h", "-help", "--help", "help":
-		printDLQUsage(c.stdout)
+		printDLQUsage(c.stdout, c.self())
 		return nil
 	}
-	return &usageError{cmd: "dlq", err: fmt.Errorf("unknown dlq command %q: want list or replay", args[0])}
+	return &usageError{self: c.prog, cmd: "dlq", err: fmt.Errorf("unknown dlq command %q: want list, replay, rm or purge", args[0])}
 }
 
-func printDLQUsage(w io.Writer) {
-	fmt.Fprint(w, `Usage: cartctl dlq <list|replay> [flags]
+func printDLQUsage(w io.Writer, self string) {
+	fmt.Fprintf(w, `Usage: %[1]s dlq <list|replay|rm|purge> [flags]
 
 Dead letters are commands cartworker can never apply, kept in stream CART_DLQ
 on subjects "<prefix>.dlq.<cart_id>.<type>".
 
   list    list dead letters, oldest first
   replay  publish dead letters again to their original subjects
+  rm      delete one dead letter, after confirmation
+  purge   delete every dead letter, after confirmation
 
-Run 'cartctl dlq list -h' or 'cartctl dlq replay -h' for their flags.
-`)
+Run '%[1]s dlq <command> -h' for the flags of each.
+`, self)
 }
 
 // deadLetter is one message of CART_DLQ as list prints it.
@@ -138,7 +144,7 @@ func runDLQList(ctx context.Context, c *cli, args []string) error {
 	if limit < 1 {
 		return f.usageErr(fmt.Errorf("-limit %d: want at least 1", limit))
 	}
-	s, err := c.connect(ctx, no, *timeout)
+	s, err := c.connect(ctx, f, no, *timeout)
 	if err != nil {
 		return err
 	}
@@ -251,7 +257,7 @@ func runDLQReplay(ctx context.Context, c *cli, args []string) error {
 	case seq != 0 && all:
 		return f.usageErr(errors.New("-seq and -all exclude each other"))
 	}
-	s, err := c.connect(ctx, no, *timeout)
+	s, err := c.connect(ctx, f, no, *timeout)
 	if err != nil {
 		return err
 	}

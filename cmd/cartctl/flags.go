@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/cartworker/cartworker/command"
@@ -20,8 +21,9 @@ const (
 
 // usageError is a mistake on the command line; main exits 2 for it.
 type usageError struct {
-	cmd string // "add", "dlq list"; empty for cartctl itself
-	err error
+	self string // how cartctl was run (cli.self); empty means "cartctl"
+	cmd  string // "add", "dlq list"; empty for cartctl itself
+	err  error
 }
 
 func (e *usageError) Error() string {
@@ -31,10 +33,14 @@ func (e *usageError) Error() string {
 func (e *usageError) Unwrap() error { return e.err }
 
 func (e *usageError) prog() string {
-	if e.cmd == "" {
-		return "cartctl"
+	self := e.self
+	if self == "" {
+		self = "cartctl"
 	}
-	return "cartctl " + e.cmd
+	if e.cmd == "" {
+		return self
+	}
+	return self + " " + e.cmd
 }
 
 // flagSet is one command's flags, with environment fallbacks and required
@@ -47,6 +53,9 @@ type flagSet struct {
 	summary  string // what the command does, printed under the synopsis
 	env      []envFlag
 	required []string
+	// args names the positional arguments the command takes, all
+	// required; none by default.
+	args []string
 }
 
 // envFlag names the variable that fills a flag not given on the command line.
@@ -69,10 +78,19 @@ func (f *flagSet) stringEnv(p *string, name, env, def, usage string) {
 
 func (f *flagSet) require(names ...string) { f.required = append(f.required, names...) }
 
-func (f *flagSet) usageErr(err error) error { return &usageError{cmd: f.name, err: err} }
+// positional makes the command take these arguments after its flags; Args
+// returns them once parsed.
+func (f *flagSet) positional(names ...string) { f.args = names }
+
+// Args returns the positional arguments.
+func (f *flagSet) Args() []string { return f.fs.Args() }
+
+func (f *flagSet) usageErr(err error) error {
+	return &usageError{self: f.c.prog, cmd: f.name, err: err}
+}
 
 func (f *flagSet) printUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: cartctl %s %s\n\n%s\n\nFlags:\n", f.name, f.synopsis, f.summary)
+	fmt.Fprintf(w, "Usage: %s %s %s\n\n%s\n\nFlags:\n", f.c.self(), f.name, f.synopsis, f.summary)
 	f.fs.SetOutput(w)
 	f.fs.PrintDefaults()
 	f.fs.SetOutput(io.Discard)
@@ -88,8 +106,11 @@ func (f *flagSet) parse(args []string) (help bool, err error) {
 		}
 		return false, f.usageErr(err)
 	}
-	if f.fs.NArg() > 0 {
-		return false, f.usageErr(fmt.Errorf("unexpected argument %q", f.fs.Arg(0)))
+	if f.fs.NArg() > len(f.args) {
+		return false, f.usageErr(fmt.Errorf("unexpected argument %q", f.fs.Arg(len(f.args))))
+	}
+	if f.fs.NArg() < len(f.args) {
+		return false, f.usageErr(fmt.Errorf("want %s after the flags", strings.Join(f.args, " ")))
 	}
 	given := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
@@ -119,13 +140,20 @@ func (f *flagSet) given(name string) bool {
 
 // natsOptions are the flags of commands that talk to NATS.
 type natsOptions struct {
-	url, prefix string
+	url, prefix                      string
+	nkeySeed, tlsCA, tlsCert, tlsKey string
 }
 
+// natsFlags defines the NATS flags. They mirror the worker's settings of
+// the same names, so that one environment serves both programs.
 func (f *flagSet) natsFlags() *natsOptions {
 	o := &natsOptions{}
 	f.stringEnv(&o.url, "nats-url", "NATS_URL", defaultNATSURL,
-		"NATS server `URL`s, comma separated; credentials from NATS_USER+NATS_PASSWORD, NATS_TOKEN or NATS_CREDS")
+		"NATS server `URL`s, comma separated; credentials from NATS_USER+NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or -nats-nkey-seed")
+	f.stringEnv(&o.nkeySeed, "nats-nkey-seed", "NATS_NKEY_SEED", "", "`file` holding a NATS user nkey seed (SU...)")
+	f.stringEnv(&o.tlsCA, "nats-tls-ca", "NATS_TLS_CA", "", "PEM CA bundle `file` that signed the NATS server's certificate (default: the system's); turns TLS on")
+	f.stringEnv(&o.tlsCert, "nats-tls-cert", "NATS_TLS_CERT", "", "PEM client certificate `file` for NATS mutual TLS, with -nats-tls-key")
+	f.stringEnv(&o.tlsKey, "nats-tls-key", "NATS_TLS_KEY", "", "PEM private key `file` of -nats-tls-cert")
 	f.stringEnv(&o.prefix, "prefix", "CART_SUBJECT_PREFIX", command.DefaultPrefix,
 		"subject `prefix` of commands, events and dead letters")
 	return o

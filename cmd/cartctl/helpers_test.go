@@ -32,10 +32,22 @@ type env struct {
 
 func newEnv(t *testing.T, daprOpts ...daprfake.Option) *env {
 	t.Helper()
-	srv := testkit.StartJetStream(t)
+	return newEnvWith(t, nil, nil, daprOpts...)
+}
+
+// newEnvWith is newEnv with a server configured by srvOpts, which the test
+// connects to with ncOpts.
+func newEnvWith(t *testing.T, srvOpts func(*server.Options), ncOpts []nats.Option, daprOpts ...daprfake.Option) *env {
+	t.Helper()
+	var srv *server.Server
+	if srvOpts != nil {
+		srv = testkit.StartJetStream(t, srvOpts)
+	} else {
+		srv = testkit.StartJetStream(t)
+	}
 	e := &env{srv: srv, dapr: daprfake.New(daprOpts...)}
 	t.Cleanup(e.dapr.Close)
-	e.nc = testkit.Connect(t, srv)
+	e.nc = testkit.Connect(t, srv, ncOpts...)
 	var err error
 	e.js, err = jetstream.New(e.nc)
 	require.NoError(t, err)
@@ -65,11 +77,20 @@ type result struct {
 	err            error
 }
 
-// run runs cartctl with args in e's environment.
+// run runs cartctl with args in e's environment, with an empty stdin.
 func (e *env) run(t *testing.T, args ...string) result {
 	t.Helper()
+	return e.runWithStdin(t, "", args...)
+}
+
+// runWithStdin runs cartctl with args, reading stdin from the string: what
+// a user types, or what a script pipes.
+func (e *env) runWithStdin(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
 	var stdout, stderr syncBuffer
-	err := e.cli(&stdout, &stderr).run(ctx(t), args)
+	c := e.cli(&stdout, &stderr)
+	c.stdin = strings.NewReader(stdin)
+	err := c.run(ctx(t), args)
 	return result{stdout: stdout.String(), stderr: stderr.String(), err: err}
 }
 

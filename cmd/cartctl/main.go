@@ -1,6 +1,6 @@
 // Command cartctl publishes cart commands to cartworker, waits for their
-// outcomes, reads carts back through Dapr, watches outcome events and lists
-// and replays dead letters.
+// outcomes, reads carts back through Dapr, watches outcome events, publishes
+// raw messages, and lists, replays and removes dead letters.
 //
 // Run "cartctl -h" for the commands and "cartctl <command> -h" for their
 // flags. Exit status: 0 success, 1 failure (including a rejected command),
@@ -14,14 +14,31 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	c := &cli{prog: invokedAs(os.Args[0]), stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv}
+	err := c.run(ctx, os.Args[1:])
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
+}
+
+// invokedAs is how to run cartctl again the way it was run, for the
+// commands it suggests: "cartctl" when the shell found it on PATH, the path
+// that was typed (such as bin/cartctl, which `make build` writes) otherwise,
+// and "go run ./cmd/cartctl" for a binary go run built in a temporary
+// directory.
+func invokedAs(arg0 string) string {
+	switch {
+	case !strings.ContainsRune(arg0, os.PathSeparator):
+		return "cartctl"
+	case strings.Contains(arg0, "go-build"):
+		return "go run ./cmd/cartctl"
+	}
+	return arg0
 }
 
 // exitCode reports err on stderr and maps it to the exit status.
@@ -38,17 +55,23 @@ func exitCode(err error, stderr io.Writer) int {
 	return 1
 }
 
-// run is the whole program but for the exit: args exclude the program name.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := &cli{stdout: stdout, stderr: stderr, lookupEnv: os.LookupEnv}
-	return c.run(ctx, args)
-}
-
 // cli carries what every command needs. The environment is a function so that
 // tests can run commands in parallel without touching the process's.
 type cli struct {
+	// prog is how the user runs cartctl (see invokedAs); empty means
+	// "cartctl".
+	prog           string
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+}
+
+// self is the command that runs cartctl, for the commands it suggests.
+func (c *cli) self() string {
+	if c.prog == "" {
+		return "cartctl"
+	}
+	return c.prog
 }
 
 func (c *cli) getenv(name string) string {
@@ -69,7 +92,8 @@ func subcommands() []subcommand {
 		{"delete", "delete a cart and wait for the outcome", runDelete},
 		{"get", "read a cart from the Dapr state store", runGet},
 		{"watch", "print outcome events as JSON lines", runWatch},
-		{"dlq", "list or replay dead letters (dlq list, dlq replay)", runDLQ},
+		{"publish", "publish a raw message body from a file (publish -raw)", runPublishRaw},
+		{"dlq", "list, replay or remove dead letters (dlq list, replay, rm, purge)", runDLQ},
 		{"demo", "create a cart, add three items and print its totals", runDemo},
 	}
 }
@@ -77,7 +101,7 @@ func subcommands() []subcommand {
 func (c *cli) run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		c.printUsage(c.stderr)
-		return &usageError{err: errors.New("no command given")}
+		return &usageError{self: c.prog, err: errors.New("no command given")}
 	}
 	name := args[0]
 	switch name {
@@ -94,31 +118,33 @@ func (c *cli) run(ctx context.Context, args []string) error {
 			return sc.run(ctx, c, args[1:])
 		}
 	}
-	return &usageError{err: fmt.Errorf("unknown command %q", name)}
+	return &usageError{self: c.prog, err: fmt.Errorf("unknown command %q", name)}
 }
 
 func (c *cli) printUsage(w io.Writer) {
-	fmt.Fprint(w, `cartctl publishes cart commands to cartworker and shows what it did.
+	fmt.Fprintf(w, `cartctl publishes cart commands to cartworker and shows what it did.
 
 Usage:
-  cartctl <command> [flags]
+  %[1]s <command> [flags]
 
 Commands:
-`)
+`, c.self())
 	for _, sc := range subcommands() {
 		fmt.Fprintf(w, "  %-7s  %s\n", sc.name, sc.summary)
 	}
-	fmt.Fprint(w, `
-Run 'cartctl <command> -h' for the flags of a command.
+	fmt.Fprintf(w, `
+Run '%[1]s <command> -h' for the flags of a command.
 
 Examples:
-  cartctl demo
-  cartctl cache -cart c-1 -tenant T1 -store-code S1 -terminal 1
-  cartctl add -cart c-1 -item ITEM001 -qty 2 -price 120 -tax 01 -desc Coffee
-  cartctl get -cart c-1
-  cartctl watch -cart c-1
-  cartctl dlq list
-  cartctl dlq replay -seq 3
+  %[1]s demo
+  %[1]s cache -cart c-1 -tenant T1 -store-code S1 -terminal 1
+  %[1]s add -cart c-1 -item ITEM001 -qty 2 -price 120 -tax 01 -desc Coffee
+  %[1]s get -cart c-1
+  %[1]s watch -cart c-1
+  %[1]s publish -raw cart.cmd.c-1.delete delete.json
+  %[1]s dlq list
+  %[1]s dlq replay -seq 3
+  %[1]s dlq rm -seq 3
 
 Environment (a flag given on the command line wins):
   NATS_URL             -nats-url
@@ -126,11 +152,15 @@ Environment (a flag given on the command line wins):
   NATS_PASSWORD        NATS password
   NATS_TOKEN           NATS authentication token
   NATS_CREDS           NATS credentials (.creds) file
+  NATS_NKEY_SEED       -nats-nkey-seed, file of a NATS user nkey seed
+  NATS_TLS_CA          -nats-tls-ca, CA bundle that signed the server's certificate
+  NATS_TLS_CERT        -nats-tls-cert, client certificate (mutual TLS), with NATS_TLS_KEY
+  NATS_TLS_KEY         -nats-tls-key, its private key
   CART_SUBJECT_PREFIX  -prefix
   DAPR_HTTP_ENDPOINT   -dapr
   DAPR_API_TOKEN       -dapr-token
   CART_STATE_STORE     -store
 
 Exit status: 0 success, 1 failure or rejected command, 2 usage error.
-`)
+`, c.self())
 }

@@ -74,7 +74,7 @@ func runCache(ctx context.Context, c *cli, args []string) error {
 }
 
 func runAdd(ctx context.Context, c *cli, args []string) error {
-	f := c.newFlagSet("add", "-cart id (-item code -price amount [-qty n -tax code -desc text] | -items json) [flags]",
+	f := c.newFlagSet("add", "-cart id (-item code -price amount -tax code [-qty n -desc text] | -items json) [flags]",
 		"Publishes an add-item command for one line (-item) and/or the lines of -items, and\n"+
 			"prints the outcome event as JSON. -items is a JSON array of\n"+
 			`{"item_code","quantity","unit_price","description","tax_code","category_code"}.`)
@@ -86,7 +86,7 @@ func runAdd(ctx context.Context, c *cli, args []string) error {
 	f.fs.StringVar(&item, "item", "", "item `code` of one line")
 	f.fs.IntVar(&qty, "qty", 1, "`quantity` of the -item line")
 	f.fs.StringVar(&price, "price", "", "unit price of the -item line, a decimal `amount` (required with -item)")
-	f.fs.StringVar(&tax, "tax", "", "tax `code` of the -item line, e.g. 01")
+	f.fs.StringVar(&tax, "tax", "", "tax `code` of the -item line, e.g. 01, from the worker's CART_TAX_TABLE (required with -item)")
 	f.fs.StringVar(&desc, "desc", "", "`description` of the -item line")
 	f.fs.StringVar(&category, "category", "", "category `code` of the -item line")
 	f.fs.StringVar(&itemsJSON, "items", "", "lines as a `JSON` array, added before the -item line")
@@ -106,6 +106,11 @@ func runAdd(ctx context.Context, c *cli, args []string) error {
 		if dec.More() {
 			return f.usageErr(errors.New("-items: trailing data after the JSON array"))
 		}
+		for i, it := range items {
+			if it.TaxCode == "" {
+				return f.usageErr(fmt.Errorf("-items: line %d has no tax_code: the worker rejects a line without one", i+1))
+			}
+		}
 	}
 	switch {
 	case item != "":
@@ -115,6 +120,12 @@ func runAdd(ctx context.Context, c *cli, args []string) error {
 		p, err := money.Parse(price)
 		if err != nil {
 			return f.usageErr(fmt.Errorf("-price: %w", err))
+		}
+		// command.Item leaves the tax code optional, but CART_TAX_TABLE
+		// cannot hold an empty code, so the worker would reject the line
+		// (unknown_tax_code) after a round trip.
+		if tax == "" {
+			return f.usageErr(errors.New("-tax is required with -item: the worker rejects a line without a tax code"))
 		}
 		items = append(items, command.Item{
 			ItemCode: item, Quantity: qty, UnitPrice: p, Description: desc, TaxCode: tax, CategoryCode: category,
@@ -145,7 +156,7 @@ func runDelete(ctx context.Context, c *cli, args []string) error {
 // publish sends cmd and prints its outcome, or its receipt with -wait=false.
 func (c *cli) publish(ctx context.Context, f *flagSet, o *publishOptions, cmd command.Command) error {
 	cmd.ID = o.id
-	s, err := c.connect(ctx, o.nats, *o.timeout)
+	s, err := c.connect(ctx, f, o.nats, *o.timeout)
 	if err != nil {
 		return err
 	}
@@ -194,11 +205,11 @@ func (c *cli) outcome(f *flagSet, ev command.Event, err error, timeout time.Dura
 		return fmt.Errorf("%s %s on cart %s rejected: %s: %s", rej.Type, rej.CommandID, rej.CartID, rej.Code, rej.Message)
 	case errors.Is(err, publisher.ErrDuplicate):
 		return fmt.Errorf("no outcome for %s %s on cart %s within %s: JetStream already held a command with this id, "+
-			"so its outcome was probably sent before (check with 'cartctl get')", ev.Type, ev.CommandID, ev.CartID, timeout)
+			"so its outcome was probably sent before (check with '%s get -cart %s')", ev.Type, ev.CommandID, ev.CartID, timeout, c.self(), ev.CartID)
 	case errors.Is(err, publisher.ErrTimeout):
 		return fmt.Errorf("no outcome for %s %s on cart %s within %s: the command is stored and will be applied "+
-			"when cartworker gets to it (is it running?); 'cartctl watch -cart %s' shows outcomes, 'cartctl get -cart %s' the cart",
-			ev.Type, ev.CommandID, ev.CartID, timeout, ev.CartID, ev.CartID)
+			"when cartworker gets to it (is it running?); '%[5]s watch -cart %[3]s' shows outcomes, '%[5]s get -cart %[3]s' the cart",
+			ev.Type, ev.CommandID, ev.CartID, timeout, c.self())
 	default:
 		return commandError(f, err)
 	}

@@ -31,7 +31,7 @@ func runWatch(ctx context.Context, c *cli, args []string) error {
 	if cartID != "" && !command.ValidCartID(cartID) {
 		return f.usageErr(fmt.Errorf("-cart %q: want 1-%d of [A-Za-z0-9_-]", cartID, command.MaxCartIDLen))
 	}
-	s, err := c.connect(ctx, no, *timeout)
+	s, err := c.connect(ctx, f, no, *timeout)
 	if err != nil {
 		return err
 	}

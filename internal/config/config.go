@@ -46,10 +46,12 @@ const (
 
 // Config is every setting of the worker, grouped by the part it configures.
 // Secrets (NATS.Password, NATS.Token, State.APIToken) never appear in logs:
-// LogValue redacts them.
+// LogValue redacts them. Keys and seeds are given as files, whose paths it
+// shows.
 type Config struct {
 	// NATS is the connection (NATS_URL, NATS_USER, NATS_PASSWORD,
-	// NATS_TOKEN, NATS_CREDS, NATS_CONNECT_TIMEOUT).
+	// NATS_TOKEN, NATS_CREDS, NATS_NKEY_SEED, NATS_TLS_CA, NATS_TLS_CERT,
+	// NATS_TLS_KEY, NATS_CONNECT_TIMEOUT).
 	NATS natsconn.Options
 	// State is the Dapr state client (WORKER_STATE_PROTOCOL,
 	// DAPR_HTTP_ENDPOINT, DAPR_GRPC_ENDPOINT, DAPR_API_TOKEN,
@@ -140,6 +142,10 @@ func (c *Config) bind(fs *flag.FlagSet, defaults bool) []binding {
 	str(&n.Password, "", binding{env: "NATS_PASSWORD", flag: "nats-password", field: "nats.Password", secret: true, optional: true}, "NATS password (prefer the env var)")
 	str(&n.Token, "", binding{env: "NATS_TOKEN", flag: "nats-token", field: "nats.Token", secret: true, optional: true}, "NATS token (prefer the env var)")
 	str(&n.Creds, "", binding{env: "NATS_CREDS", flag: "nats-creds", field: "nats.Creds", optional: true}, "path to a NATS .creds file")
+	str(&n.NkeySeed, "", binding{env: "NATS_NKEY_SEED", flag: "nats-nkey-seed", field: "nats.NkeySeed", optional: true}, "path to a file holding a NATS user nkey seed (SU...)")
+	str(&n.TLSCA, "", binding{env: "NATS_TLS_CA", flag: "nats-tls-ca", field: "nats.TLSCA", optional: true}, "path to the PEM CA bundle that signed the NATS server's certificate (default: the system's); turns TLS on")
+	str(&n.TLSCert, "", binding{env: "NATS_TLS_CERT", flag: "nats-tls-cert", field: "nats.TLSCert", optional: true}, "path to a PEM client certificate for NATS mutual TLS, with NATS_TLS_KEY")
+	str(&n.TLSKey, "", binding{env: "NATS_TLS_KEY", flag: "nats-tls-key", field: "nats.TLSKey", optional: true}, "path to the PEM private key of NATS_TLS_CERT")
 	dur(&n.ConnectTimeout, natsconn.DefaultConnectTimeout, binding{env: "NATS_CONNECT_TIMEOUT", flag: "nats-connect-timeout", field: "nats.ConnectTimeout"}, "how long start-up retries an unreachable NATS server before giving up")
 	num(&w.Replicas, consumer.DefaultReplicas, binding{env: "NATS_STREAM_REPLICAS", flag: "nats-stream-replicas", field: "consumer.Replicas"}, "replicas of the streams the worker creates (1 for a single server)")
 	boolean(&w.ManageStreams, binding{env: "NATS_MANAGE_STREAMS", flag: "nats-manage-streams", field: "consumer.ManageStreams"}, "raise existing streams' replicas, retention limits, duplicate window and subjects to the worker's, never lowering or removing anything; off, existing streams are left as they are")
@@ -309,6 +315,10 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_password", redact(c.NATS.Password)),
 		slog.String("nats_token", redact(c.NATS.Token)),
 		slog.String("nats_creds", c.NATS.Creds),
+		slog.String("nats_nkey_seed", c.NATS.NkeySeed),
+		slog.String("nats_tls_ca", c.NATS.TLSCA),
+		slog.String("nats_tls_cert", c.NATS.TLSCert),
+		slog.String("nats_tls_key", c.NATS.TLSKey),
 		slog.String("nats_connect_timeout", c.NATS.ConnectTimeout.String()),
 		slog.Int("nats_stream_replicas", c.Consumer.Replicas),
 		slog.Bool("nats_manage_streams", c.Consumer.ManageStreams),

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cartworker/cartworker/internal/natsconn/natstest"
 	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/stretchr/testify/require"
 )
@@ -122,12 +124,19 @@ func TestSecretsNeverShown(t *testing.T) {
 	_, err := Load(nil, env(map[string]string{"DAPR_API_TOKEN": "s3cret", "WORKER_CONCURRENCY": "x"}), &bytes.Buffer{})
 	require.Error(t, err)
 
+	// One way to authenticate at a time: user and password, then a token.
+	var buf bytes.Buffer
 	c, err := Load(nil, env(map[string]string{
-		"DAPR_API_TOKEN": "s3cret", "NATS_TOKEN": "t0ken", "NATS_USER": "u", "NATS_PASSWORD": "pw9",
+		"DAPR_API_TOKEN": "s3cret", "NATS_USER": "u", "NATS_PASSWORD": "pw9",
 		"NATS_URL": "nats://u:pw9@127.0.0.1:4222",
 	}), &bytes.Buffer{})
 	require.NoError(t, err)
-	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "config", c)
+	require.Contains(t, buf.String(), `"nats_password":"REDACTED"`)
+	c, err = Load(nil, env(map[string]string{
+		"DAPR_API_TOKEN": "s3cret", "NATS_TOKEN": "t0ken", "NATS_URL": "nats://u:pw9@127.0.0.1:4222",
+	}), &bytes.Buffer{})
+	require.NoError(t, err)
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "config", c)
 	for _, s := range []string{"s3cret", "t0ken", "pw9"} {
 		require.NotContains(t, buf.String(), s)
@@ -166,10 +175,62 @@ func TestHelpListsEverySetting(t *testing.T) {
 	_, err := Load([]string{"-h"}, env(nil), &out)
 	require.True(t, errors.Is(err, flag.ErrHelp))
 	for _, v := range []string{"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_CONNECT_TIMEOUT",
+		"NATS_NKEY_SEED", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY", "-nats-nkey-seed", "-nats-tls-ca", "-nats-tls-cert", "-nats-tls-key",
 		"NATS_STREAM_REPLICAS", "NATS_MANAGE_STREAMS", "DAPR_HTTP_ENDPOINT",
 		"DAPR_HTTP_PORT", "DAPR_API_TOKEN", "CART_STATE_STORE", "WORKER_CONCURRENCY", "WORKER_HTTP_ADDR",
 		"WORKER_SHUTDOWN_TIMEOUT", "CART_SUBJECT_PREFIX", "WORKER_STATE_CLIENT", "default 20s", `default ":8080"`,
 		"WORKER_STATE_PROTOCOL", "DAPR_GRPC_ENDPOINT", "DAPR_GRPC_PORT", `default "grpc"`, "default 50001"} {
 		require.True(t, strings.Contains(out.String(), v), v)
+	}
+}
+
+// The TLS and nkey files bind like every setting, are checked when the
+// configuration loads, and are logged by path, never by content.
+func TestNATSSecuritySettings(t *testing.T) {
+	pki := natstest.NewPKI(t, "cfg")
+	user := natstest.NewNkey(t)
+	c, err := Load([]string{"-nats-tls-key", pki.ClientKey}, env(map[string]string{
+		"NATS_TLS_CA":    pki.CA,
+		"NATS_TLS_CERT":  pki.ClientCert,
+		"NATS_TLS_KEY":   pki.ServerKey, // the flag wins: a mismatched key would fail
+		"NATS_NKEY_SEED": user.SeedFile,
+	}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, pki.CA, c.NATS.TLSCA)
+	require.Equal(t, pki.ClientCert, c.NATS.TLSCert)
+	require.Equal(t, pki.ClientKey, c.NATS.TLSKey)
+	require.Equal(t, user.SeedFile, c.NATS.NkeySeed)
+
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "config", c)
+	for _, k := range []string{`"nats_tls_ca":"` + pki.CA + `"`, `"nats_tls_cert":"` + pki.ClientCert + `"`,
+		`"nats_tls_key":"` + pki.ClientKey + `"`, `"nats_nkey_seed":"` + user.SeedFile + `"`} {
+		require.Contains(t, buf.String(), k)
+	}
+	require.NotContains(t, buf.String(), user.Seed(t))
+
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	tests := []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"NATS_TLS_CERT": pki.ClientCert}, []string{"NATS_TLS_CERT: NATS_TLS_CERT and NATS_TLS_KEY must be set together"}},
+		{map[string]string{"NATS_TLS_CA": missing}, []string{"NATS_TLS_CA: open " + missing}},
+		{map[string]string{"NATS_TLS_CERT": pki.ClientCert, "NATS_TLS_KEY": missing}, []string{"NATS_TLS_KEY: open " + missing}},
+		{map[string]string{"NATS_NKEY_SEED": missing}, []string{"NATS_NKEY_SEED: open " + missing}},
+		{map[string]string{"NATS_NKEY_SEED": pki.CA}, []string{"NATS_NKEY_SEED: " + pki.CA + ": "}},
+		{map[string]string{"NATS_NKEY_SEED": user.SeedFile, "NATS_TOKEN": "t0ken", "NATS_CREDS": "/x.creds"},
+			[]string{"NATS_TOKEN, NATS_CREDS and NATS_NKEY_SEED are all set: authenticate one way only"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want[0], func(t *testing.T) {
+			_, err := Load(nil, env(tt.env), &bytes.Buffer{})
+			require.Error(t, err)
+			for _, w := range tt.want {
+				require.Contains(t, err.Error(), w)
+			}
+			require.NotContains(t, err.Error(), "t0ken")
+			require.NotContains(t, err.Error(), user.Seed(t))
+		})
 	}
 }

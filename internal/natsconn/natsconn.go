@@ -3,8 +3,10 @@
 // the same errors.
 //
 // Errors name the settings by their environment variables (NATS_URL,
-// NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS), which both programs
-// read, and never show a credential: URLs go through RedactURL.
+// NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY_SEED,
+// NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY), which both programs read, and
+// never show a credential: URLs go through RedactURL, and files are named
+// by their paths, never shown.
 package natsconn
 
 import (
@@ -21,7 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cartworker/cartworker/internal/setting"
 	"github.com/nats-io/nats.go"
 )
 
@@ -38,21 +39,6 @@ const (
 	// to come up, and still reports a wrong NATS_URL well within 15 s.
 	DefaultConnectTimeout = 10 * time.Second
 )
-
-// Validate reports the options that cannot work, each as a *setting.Error
-// naming its field.
-func (o Options) Validate() error {
-	var errs []error
-	for _, u := range strings.Split(o.URL, ",") {
-		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
-			errs = append(errs, setting.Errorf("URL", "%q is not a URL like nats://host:4222", RedactURL(u)))
-		}
-	}
-	if (o.User == "") != (o.Password == "") {
-		errs = append(errs, setting.Errorf("User", "NATS_USER and NATS_PASSWORD must be set together"))
-	}
-	return errors.Join(errs...)
-}
 
 // Options are the settings of a connection. The zero value but for URL
 // connects without credentials, in one attempt.
@@ -73,6 +59,23 @@ type Options struct {
 	// seed (NATS_CREDS).
 	Creds string
 
+	// NkeySeed is the path of a file holding a user nkey seed, "SU…"
+	// (NATS_NKEY_SEED). The seed is read when the server asks for a
+	// signature and never kept in memory.
+	NkeySeed string
+
+	// TLSCA is the path of a PEM bundle of the certificate authorities
+	// trusted to sign the server's certificate (NATS_TLS_CA), instead of
+	// the system's. Setting it makes the connection use TLS.
+	TLSCA string
+
+	// TLSCert and TLSKey are the paths of a PEM client certificate and its
+	// private key, for a server that verifies its clients (mutual TLS)
+	// (NATS_TLS_CERT, NATS_TLS_KEY). Both or neither. Setting them makes
+	// the connection use TLS.
+	TLSCert string
+	TLSKey  string
+
 	// ConnectTimeout is how long Connect keeps retrying, once a second,
 	// while no server is reachable (refused, timed out), so that NATS may
 	// start next to the program. Zero or less: one attempt.
@@ -89,21 +92,31 @@ type Options struct {
 // which would hide every start-up failure behind "connection closed" or a
 // JetStream timeout a minute later: a refused or timed-out connection is
 // retried every second for opts.ConnectTimeout, and then reported with its
-// cause; an authorization failure or a TLS or credentials-file problem is
-// reported at once, since retrying cannot fix it. ctx ends the attempts
-// early. Once connected, the connection reconnects for ever.
+// cause; an authorization failure (wrong credentials), a refused or
+// untrusted certificate, or a credentials-file problem is reported at once,
+// since retrying cannot fix it. ctx ends the attempts early. Once connected,
+// the connection reconnects for ever. The TLS and nkey files are read again
+// at every connect and reconnect, so that they can be renewed in place.
 //
-// Errors begin "NATS_URL <url>: ", with credentials redacted. log gets the
-// retries, the connection, and later disconnects and reconnects; nil
-// discards them.
+// Options that fail Validate return an error wrapping ErrInvalid before any
+// attempt, naming the variables at fault. Other errors begin
+// "NATS_URL <url>: ", with credentials redacted. log gets the retries, the
+// connection, and later disconnects and reconnects; nil discards them.
 func Connect(ctx context.Context, opts Options, log *slog.Logger) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, byVariable(err))
+	}
 	redacted := RedactURL(opts.URL)
 	where := "NATS_URL " + redacted
 	dialer := &recordingDialer{d: net.Dialer{Timeout: nats.DefaultTimeout}}
-	natsOpts := append(options(opts, log), nats.SetCustomDialer(dialer))
+	natsOpts, err := options(opts, log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	natsOpts = append(natsOpts, nats.SetCustomDialer(dialer))
 	deadline := time.Now().Add(opts.ConnectTimeout)
 	for attempt := 1; ; attempt++ {
 		nc, err := connectOnce(ctx, opts.URL, natsOpts)
@@ -122,7 +135,7 @@ func Connect(ctx context.Context, opts Options, log *slog.Logger) (*nats.Conn, e
 			}
 		}
 		if authFailed(err) {
-			return nil, fmt.Errorf("%s: authorization failed (check NATS_USER/NATS_PASSWORD, NATS_TOKEN or NATS_CREDS): %w", where, err)
+			return nil, fmt.Errorf("%s: authorization failed (check %s): %w", where, opts.authHint(), err)
 		}
 		if cause, ok := configError(err); ok {
 			return nil, fmt.Errorf("%s: %s: %w", where, cause, err)
@@ -184,19 +197,32 @@ func authFailed(err error) bool {
 }
 
 // configError reports failures that come from the program's own settings
-// rather than from the network, so that waiting cannot fix them, and what
-// to check.
+// or the server's certificate rather than from the network, so that waiting
+// cannot fix them, and what to check. A TLS handshake cut short by the
+// network (a reset, a timeout) is not one of them and is retried.
 func configError(err error) (string, bool) {
 	var pathErr *fs.PathError
 	var certErr *tls.CertificateVerificationError
 	var unknownAuthority x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
+	var invalidCert x509.CertificateInvalidError
+	var recordErr tls.RecordHeaderError
+	var opErr *net.OpError
 	switch {
 	case errors.As(err, &pathErr):
-		return "cannot read NATS_CREDS", true
+		return "cannot read a file of NATS_CREDS, NATS_NKEY_SEED or NATS_TLS_*", true
 	case errors.Is(err, nats.ErrSecureConnRequired), errors.Is(err, nats.ErrSecureConnWanted),
-		errors.As(err, &certErr), errors.As(err, &unknownAuthority), errors.As(err, &hostErr):
-		return "TLS setup failed (check the URL's scheme and the server's certificate)", true
+		errors.As(err, &certErr), errors.As(err, &unknownAuthority), errors.As(err, &hostErr),
+		errors.As(err, &invalidCert), errors.As(err, &recordErr),
+		// A TLS alert from the server: it refused our certificate, or the
+		// lack of one, or the handshake's terms.
+		errors.As(err, &opErr) && opErr.Op == "remote error",
+		// The same refusal when the connection closed before the alert
+		// was read. The server speaks first in plain text and only then
+		// starts TLS, so no TLS-terminating proxy sits in between whose
+		// backend could be down: it was the server that hung up.
+		errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "closed by remote after TLS handshake"):
+		return "TLS failed (check NATS_TLS_CA, NATS_TLS_CERT/NATS_TLS_KEY, the URL's scheme and the server's certificate)", true
 	}
 	return "", false
 }
@@ -231,7 +257,9 @@ func connectedURL(nc *nats.Conn) string {
 	return RedactURL(nc.ConnectedUrlRedacted())
 }
 
-func options(o Options, log *slog.Logger) []nats.Option {
+// options are the nats.go options of o. They fail only on the nkey seed,
+// which nats.go reads here to learn its public key.
+func options(o Options, log *slog.Logger) ([]nats.Option, error) {
 	opts := []nats.Option{
 		// After the first connection, which Connect makes, ride out any
 		// outage of NATS.
@@ -261,7 +289,22 @@ func options(o Options, log *slog.Logger) []nats.Option {
 	if o.Creds != "" {
 		opts = append(opts, nats.UserCredentials(o.Creds))
 	}
-	return opts
+	if o.NkeySeed != "" {
+		nk, err := nats.NkeyOptionFromSeed(o.NkeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY_SEED %s: %w", o.NkeySeed, err)
+		}
+		opts = append(opts, nk)
+	}
+	// These read their files at every connect, so a renewed certificate is
+	// picked up by the next reconnect.
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	if o.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	return opts, nil
 }
 
 // RedactURL returns a URL, or a comma-separated list of them, fit for logs
