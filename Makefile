@@ -15,10 +15,10 @@ export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 
 INTEGRATION_TIMEOUT ?= 30m
 
-.PHONY: help run demo stop logs images test test-unit test-integration lint bench build
+.PHONY: help run demo stop logs images test test-unit test-integration lint bench build k8s-tools
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 run: ## start the whole stack (NATS, Redis, daprd, worker) as containers
 	@scripts/stack.sh up
@@ -46,8 +46,11 @@ lint: ## gofmt and go vet, both must be clean
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./integration/...
 
-test-unit: ## unit tests with the race detector
+test-unit: k8s-tools ## unit tests with the race detector
 	$(GO) test -race -count=1 ./...
+
+k8s-tools: ## build helm and kustomize (tools/helm/go.mod, cached), which the deployments/ tests run
+	@scripts/k8s-tools.sh >/dev/null
 
 test-integration: ## integration suite against real containers (builds images first)
 	@scripts/ensure-docker.sh

@@ -1,7 +1,6 @@
 package deployments_test
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,7 +57,9 @@ func isComposeFile(file string) bool {
 	return strings.HasPrefix(base, "compose.") || strings.HasPrefix(base, "docker-compose.")
 }
 
-// yamlFiles lists every *.yaml and *.yml under deployments/.
+// yamlFiles lists every *.yaml and *.yml under deployments/ that is YAML
+// as it stands: the Helm chart's templates are not, and the chart is
+// checked through helm template instead (render_test.go).
 func yamlFiles(t *testing.T) []string {
 	t.Helper()
 	var files []string
@@ -67,7 +68,7 @@ func yamlFiles(t *testing.T) []string {
 			return err
 		}
 		if d.IsDir() {
-			if path != "." && strings.HasPrefix(d.Name(), ".") {
+			if path != "." && strings.HasPrefix(d.Name(), ".") || path == "helm" {
 				return filepath.SkipDir
 			}
 			return nil
@@ -91,26 +92,13 @@ func parseFile(file string) ([]manifest, error) {
 		return nil, err
 	}
 	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	var docs []manifest
-	for i := 0; ; i++ {
-		var node yaml.Node
-		err := dec.Decode(&node)
-		if errors.Is(err, io.EOF) {
-			return docs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", i, err)
-		}
-		if len(node.Content) == 0 {
-			continue // only comments, or an empty document
-		}
-		var data map[string]any
-		if err := node.Decode(&data); err != nil {
-			return nil, fmt.Errorf("document %d is not a mapping: %w", i, err)
-		}
-		docs = append(docs, manifest{file: file, index: i, node: &node, data: data})
-	}
+	return parseStream(file, f)
+}
+
+// isKustomization reports whether a file is a kustomization (its name is
+// fixed by kustomize).
+func isKustomization(file string) bool {
+	return filepath.Base(file) == "kustomization.yaml"
 }
 
 func loadAll(t *testing.T) []manifest {
@@ -248,249 +236,6 @@ func asInt(t *testing.T, v any) int {
 	return 0
 }
 
-func TestEveryManifestParses(t *testing.T) {
-	for _, file := range yamlFiles(t) {
-		t.Run(file, func(t *testing.T) {
-			docs, err := parseFile(file)
-			require.NoError(t, err)
-			require.NotEmpty(t, docs, "no document")
-			for _, m := range docs {
-				if isComposeFile(file) {
-					_, ok := m.data["services"].(map[string]any)
-					require.True(t, ok, "%s: compose file without services", m)
-					continue
-				}
-				require.NotEmpty(t, m.apiVersion(), "%s: apiVersion", m)
-				require.NotEmpty(t, m.kind(), "%s: kind", m)
-				require.NotEmpty(t, m.name(), "%s: metadata.name", m)
-			}
-		})
-	}
-}
-
-func TestDaprStateStoreComponents(t *testing.T) {
-	comps := byKind(loadAll(t), "dapr.io/", "Component")
-	// One for Compose (dapr/components), one for Kubernetes (k8s).
-	require.Len(t, comps, 2)
-	for _, c := range comps {
-		t.Run(c.String(), func(t *testing.T) {
-			require.Equal(t, "dapr.io/v1alpha1", c.apiVersion())
-			require.Equal(t, config.DefaultStateStore, c.name())
-			require.Equal(t, "state.redis", mustStr(t, c.data, "spec", "type"))
-			require.Equal(t, "v1", mustStr(t, c.data, "spec", "version"))
-			require.Contains(t, strList(t, c.data, "scopes"), config.DefaultAppID)
-
-			md := mustList(t, c.data, "spec", "metadata")
-			for _, tc := range []struct{ name, want string }{
-				{"redisDB", "2"},
-				{"ttlInSeconds", "36000"},
-				{"keyPrefix", "appid"},
-			} {
-				require.Equal(t, tc.want, mustStr(t, namedItem(t, md, tc.name), "value"), tc.name)
-			}
-			host := mustStr(t, namedItem(t, md, "redisHost"), "value")
-			_, port, err := net.SplitHostPort(host)
-			require.NoError(t, err, "redisHost %q", host)
-			require.Equal(t, "6379", port)
-			if strings.HasPrefix(c.file, "k8s/") {
-				require.Equal(t, "redis-master.redis.svc:6379", host)
-				pw := namedItem(t, md, "redisPassword")
-				require.NotContains(t, pw, "value")
-				require.NotEmpty(t, mustStr(t, pw, "secretKeyRef", "name"))
-				require.NotEmpty(t, mustStr(t, pw, "secretKeyRef", "key"))
-			}
-		})
-	}
-}
-
-func TestDaprResiliency(t *testing.T) {
-	res := byKind(loadAll(t), "dapr.io/", "Resiliency")
-	require.Len(t, res, 2)
-	for _, r := range res {
-		t.Run(r.String(), func(t *testing.T) {
-			require.Equal(t, "dapr.io/v1alpha1", r.apiVersion())
-			require.Contains(t, strList(t, r.data, "scopes"), config.DefaultAppID)
-			comps := mustMap(t, r.data, "spec", "targets", "components")
-			require.Contains(t, comps, config.DefaultStateStore)
-			out := mustMap(t, comps, config.DefaultStateStore, "outbound")
-			for _, tc := range []struct{ ref, policies string }{
-				{"timeout", "timeouts"},
-				{"retry", "retries"},
-				{"circuitBreaker", "circuitBreakers"},
-			} {
-				name := mustStr(t, out, tc.ref)
-				require.Contains(t, mustMap(t, r.data, "spec", "policies", tc.policies), name,
-					"outbound %s %q is not defined", tc.ref, name)
-			}
-			// Dapr's retries stay small: the worker retries through JetStream.
-			retry := mustMap(t, r.data, "spec", "policies", "retries", mustStr(t, out, "retry"))
-			require.LessOrEqual(t, mustInt(t, retry, "maxRetries"), 3)
-		})
-	}
-	t.Run("compose and k8s agree", func(t *testing.T) {
-		require.Equal(t, res[0].data["spec"], res[1].data["spec"])
-	})
-}
-
-func TestWorkerDeployment(t *testing.T) {
-	all := loadAll(t)
-	d := one(t, all, "apps/", "Deployment", "cartworker")
-	pod := mustMap(t, d.data, "spec", "template")
-	ann := mustMap(t, pod, "metadata", "annotations")
-	port := httpPort(t)
-
-	containers := mustList(t, pod, "spec", "containers")
-	require.Len(t, containers, 1, "the Dapr sidecar is injected, not declared")
-	c := namedItem(t, containers, "worker")
-	env := mustList(t, c, "env")
-	envValue := func(t *testing.T, name string) string {
-		t.Helper()
-		return mustStr(t, namedItem(t, env, name), "value")
-	}
-
-	t.Run("dapr annotations", func(t *testing.T) {
-		for _, tc := range []struct{ key, want string }{
-			{"dapr.io/enabled", "true"},
-			{"dapr.io/app-id", config.DefaultAppID},
-		} {
-			require.Equal(t, tc.want, ann[tc.key], tc.key)
-		}
-		for _, key := range []string{"dapr.io/enable-api-logging", "dapr.io/sidecar-listen-addresses", "dapr.io/api-token-secret"} {
-			require.NotEmpty(t, ann[key], key)
-		}
-		require.NotContains(t, ann, "dapr.io/app-port", "nothing calls the worker through Dapr")
-	})
-	t.Run("prometheus annotations", func(t *testing.T) {
-		require.Equal(t, "true", ann["prometheus.io/scrape"])
-		require.Equal(t, port, asInt(t, ann["prometheus.io/port"]))
-		require.Equal(t, config.DefaultMetricsPath, ann["prometheus.io/path"])
-	})
-	t.Run("container port", func(t *testing.T) {
-		p := namedItem(t, mustList(t, c, "ports"), "http")
-		require.Equal(t, port, mustInt(t, p, "containerPort"))
-	})
-	t.Run("probes", func(t *testing.T) {
-		for _, tc := range []struct{ probe, path string }{
-			{"livenessProbe", "/healthz"},
-			{"readinessProbe", "/readyz"},
-		} {
-			require.Equal(t, tc.path, mustStr(t, c, tc.probe, "httpGet", "path"), tc.probe)
-			p := mustDig(t, c, tc.probe, "httpGet", "port")
-			if name, ok := p.(string); ok && name == "http" {
-				continue
-			}
-			require.Equal(t, port, asInt(t, p), tc.probe)
-		}
-	})
-	t.Run("env", func(t *testing.T) {
-		for _, name := range []string{
-			"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_STREAM_REPLICAS",
-			"DAPR_HTTP_ENDPOINT", "DAPR_API_TOKEN", "CART_STATE_STORE", "CART_SUBJECT_PREFIX",
-			"WORKER_CONCURRENCY", "WORKER_PARTITIONS", "WORKER_HTTP_ADDR", "WORKER_SHUTDOWN_TIMEOUT", "LOG_LEVEL",
-		} {
-			namedItem(t, env, name)
-		}
-		require.Equal(t, "nats://nats.nats.svc:4222", envValue(t, "NATS_URL"))
-		require.Equal(t, config.DefaultStateStore, envValue(t, "CART_STATE_STORE"))
-		require.Equal(t, command.DefaultPrefix, envValue(t, "CART_SUBJECT_PREFIX"))
-		require.Equal(t, config.DefaultHTTPAddr, envValue(t, "WORKER_HTTP_ADDR"))
-		require.Equal(t, "http://127.0.0.1:3500", envValue(t, "DAPR_HTTP_ENDPOINT"))
-		require.Equal(t, statepool.DefaultGRPCEndpoint, envValue(t, "DAPR_GRPC_ENDPOINT"), "the injected sidecar's gRPC port")
-		// The worker sends the token daprd was given.
-		tok := namedItem(t, env, "DAPR_API_TOKEN")
-		require.Equal(t, ann["dapr.io/api-token-secret"], mustStr(t, tok, "valueFrom", "secretKeyRef", "name"))
-		require.Equal(t, "token", mustStr(t, tok, "valueFrom", "secretKeyRef", "key"))
-	})
-	t.Run("env is the worker's and loads", func(t *testing.T) {
-		known := workerEnvNames(t)
-		for name := range deploymentEnv(t, all) {
-			require.True(t, known[name], "the worker reads no %s (removed or misspelt?)", name)
-		}
-		cfg := loadWorkerConfig(t, deploymentEnv(t, all))
-		// Production runs on a JetStream cluster of 3 with R3 streams.
-		require.Equal(t, 3, cfg.Consumer.Replicas, "NATS_STREAM_REPLICAS")
-	})
-	t.Run("shutdown fits the grace period", func(t *testing.T) {
-		drain, err := time.ParseDuration(envValue(t, "WORKER_SHUTDOWN_TIMEOUT"))
-		require.NoError(t, err)
-		grace := time.Duration(mustInt(t, pod, "spec", "terminationGracePeriodSeconds")) * time.Second
-		require.Greater(t, grace, drain)
-	})
-	t.Run("hardening", func(t *testing.T) {
-		require.Equal(t, true, mustDig(t, pod, "spec", "securityContext", "runAsNonRoot"))
-		require.Equal(t, true, mustDig(t, c, "securityContext", "readOnlyRootFilesystem"))
-		require.Equal(t, false, mustDig(t, c, "securityContext", "allowPrivilegeEscalation"))
-		require.NotEmpty(t, mustStr(t, c, "resources", "limits", "memory"))
-		require.NotEmpty(t, mustStr(t, c, "resources", "requests", "memory"))
-	})
-	t.Run("service", func(t *testing.T) {
-		svc := one(t, all, "v1", "Service", "cartworker")
-		sel := mustMap(t, svc.data, "spec", "selector")
-		labels := mustMap(t, pod, "metadata", "labels")
-		for k, v := range sel {
-			require.Equal(t, v, labels[k], "selector %s", k)
-		}
-		p := namedItem(t, mustList(t, svc.data, "spec", "ports"), "http")
-		require.Equal(t, port, mustInt(t, p, "port"))
-	})
-}
-
-func TestKEDAScaledObject(t *testing.T) {
-	all := loadAll(t)
-	cfg := loadWorkerConfig(t, deploymentEnv(t, all))
-	so := one(t, all, "keda.sh/", "ScaledObject", "cartworker")
-	require.Equal(t, "Deployment", mustStr(t, so.data, "spec", "scaleTargetRef", "kind"))
-	require.Equal(t, "cartworker", mustStr(t, so.data, "spec", "scaleTargetRef", "name"))
-	require.Equal(t, 1, mustInt(t, so.data, "spec", "minReplicaCount"))
-	require.Equal(t, cfg.Consumer.Partitions, mustInt(t, so.data, "spec", "maxReplicaCount"),
-		"maxReplicaCount is WORKER_PARTITIONS: one command per partition is in flight, so more replicas sit idle")
-
-	triggers := mustList(t, so.data, "spec", "triggers")
-	require.Len(t, triggers, 1)
-	tr := triggers[0]
-	// nats-jetstream reads a single consumer; the lag is spread over all of
-	// the partitions' consumers (see the file's header).
-	require.Equal(t, "prometheus", mustStr(t, tr, "type"))
-	md := mustMap(t, tr, "metadata")
-	t.Run("server", func(t *testing.T) {
-		addr := mustStr(t, md, "serverAddress")
-		require.Regexp(t, `^https?://[^/\s]+`, addr)
-	})
-	t.Run("threshold", func(t *testing.T) {
-		require.Positive(t, asInt(t, mustStr(t, md, "threshold")))
-		require.Equal(t, "false", mustStr(t, md, "ignoreNullValues"),
-			"a lost exporter must not read as an empty stream and scale a busy deployment down")
-	})
-	t.Run("query sums every consumer of the command stream", func(t *testing.T) {
-		query := mustStr(t, md, "query")
-		sels := promSelectors(t, query)
-		var metrics []string
-		for _, sel := range sels {
-			metrics = append(metrics, sel.metric)
-			require.Contains(t, query, "sum("+sel.metric+"{", "%s must be summed over the consumers", sel.metric)
-			require.Equal(t, promMatcher{"=", command.StreamCommands}, sel.matchers["stream_name"], "%s: stream_name", sel.metric)
-			require.Equal(t, promMatcher{"=", "true"}, sel.matchers["is_consumer_leader"],
-				"%s: only the consumer leader's report is current; every replica is exported", sel.metric)
-			cm, ok := sel.matchers["consumer_name"]
-			require.True(t, ok, "%s: no consumer_name matcher", sel.metric)
-			require.Equal(t, "=~", cm.op, "%s: consumer_name", sel.metric)
-			// PromQL anchors regular expressions, and uses RE2 as Go does.
-			re, err := regexp.Compile("^(?:" + cm.value + ")$")
-			require.NoError(t, err)
-			names := []string{command.ConsumerName}
-			for p := range cfg.Consumer.Partitions {
-				names = append(names, command.PartitionConsumer(p))
-			}
-			for _, name := range names {
-				require.True(t, re.MatchString(name), "%s: consumer_name=~%q misses consumer %s", sel.metric, cm.value, name)
-			}
-			require.False(t, re.MatchString("other-"+command.ConsumerName), "consumer_name=~%q is too broad", cm.value)
-		}
-		require.ElementsMatch(t, []string{"nats_consumer_num_pending", "nats_consumer_num_ack_pending"}, metrics,
-			"pending and unacknowledged commands, as the nats chart's exporter (-prefix=nats -jsz=all) names them")
-	})
-}
-
 // promSelector is one `metric{label op "value", ...}` of a PromQL query.
 type promSelector struct {
 	metric   string
@@ -527,56 +272,6 @@ func promSelectors(t *testing.T, query string) []promSelector {
 	return out
 }
 
-func TestNACKJetStream(t *testing.T) {
-	all := loadAll(t)
-	cfg := loadWorkerConfig(t, deploymentEnv(t, all))
-	streams := map[string]map[string]any{}
-	for _, s := range byKind(all, "jetstream.nats.io/", "Stream") {
-		require.Equal(t, "jetstream.nats.io/v1beta2", s.apiVersion(), s.String())
-		streams[mustStr(t, s.data, "spec", "name")] = mustMap(t, s.data, "spec")
-	}
-	require.Len(t, streams, 2)
-	subjects := command.Subjects{}
-	for _, tc := range []struct {
-		stream, subject, maxAge string
-		partitioned             bool
-	}{
-		{command.StreamCommands, subjects.Commands(), "24h", true},
-		{command.StreamDeadLetters, subjects.DeadLetters(), "336h", false},
-	} {
-		t.Run(tc.stream, func(t *testing.T) {
-			s, ok := streams[tc.stream]
-			require.True(t, ok, "no NACK Stream %s", tc.stream)
-			require.Equal(t, []string{tc.subject}, strList(t, s, "subjects"))
-			require.Equal(t, "file", mustStr(t, s, "storage"))
-			require.Equal(t, "limits", mustStr(t, s, "retention"))
-			require.Equal(t, "2m", mustStr(t, s, "duplicateWindow"))
-			require.Equal(t, tc.maxAge, mustStr(t, s, "maxAge"))
-			require.Equal(t, cfg.Consumer.Replicas, mustInt(t, s, "replicas"),
-				"replicas must match NATS_STREAM_REPLICAS of the Deployment")
-			if !tc.partitioned {
-				require.NotContains(t, s, "subjectTransform")
-				return
-			}
-			// The worker refuses a stream partitioned otherwise, and adds its
-			// transform to one without, which NACK would then remove again.
-			src, dst := subjects.PartitionTransform(cfg.Consumer.Partitions)
-			require.Equal(t, src, mustStr(t, s, "subjectTransform", "source"))
-			require.Equal(t, dst, mustStr(t, s, "subjectTransform", "dest"),
-				"the transform's partition count must be WORKER_PARTITIONS of the Deployment")
-			require.Len(t, mustMap(t, s, "subjectTransform"), 2, "subjectTransform has only source and dest")
-		})
-	}
-	t.Run("no consumers", func(t *testing.T) {
-		// The worker creates and owns its 1 + WORKER_PARTITIONS consumers
-		// with MaxAckPending 1; a NACK Consumer would be a second owner
-		// reconciling them to its own spec.
-		for _, c := range byKind(all, "jetstream.nats.io/", "Consumer") {
-			require.Failf(t, "NACK Consumer", "%s declares consumer %v: the worker owns its consumers", c, c.data["spec"])
-		}
-	})
-}
-
 // deploymentEnv returns the worker container's env in the cartworker
 // Deployment: literal values by name, "" for values read from a secret.
 func deploymentEnv(t *testing.T, all []manifest) map[string]string {
@@ -607,6 +302,11 @@ func workerEnvNames(t *testing.T) map[string]bool {
 		out[m[1]] = true
 	}
 	require.Contains(t, out, "WORKER_PARTITIONS", "usage text changed shape")
+	// Read by the Go runtime in the worker (e.g. GOMEMLIMIT from the
+	// container's memory limit).
+	for _, name := range []string{"GOMEMLIMIT", "GOMAXPROCS", "GOGC", "GODEBUG"} {
+		out[name] = true
+	}
 	return out
 }
 
@@ -778,6 +478,9 @@ var secretRefKeys = map[string]bool{
 	"dapr.io/api-token-secret": true,
 	"dapr.io/app-token-secret": true,
 	"secretStore":              true,
+	"secretName":               true, // Kubernetes secret volumes, the chart's secretEnv
+	"existingSecret":           true, // Helm values
+	"apiTokenSecret":           true, // Helm values: dapr.apiTokenSecret
 }
 
 // placeholder reports whether a value is empty or a ${VAR} reference.
@@ -867,15 +570,21 @@ func TestSecretLiteralDetector(t *testing.T) {
 }
 
 func TestNoSecretLiterals(t *testing.T) {
-	for _, file := range yamlFiles(t) {
+	check := func(t *testing.T, docs []manifest) {
+		t.Helper()
+		for _, m := range docs {
+			require.Empty(t, secretLiterals(m.node), "%s holds a secret in clear; use a secretKeyRef or ${VAR}", m)
+		}
+	}
+	files := append(yamlFiles(t), chartDir+"/values.yaml", chartFullValues)
+	for _, file := range files {
 		t.Run(file, func(t *testing.T) {
 			docs, err := parseFile(file)
 			require.NoError(t, err)
-			for _, m := range docs {
-				require.Empty(t, secretLiterals(m.node), "%s holds a secret in clear; use a secretKeyRef or ${VAR}", m)
-			}
+			check(t, docs)
 		})
 	}
+	forEachKube(t, func(t *testing.T, r rendering) { check(t, r.docs) })
 }
 
 // TestImageDefaultsWrittenOnce keeps the default image names out of the

@@ -4,7 +4,9 @@
 # and the worker. It mirrors deployments/compose.yaml with plain `docker run`,
 # because Docker Compose is not part of Debian's docker.io.
 #
-#   scripts/stack.sh up      build missing images, start everything, wait until ready
+#   scripts/stack.sh up      build the images (the worker's always), start what is
+#                            not running or runs an older image or other
+#                            settings, wait until ready
 #   scripts/stack.sh down    remove the containers and the network
 #   scripts/stack.sh logs    follow the worker's logs
 #   scripts/stack.sh status  show the containers
@@ -27,6 +29,7 @@ DAPR_PORT=${DAPR_PORT:-3500}
 WORKER_PORT=${WORKER_PORT:-8080}
 NET=cartworker
 P=cartworker-
+SPEC_LABEL=cartworker.stack.spec
 
 log() { echo "stack: $*" >&2; }
 
@@ -43,17 +46,46 @@ wait_http() {
 	done
 }
 
-# start NAME DOCKER_RUN_ARGS...: (re)create the container unless it already runs.
+# start NAME IMAGE [DOCKER_RUN_OPTIONS...] [-- COMMAND...]: make container
+# NAME run IMAGE as asked. A running container is kept only when it runs
+# the image IMAGE names now (its ID: build-images.sh rebuilds the worker
+# image after every code change) with the same options and command; any
+# other is replaced, so `make run` after a change never leaves the old
+# worker running. The ID and arguments are kept, hashed, in a label.
 start() {
-	local name=$1
-	shift
-	if [ "$(docker inspect -f '{{.State.Running}}' "$P$name" 2>/dev/null)" = "true" ]; then
-		log "$name already running"
-		return
+	local name=$1 image=$2
+	shift 2
+	local opts=() cmd=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		opts+=("$1")
+		shift
+	done
+	if [ $# -gt 0 ]; then
+		shift
+		cmd=("$@")
 	fi
-	docker rm -f "$P$name" >/dev/null 2>&1 || true
+	local id spec running have
+	id=$(docker image inspect -f '{{.Id}}' "$image") || {
+		log "image $image is missing (scripts/build-images.sh builds it)"
+		exit 1
+	}
+	spec=$(printf '%s\0' "$id" "${opts[@]}" -- "${cmd[@]}" | sha256sum | cut -c1-32)
+	running=$(docker container inspect -f '{{.State.Running}}' "$P$name" 2>/dev/null || true)
+	if [ "$running" = true ]; then
+		have=$(docker container inspect -f '{{index .Config.Labels "'"$SPEC_LABEL"'"}}' "$P$name" 2>/dev/null || true)
+		if [ "$have" = "$spec" ]; then
+			log "$name already running"
+			return
+		fi
+		log "$name runs another image or settings: replacing it"
+		# A graceful stop first: the worker drains its in-flight commands.
+		docker stop -t 30 "$P$name" >/dev/null 2>&1 || true
+	fi
+	if [ -n "$running" ]; then
+		docker rm -f "$P$name" >/dev/null 2>&1 || true
+	fi
 	docker run -d --name "$P$name" --network "$NET" --network-alias "$name" \
-		--restart unless-stopped "$@" >/dev/null
+		--restart unless-stopped --label "$SPEC_LABEL=$spec" "${opts[@]}" "$image" "${cmd[@]}" >/dev/null
 	log "$name started"
 }
 
@@ -63,26 +95,30 @@ up() {
 	"$ROOT/scripts/build-images.sh"
 	docker network inspect "$NET" >/dev/null 2>&1 || docker network create "$NET" >/dev/null
 
-	start nats -p "127.0.0.1:$NATS_PORT:4222" -p "127.0.0.1:$NATS_MONITOR_PORT:8222" \
-		"$NATS_IMAGE" -js -sd /data -m 8222
-	start redis "$REDIS_IMAGE" redis-server --save "" --appendonly no
+	start nats "$NATS_IMAGE" -p "127.0.0.1:$NATS_PORT:4222" -p "127.0.0.1:$NATS_MONITOR_PORT:8222" \
+		-- -js -sd /data -m 8222
+	start redis "$REDIS_IMAGE" -- redis-server --save "" --appendonly no
 	# daprd runs as uid 65532: it reads the components through a world-readable copy.
 	local comp
 	comp=${CARTWORKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cartworker}/components
 	mkdir -p "$comp"
 	cp "$ROOT"/deployments/dapr/components/*.yaml "$comp/"
 	chmod 755 "$comp" && chmod 644 "$comp"/*.yaml
-	start daprd -p "127.0.0.1:$DAPR_PORT:3500" -e "DAPR_API_TOKEN=${DAPR_API_TOKEN:-}" \
-		-v "$comp:/components:ro" "$DAPRD_IMAGE" \
-		./daprd --app-id cartworker --dapr-http-port 3500 --dapr-grpc-port 50001 \
+	# daprd reads its components only when it starts: a label with their
+	# hash makes an edited component replace it.
+	local comp_sum
+	comp_sum=$(cat "$comp"/*.yaml | sha256sum | cut -c1-16)
+	start daprd "$DAPRD_IMAGE" -p "127.0.0.1:$DAPR_PORT:3500" -e "DAPR_API_TOKEN=${DAPR_API_TOKEN:-}" \
+		-v "$comp:/components:ro" --label "cartworker.stack.components=$comp_sum" \
+		-- ./daprd --app-id cartworker --dapr-http-port 3500 --dapr-grpc-port 50001 \
 		--resources-path /components --log-level warn
 	wait_http nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz?js-enabled-only=true" 30
 	wait_http daprd "http://127.0.0.1:$DAPR_PORT/v1.0/healthz" 60
-	start worker -p "127.0.0.1:$WORKER_PORT:8080" \
+	start worker "$WORKER_IMAGE" -p "127.0.0.1:$WORKER_PORT:8080" \
 		-e NATS_URL=nats://nats:4222 -e DAPR_HTTP_ENDPOINT=http://daprd:3500 \
 		-e DAPR_GRPC_ENDPOINT=http://daprd:50001 -e "WORKER_STATE_PROTOCOL=${WORKER_STATE_PROTOCOL:-grpc}" \
 		-e "DAPR_API_TOKEN=${DAPR_API_TOKEN:-}" -e WORKER_HTTP_ADDR=:8080 \
-		--stop-timeout 30 "$WORKER_IMAGE"
+		--stop-timeout 30
 	wait_http worker "http://127.0.0.1:$WORKER_PORT/readyz" 60
 
 	cat <<MSG
@@ -105,13 +141,18 @@ down() {
 	docker network rm "$NET" >/dev/null 2>&1 || true
 }
 
-case "${1:-}" in
-up) up ;;
-down) down ;;
-logs) docker logs -f "${P}worker" ;;
-status) docker ps -a --filter "name=$P" ;;
-*)
-	echo "usage: $0 up|down|logs|status" >&2
-	exit 2
-	;;
-esac
+main() {
+	case "${1:-}" in
+	up) up ;;
+	down) down ;;
+	logs) docker logs -f "${P}worker" ;;
+	status) docker ps -a --filter "name=$P" ;;
+	*)
+		echo "usage: $0 up|down|logs|status" >&2
+		exit 2
+		;;
+	esac
+}
+
+# Sourced (by deployments/stack_test.go, to test start), it only defines.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
