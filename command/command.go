@@ -4,7 +4,9 @@
 // it touches a cart.
 //
 // Other programs depend on this package's wire format exactly; the README's
-// "Contract" section documents the same rules for non-Go publishers.
+// "Contract" section documents the same rules for non-Go publishers, and
+// command/schema holds them as JSON Schema (Schemas), checked against
+// Decode by the package's tests.
 package command
 
 import (

@@ -139,16 +139,19 @@ func TestParseBoundsTheWork(t *testing.T) {
 		"1" + strings.Repeat("0", 1<<20),
 		"0." + strings.Repeat("0", 1<<20) + "1",
 	} {
-		name := clip(in)
-		var err error
-		b := allocatedBytes(func() { _, err = Parse(in) })
-		require.ErrorIs(t, err, ErrInvalid, name)
-		require.NotErrorIs(t, err, ErrOverflow, name)
-		require.Less(t, len(err.Error()), 200, "the message quotes a clipped input")
-		// Before the bounds, 1e-999999 alone allocated 3.3 MB.
-		require.Less(t, b, uint64(4096), "%s allocated %d bytes", name, b)
+		for _, parse := range []func(string) (Amount, error){Parse, parseRound} {
+			name := clip(in)
+			var err error
+			b := allocatedBytes(func() { _, err = parse(in) })
+			require.ErrorIs(t, err, ErrInvalid, name)
+			require.NotErrorIs(t, err, ErrOverflow, name)
+			require.Less(t, len(err.Error()), 200, "the message quotes a clipped input")
+			// Before the bounds, 1e-999999 alone allocated 3.3 MB.
+			require.Less(t, b, uint64(4096), "%s allocated %d bytes", name, b)
+		}
 	}
-	// The bounds themselves are accepted.
+	// The bounds themselves are accepted; the tiny ones have real digits
+	// past Places, which only rounding accepts.
 	for in, want := range map[string]string{
 		"1e-40":                                  "0",
 		"1e-" + strconv.Itoa(MaxExponent):        "0",
@@ -158,7 +161,14 @@ func TestParseBoundsTheWork(t *testing.T) {
 		"0." + strings.Repeat("0", MaxDigits-2) + "1e40": "10",
 		"12345678901234567890.123456789012345678e-6":     "12345678901234.5679",
 	} {
-		got, err := Parse(in)
+		got, err := parseRound(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got.String(), in)
+		got, err = Parse(in)
+		if want == "0" {
+			require.ErrorIs(t, err, ErrPrecision, in)
+			continue
+		}
 		require.NoError(t, err, in)
 		require.Equal(t, want, got.String(), in)
 	}
@@ -170,32 +180,47 @@ func TestParseBoundsTheWork(t *testing.T) {
 	require.ErrorIs(t, err, ErrOverflow)
 }
 
-func TestParseFloatNoise(t *testing.T) {
-	for in, want := range map[string]string{
-		"79.92000000000002":        "79.92",
-		"0.30000000000000004":      "0.3",
-		"1.0000000000000002":       "1",
-		"99.99499999999999":        "99.995",
-		"120.00005":                "120",
-		"120.00015":                "120.0002",
-		"-120.00015":               "-120.0002",
-		"1.2345678901234567e-05":   "0",
-		"1.5e-4":                   "0.0002",
-		"2.5e-4":                   "0.0002",
-		"7.992e1":                  "79.92",
-		"1e+21":                    "", // overflow
-		"9.223372036854775807e14":  "922337203685477.5807",
-		"-9.223372036854775808e14": "-922337203685477.5808",
-		"9.2233720368547758075e14": "", // rounds past the top
+// TestParseRoundsFloatNoise: digits past Places are rounded half to even,
+// by parseRound always, by Parse when they lie past the SignificantDigits-th
+// significant digit (real marks those Parse refuses instead).
+func TestParseRoundsFloatNoise(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string
+		real     bool
+	}{
+		{"79.92000000000002", "79.92", false},
+		{"0.30000000000000004", "0.3", false},
+		{"1.0000000000000002", "1", false},
+		{"99.99499999999999", "99.995", false},
+		{"120.00005", "120", true},
+		{"120.00015", "120.0002", true},
+		{"-120.00015", "-120.0002", true},
+		{"1.2345678901234567e-05", "0", true},
+		{"1.5e-4", "0.0002", true},
+		{"2.5e-4", "0.0002", true},
+		{"7.992e1", "79.92", false},
+		{"1e+21", "", false}, // overflow
+		{"9.223372036854775807e14", "922337203685477.5807", false},
+		{"-9.223372036854775808e14", "-922337203685477.5808", false},
+		{"9.2233720368547758075e14", "", false}, // rounds past the top
 	} {
-		got, err := Parse(in)
-		if want == "" {
-			require.ErrorIs(t, err, ErrOverflow, in)
-			continue
+		for _, strict := range []bool{false, true} {
+			parse := parseRound
+			if strict {
+				parse = Parse
+			}
+			got, err := parse(tt.in)
+			switch {
+			case strict && tt.real:
+				require.ErrorIs(t, err, ErrPrecision, tt.in)
+			case tt.want == "":
+				require.ErrorIs(t, err, ErrOverflow, tt.in)
+			default:
+				require.NoError(t, err, tt.in)
+				require.Equal(t, tt.want, got.String(), tt.in)
+			}
 		}
-		require.NoError(t, err, in)
-		require.Equal(t, want, got.String(), in)
-		requireMatchesBig(t, in)
+		requireMatchesBig(t, tt.in)
 	}
 }
 
@@ -220,8 +245,8 @@ func TestParseRejectsWhatIsNotADecimal(t *testing.T) {
 	}
 }
 
-// refParse is Parse as it was before the bounds: exact, through big.Rat,
-// for any input. Tests call it only on bounded input.
+// refParse is parseRound as it was before the bounds: exact, through
+// big.Rat, for any input. Tests call it only on bounded input.
 func refParse(s string) (Amount, bool, error) {
 	r, ok := new(big.Rat).SetString(s)
 	if !ok {
@@ -235,18 +260,70 @@ func refParse(s string) (Amount, bool, error) {
 	return Amount{units: n.Int64()}, true, nil
 }
 
-// requireMatchesBig checks Parse against refParse on s.
+// requireMatchesBig checks parseRound against refParse, and Parse against
+// refParse and refWithinPlaces, on s.
 func requireMatchesBig(t *testing.T, s string) {
 	t.Helper()
 	want, ok, wantErr := refParse(s)
 	require.True(t, ok, "big.Rat refuses %q", s)
-	got, err := Parse(s)
+	got, err := parseRound(s)
+	strict, strictErr := Parse(s)
+	if !refWithinPlaces(s) {
+		require.ErrorIs(t, strictErr, ErrPrecision, s)
+	}
 	if wantErr != nil {
 		require.ErrorIs(t, err, ErrOverflow, s)
+		if refWithinPlaces(s) {
+			require.ErrorIs(t, strictErr, ErrOverflow, s)
+		}
 		return
 	}
 	require.NoError(t, err, s)
 	require.Equal(t, want, got, "%s: want %s, got %s", s, want, got)
+	if refWithinPlaces(s) {
+		require.NoError(t, strictErr, s)
+		require.Equal(t, want, strict, s)
+	}
+}
+
+// refWithinPlaces is Parse's rule for real digits through big.Rat: the
+// decimal s, rounded half to even to SignificantDigits significant digits,
+// has at most Places decimals. s must be a bounded decimal.
+func refWithinPlaces(s string) bool {
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		return false
+	}
+	r.Abs(r)
+	if r.Sign() == 0 {
+		return true
+	}
+	// 10^e ≤ r < 10^(e+1); the bounds keep e within a hundred or so.
+	ten := big.NewRat(10, 1)
+	p, e := big.NewRat(1, 1), 0
+	for r.Cmp(p) < 0 {
+		p.Quo(p, ten)
+		e--
+	}
+	for next := new(big.Rat).Mul(p, ten); r.Cmp(next) >= 0; next = new(big.Rat).Mul(p, ten) {
+		p = next
+		e++
+	}
+	// The last kept digit's place is 10^(e-SignificantDigits+1).
+	unit := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(abs(e-SignificantDigits+1))), nil))
+	if e-SignificantDigits+1 < 0 {
+		unit.Inv(unit)
+	}
+	kept := new(big.Rat).SetInt(roundHalfEven(new(big.Rat).Quo(r, unit)))
+	kept.Mul(kept, unit)
+	return kept.Mul(kept, big.NewRat(scale, 1)).IsInt()
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // decimalRE is the syntax Parse accepts.

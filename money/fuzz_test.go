@@ -7,12 +7,17 @@ import (
 	"testing"
 )
 
-// FuzzParse checks that Parse never panics, that String is a fixed point
-// (what it prints parses back to the same amount), and that on every
-// decimal inside the bounds it agrees with exact big.Rat arithmetic.
+// FuzzParse checks that Parse and parseRound never panic, that String is a
+// fixed point (what it prints parses back to the same amount), and that on
+// every decimal inside the bounds they agree with exact big.Rat arithmetic:
+// parseRound rounds as it does, and Parse does the same except that it
+// refuses, with ErrPrecision, exactly the decimals with real digits past
+// Places (refWithinPlaces).
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"0", "120", "-3.25", "79.92000000000002", "0.30000000000000004", "1e3", "0.00005", "0.00015",
+		"1.23456", "1.2345", "99.99499999999999", "100000000.00001", "1.23450000000001", "1.234500000000001",
+		"0.99999999999999999", "9.99999999999999e-5", "9.999999999999999e-5", "123456789012.34567",
 		"9223372036854775807", "99999999999999999", "922337203685477.5807", "-922337203685477.5808",
 		"1e-999999", "1e999999", "1e400", "1e40", "1e-40", "1e41", "0x10", "1/3", ".5", "5.", "+.5e+3",
 		strings.Repeat("9", MaxDigits), strings.Repeat("9", MaxDigits+1), "0." + strings.Repeat("0", 38) + "1e40",
@@ -20,23 +25,41 @@ func FuzzParse(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := Parse(s)
+		a, err := parseRound(s)
+		strict, strictErr := Parse(s)
+		switch {
+		case !withinBounds(s):
+		case !refWithinPlaces(s):
+			if !errors.Is(strictErr, ErrPrecision) {
+				t.Fatalf("Parse(%q) = %s, %v; want ErrPrecision: real digits past %d places", s, strict, strictErr, Places)
+			}
+		case strictErr != nil || err != nil:
+			if !errors.Is(strictErr, ErrOverflow) || !errors.Is(err, ErrOverflow) {
+				t.Fatalf("Parse(%q) = %v, parseRound %v: want both to overflow or neither", s, strictErr, err)
+			}
+		case strict != a:
+			t.Fatalf("Parse(%q) = %s, parseRound %s", s, strict, a)
+		}
 		if withinBounds(s) {
 			want, ok, wantErr := refParse(s)
 			switch {
 			case !ok:
 				t.Fatalf("big.Rat refuses %q, which the test takes as a decimal", s)
 			case wantErr != nil && !errors.Is(err, ErrOverflow):
-				t.Fatalf("Parse(%q) = %s, %v; want ErrOverflow", s, a, err)
+				t.Fatalf("parseRound(%q) = %s, %v; want ErrOverflow", s, a, err)
 			case wantErr == nil && (err != nil || a != want):
-				t.Fatalf("Parse(%q) = %s, %v; want %s", s, a, err, want)
+				t.Fatalf("parseRound(%q) = %s, %v; want %s", s, a, err, want)
 			}
 		} else if err == nil && !decimalRE.MatchString(s) {
-			t.Fatalf("Parse(%q) = %s, want an error: not a decimal", s, a)
+			t.Fatalf("parseRound(%q) = %s, want an error: not a decimal", s, a)
+		}
+		if strictErr != nil && !errors.Is(strictErr, ErrInvalid) && !errors.Is(strictErr, ErrOverflow) &&
+			!errors.Is(strictErr, ErrPrecision) {
+			t.Fatalf("Parse(%q): %v wraps none of ErrInvalid, ErrOverflow and ErrPrecision", s, strictErr)
 		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrOverflow) {
-				t.Fatalf("Parse(%q): %v wraps neither ErrInvalid nor ErrOverflow", s, err)
+				t.Fatalf("parseRound(%q): %v wraps neither ErrInvalid nor ErrOverflow", s, err)
 			}
 			return
 		}

@@ -17,6 +17,16 @@
 // The stored JSON numbers are in practice float64s (daprd re-encodes every
 // number it saves, upstream reads Python floats), which keep fewer digits
 // than an Amount: Float64Exact tells whether a value survives that.
+//
+// Reading is exact or refused too. Parse, which reads a price a publisher
+// sends, refuses a number with real digits past Places decimal places
+// (1.23456) with ErrPrecision instead of rounding them away, and rounds
+// only float64 noise: the digits past the SignificantDigits-th significant
+// one, which a float64 cannot hold faithfully (0.30000000000000004 is 0.3,
+// as 0.1 + 0.2 prints it). UnmarshalJSON, which reads the amounts of
+// stored documents written by float64 programs, rounds every digit past
+// Places, since those carry real ones (a third of a discount) that must
+// not make a cart unreadable.
 package money
 
 import (
@@ -56,7 +66,21 @@ var (
 	// ErrInvalid is returned by Parse for text that is not a decimal number
 	// or that lies beyond MaxDigits or MaxExponent.
 	ErrInvalid = errors.New("money: invalid amount")
+	// ErrPrecision is returned by Parse for a number with real digits past
+	// Places decimal places, such as 1.23456: rounding them would change
+	// the amount its sender meant.
+	ErrPrecision = errors.New("money: more than 4 decimal places")
 )
+
+// SignificantDigits is how many significant digits of a decimal are taken
+// as written; Parse rounds those past it as float64 noise. It is DBL_DIG:
+// every decimal of at most 15 significant digits reads into a float64 and
+// prints back unchanged, so those digits are the sender's, while the 16th
+// and 17th of a float64 printed in full (0.30000000000000004) are the
+// error of its binary arithmetic. A sender's price therefore has at most
+// Places decimals once rounded to 15 significant digits, whatever language
+// printed it.
+const SignificantDigits = 15
 
 // Amount is a decimal value with Places decimal places. The zero value is 0.
 // It marshals to and from a plain JSON number.
@@ -131,7 +155,7 @@ func (a Amount) float64RoundTrips() bool {
 	if err != nil {
 		return false
 	}
-	b, err := Parse(strconv.FormatFloat(f, 'f', -1, 64))
+	b, err := parseRound(strconv.FormatFloat(f, 'f', -1, 64))
 	return err == nil && b == a
 }
 
@@ -240,14 +264,18 @@ func (a Amount) AppendText(b []byte) []byte {
 func (a Amount) MarshalJSON() ([]byte, error) { return a.AppendText(nil), nil }
 
 // UnmarshalJSON decodes a JSON number (or a numeric string), rounding half to
-// even at Places decimal places. Its errors wrap ErrInvalid or ErrOverflow.
+// even at Places decimal places, real digits included: it reads stored
+// documents, whose amounts float64 programs computed (see the package
+// documentation). Its errors wrap ErrInvalid or ErrOverflow. A price a
+// publisher sends is read with Parse instead, which refuses real digits
+// past Places.
 func (a *Amount) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if s == "null" {
 		return nil
 	}
 	s = strings.Trim(s, `"`)
-	v, err := Parse(s)
+	v, err := parseRound(s)
 	if err != nil {
 		return err
 	}
@@ -255,11 +283,41 @@ func (a *Amount) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Parse reads a decimal such as "120", "-3.5" or "7.992e1", rounding half to
-// even at Places decimal places. It refuses, with ErrInvalid, anything else
-// and numbers with more than MaxDigits digits or an exponent beyond
-// ±MaxExponent; and, with ErrOverflow, values that do not fit an Amount.
+// Parse reads a decimal such as "120", "-3.5" or "7.992e1" exactly. It
+// refuses, with ErrInvalid, anything else and numbers with more than
+// MaxDigits digits or an exponent beyond ±MaxExponent; with ErrPrecision,
+// numbers with real digits past Places decimal places; and, with
+// ErrOverflow, values that do not fit an Amount.
+//
+// Digits are real unless they lie past the SignificantDigits-th
+// significant digit: s rounded to SignificantDigits significant digits must
+// have at most Places decimals. Such float64 noise is rounded half to even
+// at Places decimal places, so "79.92000000000002" and
+// "0.30000000000000004" read as 79.92 and 0.3, while "1.23456", "0.00005"
+// and "100000000.00001" are refused. Parse reads the number's text, as
+// written (a JSON number's literal, a command-line argument), never a
+// float64 it was converted to, so its decision is exact.
 func Parse(s string) (Amount, error) {
+	if v, ok := parseFast(s); ok {
+		return v, nil // at most Places decimals: nothing to refuse
+	}
+	d, err := scan(s)
+	if err != nil {
+		return Amount{}, err
+	}
+	if !d.withinPlaces() {
+		return Amount{}, fmt.Errorf("%w: %q", ErrPrecision, clip(s))
+	}
+	v, err := d.round()
+	if err != nil {
+		return Amount{}, fmt.Errorf("%w: %q", err, clip(s))
+	}
+	return v, nil
+}
+
+// parseRound is Parse without ErrPrecision: every digit past Places is
+// rounded half to even.
+func parseRound(s string) (Amount, error) {
 	if v, ok := parseFast(s); ok {
 		return v, nil
 	}
@@ -395,6 +453,34 @@ func scan(s string) (decimal, error) {
 	d.digits = string(m)
 	d.exp = exp - frac
 	return d, nil
+}
+
+// withinPlaces reports whether d, rounded half to even to
+// SignificantDigits significant digits, has at most Places decimals: the
+// rule by which Parse tells real digits from float64 noise.
+func (d decimal) withinPlaces() bool {
+	if d.exp >= -Places || d.digits == "" {
+		return true
+	}
+	if len(d.digits) <= SignificantDigits {
+		return false // the last digit is not zero, and it is past Places
+	}
+	// The first SignificantDigits digits fit a uint64 (they are < 10^15).
+	kept, rest := d.digits[:SignificantDigits], d.digits[SignificantDigits:]
+	m, err := strconv.ParseUint(kept, 10, 64)
+	if err != nil {
+		return false // unreachable: scan checked the digits
+	}
+	exp := d.exp + len(rest) // of m's last digit
+	// rest has no trailing zeros, so it is exactly a half only when it is "5".
+	if rest[0] > '5' || (rest[0] == '5' && (len(rest) > 1 || m%2 == 1)) {
+		m++
+	}
+	for m%10 == 0 {
+		m /= 10 // m ≥ 10^14: it never reaches 0
+		exp++
+	}
+	return exp >= -Places
 }
 
 // pow10 holds 10^0 … 10^19, every power of ten a uint64 holds.
