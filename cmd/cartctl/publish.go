@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cartworker/cartworker/command"
@@ -97,14 +98,9 @@ func runAdd(ctx context.Context, c *cli, args []string) error {
 	}
 	var items []command.Item
 	if itemsJSON != "" {
-		dec := json.NewDecoder(bytes.NewReader([]byte(itemsJSON)))
-		// A misspelt field would otherwise silently become a zero value.
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&items); err != nil {
+		var err error
+		if items, err = readItems(itemsJSON); err != nil {
 			return f.usageErr(fmt.Errorf("-items: %w", err))
-		}
-		if dec.More() {
-			return f.usageErr(errors.New("-items: trailing data after the JSON array"))
 		}
 		for i, it := range items {
 			if it.TaxCode == "" {
@@ -233,4 +229,21 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	_, err = w.Write(append(b, '\n'))
 	return err
+}
+
+// readItems reads -items as the worker reads a command's items
+// (command.DecodeItems: strict prices, the item checks, errors naming the
+// field), after a first pass that refuses unknown fields, which the worker
+// ignores but which on a command line are a misspelling.
+func readItems(raw string) ([]command.Item, error) {
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var lenient []command.Item
+	if err := dec.Decode(&lenient); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON array")
+	}
+	return command.DecodeItems([]byte(raw))
 }

@@ -95,3 +95,15 @@ func TestPublishRawTimesOut(t *testing.T) {
 	require.Contains(t, r.err.Error(), "'cartctl watch -cart c-1'")
 	require.Len(t, splitJSON(t, r.stdout), 1, "the ack is printed")
 }
+
+// -items reads prices as the worker does: real digits past the fourth
+// decimal are refused, not rounded into another price.
+func TestAddItemsRefusesRealDigitsPastFourDecimals(t *testing.T) {
+	_, err := readItems(`[{"item_code":"A","quantity":1,"unit_price":1.23456,"tax_code":"T1"}]`)
+	require.ErrorContains(t, err, "unit_price")
+	items, err := readItems(`[{"item_code":"A","quantity":1,"unit_price":0.30000000000000004,"tax_code":"T1"}]`)
+	require.NoError(t, err)
+	require.Equal(t, "0.3", items[0].UnitPrice.String())
+	_, err = readItems(`[{"item_code":"A","quantity":1,"unit_price":1,"tax_code":"T1","colour":"red"}]`)
+	require.ErrorContains(t, err, "colour")
+}
