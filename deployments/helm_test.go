@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,6 +42,28 @@ func TestHelmRefusesBadValues(t *testing.T) {
 		{"gRPC endpoint in config", []string{"config.DAPR_GRPC_ENDPOINT=x:1"}, "dapr.grpcPort"},
 		{"state store in config", []string{"config.CART_STATE_STORE=other"}, "dapr.stateStore.name"},
 		{"creds path in config", []string{"config.NATS_CREDS=/x"}, "natsCreds.existingSecret"},
+		{"nkey path in config", []string{"config.NATS_NKEY_SEED=/x"}, "natsNkey.existingSecret"},
+		{"TLS CA path in config", []string{"config.NATS_TLS_CA=/x"}, "natsTLS.existingSecret"},
+		{"TLS certificate path in config", []string{"config.NATS_TLS_CERT=/x"}, "natsTLS.clientCert"},
+		{"TLS key path in config", []string{"config.NATS_TLS_KEY=/x"}, "natsTLS.clientCert"},
+		{"nkey path in secretEnv", []string{"secretEnv.NATS_NKEY_SEED.secretName=s", "secretEnv.NATS_NKEY_SEED.key=k"}, "natsNkey.existingSecret"},
+		// The worker takes one way to authenticate; the default user and
+		// password count, since their optional Secret may exist.
+		{"creds and user/password", []string{"natsCreds.existingSecret=c"},
+			"user/password (secretEnv.NATS_USER, secretEnv.NATS_PASSWORD) and creds file (natsCreds.existingSecret)"},
+		{"nkey and user/password", []string{"natsNkey.existingSecret=n"}, "nkey (natsNkey.existingSecret)"},
+		{"token and user/password", []string{"secretEnv.NATS_TOKEN.secretName=s", "secretEnv.NATS_TOKEN.key=token"},
+			"token (secretEnv.NATS_TOKEN)"},
+		{"user in config and nkey", []string{"secretEnv.NATS_USER=null", "secretEnv.NATS_PASSWORD=null", "config.NATS_USER=u", "natsNkey.existingSecret=n"},
+			"user/password (config.NATS_USER) and nkey"},
+		{"password in extraEnv and creds", []string{"secretEnv.NATS_USER=null", "secretEnv.NATS_PASSWORD=null", "natsCreds.existingSecret=c",
+			"extraEnv[0].name=NATS_PASSWORD", "extraEnv[0].valueFrom.secretKeyRef.name=s", "extraEnv[0].valueFrom.secretKeyRef.key=p"},
+			"user/password (extraEnv NATS_PASSWORD)"},
+		{"creds and nkey", []string{"secretEnv.NATS_USER=null", "secretEnv.NATS_PASSWORD=null", "natsCreds.existingSecret=c", "natsNkey.existingSecret=n"},
+			"set 2 ways"},
+		{"client certificate without Secret", []string{"natsTLS.clientCert=true"}, "natsTLS.existingSecret"},
+		{"TLS Secret with nothing to read", []string{"natsTLS.existingSecret=t", "natsTLS.keys.ca="}, "natsTLS.keys.ca"},
+		{"TLS key without name", []string{"natsTLS.existingSecret=t", "natsTLS.clientCert=true", "natsTLS.keys.key="}, "/natsTLS/keys/key"},
 		{"not an env name", []string{"config.nats_url=x"}, "nats_url"},
 		{"config and secretEnv", []string{"config.NATS_USER=u"}, "both config and secretEnv"},
 		{"secretEnv without key", []string{"secretEnv.NATS_NKEY.secretName=s"}, "key"},
@@ -68,8 +91,33 @@ func TestHelmRefusesBadValues(t *testing.T) {
 
 // TestHelmReachesEveryWorkerSetting: every variable the worker reads can
 // be set through the chart: a plain one through config, a secret through
-// secretEnv, and the few the chart derives through their own value.
+// secretEnv, and the few the chart derives through their own value. The
+// worker takes one way to authenticate to NATS, and the chart renders no
+// more, so each way is rendered on its own, with every other variable.
 func TestHelmReachesEveryWorkerSetting(t *testing.T) {
+	names := workerEnvNames(t)
+	ways := [][]string{{"NATS_USER", "NATS_PASSWORD"}, {"NATS_TOKEN"}, {"NATS_CREDS"}, {"NATS_NKEY_SEED"}}
+	require.ElementsMatch(t, natsAuthVars, slices.Concat(ways...))
+	var others []string
+	for name := range names {
+		if !slices.Contains(natsAuthVars, name) {
+			others = append(others, name)
+		}
+	}
+	for _, name := range natsAuthVars {
+		require.True(t, names[name], "the worker reads no %s", name)
+	}
+	for _, way := range ways {
+		t.Run(strings.Join(way, "+"), func(t *testing.T) {
+			helmSetsEach(t, append(slices.Clone(others), way...))
+		})
+	}
+}
+
+// helmSetsEach renders the chart with each of the worker's variables in
+// names set, and checks that it is.
+func helmSetsEach(t *testing.T, names []string) {
+	t.Helper()
 	derived := map[string][]string{
 		"WORKER_HTTP_ADDR":   {"httpPort=9999"},
 		"DAPR_HTTP_ENDPOINT": nil, // always the sidecar's 127.0.0.1:3500
@@ -77,11 +125,17 @@ func TestHelmReachesEveryWorkerSetting(t *testing.T) {
 		"DAPR_API_TOKEN":     {"dapr.apiTokenSecret=tok"},
 		"CART_STATE_STORE":   {"dapr.stateStore.name=carts"},
 		"NATS_CREDS":         {"natsCreds.existingSecret=creds"},
+		"NATS_NKEY_SEED":     {"natsNkey.existingSecret=nkey"},
+		"NATS_TLS_CA":        {"natsTLS.existingSecret=tls"},
+		"NATS_TLS_CERT":      {"natsTLS.existingSecret=tls", "natsTLS.clientCert=true"},
+		"NATS_TLS_KEY":       {"natsTLS.existingSecret=tls", "natsTLS.clientCert=true"},
 	}
+	// The Secret each file comes from.
+	fileSecrets := map[string]string{"NATS_CREDS": "creds", "NATS_NKEY_SEED": "nkey", "NATS_TLS_CA": "tls", "NATS_TLS_CERT": "tls", "NATS_TLS_KEY": "tls"}
 	config := map[string]string{}
 	secrets := map[string]any{}
 	var args []string
-	for name := range workerEnvNames(t) {
+	for _, name := range names {
 		switch {
 		case derived[name] != nil:
 			for _, s := range derived[name] {
@@ -94,7 +148,8 @@ func TestHelmReachesEveryWorkerSetting(t *testing.T) {
 			config[name] = "v-" + name
 		}
 	}
-	// A default secretEnv entry that goes to config here is deleted (null).
+	// A default secretEnv entry not set here is deleted (null): in config
+	// it would be set twice, and it may be another way to authenticate.
 	b, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
 	require.NoError(t, err)
 	var defaults struct {
@@ -102,7 +157,7 @@ func TestHelmReachesEveryWorkerSetting(t *testing.T) {
 	}
 	require.NoError(t, yaml.Unmarshal(b, &defaults))
 	for name := range defaults.SecretEnv {
-		if _, plain := config[name]; plain {
+		if _, set := secrets[name]; !set {
 			secrets[name] = nil
 		}
 	}
@@ -116,7 +171,7 @@ func TestHelmReachesEveryWorkerSetting(t *testing.T) {
 	for _, e := range w.env {
 		env[mustStr(t, e, "name")] = e.(map[string]any)
 	}
-	for name := range workerEnvNames(t) {
+	for _, name := range names {
 		e, ok := env[name]
 		require.True(t, ok, "the chart cannot set %s", name)
 		switch {
@@ -124,13 +179,15 @@ func TestHelmReachesEveryWorkerSetting(t *testing.T) {
 			require.Equal(t, config[name], e["value"], name)
 		case secrets[name] != nil:
 			require.Equal(t, "s", mustStr(t, e, "valueFrom", "secretKeyRef", "name"), name)
+		case fileSecrets[name] != "":
+			secret, _ := w.mountedFile(t, mustStr(t, e, "value"))
+			require.Equal(t, fileSecrets[name], secret, "%s: a file of the mounted Secret", name)
 		}
 	}
 	require.Equal(t, ":9999", w.envValue(t, "WORKER_HTTP_ADDR"))
 	require.Equal(t, "127.0.0.1:50099", w.envValue(t, "DAPR_GRPC_ENDPOINT"))
 	require.Equal(t, "carts", w.envValue(t, "CART_STATE_STORE"))
 	require.Equal(t, "carts", stateStore(t, r.docs).name())
-	require.True(t, strings.HasPrefix(w.envValue(t, "NATS_CREDS"), "/"), "a path in the mounted Secret")
 }
 
 // envSpec normalizes a container's env: literal values, "" dropped (unset

@@ -1,6 +1,7 @@
 package deployments_test
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path"
@@ -130,6 +131,73 @@ func (w workload) secretRef(t *testing.T, name string) (secret, key string) {
 	e := namedItem(t, w.env, name)
 	require.NotContains(t, e, "value", "%s must come from a Secret", name)
 	return mustStr(t, e, "valueFrom", "secretKeyRef", "name"), mustStr(t, e, "valueFrom", "secretKeyRef", "key")
+}
+
+// envWithSecrets is the container's env as the worker reads it once every
+// Secret it names exists: a literal value, or for a secret reference a
+// stand-in naming it (an optional Secret is taken as present, which is
+// when two of them could clash).
+func (w workload) envWithSecrets(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, e := range w.env {
+		name := mustStr(t, e, "name")
+		if ref, ok := dig(e, "valueFrom", "secretKeyRef"); ok {
+			out[name] = fmt.Sprintf("from-secret-%v-%v", mustStr(t, ref, "name"), mustStr(t, ref, "key"))
+			continue
+		}
+		v, _ := e.(map[string]any)["value"].(string)
+		out[name] = v
+	}
+	return out
+}
+
+// mountedFile returns the Secret and key a file of the worker container is
+// read from: it must be on a read-only mount of a secret volume, and be
+// one of the volume's items, or of its keys when it has no items.
+func (w workload) mountedFile(t *testing.T, file string) (secret, key string) {
+	t.Helper()
+	require.True(t, path.IsAbs(file), "%s: not an absolute path", file)
+	volumes := mustList(t, w.pod, "spec", "volumes")
+	for _, m := range mustList(t, w.container, "volumeMounts") {
+		rel, ok := strings.CutPrefix(file, mustStr(t, m, "mountPath")+"/")
+		if !ok {
+			continue
+		}
+		require.Equal(t, true, mustDig(t, m, "readOnly"), "%s: mount %s is not read-only", file, mustStr(t, m, "mountPath"))
+		require.NotContains(t, m, "subPath")
+		vol := namedItem(t, volumes, mustStr(t, m, "name"))
+		secret = mustStr(t, vol, "secret", "secretName")
+		items, ok := dig(vol, "secret", "items")
+		if !ok {
+			require.NotContains(t, rel, "/", "%s: a Secret's keys are the mount's files", file)
+			return secret, rel
+		}
+		for _, it := range items.([]any) {
+			if mustStr(t, it, "path") == rel {
+				return secret, mustStr(t, it, "key")
+			}
+		}
+		require.Failf(t, "file not in the Secret's items", "%s: volume %s maps no key to %s", file, mustStr(t, m, "name"), rel)
+	}
+	require.Failf(t, "file not mounted", "%s is on no volume of the worker container", file)
+	return "", ""
+}
+
+// natsFiles maps each of natsFileVars the container sets to the
+// "secret/key" its file is read from.
+func (w workload) natsFiles(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	env := w.envWithSecrets(t)
+	for _, name := range natsFileVars {
+		if env[name] == "" {
+			continue
+		}
+		secret, key := w.mountedFile(t, env[name])
+		out[name] = secret + "/" + key
+	}
+	return out
 }
 
 // stateStore returns the rendering's one Dapr state store component.
@@ -311,7 +379,7 @@ func TestWorkerDeployment(t *testing.T) {
 		})
 		t.Run("env", func(t *testing.T) {
 			for _, name := range []string{
-				"NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_STREAM_REPLICAS",
+				"NATS_URL", "NATS_STREAM_REPLICAS",
 				"DAPR_HTTP_ENDPOINT", "DAPR_GRPC_ENDPOINT", "DAPR_API_TOKEN", "CART_STATE_STORE", "CART_SUBJECT_PREFIX",
 				"WORKER_STATE_PROTOCOL", "WORKER_CONCURRENCY", "WORKER_PARTITIONS", "WORKER_HTTP_ADDR",
 				"WORKER_SHUTDOWN_TIMEOUT", "LOG_LEVEL",
@@ -327,8 +395,10 @@ func TestWorkerDeployment(t *testing.T) {
 			secret, key := w.secretRef(t, "DAPR_API_TOKEN")
 			require.Equal(t, ann["dapr.io/api-token-secret"], secret)
 			require.Equal(t, "token", key, "Dapr reads the API token from key \"token\"")
-			for _, name := range []string{"NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"} {
-				w.secretRef(t, name)
+			for _, name := range []string{"NATS_PASSWORD", "NATS_TOKEN"} {
+				if slices.ContainsFunc(w.env, func(e any) bool { return mustStr(t, e, "name") == name }) {
+					w.secretRef(t, name)
+				}
 			}
 		})
 		t.Run("env is the worker's and loads", func(t *testing.T) {
@@ -341,24 +411,16 @@ func TestWorkerDeployment(t *testing.T) {
 			// Production runs on a JetStream cluster of 3 with R3 streams.
 			require.Equal(t, 3, cfg.Consumer.Replicas, "NATS_STREAM_REPLICAS")
 		})
-		t.Run("NATS credentials file", func(t *testing.T) {
-			creds := deploymentEnv(t, r.docs)["NATS_CREDS"]
-			if r.name == "kustomize "+kustomizeCore {
-				require.Empty(t, creds)
+		t.Run("env loads with every Secret present", func(t *testing.T) {
+			// An optional Secret may exist: the worker refuses two ways to
+			// authenticate, and says which.
+			loadWorkerConfig(t, w.envWithSecrets(t))
+		})
+		t.Run("NATS files are mounted", func(t *testing.T) {
+			files := w.natsFiles(t)
+			if r.name == "kustomize "+kustomizeCore || r.name == "helm template" {
+				require.Empty(t, files, "the core reads no NATS file")
 			}
-			if creds == "" {
-				return
-			}
-			var mounted bool
-			for _, m := range mustList(t, c, "volumeMounts") {
-				mount := mustStr(t, m, "mountPath")
-				if strings.HasPrefix(creds, mount+"/") {
-					mounted = true
-					vol := namedItem(t, mustList(t, pod, "spec", "volumes"), mustStr(t, m, "name"))
-					require.NotEmpty(t, mustStr(t, vol, "secret", "secretName"), "NATS_CREDS comes from a Secret")
-				}
-			}
-			require.True(t, mounted, "NATS_CREDS %s is on no mounted volume", creds)
 		})
 		t.Run("shutdown fits the grace period", func(t *testing.T) {
 			drain, err := time.ParseDuration(w.envValue(t, "WORKER_SHUTDOWN_TIMEOUT"))

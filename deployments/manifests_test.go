@@ -23,6 +23,7 @@ import (
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/deployments"
 	"github.com/cartworker/cartworker/internal/config"
+	"github.com/cartworker/cartworker/internal/natsconn/natstest"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
@@ -310,18 +311,54 @@ func workerEnvNames(t *testing.T) map[string]bool {
 	return out
 }
 
+// natsFileVars are the worker's variables naming a file it reads at start:
+// on Kubernetes, a key of a Secret mounted in the pod.
+var natsFileVars = []string{"NATS_CREDS", "NATS_NKEY_SEED", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"}
+
+// natsFileStandIns are files of the kind each of natsFileVars names, for
+// loading a configuration whose paths exist only in a pod: the worker
+// reads and checks the seed and the certificates when it loads them. A
+// .creds file is read only on connecting, so its path stays.
+func natsFileStandIns(t *testing.T) map[string]string {
+	t.Helper()
+	pki := natstest.NewPKI(t, "deployments")
+	return map[string]string{
+		"NATS_NKEY_SEED": natstest.NewNkey(t).SeedFile,
+		"NATS_TLS_CA":    pki.CA,
+		"NATS_TLS_CERT":  pki.ClientCert,
+		"NATS_TLS_KEY":   pki.ClientKey,
+	}
+}
+
 // loadWorkerConfig loads the worker's configuration from env as the worker
-// would; ${VAR} placeholders and secret references read as unset.
+// would; ${VAR} placeholders and secret references read as unset, and the
+// files of natsFileVars are stand-ins (natsFileStandIns).
 func loadWorkerConfig(t *testing.T, env map[string]string) config.Config {
 	t.Helper()
-	cfg, err := config.Load(nil, func(k string) string {
-		if v := env[k]; !placeholder(v) {
-			return v
-		}
-		return ""
-	}, io.Discard)
+	cfg, err := tryLoadWorkerConfig(t, env)
 	require.NoError(t, err, "the worker would not start with this env")
 	return cfg
+}
+
+// tryLoadWorkerConfig is loadWorkerConfig returning the worker's error.
+func tryLoadWorkerConfig(t *testing.T, env map[string]string) (config.Config, error) {
+	t.Helper()
+	var standIns map[string]string
+	for _, name := range natsFileVars {
+		if !placeholder(env[name]) && standIns == nil {
+			standIns = natsFileStandIns(t)
+		}
+	}
+	return config.Load(nil, func(k string) string {
+		v := env[k]
+		if placeholder(v) {
+			return ""
+		}
+		if f, ok := standIns[k]; ok {
+			return f
+		}
+		return v
+	}, io.Discard)
 }
 
 // composeRequiredVar is ${VAR:?message}: a variable with no default in the
@@ -522,7 +559,8 @@ func secretLiterals(n *yaml.Node) []string {
 					value = v
 				}
 				p := path + "." + k.Value
-				if v.Kind == yaml.ScalarNode && secretName.MatchString(k.Value) &&
+				// A null removes a chart default (secretEnv.NATS_PASSWORD: null).
+				if v.Kind == yaml.ScalarNode && v.Tag != "!!null" && secretName.MatchString(k.Value) &&
 					!secretRefKeys[k.Value] && !placeholder(v.Value) {
 					found = append(found, fmt.Sprintf("%s (line %d)", p, v.Line))
 					continue
@@ -554,6 +592,8 @@ func TestSecretLiteralDetector(t *testing.T) {
 		{"compose list literal", "environment:\n- NATS_PASSWORD=hunter2\n", true},
 		{"compose list reference", "environment:\n- NATS_PASSWORD=${NATS_PASSWORD}\n", false},
 		{"secret name annotation", "annotations:\n  dapr.io/api-token-secret: cartworker-dapr-api-token\n", false},
+		{"helm value removed", "secretEnv:\n  NATS_PASSWORD: null\n", false},
+		{"helm value literal", "secretEnv:\n  NATS_PASSWORD: hunter2\n", true},
 		{"unrelated", "env:\n- name: LOG_LEVEL\n  value: info\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

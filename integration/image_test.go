@@ -6,6 +6,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,9 +23,52 @@ import (
 	"github.com/cartworker/cartworker/publisher"
 )
 
+// The worker image's user, "nonroot" in distroless
+// (deployments/images/worker/Dockerfile): the Kubernetes manifests set the
+// same runAsUser and runAsGroup, which deployments/kube_test.go checks
+// against the Dockerfile; this checks the built image.
+const (
+	workerUID = 65532
+	workerGID = 65532
+)
+
+// requireRunsAs checks that container c runs as uid:gid: its configured
+// user, and when the Docker daemon shares this machine's /proc (as here),
+// the real, effective, saved and filesystem ids of its process. The image
+// has no shell nor id(1) to ask.
+func requireRunsAs(ctx context.Context, t *testing.T, c testcontainers.Container, uid, gid int) {
+	t.Helper()
+	info, err := c.Inspect(ctx)
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("%d:%d", uid, gid), info.Config.User,
+		"the image's USER (numeric, so that runAsNonRoot can check it)")
+	require.NotNil(t, info.State)
+	pid := info.State.Pid
+	require.Positive(t, pid, "the container's process")
+	// A daemon elsewhere (a VM, a remote host) has its own process ids:
+	// /proc/<pid> here would be another process, or none.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || string(cmdline) != "/worker\x00" {
+		t.Logf("process %d is not on this machine's /proc (%v); checked the configured user only", pid, err)
+		return
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	ids := map[string]string{}
+	for _, line := range strings.Split(string(status), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "Uid" || k == "Gid") {
+			ids[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	all := func(id int) string { return strings.TrimSpace(strings.Repeat(strconv.Itoa(id)+" ", 4)) }
+	require.Equal(t, all(uid), ids["Uid"], "uid of /worker: real, effective, saved, filesystem")
+	require.Equal(t, all(gid), ids["Gid"], "gid of /worker: real, effective, saved, filesystem")
+}
+
 // TestWorkerImage runs WORKER_IMAGE next to the shared containers, reaching
 // NATS and daprd by their network aliases as in docker compose, and checks
-// that it serves /readyz and applies a command.
+// that it serves /readyz, runs as the non-root user the Kubernetes
+// manifests expect, and applies a command.
 func TestWorkerImage(t *testing.T) {
 	ctx := testkit.Context(t, 2*time.Minute)
 	st := sharedStack(t)
@@ -55,6 +101,7 @@ func TestWorkerImage(t *testing.T) {
 		})
 	}
 	require.NoError(t, err, "worker container")
+	requireRunsAs(ctx, t, c, workerUID, workerGID)
 	b.waitConsumer(ctx, t)
 
 	cart := newCartIDs("img", 1)[0]

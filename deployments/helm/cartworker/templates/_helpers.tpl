@@ -79,6 +79,10 @@ Deployment, so that every render runs them.
   "DAPR_API_TOKEN" "dapr.apiTokenSecret"
   "CART_STATE_STORE" "dapr.stateStore.name"
   "NATS_CREDS" "natsCreds.existingSecret"
+  "NATS_NKEY_SEED" "natsNkey.existingSecret"
+  "NATS_TLS_CA" "natsTLS.existingSecret"
+  "NATS_TLS_CERT" "natsTLS.existingSecret and natsTLS.clientCert"
+  "NATS_TLS_KEY" "natsTLS.existingSecret and natsTLS.clientCert"
 }}
 {{- range $name, $value := .Values.config }}
 {{- if hasKey $reserved $name }}
@@ -102,6 +106,7 @@ Deployment, so that every render runs them.
 {{- fail (printf "secretEnv.%s needs secretName and key" $name) }}
 {{- end }}
 {{- end }}
+{{- include "cartworker.validateNATS" . }}
 {{- if not .Values.dapr.apiTokenSecret }}
 {{- fail "dapr.apiTokenSecret is required: a Secret with key \"token\" that daprd enforces and the worker sends" }}
 {{- end }}
@@ -114,6 +119,39 @@ Deployment, so that every render runs them.
 {{- range $k, $_ := .Values.dapr.extraAnnotations }}
 {{- if not (hasPrefix "dapr.io/" $k) }}
 {{- fail (printf "dapr.extraAnnotations.%s: only dapr.io/ annotations (podAnnotations takes the others)" $k) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks of the NATS settings. The worker refuses to start with more than one
+way to authenticate (and names them), which on Kubernetes shows only as a
+crash loop; the chart says it first, naming the values. A secretEnv entry
+counts even when optional: its Secret may exist.
+*/}}
+{{- define "cartworker.validateNATS" -}}
+{{- $where := dict }}
+{{- range $name, $_ := .Values.config }}{{ $_ := set $where $name (printf "config.%s" $name) }}{{ end }}
+{{- range $name, $_ := .Values.secretEnv }}{{ $_ := set $where $name (printf "secretEnv.%s" $name) }}{{ end }}
+{{- range .Values.extraEnv }}{{ $_ := set $where .name (printf "extraEnv %s" .name) }}{{ end }}
+{{- $ways := list }}
+{{- $userPass := list }}
+{{- range $name := list "NATS_USER" "NATS_PASSWORD" }}
+{{- if hasKey $where $name }}{{ $userPass = append $userPass (get $where $name) }}{{ end }}
+{{- end }}
+{{- if $userPass }}{{ $ways = append $ways (printf "user/password (%s)" (join ", " $userPass)) }}{{ end }}
+{{- if hasKey $where "NATS_TOKEN" }}{{ $ways = append $ways (printf "token (%s)" (get $where "NATS_TOKEN")) }}{{ end }}
+{{- if .Values.natsCreds.existingSecret }}{{ $ways = append $ways "creds file (natsCreds.existingSecret)" }}{{ end }}
+{{- if .Values.natsNkey.existingSecret }}{{ $ways = append $ways "nkey (natsNkey.existingSecret)" }}{{ end }}
+{{- if gt (len $ways) 1 }}
+{{- fail (printf "NATS authentication is set %d ways, and the worker takes one: %s; keep one and set the others to null or empty" (len $ways) (join " and " $ways)) }}
+{{- end }}
+{{- with .Values.natsTLS }}
+{{- if and .clientCert (not .existingSecret) }}
+{{- fail "natsTLS.clientCert needs natsTLS.existingSecret, the Secret holding the client certificate" }}
+{{- end }}
+{{- if and .existingSecret (not .keys.ca) (not .clientCert) }}
+{{- fail "natsTLS.existingSecret is set but nothing is read from it: set natsTLS.keys.ca (the CA bundle) or natsTLS.clientCert" }}
 {{- end }}
 {{- end }}
 {{- end }}
