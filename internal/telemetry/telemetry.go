@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"runtime/debug"
 	"sync/atomic"
 
@@ -75,7 +76,7 @@ func (t *Tracing) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.Bool("exporting", true),
-		slog.String("endpoint", t.cfg.tracesURL()),
+		slog.String("endpoint", redactURL(t.cfg.tracesURL())),
 		slog.String("protocol", t.cfg.TracesProtocol),
 		slog.String("sampler", t.cfg.Sampler),
 		slog.String("service_name", t.cfg.ServiceName),
@@ -88,6 +89,15 @@ func (t *Tracing) Flush(ctx context.Context) error {
 		return nil
 	}
 	return t.sdk.ForceFlush(ctx)
+}
+
+// redactURL hides a password in a URL's user info.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Redacted()
 }
 
 // Shutdown exports the spans still buffered and stops the exporter, within
