@@ -38,7 +38,8 @@ func TestRunExportsSpansAndFlushesAtShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-http-addr", freeAddr(t)}, func(k string) string { return env[k] }, logs) }()
+	args := []string{"-http-addr", freeAddr(t)}
+	go func() { done <- run(ctx, args, func(k string) string { return env[k] }, logs) }()
 
 	nc, err := nats.Connect(ns.ClientURL())
 	require.NoError(t, err)
