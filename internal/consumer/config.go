@@ -121,9 +121,9 @@ type Config struct {
 	// Observer receives metrics. Default: none.
 	Observer Observer
 	// TracerProvider makes a consumer span of every delivery and a span of
-	// every apply of a cart's batch (trace.go). Default: a no-op provider,
-	// which makes no span but still forwards the trace context a command
-	// arrived with to the state store, its outcome event and its dead
+	// every apply of a cart's batch (trace.go). Default (nil, or a no-op
+	// provider): no span, but the trace context a command arrived with is
+	// still forwarded to the state store, its outcome event and its dead
 	// letter.
 	TracerProvider trace.TracerProvider
 }

@@ -33,9 +33,10 @@ import (
 //   - the outcome event and the dead letter carry the delivery span's
 //     context, so that whoever reads them continues the trace.
 //
-// With the no-op TracerProvider (nothing exported) no span is made, and the
-// delivery's "span" is the remote span context the command arrived with:
-// that context, unchanged, reaches daprd, the event and the dead letter.
+// Without a TracerProvider, or with a no-op one (nothing exported), no span
+// is made, and the delivery's "span" is the remote span context the command
+// arrived with: that context, unchanged, reaches daprd, the event and the
+// dead letter, and a command without one costs nothing more than before.
 
 // tracerName is the instrumentation scope of the worker's spans.
 const tracerName = "github.com/cartworker/cartworker/internal/consumer"
@@ -45,6 +46,7 @@ const applySpan = "apply"
 
 // tracing holds what the worker's spans share.
 type tracing struct {
+	// tracer is nil when spans are off.
 	tracer trace.Tracer
 	// template is the command subject with placeholders:
 	// messaging.destination.template, and the span name's destination.
@@ -54,19 +56,25 @@ type tracing struct {
 }
 
 func newTracing(cfg Config) tracing {
-	tp := cfg.TracerProvider
-	if tp == nil {
-		tp = noop.NewTracerProvider()
-	}
 	template := cfg.Subjects.Command("{cart_id}", "{type}")
-	return tracing{tracer: tp.Tracer(tracerName), template: template, process: "process " + template}
+	t := tracing{template: template, process: "process " + template}
+	if _, off := cfg.TracerProvider.(noop.TracerProvider); cfg.TracerProvider != nil && !off {
+		t.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	return t
 }
+
+// consumerSpan starts a consumer span; one slice for every delivery.
+var consumerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 
 // startDelivery starts the consumer span of msg, a child of the trace
 // context its headers carry.
 func (w *Worker) startDelivery(msg jetstream.Msg) trace.Span {
 	ctx := telemetry.Extract(context.Background(), msg.Headers())
-	_, span := w.tracing.tracer.Start(ctx, w.tracing.process, trace.WithSpanKind(trace.SpanKindConsumer))
+	if w.tracing.tracer == nil {
+		return trace.SpanFromContext(ctx)
+	}
+	_, span := w.tracing.tracer.Start(ctx, w.tracing.process, consumerSpan...)
 	return span
 }
 
@@ -115,6 +123,9 @@ func (w *Worker) endDelivery(d *delivery, batch int, outcome string) {
 // "apply" span: a child of the first delivery's span, linked both ways with
 // the others'.
 func (w *Worker) applyBatch(ctx context.Context, ds []*delivery, cmds []command.Command) ([]cartcache.Outcome, error) {
+	if w.tracing.tracer == nil {
+		return w.app.ApplyBatch(traced(ctx, ds[0]), cmds[0].CartID, cmds)
+	}
 	links := make([]trace.Link, 0, len(ds)-1)
 	for _, d := range ds[1:] {
 		if sc := spanContext(d); sc.IsValid() {
@@ -144,7 +155,7 @@ func (w *Worker) applyBatch(ctx context.Context, ds []*delivery, cmds []command.
 // traced returns ctx carrying d's span, whose trace context the event and
 // the dead letter of d are sent with.
 func traced(ctx context.Context, d *delivery) context.Context {
-	if d.span == nil {
+	if d.span == nil || !d.span.SpanContext().IsValid() {
 		return ctx
 	}
 	return trace.ContextWithSpan(ctx, d.span)

@@ -27,14 +27,16 @@ import (
 // with otelhttp and otelgrpc: those make metrics and read the global
 // propagator, and a state call needs no more than a span and two headers.
 //
-// With no TracerProvider the no-op one makes no span but hands on the
-// caller's span context, which is then what daprd receives.
+// With no TracerProvider (or a no-op one) no span is made: the caller's
+// span context, if any, is what daprd receives, and a call without one
+// costs nothing more than before.
 
 // tracerName is the instrumentation scope of the client's spans.
 const tracerName = "github.com/cartworker/cartworker/internal/statepool"
 
 // tracing makes the client spans of one Client.
 type tracing struct {
+	// tracer is nil when spans are off.
 	tracer trace.Tracer
 	// host and port are daprd's address as configured, for server.address
 	// and server.port; port is 0 when it cannot be told.
@@ -43,10 +45,10 @@ type tracing struct {
 }
 
 func newTracing(tp trace.TracerProvider, addr string) tracing {
-	if tp == nil {
-		tp = noop.NewTracerProvider()
+	var t tracing
+	if _, off := tp.(noop.TracerProvider); tp != nil && !off {
+		t.tracer = tp.Tracer(tracerName)
 	}
-	t := tracing{tracer: tp.Tracer(tracerName)}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.host = addr
@@ -70,15 +72,13 @@ func (t tracing) serverAttrs(attrs []attribute.KeyValue) []attribute.KeyValue {
 // after its method ("dapr.proto.runtime.v1.Dapr/GetState") and sends the
 // span's trace context as metadata.
 func (t tracing) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	name := strings.TrimPrefix(method, "/")
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
-	defer span.End()
-	if sc := span.SpanContext(); sc.IsValid() {
-		var kv mdCarrier
-		propagation.TraceContext{}.Inject(ctx, &kv)
-		ctx = metadata.AppendToOutgoingContext(ctx, kv...)
+	if t.tracer == nil {
+		return invoker(withTraceMetadata(ctx), method, req, reply, cc, opts...)
 	}
-	err := invoker(ctx, method, req, reply, cc, opts...)
+	name := strings.TrimPrefix(method, "/")
+	ctx, span := t.tracer.Start(ctx, name, clientSpan...)
+	defer span.End()
+	err := invoker(withTraceMetadata(ctx), method, req, reply, cc, opts...)
 	if span.IsRecording() {
 		code := status.Code(err)
 		attrs := make([]attribute.KeyValue, 0, 5)
@@ -90,6 +90,20 @@ func (t tracing) unaryInterceptor(ctx context.Context, method string, req, reply
 		}
 	}
 	return err
+}
+
+// clientSpan starts a client span; one slice for every call.
+var clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+
+// withTraceMetadata adds ctx's trace context, if any, to the call's
+// outgoing metadata.
+func withTraceMetadata(ctx context.Context) context.Context {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	var kv mdCarrier
+	propagation.TraceContext{}.Inject(ctx, &kv)
+	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
 // mdCarrier collects the trace context headers as gRPC metadata pairs;
@@ -113,14 +127,16 @@ type tracedDoer struct {
 }
 
 func (d *tracedDoer) Do(req *http.Request) (*http.Response, error) {
+	if d.t.tracer == nil {
+		injectHeaders(req.Context(), req.Header)
+		return d.next.Do(req)
+	}
 	route := httpRoute(req.URL)
-	ctx, span := d.t.tracer.Start(req.Context(), req.Method+" "+route, trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := d.t.tracer.Start(req.Context(), req.Method+" "+route, clientSpan...)
 	defer span.End()
 	// The request keeps its own context: the transport has no use for the
 	// span, only for the headers.
-	if span.SpanContext().IsValid() {
-		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
-	}
+	injectHeaders(ctx, req.Header)
 	resp, err := d.next.Do(req)
 	if span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 6)
@@ -140,6 +156,13 @@ func (d *tracedDoer) Do(req *http.Request) (*http.Response, error) {
 		span.SetAttributes(attrs...)
 	}
 	return resp, err
+}
+
+// injectHeaders writes ctx's trace context, if any, into h.
+func injectHeaders(ctx context.Context, h http.Header) {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
+	}
 }
 
 // httpRoute is the low-cardinality route of a call to daprd's HTTP API.
