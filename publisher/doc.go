@@ -10,7 +10,12 @@
 //   - it gets an id when it has none, and the id is sent as the Nats-Msg-Id
 //     header, so JetStream drops a republish within the stream's duplicate
 //     window and the worker recognises a later one by the body's id;
-//   - it is published on "<prefix>.cmd.<cart_id>.<type>".
+//   - it is published on "<prefix>.cmd.<cart_id>.<type>";
+//   - the trace context of the context given to Publish travels with it as
+//     W3C Trace Context headers (Traceparent, Tracestate), which the worker
+//     continues: its spans, daprd's, the outcome event and any dead letter
+//     join the caller's trace. WithTracerProvider adds a producer span of
+//     the publish itself.
 //
 // Publish returns once JetStream has stored the command. PublishAndWait also
 // waits for the worker's outcome event. The event travels on core NATS, so it

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // DefaultWaitTimeout bounds PublishAndWait when its context has no deadline,
@@ -19,6 +22,8 @@ type options struct {
 	prefix      string
 	newID       func() string
 	waitTimeout time.Duration
+	tracer      trace.TracerProvider
+	propagator  propagation.TextMapPropagator
 }
 
 func defaultOptions() options {
@@ -27,6 +32,8 @@ func defaultOptions() options {
 		// which matters to load generators.
 		newID:       nuid.Next,
 		waitTimeout: DefaultWaitTimeout,
+		tracer:      noop.NewTracerProvider(),
+		propagator:  propagation.TraceContext{},
 	}
 }
 
@@ -67,6 +74,35 @@ func WithWaitTimeout(d time.Duration) Option {
 			return fmt.Errorf("%w: wait timeout %s must be positive", ErrInvalidOption, d)
 		}
 		o.waitTimeout = d
+		return nil
+	}
+}
+
+// WithTracerProvider makes a producer span ("send <prefix>.cmd.{cart_id}.{type}")
+// of every publish, a child of the span in the context given to Publish,
+// and sends that span's trace context with the command instead. Default: no
+// span; the context's own span context, if any, is sent.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) error {
+		if tp == nil {
+			return fmt.Errorf("%w: nil tracer provider", ErrInvalidOption)
+		}
+		o.tracer = tp
+		return nil
+	}
+}
+
+// WithPropagator sets how trace context is written into the command's
+// headers. The worker reads W3C Trace Context (traceparent, tracestate) and
+// forwards it to Dapr and onto outcome events and dead letters; a composite
+// propagator may add more, which the worker ignores. Default
+// propagation.TraceContext{}.
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(o *options) error {
+		if p == nil {
+			return fmt.Errorf("%w: nil propagator", ErrInvalidOption)
+		}
+		o.propagator = p
 		return nil
 	}
 }

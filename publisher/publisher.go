@@ -10,7 +10,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/telemetry"
 )
 
 // Publisher publishes cart commands. Create it with New; it is safe for
@@ -21,6 +26,11 @@ type Publisher struct {
 	subjects    command.Subjects
 	newID       func() string
 	waitTimeout time.Duration
+	tracer      trace.Tracer
+	propagator  propagation.TextMapPropagator
+	// template is the command subject with placeholders, which names the
+	// producer span.
+	template string
 
 	// done is closed by Close. Waiting calls select on it so that Close
 	// releases them at once rather than at their deadlines.
@@ -80,12 +90,16 @@ func New(js jetstream.JetStream, nc *nats.Conn, opts ...Option) (*Publisher, err
 			return nil, err
 		}
 	}
+	subjects := command.Subjects{Prefix: o.prefix}
 	return &Publisher{
 		js:          js,
 		nc:          nc,
-		subjects:    command.Subjects{Prefix: o.prefix},
+		subjects:    subjects,
 		newID:       o.newID,
 		waitTimeout: o.waitTimeout,
+		tracer:      o.tracer.Tracer(tracerName),
+		propagator:  o.propagator,
+		template:    subjects.Command("{cart_id}", "{type}"),
 		done:        make(chan struct{}),
 		waiters:     make(map[waitKey][]chan command.Event),
 	}, nil
@@ -226,8 +240,15 @@ func (p *Publisher) publish(ctx context.Context, cmd command.Command, body []byt
 	r := Receipt{CommandID: cmd.ID, Subject: p.subjects.Command(cmd.CartID, cmd.Type)}
 	msg := &nats.Msg{Subject: r.Subject, Data: body, Header: nats.Header{}}
 	msg.Header.Set(command.HeaderMsgID, cmd.ID)
+	ctx, span := p.tracer.Start(ctx, "send "+p.template, trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(sendAttributes(r.Subject, p.template, cmd)...)
+	}
+	p.propagator.Inject(ctx, telemetry.Carrier(msg.Header))
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return r, fmt.Errorf("publisher: publish %s %s: %w", r.Subject, cmd.ID, err)
 	}
 	r.Stream, r.Seq, r.Duplicate = ack.Stream, ack.Sequence, ack.Duplicate

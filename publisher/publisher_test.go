@@ -330,6 +330,8 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		publisher.WithPrefix("*"),
 		publisher.WithIDGenerator(nil),
 		publisher.WithWaitTimeout(0),
+		publisher.WithTracerProvider(nil),
+		publisher.WithPropagator(nil),
 	} {
 		_, err := publisher.New(e.js, e.nc, opt)
 		require.ErrorIs(t, err, publisher.ErrInvalidOption)

@@ -14,6 +14,9 @@
 #                worker's pooled HTTP client (loadgen ceiling), no NATS/worker
 #   go-sdk       the same calls through the Dapr Go SDK over gRPC
 #                (bench/sdkpeer, a separate module)
+#   traced       the pooled worker with its OTLP span export on, to
+#                `loadgen otlp-sink`, which counts the spans: at saturation
+#                only, interleaved with pooled, for the cost of tracing
 # and the backlog drains: with the consumer stopped, a backlog of hot carts
 # (50 x 100 add-items) and of many carts (1,000 x 20) is published, the
 # consumer is started and the drain timed; every cart is then read back
@@ -54,6 +57,8 @@
 #   BENCH_BACKLOG_ROUNDS drains per scenario and consumer (BENCH_ROUNDS)
 #   BENCH_BACKLOG_TIMEOUT bound on one drain (5m)
 #   BENCH_PROFILE    1 to save a CPU profile of the pooled worker at saturation (0)
+#   BENCH_TRACING    1 to measure the cost of span export (pooled at saturation,
+#                    export off and on, BENCH_ROUNDS each), 0 to skip it (1)
 #   BENCH_OUT        where REPORT.md, results.json, latency.svg go (bench/)
 #   NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE   images (deployments/images.env)
 set -euo pipefail
@@ -79,6 +84,7 @@ BENCH_BACKLOG_MODES=${BENCH_BACKLOG_MODES:-pooled watermill}
 BENCH_BACKLOG_ROUNDS=${BENCH_BACKLOG_ROUNDS:-$BENCH_ROUNDS}
 BENCH_BACKLOG_TIMEOUT=${BENCH_BACKLOG_TIMEOUT:-5m}
 BENCH_PROFILE=${BENCH_PROFILE:-0}
+BENCH_TRACING=${BENCH_TRACING:-1}
 BENCH_OUT=${BENCH_OUT:-$ROOT/bench}
 
 # NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE: deployments/images.env unless set.
@@ -114,6 +120,7 @@ for m in $BENCH_BACKLOG_MODES; do
 	[[ "$m" =~ ^(pooled|per-request|worker-grpc|worker-http|watermill)$ ]] || die "BENCH_BACKLOG_MODES: '$m' is not a consumer mode"
 done
 [[ "$BENCH_PEER_PROTOCOL" =~ ^(grpc|http)$ ]] || die "BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL: want grpc or http"
+[[ "$BENCH_TRACING" =~ ^[01]$ ]] || die "BENCH_TRACING=$BENCH_TRACING: want 0 or 1"
 [ "$THINK_MS" -gt 0 ] || die "BENCH_THINK must be positive"
 ROUND_MS=$((DUR_MS / BENCH_ROUNDS))
 [ "$ROUND_MS" -ge 200 ] || die "BENCH_DURATION/BENCH_ROUNDS is under 200ms"
@@ -219,12 +226,13 @@ fi
 CONSUMERS=(pooled per-request)
 [ "$BENCH_TRANSPORTS" = 1 ] && CONSUMERS+=(worker-grpc worker-http)
 [ -n "$WM_CLIENT" ] && CONSUMERS+=(watermill)
+[ "$BENCH_TRACING" = 1 ] && CONSUMERS+=(traced)
 for m in $BENCH_BACKLOG_MODES; do
 	[[ " ${CONSUMERS[*]} " == *" $m "* ]] || die "BENCH_BACKLOG_MODES: $m is not running in this benchmark"
 done
 
-PORTS=$("$LOADGEN" free-ports -n $((4 + 2 * ${#CONSUMERS[@]})) | tr '\n' ' ')
-read -r P_REDIS P_HTTP P_GRPC P_INT REST <<<"$PORTS"
+PORTS=$("$LOADGEN" free-ports -n $((5 + 2 * ${#CONSUMERS[@]})) | tr '\n' ' ')
+read -r P_REDIS P_HTTP P_GRPC P_INT P_SINK REST <<<"$PORTS"
 declare -A NATS_PORT=() HTTP_PORT=()
 for m in "${CONSUMERS[@]}"; do
 	read -r NATS_PORT[$m] HTTP_PORT[$m] REST <<<"$REST"
@@ -287,6 +295,7 @@ write_launcher() { # MODE
 		per-request) cmd+=(WORKER_STATE_CLIENT=per-request WORKER_STATE_PROTOCOL=http) ;;
 		worker-grpc) cmd+=(WORKER_STATE_CLIENT=pooled WORKER_STATE_PROTOCOL=grpc) ;;
 		worker-http) cmd+=(WORKER_STATE_CLIENT=pooled WORKER_STATE_PROTOCOL=http) ;;
+		traced) cmd+=(WORKER_STATE_CLIENT=pooled "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$P_SINK") ;;
 		esac
 		cmd+=("$BIN/worker")
 	fi
@@ -313,6 +322,13 @@ stop_consumer() { # MODE
 	wait "$pid" 2>/dev/null || true
 	unset "PID[$1]"
 }
+if [ "$BENCH_TRACING" = 1 ]; then
+	# The traced worker's collector: it counts spans and keeps none. In
+	# PID, so that it is checked and stopped with the consumers.
+	"$LOADGEN" otlp-sink -addr "127.0.0.1:$P_SINK" >"$WORK/otlp-sink.log" 2>&1 &
+	PID[otlp-sink]=$!
+	"$LOADGEN" wait -tcp "127.0.0.1:$P_SINK" -timeout 30s || die "otlp-sink did not start; see $WORK/otlp-sink.log"
+fi
 log "starting ${CONSUMERS[*]}"
 for m in "${CONSUMERS[@]}"; do start_consumer "$m"; done
 
@@ -326,6 +342,7 @@ for m in "${CONSUMERS[@]}"; do
 	WATCH+=(-watch "$name=${PID[$m]}" -watch "nats-$m=$(cpid "nats-$m")")
 	BACKLOG_WATCH+=(-watch "nats-$m=$(cpid "nats-$m")")
 done
+[ -n "${PID[otlp-sink]:-}" ] && WATCH+=(-watch "otlp-sink=${PID[otlp-sink]}")
 
 DOCS=$WORK/docs.json
 if ! "$LOADGEN" capture -nats "nats://127.0.0.1:${NATS_PORT[pooled]}" -dapr "http://127.0.0.1:$P_HTTP" -out "$DOCS" -timeout 60s; then
@@ -341,7 +358,10 @@ read -r -a PACED_USERS <<<"$BENCH_PACED_USERS"
 read -r -a BACKLOGS <<<"$BENCH_BACKLOG"
 read -r -a BACKLOG_MODES <<<"$BENCH_BACKLOG_MODES"
 PACED_MODES=(pooled per-request ceiling)
-ALL_MODES=("${CONSUMERS[@]}" ceiling)
+# Every consumer but traced, which runs only in the tracing rounds.
+ALL_MODES=()
+for m in "${CONSUMERS[@]}"; do [ "$m" = traced ] || ALL_MODES+=("$m"); done
+ALL_MODES+=(ceiling)
 if [ -n "$SDK_VERSION" ]; then ALL_MODES+=(go-sdk); fi
 declare -A PACED_MS=()
 PACED_S=0
@@ -352,7 +372,10 @@ done
 NCLOSED=$((((${#USERS[@]} + 1) * ${#ALL_MODES[@]}) * BENCH_ROUNDS))
 NPACED=$((${#PACED_USERS[@]} * ${#PACED_MODES[@]} * BENCH_ROUNDS))
 NDRAINS=$((${#BACKLOGS[@]} * ${#BACKLOG_MODES[@]} * BENCH_BACKLOG_ROUNDS))
-EST=$((PACED_S + NCLOSED * (WARM_MS + ROUND_MS) / 1000 + (NPACED + NCLOSED) * 7 / 10 + NDRAINS * 35))
+NTRACE=0
+[ "$BENCH_TRACING" = 1 ] && NTRACE=$((2 * BENCH_ROUNDS))
+NCLOSED=$((NCLOSED + NTRACE))
+EST=$((PACED_S + NCLOSED * (WARM_MS + ROUND_MS) / 1000 + (NPACED + NCLOSED) * 7 / 10 + NDRAINS * 35 + NTRACE * 3))
 log "$NPACED paced runs (windows: $(for u in "${PACED_USERS[@]}"; do printf '%su %sms ' "$u" "${PACED_MS[$u]}"; done)), $NCLOSED closed-loop runs of ${BENCH_WARMUP} warm-up + $ROUND_DUR, $NDRAINS backlog drains; about $((EST / 60))m$((EST % 60))s (raw data: $WORK)"
 
 SEQ=0
@@ -376,10 +399,12 @@ run_point() { # MODE SCENARIO USERS ROUND [sat]
 	[ "$sc" = paced ] && window=${PACED_MS[$users]}
 	# A run's hard bound: warm-up + window + two command timeouts + margin.
 	limit=$(((WARM_MS + window + 2 * TIMEOUT_MS) / 1000 + 30))
-	out=$(printf '%s/%03d-%s-%s-%du-r%d.json' "$RAW" "$SEQ" "$mode" "$sc" "$users" "$round")
+	out=$(printf '%s/%03d-%s-%s-%du-r%d.json' "${RUN_DIR:-$RAW}" "$SEQ" "$mode" "$sc" "$users" "$round")
 	local args=(-scenario "$sc" -users "$users" -warmup "$BENCH_WARMUP" -duration "${window}ms"
 		-think "$BENCH_THINK" -timeout "$BENCH_TIMEOUT" -round "$round" -out "$out" "${WATCH[@]}")
 	[ -n "$sat" ] && args+=(-saturation)
+	# The spans the traced worker exported in the run (and its tail).
+	[ "$mode" = traced ] && args+=(-spans "http://127.0.0.1:$P_SINK/count")
 	case $mode in
 	ceiling)
 		timeout --foreground -k 5 "$limit" "$LOADGEN" ceiling -dapr "http://127.0.0.1:$P_HTTP" -docs "$DOCS" "${args[@]}" || rc=$?
@@ -447,6 +472,19 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 		run_modes closed-loop "$BENCH_SAT_USERS" "$round" $((round - 1)) sat "${ALL_MODES[@]}"
 	fi
 done
+
+# Tracing cost: the pooled worker at saturation with its span export off (as
+# shipped) and on (traced), alternating, into a directory of their own so
+# that the points above are left as they are.
+RAW_TR=$WORK/raw-tracing
+mkdir -p "$RAW_TR"
+if [ "$BENCH_TRACING" = 1 ]; then
+	RUN_DIR=$RAW_TR
+	for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+		run_modes closed-loop "$BENCH_SAT_USERS" "$round" $((round - 1)) sat pooled traced
+	done
+	RUN_DIR=
+fi
 
 # Connections each consumer holds to daprd's HTTP and gRPC ports now: what
 # the workers opened, and which transport each really used.
@@ -528,9 +566,9 @@ NOTES=$WORK/notes.md
 	true
 } >"$NOTES"
 
-SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_PACED_USERS='$BENCH_PACED_USERS' BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL BENCH_BACKLOG='$BENCH_BACKLOG' BENCH_BACKLOG_MODES='$BENCH_BACKLOG_MODES' BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS"
+SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_PACED_USERS='$BENCH_PACED_USERS' BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL BENCH_BACKLOG='$BENCH_BACKLOG' BENCH_BACKLOG_MODES='$BENCH_BACKLOG_MODES' BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS BENCH_TRACING=$BENCH_TRACING"
 TOPOLOGY="one host, loopback only: Redis, daprd and one NATS server per consumer (${CONSUMERS[*]}) in containers on the host network (no docker-proxy between worker and daprd, as in a pod); the workers, the Watermill peer, the load generator and the go-sdk peer as host processes; all share the machine's cores."
-"$LOADGEN" report -raw "$RAW" -backlog "$RAW_BL" -docs "$DOCS" -out "$BENCH_OUT" -peer "$PEER_STATUS" \
+"$LOADGEN" report -raw "$RAW" -backlog "$RAW_BL" -tracing "$RAW_TR" -docs "$DOCS" -out "$BENCH_OUT" -peer "$PEER_STATUS" \
 	-watermill "$WM_STATUS" -watermill-protocol "$BENCH_PEER_PROTOCOL" -paced-samples "$BENCH_PACED_SAMPLES" \
 	-settings "$SETTINGS" -topology "$TOPOLOGY" -notes "$NOTES" \
 	-version "cartworker=$GIT_VER" -version "nats-server=${NATS_VER:-unknown} ($NATS_IMAGE)" \

@@ -55,6 +55,7 @@ func subcommands() []subcommand {
 		{"free-ports", "print N free TCP ports on 127.0.0.1", runFreePorts},
 		{"wait", "wait until an HTTP URL answers with a status, or a TCP address accepts", runWait},
 		{"fetch", "GET a URL (e.g. a pprof profile) into a file, bounded in time", runFetch},
+		{"otlp-sink", "receive OTLP/HTTP spans and count them (the tracing rounds' collector)", runOTLPSink},
 	}
 }
 

@@ -61,6 +61,8 @@ type reportInput struct {
 	versions kvFlag
 	peer     Peer
 	backlog  []*BacklogRun
+	// tracing are the tracing rounds' runs (pooled and traced).
+	tracing []*loadkit.Run
 	// wmPeer says whether the Watermill peer ran, wmProtocol its state
 	// transport; pacedSamples is the paced windows' sample target.
 	wmPeer       Peer
@@ -85,6 +87,7 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	topology := fs.String("topology", "", "how the stack was laid out, shown in the report")
 	notesPath := fs.String("notes", "", "optional file of extra markdown bullet lines for the Notes section")
 	backlogDir := fs.String("backlog", "", "directory of backlog drains (*.json) written by 'loadgen backlog'")
+	tracingDir := fs.String("tracing", "", "directory of the tracing rounds' runs (pooled with span export off, traced with it on)")
 	wmStatus := fs.String("watermill", "", `Watermill peer status: "ok: <client>" or "not available: <reason>"`)
 	wmProtocol := fs.String("watermill-protocol", "grpc", "the Watermill peer's state transport (grpc or http): it is compared with the worker on the same one")
 	pacedSamples := fs.Int("paced-samples", DefaultPacedSamples, "add-item samples each paced point was sized for")
@@ -118,6 +121,9 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	in.wmProtocol, in.pacedSamples = *wmProtocol, *pacedSamples
 	if in.backlog, err = readBacklog(*backlogDir); err != nil {
+		return err
+	}
+	if in.tracing, err = readTracing(*tracingDir); err != nil {
 		return err
 	}
 	in.settings, in.topology = *settings, *topology
@@ -288,7 +294,7 @@ func buildReport(in reportInput) (Results, []byte, []byte, error) {
 		Peer: in.peer, Points: points, Saturation: sat, WorkerRSSMiB15u: rss15, PerRequestRSSMiB15u: rss15req,
 		Ratios: ratios, Floors: floors, Upstream: upstreamFigures, Notes: in.notes,
 		SpeedFloors: speed, PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
-		Watermill: wm, WatermillPeer: in.wmPeer,
+		Watermill: wm, WatermillPeer: in.wmPeer, Tracing: computeTracing(in.tracing),
 	}
 	if res.Points == nil {
 		res.Points = []loadkit.Point{}
@@ -621,6 +627,7 @@ func renderMarkdown(res Results, in reportInput) ([]byte, error) {
 // optFormats are the formats of the template's opt function.
 var optFormats = map[string]func(float64) string{
 	"ms": msUnit, "rate": rate, "times": times, "pct": pct, "pctPlain": pctPlain, "mib": mib,
+	"spans": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 }
 
 // optFormat formats v as kind, "n/a" when v is nil.

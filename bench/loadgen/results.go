@@ -34,6 +34,9 @@ type Results struct {
 	Backlog Backlog `json:"backlog"`
 	// Watermill is the Watermill peer at saturation against the worker on
 	// the same transport; WatermillPeer says whether it ran.
+	// Tracing is the cost of span export at saturation; nil when the
+	// tracing rounds did not run.
+	Tracing       *Tracing     `json:"tracing,omitempty"`
 	Watermill     WatermillSat `json:"watermill"`
 	WatermillPeer Peer         `json:"watermill_peer"`
 	Upstream      Upstream     `json:"upstream"`

@@ -89,11 +89,12 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	client := fs.String("client", "", "description of the consumer, recorded in the run (default: the worker with its state client mode)")
 	metricsURL := fs.String("worker-metrics", "", "worker /metrics URL, read before and after the run for dials")
 	pid := fs.Int("worker-pid", 0, "worker process id, sampled for RSS and CPU")
+	spansURL := fs.String("spans", "", "span count URL of 'loadgen otlp-sink', read before and after the run (with -worker-metrics: spans per command)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if !slices.Contains(natsModes(), *mode) {
-		return usageError{fmt.Errorf("-mode %q: want one of %s", *mode, strings.Join(natsModes(), ", "))}
+	if modes := append(natsModes(), loadkit.ModeTraced); !slices.Contains(modes, *mode) {
+		return usageError{fmt.Errorf("-mode %q: want one of %s", *mode, strings.Join(modes, ", "))}
 	}
 	cfg, err := d.config()
 	if err != nil {
@@ -117,6 +118,12 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("worker metrics before the run: %w", err)
 		}
 	}
+	var spansBefore int64
+	if *spansURL != "" {
+		if spansBefore, err = settledSpanCount(ctx, *spansURL, 10*time.Second); err != nil {
+			return fmt.Errorf("span count before the run: %w", err)
+		}
+	}
 	sampler := loadkit.StartSampler(*pid, 200*time.Millisecond, d.watch)
 	run.StartedAt = time.Now().UTC()
 	rec, _, end := loadkit.Drive(ctx, &workerScenario{pub: pub}, cfg)
@@ -136,6 +143,14 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			run.StateFailures = int64p(after.StateFailures - before.StateFailures)
 			if n := after.Handled - before.Handled; n > 0 {
 				run.WorkerHandleMS = (after.HandleS - before.HandleS) / float64(n) * 1000
+				if *spansURL != "" {
+					spans, err := settledSpanCount(context.WithoutCancel(ctx), *spansURL, 10*time.Second)
+					if err != nil {
+						fmt.Fprintf(stderr, "loadgen: warning: span count after the run: %v\n", err)
+					} else {
+						run.SpansPerCommand = f64(float64(spans-spansBefore) / float64(n))
+					}
+				}
 			}
 		}
 	}

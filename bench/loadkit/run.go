@@ -39,6 +39,10 @@ const (
 	ModeCeiling = "ceiling"
 	// ModeGoSDK is the same calls through the Dapr Go SDK over gRPC.
 	ModeGoSDK = "go-sdk"
+	// ModeTraced is the pooled worker exporting its spans over OTLP. It
+	// runs only in the tracing rounds, which the report keeps apart, so it
+	// is not one of Modes.
+	ModeTraced = "traced"
 )
 
 // Modes lists the modes in report order.
@@ -119,6 +123,9 @@ type Run struct {
 	// ack (cartworker_command_duration_seconds), over the whole run.
 	WorkerHandleMS float64            `json:"worker_handle_mean_ms,omitempty"`
 	ProcCPUS       map[string]float64 `json:"proc_cpu_s,omitempty"`
+	// SpansPerCommand is the spans the worker exported per command it
+	// handled over the run, when it exported any (ModeTraced).
+	SpansPerCommand *float64 `json:"spans_per_command,omitempty"`
 }
 
 // Count returns the successful samples of typ.

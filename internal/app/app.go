@@ -25,6 +25,7 @@ import (
 	"github.com/cartworker/cartworker/internal/metrics"
 	"github.com/cartworker/cartworker/internal/natsconn"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/telemetry"
 )
 
 // Run wires the worker from cfg and blocks until ctx ends and everything it
@@ -33,10 +34,24 @@ import (
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("starting", "config", cfg)
 
+	// Shut down last, once every span has ended: its deferred flush runs
+	// after everything below has stopped.
+	tracing, err := telemetry.New(cfg.Telemetry, log)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		if err := tracing.Shutdown(context.Background()); err != nil {
+			log.Warn("spans not flushed", "err", err)
+		}
+	}()
+	log.Info("tracing", "tracing", tracing)
+
 	m := metrics.New()
 	m.SetBuildInfo(buildInfo())
 	stateCfg := cfg.State
 	stateCfg.Hooks = m.StateHooks()
+	stateCfg.TracerProvider = tracing.TracerProvider()
 	state, err := statepool.New(stateCfg)
 	if err != nil {
 		return fmt.Errorf("state client: %w", err)
@@ -67,6 +82,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	consumerCfg.Probe = stateProbe(cfg.State, state, guarded)
 	consumerCfg.Logger = log
 	consumerCfg.Observer = m
+	consumerCfg.TracerProvider = tracing.TracerProvider()
 	w, err := consumer.New(js, nc, carts, consumerCfg)
 	if err != nil {
 		return err

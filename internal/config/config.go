@@ -29,6 +29,7 @@ import (
 	"github.com/cartworker/cartworker/internal/natsconn"
 	"github.com/cartworker/cartworker/internal/setting"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/telemetry"
 )
 
 // Defaults of the settings the wiring owns, which deployment manifests must
@@ -71,6 +72,10 @@ type Config struct {
 	// Carts are the cart rules and their storage (CART_TAX_TABLE,
 	// CART_TOMBSTONE_TTL).
 	Carts cartcache.Config
+	// Telemetry is the trace export, from OpenTelemetry's standard
+	// variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_*, OTEL_TRACES_*,
+	// OTEL_SDK_DISABLED).
+	Telemetry telemetry.Config
 
 	// HTTPAddr serves /healthz, /readyz and /metrics (WORKER_HTTP_ADDR).
 	HTTPAddr string
@@ -184,6 +189,16 @@ func (c *Config) bind(fs *flag.FlagSet, defaults bool) []binding {
 	dur(&k.TombstoneTTL, cartcache.DefaultTombstoneTTL, binding{env: "CART_TOMBSTONE_TTL", flag: "tombstone-ttl", field: "carts.TombstoneTTL"}, "how long a deleted cart's tombstone is kept")
 	value(&k.TaxTable, func() bool { return len(k.TaxTable) == 0 }, binding{env: "CART_TAX_TABLE", flag: "tax-table", field: "carts.TaxTable"}, "tax table, code:type:rate,...")
 
+	tl := &c.Telemetry
+	str(&tl.ServiceName, telemetry.DefaultServiceName, binding{env: "OTEL_SERVICE_NAME", flag: "otel-service-name", field: "telemetry.ServiceName"}, "service.name of the worker's spans")
+	str(&tl.Endpoint, "", binding{env: "OTEL_EXPORTER_OTLP_ENDPOINT", flag: "otel-exporter-otlp-endpoint", field: "telemetry.Endpoint", optional: true}, "OTLP base URL spans are exported to, such as http://collector:4318 (none: nothing is exported, trace context is still forwarded)")
+	str(&tl.TracesEndpoint, "", binding{env: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", flag: "otel-exporter-otlp-traces-endpoint", field: "telemetry.TracesEndpoint", optional: true}, "full OTLP URL of traces, used as written; wins over OTEL_EXPORTER_OTLP_ENDPOINT")
+	str(&tl.Protocol, telemetry.DefaultProtocol, binding{env: "OTEL_EXPORTER_OTLP_PROTOCOL", flag: "otel-exporter-otlp-protocol", field: "telemetry.Protocol"}, "OTLP transport: http/protobuf or grpc")
+	str(&tl.TracesProtocol, "", binding{env: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", flag: "otel-exporter-otlp-traces-protocol", field: "telemetry.TracesProtocol", optional: true}, "OTLP transport of traces; wins over OTEL_EXPORTER_OTLP_PROTOCOL")
+	str(&tl.Sampler, telemetry.DefaultSampler, binding{env: "OTEL_TRACES_SAMPLER", flag: "otel-traces-sampler", field: "telemetry.Sampler"}, "sampler: parentbased_always_on, parentbased_always_off, parentbased_traceidratio, always_on, always_off or traceidratio")
+	str(&tl.SamplerArg, "", binding{env: "OTEL_TRACES_SAMPLER_ARG", flag: "otel-traces-sampler-arg", field: "telemetry.SamplerArg", optional: true}, "ratio of the traceidratio samplers, 0 to 1 (default 1)")
+	boolean(&tl.Disabled, binding{env: "OTEL_SDK_DISABLED", flag: "otel-sdk-disabled", field: "telemetry.Disabled"}, "export no spans, whatever the endpoints (trace context is still forwarded)")
+
 	str(&c.HTTPAddr, DefaultHTTPAddr, binding{env: "WORKER_HTTP_ADDR", flag: "http-addr", field: "HTTPAddr"}, "address of /healthz, /readyz and /metrics")
 	boolean(&c.Pprof, binding{env: "WORKER_PPROF", flag: "pprof", field: "Pprof"}, "also serve /debug/pprof on the HTTP address")
 	str(&c.LogLevel, "info", binding{env: "LOG_LEVEL", flag: "log-level", field: "LogLevel"}, "debug, info, warn or error")
@@ -281,6 +296,7 @@ func (c *Config) validate(bindings []binding) error {
 	part("breaker", c.Breaker.Validate())
 	part("consumer", c.Consumer.Validate())
 	part("carts", c.Carts.Validate())
+	part("telemetry", c.Telemetry.Validate())
 
 	if c.DaprHTTPPort > 65535 {
 		bad("DaprHTTPPort", "%d is not a port", c.DaprHTTPPort)

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/setting"
 )
@@ -118,6 +120,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives metrics. Default: none.
 	Observer Observer
+	// TracerProvider makes a consumer span of every delivery and a span of
+	// every apply of a cart's batch (trace.go). Default (nil, or a no-op
+	// provider): no span, but the trace context a command arrived with is
+	// still forwarded to the state store, its outcome event and its dead
+	// letter.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {

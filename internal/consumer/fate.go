@@ -14,6 +14,7 @@ import (
 	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/telemetry"
 )
 
 // This file decides the fate of every delivery: Ack, Nak, NakWithDelay, or
@@ -142,7 +143,7 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 	switch v.fate {
 	case fateAck:
 		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
-		if err := w.emit(ev); err != nil {
+		if err := w.emit(traced(r.work, d), ev); err != nil {
 			return w.retry(r, d, err)
 		}
 		w.settle(msg, msg.Ack(), "ack")
@@ -163,7 +164,7 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 			tried.NumDelivered = uint64(ex.failed)
 			md = &tried
 		}
-		return w.deadLetter(r.work, msg, md, cmd.ID, v.code, reason)
+		return w.deadLetter(traced(r.work, d), msg, md, cmd.ID, v.code, reason)
 	case fateNak:
 		w.settle(msg, msg.Nak(), "nak")
 		return v.outcome
@@ -178,7 +179,7 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 func (w *Worker) retry(r *run, d *delivery, err error) string {
 	// The work context may be cancelled already; the dead letter must
 	// still get out.
-	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	ctx, cancel := context.WithTimeout(traced(context.Background(), d), settleTimeout)
 	defer cancel()
 	failed := w.countFailure(r, []*delivery{d}, 1)
 	if failed >= w.cfg.MaxDeliver {
@@ -199,7 +200,7 @@ func (w *Worker) reject(r *run, d *delivery, code string, cause error) string {
 		CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,
 		Error: &command.EventError{Code: code, Message: cause.Error()},
 	}
-	if err := w.emit(ev); err != nil {
+	if err := w.emit(traced(r.work, d), ev); err != nil {
 		return w.retry(r, d, err)
 	}
 	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "err", cause)
@@ -234,6 +235,8 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 			dl.Header[k] = v
 		}
 	}
+	// The dead letter continues the delivery's trace.
+	telemetry.Inject(ctx, dl.Header)
 	dl.Header.Set(command.HeaderDLQCode, code)
 	dl.Header.Set(command.HeaderDLQReason, truncate(reason, 512))
 	dl.Header.Set(command.HeaderDLQSubject, subject)
@@ -267,7 +270,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		}
 		// The dead letter is stored; a lost event must not resurrect the
 		// command, so a failure here is only logged.
-		if err := w.emit(ev); err != nil {
+		if err := w.emit(ctx, ev); err != nil {
 			w.log.Warn("rejected event not sent", "subject", subject, "err", err)
 		}
 	}
@@ -292,7 +295,7 @@ func (w *Worker) storeDeadLetter(ctx context.Context, dl *nats.Msg) error {
 		return err
 	}
 	for k := range dl.Header {
-		if !strings.HasPrefix(k, "Cartworker-") && k != command.HeaderMsgID {
+		if !strings.HasPrefix(k, "Cartworker-") && k != command.HeaderMsgID && !telemetry.IsTraceHeader(k) {
 			delete(dl.Header, k)
 		}
 	}
@@ -306,12 +309,14 @@ func tooLarge(err error) bool {
 	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)
 }
 
-func (w *Worker) emit(ev command.Event) error {
+// emit publishes ev with the trace context of ctx.
+func (w *Worker) emit(ctx context.Context, ev command.Event) error {
 	b, err := command.MarshalEvent(ev)
 	if err != nil {
 		return err
 	}
-	if err := w.pub.Publish(w.cfg.Subjects.Event(ev.CartID, ev.Outcome), b); err != nil {
+	msg := &nats.Msg{Subject: w.cfg.Subjects.Event(ev.CartID, ev.Outcome), Data: b, Header: telemetry.Header(ctx)}
+	if err := w.pub.PublishMsg(msg); err != nil {
 		return fmt.Errorf("publish %s event: %w", ev.Outcome, err)
 	}
 	return nil

@@ -177,12 +177,12 @@ type events struct {
 	sent []command.Event
 }
 
-func (e *events) Publish(_ string, data []byte) error {
+func (e *events) PublishMsg(m *nats.Msg) error {
 	if e.err != nil {
 		return e.err
 	}
 	var ev command.Event
-	if err := json.Unmarshal(data, &ev); err != nil {
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		return err
 	}
 	e.sent = append(e.sent, ev)

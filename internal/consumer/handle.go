@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
@@ -25,6 +26,8 @@ type delivery struct {
 	typ string
 	// outcome is the metric label once the delivery is settled, "" before.
 	outcome string
+	// span is the delivery's consumer span (trace.go).
+	span trace.Span
 }
 
 // handleBatch takes one cart's deliveries, in stream order, through decoding
@@ -38,10 +41,11 @@ func (w *Worker) handleBatch(r *run, msgs []jetstream.Msg) {
 	defer func() {
 		for _, d := range ds {
 			w.cfg.Observer.CommandDone(d.typ, cmp.Or(d.outcome, LabelRetry), time.Since(start))
+			w.endDelivery(d, len(msgs), cmp.Or(d.outcome, LabelRetry))
 		}
 	}()
 	for _, msg := range msgs {
-		d := &delivery{msg: msg, typ: "unknown"}
+		d := &delivery{msg: msg, typ: "unknown", span: w.startDelivery(msg)}
 		ds = append(ds, d)
 		subject := w.subject(msg)
 		md, err := msg.Metadata()
@@ -149,7 +153,7 @@ func (w *Worker) apply(r *run, ds []*delivery) ([]cartcache.Outcome, error) {
 			return nil, err
 		}
 		start := time.Now()
-		outs, err := w.app.ApplyBatch(r.work, cmds[0].CartID, cmds)
+		outs, err := w.applyBatch(r.work, ds, cmds)
 		if err == nil {
 			w.cfg.Observer.Batch(len(cmds))
 			return outs, nil

@@ -26,9 +26,10 @@ type Applier interface {
 
 var _ Applier = (*cartcache.Carts)(nil)
 
-// Publisher sends outcome events on core NATS. *nats.Conn implements it.
+// Publisher sends outcome events, with their trace context in headers, on
+// core NATS. *nats.Conn implements it.
 type Publisher interface {
-	Publish(subject string, data []byte) error
+	PublishMsg(msg *nats.Msg) error
 }
 
 var _ Publisher = (*nats.Conn)(nil)
@@ -41,6 +42,8 @@ type Worker struct {
 	cfg  Config
 	log  *slog.Logger
 	gate *gate
+	// tracing makes the worker's spans (trace.go).
+	tracing tracing
 }
 
 // New returns a Worker. It does not touch the server until Setup or Run.
@@ -49,7 +52,7 @@ func New(js jetstream.JetStream, pub Publisher, app Applier, cfg Config) (*Worke
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	w := &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger}
+	w := &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger, tracing: newTracing(cfg)}
 	w.gate = newGate(cfg.Probe, w.probeDelay, w.handBackAfter(), cfg.Logger)
 	return w, nil
 }

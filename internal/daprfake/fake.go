@@ -94,6 +94,8 @@ type Fake struct {
 	open     int
 	maxOpen  int
 	requests map[string]int
+	// traceparents are the W3C traceparent values requests carried, by op.
+	traceparents map[string][]string
 }
 
 // New starts a fake. Call Close when done, typically via t.Cleanup.
@@ -104,6 +106,8 @@ func New(opts ...Option) *Fake {
 		done:     make(chan struct{}),
 		items:    make(map[string]item),
 		requests: make(map[string]int),
+
+		traceparents: make(map[string][]string),
 	}
 	for _, o := range opts {
 		o(f)
@@ -213,6 +217,15 @@ func (f *Fake) Requests(op string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.requests[op]
+}
+
+// Traceparents returns the W3C traceparent values that requests for op
+// carried (the traceparent header, or gRPC metadata), in arrival order;
+// requests without one are left out.
+func (f *Fake) Traceparents(op string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.traceparents[op]...)
 }
 
 // Get returns a copy of the stored document at key, honouring TTL.
@@ -329,12 +342,16 @@ var (
 	errFakeClosed   = &fault{http.StatusServiceUnavailable, "ERR_FAKE_CLOSED", "fake is shutting down"}
 )
 
-// admit does what every request shares, over either API: count, delay,
-// authenticate with the token the request presented, inject faults and
-// check the store. It returns nil to go on, or the fault to answer.
-func (f *Fake) admit(ctx context.Context, op, token, store string) *fault {
+// admit does what every request shares, over either API: count, record
+// the trace context, delay, authenticate with the token the request
+// presented, inject faults and check the store. It returns nil to go on, or
+// the fault to answer.
+func (f *Fake) admit(ctx context.Context, op, token, traceparent, store string) *fault {
 	f.mu.Lock()
 	f.requests[op]++
+	if traceparent != "" {
+		f.traceparents[op] = append(f.traceparents[op], traceparent)
+	}
 	delay, want, served := f.delay, f.token, f.store
 	f.mu.Unlock()
 
@@ -379,7 +396,7 @@ func (f *Fake) admit(ctx context.Context, op, token, store string) *fault {
 // begin is admit for an HTTP request. It reports false when it has already
 // answered.
 func (f *Fake) begin(w http.ResponseWriter, r *http.Request, op string) bool {
-	flt := f.admit(r.Context(), op, r.Header.Get("dapr-api-token"), r.PathValue("store"))
+	flt := f.admit(r.Context(), op, r.Header.Get("dapr-api-token"), r.Header.Get("traceparent"), r.PathValue("store"))
 	switch flt {
 	case nil:
 		return true

@@ -119,13 +119,16 @@ type grpcAPI struct {
 
 // admit is Fake.admit for a gRPC call.
 func (a *grpcAPI) admit(ctx context.Context, op, store string) error {
-	var token string
+	var token, traceparent string
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("dapr-api-token"); len(v) > 0 {
 			token = v[0]
 		}
+		if v := md.Get("traceparent"); len(v) > 0 {
+			traceparent = v[0]
+		}
 	}
-	switch flt := a.f.admit(ctx, op, token, store); flt {
+	switch flt := a.f.admit(ctx, op, token, traceparent, store); flt {
 	case nil:
 		return nil
 	case errGone:

@@ -113,6 +113,9 @@ func New(cfg Config) (*Client, error) {
 // newClient takes the doer so that tests can put their own in; cfg has its
 // defaults applied.
 func newClient(d doer, closeIdle func(), cfg Config) *Client {
+	if d != nil {
+		d = &tracedDoer{next: d, t: newTracing(cfg.TracerProvider, httpHostPort(cfg.Endpoint))}
+	}
 	c := &Client{
 		doer:        d,
 		closeIdle:   closeIdle,

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/cartworker/cartworker/internal/setting"
 )
 
@@ -127,6 +129,12 @@ type Config struct {
 	// Hooks observe the client for metrics; the zero value observes
 	// nothing. String and LogValue leave them out.
 	Hooks Hooks
+
+	// TracerProvider makes a client span of every state call, whose W3C
+	// trace context is sent to daprd. Nil means a no-op provider: no
+	// spans, but the caller's trace context is still sent, so daprd's
+	// spans join the caller's trace. String and LogValue leave it out.
+	TracerProvider trace.TracerProvider
 }
 
 // Hooks observe the client for metrics. Nil funcs are skipped. Hooks run on

@@ -86,6 +86,7 @@ func newGRPCConn(cfg Config) (*grpcConn, error) {
 		grpc.WithUserAgent("cartworker"),
 		grpc.WithInitialWindowSize(flowWindow),
 		grpc.WithInitialConnWindowSize(flowWindow),
+		grpc.WithUnaryInterceptor(newTracing(cfg.TracerProvider, target.addr).unaryInterceptor),
 	}
 	if cfg.APIToken != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{metadataAPIToken: cfg.APIToken}))

@@ -1,0 +1,169 @@
+package consumer
+
+import (
+	"cmp"
+	"context"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/telemetry"
+)
+
+// This file traces the worker, following OpenTelemetry's messaging
+// conventions:
+//
+//   - every delivery is a consumer span, "process <prefix>.cmd.{cart_id}.{type}",
+//     a child of the trace context its headers carry (the publisher's),
+//     with the cart, the command type, the outcome, the delivery count and
+//     the size of its batch;
+//   - a cart's batch is applied in one read-modify-write, so each attempt
+//     at it is one "apply" span, a child of the batch's first delivery
+//     span and linked to every delivery span of the batch, each of which
+//     links back to it; the state calls of the attempt (internal/statepool)
+//     are its children. A batch of one is then a single chain: publisher,
+//     process, apply, state call, daprd; the other commands of a larger
+//     batch reach the state calls through their links;
+//   - the outcome event and the dead letter carry the delivery span's
+//     context, so that whoever reads them continues the trace.
+//
+// Without a TracerProvider, or with a no-op one (nothing exported), no span
+// is made, and the delivery's "span" is the remote span context the command
+// arrived with: that context, unchanged, reaches daprd, the event and the
+// dead letter, and a command without one costs nothing more than before.
+
+// tracerName is the instrumentation scope of the worker's spans.
+const tracerName = "github.com/cartworker/cartworker/internal/consumer"
+
+// applySpan names the span of one read-modify-write of a cart's batch.
+const applySpan = "apply"
+
+// tracing holds what the worker's spans share.
+type tracing struct {
+	// tracer is nil when spans are off.
+	tracer trace.Tracer
+	// template is the command subject with placeholders:
+	// messaging.destination.template, and the span name's destination.
+	template string
+	// process is the name of every delivery's span.
+	process string
+}
+
+func newTracing(cfg Config) tracing {
+	template := cfg.Subjects.Command("{cart_id}", "{type}")
+	t := tracing{template: template, process: "process " + template}
+	if _, off := cfg.TracerProvider.(noop.TracerProvider); cfg.TracerProvider != nil && !off {
+		t.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	return t
+}
+
+// consumerSpan starts a consumer span; one slice for every delivery.
+var consumerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+
+// startDelivery starts the consumer span of msg, a child of the trace
+// context its headers carry.
+func (w *Worker) startDelivery(msg jetstream.Msg) trace.Span {
+	ctx := telemetry.Extract(context.Background(), msg.Headers())
+	if w.tracing.tracer == nil {
+		return trace.SpanFromContext(ctx)
+	}
+	_, span := w.tracing.tracer.Start(ctx, w.tracing.process, consumerSpan...)
+	return span
+}
+
+// endDelivery describes the settled delivery d on its span, of a batch of
+// batch deliveries, and ends it.
+func (w *Worker) endDelivery(d *delivery, batch int, outcome string) {
+	if d.span == nil {
+		return
+	}
+	if d.span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 14)
+		attrs = append(attrs,
+			semconv.MessagingSystemKey.String("nats"),
+			semconv.MessagingOperationTypeProcess,
+			semconv.MessagingOperationName("process"),
+			semconv.MessagingDestinationName(w.subject(d.msg)),
+			semconv.MessagingDestinationTemplate(w.tracing.template),
+			semconv.MessagingBatchMessageCount(batch),
+			attribute.String("cartworker.command.type", d.typ),
+			attribute.String("cartworker.outcome", outcome),
+		)
+		if id := cmp.Or(d.cmd.ID, d.msg.Headers().Get(command.HeaderMsgID)); id != "" {
+			attrs = append(attrs, semconv.MessagingMessageID(id))
+		}
+		if d.cmd.CartID != "" {
+			attrs = append(attrs, attribute.String("cartworker.cart_id", d.cmd.CartID))
+		}
+		if d.md != nil {
+			attrs = append(attrs,
+				semconv.MessagingConsumerGroupName(d.md.Consumer),
+				attribute.Int64("cartworker.delivery.count", int64(d.md.NumDelivered)),
+				attribute.Int64("cartworker.stream.sequence", int64(d.md.Sequence.Stream)),
+			)
+		}
+		d.span.SetAttributes(attrs...)
+		// A rejection is the cart's answer, not a failure; these are.
+		switch outcome {
+		case LabelDeadLetter, LabelRetry, LabelInvalid:
+			d.span.SetStatus(codes.Error, outcome)
+		}
+	}
+	d.span.End()
+}
+
+// applyBatch is one attempt at applying ds's commands, cmds, traced as an
+// "apply" span: a child of the first delivery's span, linked both ways with
+// the others'.
+func (w *Worker) applyBatch(ctx context.Context, ds []*delivery, cmds []command.Command) ([]cartcache.Outcome, error) {
+	if w.tracing.tracer == nil {
+		return w.app.ApplyBatch(traced(ctx, ds[0]), cmds[0].CartID, cmds)
+	}
+	links := make([]trace.Link, 0, len(ds)-1)
+	for _, d := range ds[1:] {
+		if sc := spanContext(d); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	ctx, span := w.tracing.tracer.Start(traced(ctx, ds[0]), applySpan, trace.WithLinks(links...))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("cartworker.cart_id", cmds[0].CartID),
+			semconv.MessagingBatchMessageCount(len(cmds)),
+		)
+		for _, d := range ds[1:] {
+			if d.span != nil {
+				d.span.AddLink(trace.Link{SpanContext: span.SpanContext()})
+			}
+		}
+	}
+	outs, err := w.app.ApplyBatch(ctx, cmds[0].CartID, cmds)
+	if err != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return outs, err
+}
+
+// traced returns ctx carrying d's span, whose trace context the event and
+// the dead letter of d are sent with.
+func traced(ctx context.Context, d *delivery) context.Context {
+	if d.span == nil || !d.span.SpanContext().IsValid() {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, d.span)
+}
+
+func spanContext(d *delivery) trace.SpanContext {
+	if d.span == nil {
+		return trace.SpanContext{}
+	}
+	return d.span.SpanContext()
+}
