@@ -41,6 +41,13 @@ func TestAddGetRoundTrip(t *testing.T) {
 	ev = decodeEvent(t, r.stdout)
 	require.Equal(t, command.OutcomeApplied, ev.Outcome)
 	require.Equal(t, command.TypeAddItem, ev.Type)
+	// The command carries the trace cartctl printed (the worker's
+	// forwarding of it is tested in internal/consumer and integration).
+	st, err := e.js.Stream(ctx(t), command.StreamCommands)
+	require.NoError(t, err)
+	stored, err := st.GetMsg(ctx(t), 2)
+	require.NoError(t, err)
+	requireTraceOf(t, r.stderr, stored.Header)
 
 	r = e.run(t, "add", "-cart", "c-1", "-items",
 		`[{"item_code":"ITEM002","quantity":1,"unit_price":450,"tax_code":"11"},{"item_code":"ITEM003","quantity":1,"unit_price":110.5,"tax_code":"00"}]`)

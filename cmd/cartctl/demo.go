@@ -68,6 +68,8 @@ func runDemo(ctx context.Context, c *cli, args []string) error {
 	defer p.Close()
 
 	fmt.Fprintf(c.stdout, "cart %s\n", cartID)
+	// One trace for the whole demo, as a till's session would be.
+	ctx = traced(ctx, c.stdout)
 	cmds := []command.Command{publisher.CacheCommand(cartID, publisher.NewCart{
 		TenantID: tenant, StoreCode: storeCode, TerminalNo: terminal,
 	})}

@@ -163,7 +163,7 @@ func (c *cli) publish(ctx context.Context, f *flagSet, o *publishOptions, cmd co
 	}
 	defer p.Close()
 
-	ctx, cancel := context.WithTimeout(ctx, *o.timeout)
+	ctx, cancel := context.WithTimeout(traced(ctx, c.stderr), *o.timeout)
 	defer cancel()
 	if !o.wait {
 		r, err := p.Publish(ctx, cmd)

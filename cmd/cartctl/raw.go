@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/telemetry"
 )
 
 func runPublishRaw(ctx context.Context, c *cli, args []string) error {
@@ -80,6 +81,7 @@ func runPublishRaw(ctx context.Context, c *cli, args []string) error {
 	msg := nats.NewMsg(subject)
 	msg.Data = body
 	msg.Header.Set(command.HeaderMsgID, msgID)
+	telemetry.Inject(traced(ctx, c.stderr), msg.Header)
 	ack, err := s.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return fmt.Errorf("publish to %s: %w", subject, err)

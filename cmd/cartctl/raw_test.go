@@ -52,6 +52,7 @@ func TestPublishRaw(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, body, string(m.Data))
 	require.Equal(t, "m-1", m.Header.Get(nats.MsgIdHdr))
+	requireTraceOf(t, r.stderr, m.Header)
 
 	// The same Nats-Msg-Id again: JetStream drops it, and nothing is awaited.
 	r = e.run(t, "publish", "-raw", "-msg-id", "m-1", "cart.cmd.c-raw.cache", file)
@@ -106,4 +107,16 @@ func TestAddItemsRefusesRealDigitsPastFourDecimals(t *testing.T) {
 	require.Equal(t, "0.3", items[0].UnitPrice.String())
 	_, err = readItems(`[{"item_code":"A","quantity":1,"unit_price":1,"tax_code":"T1","colour":"red"}]`)
 	require.ErrorContains(t, err, "colour")
+}
+
+// requireTraceOf checks that the stored command carries a sampled W3C
+// traceparent in the trace whose id cartctl printed on stderr.
+func requireTraceOf(t *testing.T, stderr string, h nats.Header) {
+	t.Helper()
+	_, after, ok := strings.Cut(stderr, "trace id: ")
+	require.True(t, ok, "cartctl printed no trace id: %s", stderr)
+	tid, _, _ := strings.Cut(after, "\n")
+	require.Len(t, tid, 32)
+	tp := h.Get("Traceparent")
+	require.Regexp(t, "^00-"+tid+"-[0-9a-f]{16}-01$", tp)
 }
