@@ -104,20 +104,28 @@ up() {
 	mkdir -p "$comp"
 	cp "$ROOT"/deployments/dapr/components/*.yaml "$comp/"
 	chmod 755 "$comp" && chmod 644 "$comp"/*.yaml
+	# The tracing Configuration: daprd continues the trace each state call
+	# carries (and exports it once a collector is named in it).
+	local conf=${comp%/components}/config
+	mkdir -p "$conf"
+	cp "$ROOT/deployments/dapr/config.yaml" "$conf/"
+	chmod 755 "$conf" && chmod 644 "$conf/config.yaml"
 	# daprd reads its components only when it starts: a label with their
 	# hash makes an edited component replace it.
 	local comp_sum
-	comp_sum=$(cat "$comp"/*.yaml | sha256sum | cut -c1-16)
+	comp_sum=$(cat "$comp"/*.yaml "$conf/config.yaml" | sha256sum | cut -c1-16)
 	start daprd "$DAPRD_IMAGE" -p "127.0.0.1:$DAPR_PORT:3500" -e "DAPR_API_TOKEN=${DAPR_API_TOKEN:-}" \
-		-v "$comp:/components:ro" --label "cartworker.stack.components=$comp_sum" \
+		-v "$comp:/components:ro" -v "$conf:/config:ro" --label "cartworker.stack.components=$comp_sum" \
 		-- ./daprd --app-id cartworker --dapr-http-port 3500 --dapr-grpc-port 50001 \
-		--resources-path /components --log-level warn
+		--resources-path /components --config /config/config.yaml --log-level warn
 	wait_http nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz?js-enabled-only=true" 30
 	wait_http daprd "http://127.0.0.1:$DAPR_PORT/v1.0/healthz" 60
 	start worker "$WORKER_IMAGE" -p "127.0.0.1:$WORKER_PORT:8080" \
 		-e NATS_URL=nats://nats:4222 -e DAPR_HTTP_ENDPOINT=http://daprd:3500 \
 		-e DAPR_GRPC_ENDPOINT=http://daprd:50001 -e "WORKER_STATE_PROTOCOL=${WORKER_STATE_PROTOCOL:-grpc}" \
 		-e "DAPR_API_TOKEN=${DAPR_API_TOKEN:-}" -e WORKER_HTTP_ADDR=:8080 \
+		-e "OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-}" \
+		-e "OTEL_EXPORTER_OTLP_PROTOCOL=${OTEL_EXPORTER_OTLP_PROTOCOL:-}" \
 		--stop-timeout 30
 	wait_http worker "http://127.0.0.1:$WORKER_PORT/readyz" 60
 
