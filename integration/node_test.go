@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/telemetry/telemetrytest"
 	"github.com/cartworker/cartworker/internal/testkit"
 )
 
@@ -52,9 +54,16 @@ func TestNodePublisherExample(t *testing.T) {
 	out, err := npmCI.CombinedOutput()
 	require.NoError(t, err, "npm ci: %s", out)
 
+	// The worker exports its spans to a collector the test serves, where
+	// a newcomer would look the printed trace id up.
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+	collector := telemetrytest.NewSink(true)
+	otlp := httptest.NewServer(collector)
+	t.Cleanup(otlp.Close)
+
 	st := sharedStack(t)
 	b := connectBus(ctx, t, st.NATSURL)
-	w := inProcessWorker(t, "node", workerEnv(t, st, st, nil))
+	w := inProcessWorker(t, "node", workerEnv(t, st, st, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.URL}))
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("node", 1)[0]
 
@@ -118,6 +127,16 @@ func TestNodePublisherExample(t *testing.T) {
 	}
 	require.NoError(t, batch.Error())
 	require.Equal(t, ids, stored, "the commands, in the order of their events")
+
+	// The trace it printed is in the collector: the worker's consumer span
+	// of each command, a child of the span Node sent it under.
+	for _, id := range ids {
+		span := waitOTLP(ctx, t, collector, func(s telemetrytest.Span) bool {
+			return s.TraceID == traceID && s.Attributes["messaging.message.id"] == id
+		}, "the consumer span of command "+id+" in Node's trace")
+		require.Equal(t, "process cart.cmd.{cart_id}.{type}", span.Name)
+		require.Equal(t, cart, span.Attributes["cartworker.cart_id"])
+	}
 
 	// The cart through Dapr, exactly: 2 × 120 at 01 (external 10 %: 24),
 	// 1 × 450 at 11 (external 8 %: 36), 1 × 99.5 at 00 (exempt).
