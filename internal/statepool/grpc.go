@@ -252,18 +252,22 @@ func (c *Client) rpcErr(ctx context.Context, op, key string, start time.Time, er
 	if code == codes.Aborted && mismatch != nil {
 		return mismatch
 	}
+	reason := errorInfoReason(st)
 	return &GRPCError{
 		Op:        op,
 		Key:       key,
 		Code:      code,
 		Message:   st.Message(),
-		ErrorCode: errorInfoReason(st),
+		ErrorCode: reason,
 		// Unavailable without a ready connection comes from the client's
 		// side: the channel could not connect (refused, timed out, or
 		// something that is no gRPC server answered), or lost its
 		// connection. daprd answering Unavailable itself leaves the
-		// connection ready.
-		unreachable: code == codes.Unavailable && c.rpc.conn.GetState() != connectivity.Ready,
+		// connection ready, and names its error in an ErrorInfo, which a
+		// status made by the client never has: the channel's state alone
+		// can lag the call, since gRPC lets calls through the new
+		// connection a moment before it reports the state Ready.
+		unreachable: code == codes.Unavailable && reason == "" && c.rpc.conn.GetState() != connectivity.Ready,
 	}
 }
 
