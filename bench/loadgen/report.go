@@ -295,6 +295,7 @@ func buildReport(in reportInput) (Results, []byte, []byte, error) {
 		Ratios: ratios, Floors: floors, Upstream: upstreamFigures, Notes: in.notes,
 		SpeedFloors: speed, PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
 		Watermill: wm, WatermillPeer: in.wmPeer, Tracing: computeTracing(in.tracing),
+		MaxWorkerRSSMiB: maxWorkerRSS(points, backlog.Summary),
 	}
 	if res.Points == nil {
 		res.Points = []loadkit.Point{}

@@ -198,7 +198,9 @@ func TestBuildReportResults(t *testing.T) {
 	for _, s := range []string{
 		"# cartworker load benchmark", "Test CPU", "| cores | 2 |", "daprd | 1.18.0",
 		"**Earlier floors: 6 passed, 0 failed, 0 not measured.**",
-		"**Faster than a direct Dapr client: 1 floor(s) passed, 3 missed, 0 not measured.**",
+		"**Faster than a direct Dapr client: 2 floor(s) passed, 4 missed, 0 not measured.**",
+		"| worker CPU per command at saturation (pooled) | 1.10 ms | – | ≤ 0.45 ms | **MISS** |",
+		"| largest cartworker RSS over the run, backlog drains included | 30.0 MiB | – | ≤ 64 MiB | pass |",
 		// Speed floors: pooled 300/s over the ceiling's 400/s; hot drain
 		// median 1,100/s over 400/s = 2.75 but a round failed its totals;
 		// paced p99 4.95 / 2.48 ms; worker-grpc 390/s over watermill 200/s.
@@ -407,4 +409,48 @@ func asUsage(err error, u *usageError) bool {
 		*u = v
 	}
 	return ok
+}
+
+// An external check reads these keys of results.json; they must be there
+// with the figures they name.
+func TestResultsKeysTheExternalCheckReads(t *testing.T) {
+	res, _, _, err := buildReport(testInput())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path ...string) any {
+		var v any = doc
+		for _, k := range path {
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		}
+		return v
+	}
+	if get("saturation", "transport") != "grpc" {
+		t.Fatalf("saturation.transport %v", get("saturation", "transport"))
+	}
+	if _, ok := get("saturation", "watermill_add_item_per_s").(float64); !ok {
+		t.Fatalf("saturation.watermill_add_item_per_s %v", get("saturation", "watermill_add_item_per_s"))
+	}
+	if get("backlog", "hot", "drain_per_s") != 1100.0 {
+		t.Fatalf("backlog.hot.drain_per_s %v", get("backlog", "hot", "drain_per_s"))
+	}
+	if mb, ok := get("backlog", "hot", "mean_batch").(float64); !ok || mb <= 1 {
+		t.Fatalf("backlog.hot.mean_batch %v", get("backlog", "hot", "mean_batch"))
+	}
+	hotRSS := get("backlog", "hot", "peak_rss_mib").(float64)
+	if rss, ok := get("max_worker_rss_mib").(float64); !ok || rss < hotRSS || rss < *res.WorkerRSSMiB15u {
+		t.Fatalf("max_worker_rss_mib %v (hot drain %v, 15 users %v)", get("max_worker_rss_mib"), hotRSS, *res.WorkerRSSMiB15u)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 
+	"github.com/cartworker/cartworker/internal/statepool"
+
 	"github.com/cartworker/cartworker/bench/loadkit"
 )
 
@@ -32,6 +34,10 @@ type Results struct {
 	PacedP99Spread []P99Spread `json:"paced_p99_spread"`
 	// Backlog holds the backlog drains: per round and summarised.
 	Backlog Backlog `json:"backlog"`
+	// MaxWorkerRSSMiB is the largest RSS of any cartworker process over the
+	// whole run, backlog drains included (the peers' and the direct
+	// clients' are not counted).
+	MaxWorkerRSSMiB *float64 `json:"max_worker_rss_mib"`
 	// Watermill is the Watermill peer at saturation against the worker on
 	// the same transport; WatermillPeer says whether it ran.
 	// Tracing is the cost of span export at saturation; nil when the
@@ -110,6 +116,10 @@ type Saturation struct {
 	PerRequestCPUMSPerComm  *float64 `json:"per_request_cpu_ms_per_command,omitempty"`
 	SaturationHostBusyPct   *float64 `json:"host_busy_pct,omitempty"`
 	SaturationLoadgenCPUPct *float64 `json:"loadgen_cpu_pct,omitempty"`
+	// Transport is the state transport of the worker as shipped (the
+	// pooled mode, which sets no WORKER_STATE_PROTOCOL): the default of
+	// the statepool package the worker was built from, grpc or http.
+	Transport string `json:"transport"`
 }
 
 // Ratios are the comparisons the issue asks for.
@@ -220,7 +230,7 @@ func thr(p loadkit.Point) float64 { return p.ThroughputPerS }
 // computeResults derives the saturation point, ratios and floors from the
 // points.
 func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int) (Saturation, Ratios, []Floor, *float64, *float64) {
-	sat := Saturation{Users: satUsers}
+	sat := Saturation{Users: satUsers, Transport: string(statepool.DefaultProtocol)}
 	cl := loadkit.ScenarioClosed
 	add := loadkit.TypeAddItem
 	if satUsers > 0 {
@@ -386,4 +396,34 @@ func dialsPerCall(points []loadkit.Point, mode string) *float64 {
 		return nil
 	}
 	return f64(float64(dials) / float64(calls))
+}
+
+// maxWorkerRSS is the largest RSS of a cartworker process (a mode that runs
+// the worker) over the points and the backlog drains, nil when none was
+// measured.
+func maxWorkerRSS(points []loadkit.Point, backlog []BacklogSummary) *float64 {
+	var top float64
+	for _, p := range points {
+		if isWorkerMode(p.Mode) {
+			top = max(top, p.WorkerRSSMiB)
+		}
+	}
+	for _, b := range backlog {
+		if isWorkerMode(b.Mode) {
+			top = max(top, b.PeakRSSMiB)
+		}
+	}
+	if top == 0 {
+		return nil
+	}
+	return &top
+}
+
+// isWorkerMode reports whether mode runs cartworker's own worker.
+func isWorkerMode(mode string) bool {
+	switch mode {
+	case loadkit.ModePooled, loadkit.ModePerRequest, loadkit.ModeWorkerGRPC, loadkit.ModeWorkerHTTP:
+		return true
+	}
+	return false
 }

@@ -30,6 +30,12 @@ const (
 	floorWorkerOverWatermill = 1.3
 	// floorPacedUsers is the paced point of the p99 floor.
 	floorPacedUsers = 15
+	// The worker as shipped at saturation: at most this much CPU per
+	// command, in ms.
+	floorCPUMSPerCommand = 0.45
+	// Every cartworker process over the whole run, backlog drains
+	// included: at most this RSS, in MiB.
+	floorMaxRSSMiB = 64
 )
 
 // DefaultPacedSamples is the add-item samples a paced point should rest on
@@ -64,6 +70,20 @@ type Backlog struct {
 	CeilingAddItemPerS *float64         `json:"ceiling_add_item_per_s"`
 	Summary            []BacklogSummary `json:"summary"`
 	Runs               []*BacklogRun    `json:"runs"`
+	// Hot and Wide are the worker as shipped (pooled) draining each
+	// scenario, nil when it was not run.
+	Hot  *Drain `json:"hot,omitempty"`
+	Wide *Drain `json:"wide,omitempty"`
+}
+
+// Drain is one scenario drained by the worker as shipped.
+type Drain struct {
+	// DrainPerS is its commands per second, the median over rounds.
+	DrainPerS *float64 `json:"drain_per_s"`
+	// MeanBatch is the mean number of commands per read-modify-write.
+	MeanBatch *float64 `json:"mean_batch"`
+	// PeakRSSMiB is the worker's largest RSS during the drains.
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
 }
 
 // BacklogSummary is one scenario drained by one consumer, over its rounds.
@@ -292,6 +312,7 @@ func computeSpeed(points []loadkit.Point, backlog []*BacklogRun, satUsers int, p
 	ceilingSat := field(points, loadkit.ModeCeiling, cl, satUsers, add, thr)
 	bl := Backlog{CeilingAddItemPerS: ceilingSat, Runs: backlog}
 	bl.Summary = summarizeBacklog(backlog, ceilingSat)
+	bl.Hot, bl.Wide = drainOf(bl.Summary, BacklogHot), drainOf(bl.Summary, BacklogWide)
 	if bl.Runs == nil {
 		bl.Runs = []*BacklogRun{}
 	}
@@ -358,6 +379,21 @@ func computeSpeed(points []loadkit.Point, backlog []*BacklogRun, satUsers int, p
 		f.Rounds = roundRatios(w.ThroughputRounds, p.ThroughputRounds)
 	}
 	add1(f, false)
+
+	// 5. The worker's CPU per command at saturation.
+	f = Floor{Name: "worker CPU per command at saturation (pooled)", Limit: floorCPUMSPerCommand, Unit: "ms",
+		Detail: "at most; CPU time over commands of all types, medians over rounds"}
+	if satUsers > 0 {
+		cpu := field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.WorkerCPUPct })
+		f.Value = cpuPerCommand(cpu, commandsPerS(points, loadkit.ModePooled, cl, satUsers))
+	}
+	add1(f, true)
+
+	// 6. The worker's largest RSS over the run, the drains included.
+	f = Floor{Name: "largest cartworker RSS over the run, backlog drains included", Limit: floorMaxRSSMiB, Unit: "MiB",
+		Detail: "at most"}
+	f.Value = maxWorkerRSS(points, bl.Summary)
+	add1(f, true)
 	return wm, bl, floors
 }
 
@@ -367,5 +403,24 @@ func speedLimitText(f Floor) string {
 	if len(f.Detail) >= 7 && f.Detail[:7] == "at most" {
 		op = "≤"
 	}
-	return op + " " + strconv.FormatFloat(f.Limit, 'f', -1, 64) + "×"
+	unit := "×"
+	if f.Unit != "×" {
+		unit = " " + f.Unit
+	}
+	return op + " " + strconv.FormatFloat(f.Limit, 'f', -1, 64) + unit
+}
+
+// drainOf returns the pooled worker's drain of scenario, nil if not run.
+func drainOf(summary []BacklogSummary, scenario string) *Drain {
+	for _, b := range summary {
+		if b.Scenario != scenario || b.Mode != loadkit.ModePooled {
+			continue
+		}
+		d := &Drain{DrainPerS: b.CommandsPerS, PeakRSSMiB: b.PeakRSSMiB}
+		if b.Batch != nil && b.Batch.Count > 0 {
+			d.MeanBatch = &b.Batch.Mean
+		}
+		return d
+	}
+	return nil
 }
