@@ -164,9 +164,16 @@ func (l *leases) run(ctx context.Context, done <-chan struct{}) {
 		wg.Go(func() { l.watch(watchCtx, kv, wake) })
 	}
 	for {
+		// A tick with the gate closed takes no partition (a new instance
+		// before its first probe, or one that was not ready): take them
+		// as soon as it opens, not up to balanceEvery later. The channel
+		// is taken before the tick, so that an opening during it counts.
+		opened := l.w.gate.opening()
 		l.tick(ctx, &wg)
 		select {
 		case <-wake:
+			continue
+		case <-opened:
 			continue
 		case <-ctx.Done():
 			// Shutdown: the pullers stop now. Hand everything over once

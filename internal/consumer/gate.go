@@ -62,6 +62,17 @@ func (g *gate) err() error {
 	return g.fault
 }
 
+// opening returns nil while the gate is open, else a channel that is
+// closed when it opens.
+func (g *gate) opening() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.fault == nil {
+		return nil
+	}
+	return g.open
+}
+
 // closing returns a channel that is closed when the gate closes (at once if
 // it is closed now).
 func (g *gate) closing() <-chan struct{} {

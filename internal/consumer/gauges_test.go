@@ -79,3 +79,44 @@ func TestAddToMissingCartIsNoRedelivery(t *testing.T) {
 	require.Zero(t, deadLettered)
 	require.Zero(t, obs.count("", consumer.LabelRetry), "nothing retried: %s", obs)
 }
+
+// A new instance is not ready until its first probe of the state store
+// passes, and takes no partition before. Its balancer used to take them at
+// its next tick, up to balanceEvery (2 s) after the probe: a restarted or
+// added instance sat idle that long with a backlog waiting (seen as a 2 s
+// gap before the first event in the benchmark's backlog drains). It now
+// takes them as soon as the gate opens.
+func TestPartitionsTakenAsSoonAsTheFirstProbePasses(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	probe := func(ctx context.Context) error {
+		select {
+		case <-release:
+			return e.probe(ctx)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r := e.startWorker(t, consumer.Config{Probe: probe}, nil)
+	e.publishCmd(t, cacheCmd("p1", ""))
+	// The balancer's first tick has registered the instance, and found
+	// the gate closed.
+	members, err := e.js.KeyValue(context.Background(), command.MembersBucket)
+	require.NoError(t, err)
+	eventually(t, func() bool {
+		keys, err := members.ListKeys(context.Background())
+		if err != nil {
+			return false
+		}
+		n := 0
+		for range keys.Keys() {
+			n++
+		}
+		return n == 1
+	}, waitFor, tick, "the instance never registered")
+	require.Error(t, r.w.Ready(), "not ready before its first probe")
+	close(release)
+	eventually(t, func() bool { return r.w.Ready() == nil }, waitFor, tick, "the probe never passed")
+	eventually(t, func() bool { return len(e.events.forCommand("cache-p1")) > 0 }, 1200*time.Millisecond, tick,
+		"the command waited for the next balance tick after the gate opened")
+}
