@@ -36,7 +36,7 @@ images: ## build the container images locally (skips those present)
 	@scripts/build-images.sh
 
 build: ## build the binaries into bin/: bin/worker and bin/cartctl (bin/cartctl -h)
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o bin/ ./cmd/...
 
 test: lint test-unit test-integration ## unit tests (race detector) and the integration suite
 

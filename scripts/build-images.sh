@@ -186,7 +186,7 @@ build_worker() {
 	local ctx
 	ctx=$(new_context worker)
 	log "compiling ./cmd/worker"
-	(cd "$ROOT" && go build -o "$ctx/worker" ./cmd/worker)
+	(cd "$ROOT" && go build -buildvcs=auto -o "$ctx/worker" ./cmd/worker)
 	docker_build "$WORKER_IMAGE" "$ctx"
 }
 
