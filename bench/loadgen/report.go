@@ -288,14 +288,14 @@ func buildReport(in reportInput) (Results, []byte, []byte, error) {
 	for _, k := range in.versions.keys {
 		versions[k] = in.versions.m[k]
 	}
-	wm, backlog, speed := computeSpeed(points, in.backlog, satUsers, in.wmProtocol)
+	wm, backlog, speed, maxRSS := computeSpeed(points, in.backlog, sat, in.wmProtocol)
 	res := Results{
 		GeneratedAt: in.now.Format(time.RFC3339), Machine: in.machine, Versions: versions, Config: cfg,
 		Peer: in.peer, Points: points, Saturation: sat, WorkerRSSMiB15u: rss15, PerRequestRSSMiB15u: rss15req,
 		Ratios: ratios, Floors: floors, Upstream: upstreamFigures, Notes: in.notes,
 		SpeedFloors: speed, PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
 		Watermill: wm, WatermillPeer: in.wmPeer, Tracing: computeTracing(in.tracing),
-		MaxWorkerRSSMiB: maxWorkerRSS(points, backlog.Summary),
+		MaxWorkerRSSMiB: maxRSS,
 	}
 	if res.Points == nil {
 		res.Points = []loadkit.Point{}

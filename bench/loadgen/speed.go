@@ -284,8 +284,10 @@ func roundRatios(a, b []float64) []float64 {
 }
 
 // computeSpeed derives the figures and floors of "faster than a direct
-// Dapr client".
-func computeSpeed(points []loadkit.Point, backlog []*BacklogRun, satUsers int, protocol string) (WatermillSat, Backlog, []Floor) {
+// Dapr client" from the points, the drains and the saturation figures
+// computeResults derived, and returns the largest cartworker RSS of the run.
+func computeSpeed(points []loadkit.Point, backlog []*BacklogRun, sat Saturation, protocol string) (WatermillSat, Backlog, []Floor, *float64) {
+	satUsers := sat.Users
 	cl, add := loadkit.ScenarioClosed, loadkit.TypeAddItem
 	pt := func(mode, sc string, users int) *loadkit.Point {
 		p, ok := loadkit.Find(points, mode, sc, users, add)
@@ -383,18 +385,16 @@ func computeSpeed(points []loadkit.Point, backlog []*BacklogRun, satUsers int, p
 	// 5. The worker's CPU per command at saturation.
 	f = Floor{Name: "worker CPU per command at saturation (pooled)", Limit: floorCPUMSPerCommand, Unit: "ms",
 		Detail: "at most; CPU time over commands of all types, medians over rounds"}
-	if satUsers > 0 {
-		cpu := field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.WorkerCPUPct })
-		f.Value = cpuPerCommand(cpu, commandsPerS(points, loadkit.ModePooled, cl, satUsers))
-	}
+	f.Value = sat.WorkerPerCommandCPUMS
 	add1(f, true)
 
 	// 6. The worker's largest RSS over the run, the drains included.
 	f = Floor{Name: "largest cartworker RSS over the run, backlog drains included", Limit: floorMaxRSSMiB, Unit: "MiB",
 		Detail: "at most"}
-	f.Value = maxWorkerRSS(points, bl.Summary)
+	maxRSS := maxWorkerRSS(points, bl.Summary)
+	f.Value = maxRSS
 	add1(f, true)
-	return wm, bl, floors
+	return wm, bl, floors, maxRSS
 }
 
 // speedLimitText is a speed floor's limit with its direction.
