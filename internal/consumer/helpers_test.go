@@ -367,8 +367,6 @@ func (e *env) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 	return sum
 }
 
-// waitSettled waits until the durable consumer has nothing pending and
-// nothing unacknowledged: every command was acked or terminated.
 // waitLeases waits until at least n different instances hold partition
 // leases: the partitions have spread over them.
 func (e *env) waitLeases(t *testing.T, n int) {
@@ -390,6 +388,8 @@ func (e *env) waitLeases(t *testing.T, n int) {
 	}, waitFor, tick, "partitions held by %d instances", n)
 }
 
+// waitSettled waits until the durable consumer has nothing pending and
+// nothing unacknowledged: every command was acked or terminated.
 func (e *env) waitSettled(t *testing.T) {
 	t.Helper()
 	var last string
