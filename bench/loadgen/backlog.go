@@ -745,50 +745,37 @@ func checkTotals(ctx context.Context, client *statepool.Client, res *BacklogRun,
 			bad = append(bad, msg)
 		}
 	}
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range jobs {
-				cart := fmt.Sprintf("%s-%d", prefix, c)
-				gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				e, err := client.Get(gctx, cart)
-				cancel()
-				mu.Lock()
-				checked++
-				mu.Unlock()
-				if err != nil {
-					note(fmt.Sprintf("%s: %v", cart, err))
-					continue
-				}
-				var doc storedCart
-				if err := json.Unmarshal(e.Value, &doc); err != nil {
-					note(fmt.Sprintf("%s: %v", cart, err))
-					continue
-				}
-				if n := len(doc.LineItems); n != res.AddItemsPerCart {
-					note(fmt.Sprintf("%s: %d lines, published %d", cart, n, res.AddItemsPerCart))
-					continue
-				}
-				for i, l := range doc.LineItems {
-					if it := loadkit.ItemFor(i + 1); l.LineNo != i+1 || l.ItemCode != it.ItemCode {
-						note(fmt.Sprintf("%s: line %d is line_no %d item %s, published %s", cart, i+1, l.LineNo, l.ItemCode, it.ItemCode))
-						break
-					}
-				}
-				if doc.Subtotal != want {
-					note(fmt.Sprintf("%s: subtotal %s, published lines sum to %s", cart, doc.Subtotal, want))
-				}
+	forEachCart(res.Carts, func(c int) {
+		cart := fmt.Sprintf("%s-%d", prefix, c)
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		e, err := client.Get(gctx, cart)
+		cancel()
+		mu.Lock()
+		checked++
+		mu.Unlock()
+		if err != nil {
+			note(fmt.Sprintf("%s: %v", cart, err))
+			return
+		}
+		var doc storedCart
+		if err := json.Unmarshal(e.Value, &doc); err != nil {
+			note(fmt.Sprintf("%s: %v", cart, err))
+			return
+		}
+		if n := len(doc.LineItems); n != res.AddItemsPerCart {
+			note(fmt.Sprintf("%s: %d lines, published %d", cart, n, res.AddItemsPerCart))
+			return
+		}
+		for i, l := range doc.LineItems {
+			if it := loadkit.ItemFor(i + 1); l.LineNo != i+1 || l.ItemCode != it.ItemCode {
+				note(fmt.Sprintf("%s: line %d is line_no %d item %s, published %s", cart, i+1, l.LineNo, l.ItemCode, it.ItemCode))
+				break
 			}
-		}()
-	}
-	for c := range res.Carts {
-		jobs <- c
-	}
-	close(jobs)
-	wg.Wait()
+		}
+		if doc.Subtotal != want {
+			note(fmt.Sprintf("%s: subtotal %s, published lines sum to %s", cart, doc.Subtotal, want))
+		}
+	})
 	res.TotalsChecked = checked
 	res.TotalsOK = nbad == 0 && checked == res.Carts
 	if nbad > len(bad) {
@@ -800,18 +787,25 @@ func checkTotals(ctx context.Context, client *statepool.Client, res *BacklogRun,
 // deleteCarts removes the backlog's carts, best effort, so that Redis does
 // not grow from round to round.
 func deleteCarts(ctx context.Context, client *statepool.Client, prefix string, carts int) {
+	forEachCart(carts, func(c int) {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = client.Delete(dctx, fmt.Sprintf("%s-%d", prefix, c), "")
+		cancel()
+	})
+}
+
+// forEachCart calls fn for carts 0..carts-1 on 8 goroutines, enough to
+// overlap the state calls without loading daprd, and returns when every
+// call has.
+func forEachCart(carts int, fn func(c int)) {
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for c := range jobs {
-				dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_ = client.Delete(dctx, fmt.Sprintf("%s-%d", prefix, c), "")
-				cancel()
+				fn(c)
 			}
-		}()
+		})
 	}
 	for c := range carts {
 		jobs <- c
