@@ -465,6 +465,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		"cartworker_dead_letters_total",
 		"cartworker_redeliveries_total",
 		"cartworker_batch_size",
+		"cartworker_apply_carts",
 		"cartworker_ready",
 		"cartworker_build_info",
 	} {

@@ -310,6 +310,77 @@ func TestGRPCStoreContract(t *testing.T) {
 				require.Equal(t, 1, wins)
 			})
 
+			t.Run("BulkReadThenGuardedBulkSave", func(t *testing.T) {
+				// gRPC OK / HTTP 200 for the read, OK / 204 for the save.
+				k1, k2, missing := key(), key(), key()
+				e1, e2 := seed(t, k1, grpcCartV1), seed(t, k2, grpcCartV2)
+				got, err := s.GetBulk(ctx, []string{k1, missing, k2})
+				require.NoError(t, err)
+				require.Equal(t, code("OK", "200"), s.code())
+				require.Len(t, got, 3)
+				require.NoError(t, got[0].Err)
+				require.JSONEq(t, grpcCartV1, string(got[0].Value))
+				require.Equal(t, e1, got[0].ETag, "a bulk read's ETag is Get's")
+				require.ErrorIs(t, got[1].Err, statepool.ErrNotFound)
+				require.Equal(t, e2, got[2].ETag)
+
+				require.NoError(t, s.SaveBulk(ctx, []statepool.SaveItem{
+					{Key: k1, Value: []byte(grpcCartV2), Opts: statepool.SaveOptions{ETag: e1}},
+					{Key: k2, Value: []byte(grpcCartV1), Opts: statepool.SaveOptions{ETag: e2}},
+					{Key: missing, Value: []byte(grpcCartV1)},
+				}))
+				require.Equal(t, code("OK", "204"), s.code())
+				for k, want := range map[string]string{k1: grpcCartV2, k2: grpcCartV1, missing: grpcCartV1} {
+					e, err := other.Get(ctx, k)
+					require.NoError(t, err)
+					require.JSONEq(t, want, string(e.Value), k)
+				}
+			})
+
+			t.Run("BulkSaveWithAStaleETagWritesTheOthers", func(t *testing.T) {
+				// gRPC Aborted / HTTP 409, and daprd writes the other items
+				// all the same: it saves a bulk's items one by one
+				// (state.DoBulkSetDelete), so the caller must read again.
+				stale, fresh := key(), key()
+				e := seed(t, stale, grpcCartV1)
+				seed(t, stale, grpcCartV1) // e is stale now
+				err := s.SaveBulk(ctx, []statepool.SaveItem{
+					{Key: fresh, Value: []byte(grpcCartV2)},
+					{Key: stale, Value: []byte(grpcCartV2), Opts: statepool.SaveOptions{ETag: e}},
+				})
+				require.ErrorIs(t, err, statepool.ErrETagMismatch)
+				require.Equal(t, code("Aborted", "409"), s.code())
+				require.False(t, breaker.IsFailure(err))
+				got, err := other.Get(ctx, stale)
+				require.NoError(t, err)
+				require.JSONEq(t, grpcCartV1, string(got.Value), "the stale item is not written")
+				got, err = other.Get(ctx, fresh)
+				require.NoError(t, err, "daprd wrote the other item")
+				require.JSONEq(t, grpcCartV2, string(got.Value))
+			})
+
+			t.Run("BulkReadOverDaprdsBodyLimit", func(t *testing.T) {
+				// gRPC ResourceExhausted / HTTP 200: daprd sends at most its
+				// max-body-size (4 MiB) per gRPC message, so three 1.5 MiB
+				// documents cannot come back together over gRPC; cartcache
+				// then reads them one by one. HTTP has no such limit.
+				big := `{"pad":"` + strings.Repeat("x", 1536<<10) + `"}`
+				keys := []string{key(), key(), key()}
+				for _, k := range keys {
+					seed(t, k, big)
+				}
+				got, err := s.GetBulk(ctx, keys)
+				if tr.name == "grpc" {
+					require.ErrorIs(t, err, statepool.ErrResourceExhausted)
+					require.Equal(t, "ResourceExhausted", s.code())
+					require.False(t, breaker.IsFailure(err), "a bulk read too big says nothing of daprd's health")
+					return
+				}
+				require.NoError(t, err)
+				require.Len(t, got, 3)
+				require.Len(t, got[2].Value, len(big))
+			})
+
 			t.Run("UnconditionalSaveAfterFirstWriteFails", func(t *testing.T) {
 				// gRPC Internal ERR_STATE_SAVE "failed to set key
 				// cartworker||<key>: ERR user_script:14: failed to set key

@@ -48,8 +48,11 @@ var backlogShapes = map[string]struct{ carts, lines int }{
 var backlogScenarios = []string{BacklogHot, BacklogWide}
 
 // metricBatchSize is the worker's histogram of commands per
-// read-modify-write.
-const metricBatchSize = "cartworker_batch_size"
+// read-modify-write, and metricApplyCarts of carts per apply.
+const (
+	metricBatchSize  = "cartworker_batch_size"
+	metricApplyCarts = "cartworker_apply_carts"
+)
 
 // BacklogRun is one drain of one backlog scenario by one consumer, as
 // `loadgen backlog` writes it and the report reads it.
@@ -87,6 +90,9 @@ type BacklogRun struct {
 	// drain; nil when it has none (BatchNote says why).
 	Batch     *BatchSizes `json:"batch,omitempty"`
 	BatchNote string      `json:"batch_note,omitempty"`
+	// ApplyCarts is the consumer's cartworker_apply_carts histogram over
+	// the drain, the carts applied together; nil when it has none.
+	ApplyCarts *BatchSizes `json:"apply_carts,omitempty"`
 	// Process figures from launch to the end of the drain.
 	PeakRSSMiB  float64            `json:"peak_rss_mib"`
 	CPUPct      float64            `json:"cpu_pct"`
@@ -130,9 +136,12 @@ type Bucket struct {
 	Count float64 `json:"count"`
 }
 
-// parseBatchSizes reads the histogram from the Prometheus text format,
-// summed over any labels besides le; nil when it is absent.
-func parseBatchSizes(r io.Reader) (*BatchSizes, error) {
+// parseBatchSizes reads the batch-size histogram from the Prometheus text
+// format, summed over any labels besides le; nil when it is absent.
+func parseBatchSizes(r io.Reader) (*BatchSizes, error) { return parseHistogram(r, metricBatchSize) }
+
+// parseHistogram reads the histogram name as parseBatchSizes does.
+func parseHistogram(r io.Reader, metric string) (*BatchSizes, error) {
 	b, err := io.ReadAll(io.LimitReader(r, 8<<20))
 	if err != nil {
 		return nil, err
@@ -149,17 +158,17 @@ func parseBatchSizes(r io.Reader) (*BatchSizes, error) {
 			continue
 		}
 		switch name {
-		case metricBatchSize + "_bucket":
+		case metric + "_bucket":
 			le := labelValue(line, "le")
 			if le == "" {
 				continue
 			}
 			buckets[le] += v
 			found = true
-		case metricBatchSize + "_sum":
+		case metric + "_sum":
 			h.Sum += v
 			found = true
-		case metricBatchSize + "_count":
+		case metric + "_count":
 			h.Count += v
 			found = true
 		}
@@ -350,6 +359,9 @@ func (b *BacklogRun) summary() string {
 	batch := "batch n/a"
 	if b.Batch != nil {
 		batch = fmt.Sprintf("batch mean %.2f p50≤%s p90≤%s max≤%s", b.Batch.Mean, b.Batch.P50, b.Batch.P90, b.Batch.Max)
+	}
+	if b.ApplyCarts != nil {
+		batch += fmt.Sprintf("; carts per apply mean %.2f max≤%s", b.ApplyCarts.Mean, b.ApplyCarts.Max)
 	}
 	totals := "totals ok"
 	if !b.TotalsOK {
@@ -607,6 +619,7 @@ wait:
 			res.BatchNote = "n/a: no " + metricBatchSize + " in the consumer's metrics"
 		default:
 			res.Batch, res.BatchNote = h, ""
+			res.ApplyCarts, _ = scrapeHistogram(ctx, f.metricsURL, metricApplyCarts)
 		}
 	}
 	var pr loadkit.Run
@@ -714,11 +727,16 @@ func publishBacklog(ctx context.Context, pub *publisher.Publisher, cmds [][]comm
 
 // scrapeBatch reads the batch-size histogram from a /metrics URL.
 func scrapeBatch(ctx context.Context, url string) (*BatchSizes, error) {
+	return scrapeHistogram(ctx, url, metricBatchSize)
+}
+
+// scrapeHistogram reads the histogram metric from a /metrics URL.
+func scrapeHistogram(ctx context.Context, url, metric string) (*BatchSizes, error) {
 	body, err := getBody(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	return parseBatchSizes(strings.NewReader(body))
+	return parseHistogram(strings.NewReader(body), metric)
 }
 
 // storedCart is what the totals check reads of a stored cart.

@@ -211,7 +211,7 @@ func TestBuildReportResults(t *testing.T) {
 		"## Paced p99 between rounds (add-item)",
 		"| pooled | 15 | 200 | 100 / 100 | 4.95 / 4.95 | 4.95 | 4.95 | 4.95 | 0 % | 4.95 |",
 		"## Backlog drain",
-		"| hot (50 × 100) | pooled | 5,050 | 1,100 | 1,200 / 1,000 | 18 % | 990 | 2.75× | 5.00 | ≤ 4 / ≤ 8 / ≤ 8 | 30.0 MiB |",
+		"| hot (50 × 100) | pooled | 5,050 | 1,100 | 1,200 / 1,000 | 18 % | 990 | 2.75× | 5.00 | ≤ 4 / ≤ 8 / ≤ 8 | n/a | 30.0 MiB |",
 		"**FAIL** (1 of 2 rounds)",
 		"- **pooled hot round 2 FAILED:** TOTALS WRONG",
 		"| hot (50 × 100) | watermill | 5,050 | 400 | 400 | n/a | 360 | 1.00× | n/a | n/a: no -metrics URL (not the worker) |",

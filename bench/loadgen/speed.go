@@ -82,6 +82,8 @@ type Drain struct {
 	DrainPerS *float64 `json:"drain_per_s"`
 	// MeanBatch is the mean number of commands per read-modify-write.
 	MeanBatch *float64 `json:"mean_batch"`
+	// MeanApplyCarts is the mean number of carts applied together.
+	MeanApplyCarts *float64 `json:"mean_apply_carts,omitempty"`
 	// PeakRSSMiB is the worker's largest RSS during the drains.
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 }
@@ -111,6 +113,9 @@ type BacklogSummary struct {
 	// when the consumer exposes none (BatchNote says why).
 	Batch     *BatchSizes `json:"batch,omitempty"`
 	BatchNote string      `json:"batch_note,omitempty"`
+	// ApplyCarts is the rounds' carts-per-apply histograms added
+	// together; nil when the consumer exposes none.
+	ApplyCarts *BatchSizes `json:"apply_carts,omitempty"`
 	// PeakRSSMiB is the largest RSS of the consumer over the rounds.
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	// CPUPct is the consumer's CPU in % of one core, median over rounds.
@@ -192,6 +197,9 @@ func summarizeBacklog(runs []*BacklogRun, ceiling *float64) []BacklogSummary {
 			if !r.Complete() {
 				s.Failed++
 				s.TotalsOK = false
+			}
+			if r.ApplyCarts != nil {
+				s.ApplyCarts = addBatch(s.ApplyCarts, r.ApplyCarts)
 			}
 			if r.Batch != nil {
 				batch = addBatch(batch, r.Batch)
@@ -419,6 +427,9 @@ func drainOf(summary []BacklogSummary, scenario string) *Drain {
 		d := &Drain{DrainPerS: b.CommandsPerS, PeakRSSMiB: b.PeakRSSMiB}
 		if b.Batch != nil && b.Batch.Count > 0 {
 			d.MeanBatch = &b.Batch.Mean
+		}
+		if b.ApplyCarts != nil && b.ApplyCarts.Count > 0 {
+			d.MeanApplyCarts = &b.ApplyCarts.Mean
 		}
 		return d
 	}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/statetest"
 )
 
 func TestPercentileNearestRank(t *testing.T) {
@@ -176,8 +176,8 @@ func TestRunFileRoundTrip(t *testing.T) {
 	}
 }
 
-// memOps is an in-memory cartcache.Store with ETags, to test Direct and
-// Drive.
+// memOps is an in-memory store with ETags, made a cartcache.Store by
+// statetest.Singles, to test Direct and Drive.
 type memOps struct {
 	mu    sync.Mutex
 	data  map[string][]byte
@@ -186,7 +186,7 @@ type memOps struct {
 	calls atomic.Int64
 }
 
-var _ cartcache.Store = (*memOps)(nil)
+var _ statetest.Single = (*memOps)(nil)
 
 func newMemOps() *memOps {
 	return &memOps{data: map[string][]byte{}, etags: map[string]int{}, ttls: map[string]time.Duration{}}
@@ -233,7 +233,7 @@ func TestDirectScenarioStateCalls(t *testing.T) {
 	if err := docs.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s := &Direct{Store: ops, Docs: docs}
+	s := &Direct{Store: statetest.Singles{Single: ops}, Docs: docs}
 	ctx := context.Background()
 	if err := s.Do(ctx, TypeCache, "c1", 0); err != nil {
 		t.Fatal(err)
@@ -278,7 +278,7 @@ func TestDriveClosedLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	rec, _, end := Drive(context.Background(), &Direct{Store: ops, Docs: SyntheticDocs()}, cfg)
+	rec, _, end := Drive(context.Background(), &Direct{Store: statetest.Singles{Single: ops}, Docs: SyntheticDocs()}, cfg)
 	if time.Since(start) > 5*time.Second {
 		t.Fatal("drive overran")
 	}

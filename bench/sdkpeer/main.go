@@ -102,6 +102,36 @@ func (o *sdkStore) Delete(ctx context.Context, key, etag string) error {
 	return err
 }
 
+// GetBulk is part of the contract; the peer applies one command at a time
+// and never calls it.
+func (o *sdkStore) GetBulk(ctx context.Context, keys []string) ([]statepool.BulkEntry, error) {
+	items, err := o.c.GetBulkState(ctx, o.store, keys, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]statepool.BulkEntry, len(items))
+	for i, it := range items {
+		out[i] = statepool.BulkEntry{Key: it.Key, Entry: statepool.Entry{Value: it.Value, ETag: it.Etag}}
+		switch {
+		case it.Error != "":
+			out[i].Err = &statepool.ItemError{Key: it.Key, Message: it.Error}
+		case len(it.Value) == 0 && it.Etag == "":
+			out[i].Err = statepool.ErrNotFound
+		}
+	}
+	return out, nil
+}
+
+// SaveBulk is part of the contract; the peer never calls it.
+func (o *sdkStore) SaveBulk(ctx context.Context, items []statepool.SaveItem) error {
+	for _, it := range items {
+		if err := o.Save(ctx, it.Key, it.Value, it.Opts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sdkpeer", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -171,6 +171,45 @@ func (b *Breaker) Delete(ctx context.Context, key, etag string) error {
 	return b.unwrap(err)
 }
 
+// GetBulk implements cartcache.Store. A bulk call counts once, like any
+// other call: a key that failed alone fails the call for the breaker.
+func (b *Breaker) GetBulk(ctx context.Context, keys []string) ([]statepool.BulkEntry, error) {
+	var out []statepool.BulkEntry
+	_, err := b.cb.Execute(func() (statepool.Entry, error) {
+		opens := b.opens.Load()
+		var err error
+		out, err = b.next.GetBulk(ctx, keys)
+		if err == nil {
+			err = itemFailure(out)
+		}
+		return statepool.Entry{}, b.mark(ctx, opens, err)
+	})
+	if err = b.unwrap(err); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// itemFailure returns the first key's own failure in a bulk answer, nil
+// when every key was read or missing.
+func itemFailure(entries []statepool.BulkEntry) error {
+	for _, e := range entries {
+		if e.Err != nil && !errors.Is(e.Err, statepool.ErrNotFound) {
+			return e.Err
+		}
+	}
+	return nil
+}
+
+// SaveBulk implements cartcache.Store.
+func (b *Breaker) SaveBulk(ctx context.Context, items []statepool.SaveItem) error {
+	_, err := b.cb.Execute(func() (statepool.Entry, error) {
+		opens := b.opens.Load()
+		return statepool.Entry{}, b.mark(ctx, opens, b.next.SaveBulk(ctx, items))
+	})
+	return b.unwrap(err)
+}
+
 // excludedError marks an error that says nothing about the store's health,
 // so IsExcluded can see it; gobreaker passes IsExcluded only the error.
 type excludedError struct{ err error }

@@ -361,6 +361,14 @@ func (s funcStore) Save(_ context.Context, key string, _ []byte, _ statepool.Sav
 
 func (s funcStore) Delete(_ context.Context, key, _ string) error { return s.do(key) }
 
+func (s funcStore) GetBulk(_ context.Context, keys []string) ([]statepool.BulkEntry, error) {
+	return nil, s.do(keys[0])
+}
+
+func (s funcStore) SaveBulk(_ context.Context, items []statepool.SaveItem) error {
+	return s.do(items[0].Key)
+}
+
 // inAnotherGoroutine arms a one-shot SetAfterExecute hook on b: after the
 // next call returns from gobreaker, and before its error is classified, f
 // runs to completion in a goroutine of its own, as a concurrent call might.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/statetest"
 )
 
 // memStore is an in-memory Store so that the benchmarks measure the apply
@@ -18,7 +19,7 @@ type memStore struct {
 	ver  int
 }
 
-var _ cartcache.Store = (*memStore)(nil)
+var _ statetest.Single = (*memStore)(nil)
 
 func (m *memStore) Get(_ context.Context, key string) (statepool.Entry, error) {
 	m.mu.Lock()
@@ -48,7 +49,7 @@ func (m *memStore) Delete(_ context.Context, key, _ string) error {
 func benchmarkAddItem(b *testing.B, lines int) {
 	ctx := context.Background()
 	store := &memStore{docs: map[string][]byte{}}
-	svc := cartcache.New(store, cartcache.Config{})
+	svc := cartcache.New(statetest.Singles{Single: store}, cartcache.Config{})
 	if _, err := svc.Apply(ctx, cacheCmd("c1", "")); err != nil {
 		b.Fatal(err)
 	}

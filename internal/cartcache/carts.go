@@ -185,20 +185,55 @@ func (c *Carts) updateBatch(ctx context.Context, cartID string, steps []Step) ([
 	if err != nil {
 		return nil, err
 	}
+	p, err := c.plan(cartID, cur, etag, stored, steps)
+	if err != nil {
+		return nil, err
+	}
+	return p.out, c.write(ctx, p)
+}
+
+// plan is what one read-modify-write of a cart computed: each step's
+// outcome and the write that records them.
+type plan struct {
+	cartID string
+	out    []Outcome
+	write  writeKind
+	// doc is the encoded cart for writeSave.
+	doc []byte
+	// etag guards the write: the ETag the cart was read at.
+	etag string
+	// deletedBy and history are writeDelete's: the deleting command and
+	// the ids the tombstone keeps.
+	deletedBy string
+	history   []string
+}
+
+// writeKind is the write a plan needs.
+type writeKind int
+
+const (
+	writeNone writeKind = iota
+	writeSave
+	writeDelete
+)
+
+// plan applies steps in memory to cur, the cart read at etag (nil when none
+// is stored), whose applied ids are stored. It does no I/O.
+func (c *Carts) plan(cartID string, cur *cart.Document, etag string, stored []string, steps []Step) (plan, error) {
 	existed := cur != nil
+	p := plan{cartID: cartID, etag: etag, out: make([]Outcome, len(steps))}
 	// history is this batch's own copy: the ids applied so far, the
 	// batch's included, trimmed to KeepAppliedIDs only when saved.
 	history := append(make([]string, 0, len(stored)+len(steps)), stored...)
-	out := make([]Outcome, len(steps))
-	changed, deletedBy := false, ""
+	changed := false
 	for i, st := range steps {
 		if containsID(history, st.CmdID) {
-			out[i].Duplicate = true
+			p.out[i].Duplicate = true
 			continue
 		}
 		next, err := st.Change(cur)
 		if err != nil {
-			out[i].Err = err
+			p.out[i].Err = err
 			continue
 		}
 		if next != nil && next != cur {
@@ -209,27 +244,40 @@ func (c *Carts) updateBatch(ctx context.Context, cartID string, steps []Step) ([
 		}
 		history = append(history, st.CmdID)
 		if next == nil {
-			deletedBy = st.CmdID
+			p.deletedBy = st.CmdID
 		}
 		cur, changed = next, true
 	}
 	if !changed {
-		return out, nil
+		return p, nil
 	}
 	history = keepNewest(history, c.cfg.KeepAppliedIDs)
 	switch {
 	case cur == nil && !existed:
 		// Deleting a cart that is not there: nothing to write.
-		return out, nil
+		return p, nil
 	case cur == nil:
-		return out, c.delete(ctx, cartID, deletedBy, etag, history)
+		p.write, p.history = writeDelete, history
+		return p, nil
 	}
 	cur.SetApplied(history)
 	b, err := cur.Encode(c.cfg.Now())
 	if err != nil {
-		return nil, err
+		return plan{}, err
 	}
-	return out, c.store.Save(ctx, cartID, b, statepool.SaveOptions{ETag: etag})
+	p.write, p.doc = writeSave, b
+	return p, nil
+}
+
+// write makes p's write on its own.
+func (c *Carts) write(ctx context.Context, p plan) error {
+	switch p.write {
+	case writeSave:
+		return c.store.Save(ctx, p.cartID, p.doc, statepool.SaveOptions{ETag: p.etag})
+	case writeDelete:
+		return c.delete(ctx, p.cartID, p.deletedBy, p.etag, p.history)
+	}
+	return nil
 }
 
 // read returns the stored cart and its ETag, or a nil cart when none is
@@ -244,6 +292,12 @@ func (c *Carts) read(ctx context.Context, cartID string) (cur *cart.Document, et
 	if err != nil {
 		return nil, "", nil, err
 	}
+	return parseEntry(e)
+}
+
+// parseEntry parses a stored cart, returning it with its ETag and applied
+// ids.
+func parseEntry(e statepool.Entry) (cur *cart.Document, etag string, history []string, err error) {
 	if cur, err = cart.Parse(e.Value); err != nil {
 		return nil, "", nil, err
 	}
@@ -259,13 +313,18 @@ func (c *Carts) deletedIDs(ctx context.Context, cartID string) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
+	return tombstoneIDs(e.Value), nil
+}
+
+// tombstoneIDs returns the applied ids a stored tombstone keeps.
+func tombstoneIDs(b []byte) []string {
 	var t cart.Tombstone
-	if err := json.Unmarshal(e.Value, &t); err != nil {
+	if err := json.Unmarshal(b, &t); err != nil {
 		// A damaged tombstone only weakens de-duplication after a delete;
 		// it must not block the cart.
-		return nil, nil
+		return nil
 	}
-	return t.Applied, nil
+	return t.Applied
 }
 
 // delete writes the tombstone, then deletes the cart guarded by etag. The

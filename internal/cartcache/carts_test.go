@@ -28,6 +28,7 @@ type env struct {
 	svc   *cartcache.Carts
 	fake  *daprfake.Fake
 	store *statepool.Client
+	now   func() time.Time
 }
 
 func newEnv(t *testing.T, cfg cartcache.Config) *env {
@@ -41,7 +42,7 @@ func newEnv(t *testing.T, cfg cartcache.Config) *env {
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) }
 	}
-	return &env{svc: cartcache.New(client, cfg), fake: fake, store: client}
+	return &env{svc: cartcache.New(client, cfg), fake: fake, store: client, now: cfg.Now}
 }
 
 func (e *env) apply(t *testing.T, cmd command.Command) cartcache.Result {

@@ -18,4 +18,13 @@ type Store interface {
 	// Delete removes the key; with etag set it fails with
 	// statepool.ErrETagMismatch when the stored ETag differs.
 	Delete(ctx context.Context, key, etag string) error
+	// GetBulk reads several keys in one call: an entry per key, in order,
+	// each with its document and ETag, statepool.ErrNotFound or its own
+	// failure. The returned error is the whole call's.
+	GetBulk(ctx context.Context, keys []string) ([]statepool.BulkEntry, error)
+	// SaveBulk writes several documents in one call, each on its own: it is
+	// not atomic. An item whose ETag differs is not written and the call
+	// fails with statepool.ErrETagMismatch; after any error, any subset of
+	// the items may have been written.
+	SaveBulk(ctx context.Context, items []statepool.SaveItem) error
 }

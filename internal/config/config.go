@@ -177,10 +177,11 @@ func (c *Config) bind(fs *flag.FlagSet, defaults bool) []binding {
 	dur(&br.Timeout, breaker.DefaultTimeout, binding{env: "WORKER_BREAKER_OPEN_TIMEOUT", flag: "breaker-open-timeout", field: "breaker.Timeout"}, "how long the breaker stays open before a probe")
 
 	str(&w.Subjects.Prefix, command.DefaultPrefix, binding{env: "CART_SUBJECT_PREFIX", flag: "subject-prefix", field: "consumer.Subjects"}, "first token of every cart subject")
-	num(&w.Concurrency, consumer.DefaultConcurrency, binding{env: "WORKER_CONCURRENCY", flag: "concurrency", field: "consumer.Concurrency"}, "most carts in flight in this instance")
+	num(&w.Concurrency, consumer.DefaultConcurrency, binding{env: "WORKER_CONCURRENCY", flag: "concurrency", field: "consumer.Concurrency"}, "goroutines applying commands: the most applies in flight in this instance, each of up to WORKER_BATCH_CARTS carts")
 	num(&w.Buffer, consumer.DefaultBuffer, binding{env: "WORKER_BUFFER", flag: "buffer", field: "consumer.Buffer"}, "most commands this instance holds, running or queued behind their cart (at least WORKER_CONCURRENCY and WORKER_PARTITIONS)")
 	num(&w.BatchMax, consumer.DefaultBatchMax, binding{env: "WORKER_BATCH_MAX", flag: "batch-max", field: "consumer.BatchMax"}, "most commands of one cart applied in one read-modify-write (1: one at a time)")
 	num(&w.BatchMaxBytes, consumer.DefaultBatchMaxBytes, binding{env: "WORKER_BATCH_MAX_BYTES", flag: "batch-max-bytes", field: "consumer.BatchMaxBytes"}, "most bytes of command bodies in one read-modify-write, past its first command")
+	num(&w.BatchCarts, consumer.DefaultBatchCarts, binding{env: "WORKER_BATCH_CARTS", flag: "batch-carts", field: "consumer.BatchCarts"}, "most carts with waiting commands applied together in one bulk read and one bulk save (1: each cart on its own)")
 	num(&w.Partitions, command.DefaultPartitions, binding{env: "WORKER_PARTITIONS", flag: "partitions", field: "consumer.Partitions"}, "partitions carts are spread over: the most instances that share the work (change only with the stream drained)")
 	dur(&w.AckWait, consumer.DefaultAckWait, binding{env: "WORKER_ACK_WAIT", flag: "ack-wait", field: "consumer.AckWait"}, "JetStream redelivers a command not acknowledged for this long, as after a crash; longer work sends heartbeats")
 	num(&w.MaxDeliver, consumer.DefaultMaxDeliver, binding{env: "WORKER_MAX_DELIVER", flag: "max-deliver", field: "consumer.MaxDeliver"}, "transient failures after which a command is dead-lettered")
@@ -347,6 +348,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("state_max_conns", c.State.MaxConns),
 		slog.String("subject_prefix", c.Consumer.Subjects.Prefix),
 		slog.Int("concurrency", c.Consumer.Concurrency),
+		slog.Int("batch_carts", c.Consumer.BatchCarts),
 		slog.Int("partitions", c.Consumer.Partitions),
 		slog.String("shutdown_timeout", c.Consumer.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),

@@ -705,19 +705,22 @@ func (a *timedApplier) wrap(next consumer.Applier) consumer.Applier {
 	return timedApp{rec: a, next: next}
 }
 
-func (a timedApp) ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]cartcache.Outcome, error) {
-	outs, err := a.next.ApplyBatch(ctx, cartID, cmds)
-	if err == nil {
-		now := time.Now()
-		a.rec.mu.Lock()
-		for i, cmd := range cmds {
-			if outs[i].Err == nil {
-				a.rec.recs = append(a.rec.recs, applyRecord{at: now, cart: cmd.CartID, id: cmd.ID, dup: outs[i].Duplicate})
+func (a timedApp) ApplyCarts(ctx context.Context, batches []cartcache.CartBatch) []cartcache.CartResult {
+	res := a.next.ApplyCarts(ctx, batches)
+	now := time.Now()
+	a.rec.mu.Lock()
+	for i, b := range batches {
+		if res[i].Err != nil {
+			continue
+		}
+		for j, cmd := range b.Cmds {
+			if res[i].Outcomes[j].Err == nil {
+				a.rec.recs = append(a.rec.recs, applyRecord{at: now, cart: cmd.CartID, id: cmd.ID, dup: res[i].Outcomes[j].Duplicate})
 			}
 		}
-		a.rec.mu.Unlock()
 	}
-	return outs, err
+	a.rec.mu.Unlock()
+	return res
 }
 
 func (a *timedApplier) records() []applyRecord {

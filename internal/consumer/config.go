@@ -14,12 +14,14 @@ import (
 
 // Defaults of Config, and the bounds Validate holds its fields to.
 const (
-	DefaultConcurrency      = 16
+	DefaultConcurrency      = 8
 	MaxConcurrency          = 4096
 	DefaultBuffer           = 2048
 	MaxBuffer               = 1 << 16
 	DefaultBatchMax         = 64
 	DefaultBatchMaxBytes    = 256 << 10
+	DefaultBatchCarts       = 16
+	MaxBatchCarts           = 128
 	DefaultAckWait          = 5 * time.Second
 	MinAckWait              = 2 * time.Second
 	DefaultMaxDeliver       = 10
@@ -41,9 +43,9 @@ const (
 type Config struct {
 	// Subjects places commands, events and dead letters. Default prefix "cart".
 	Subjects command.Subjects
-	// Concurrency is the most commands in flight in this instance; it is
-	// also the number of goroutines handling commands. Default
-	// DefaultConcurrency, at most MaxConcurrency.
+	// Concurrency is the number of goroutines handling commands: the most
+	// applies in flight in this instance, each of up to BatchCarts carts.
+	// Default DefaultConcurrency, at most MaxConcurrency.
 	Concurrency int
 	// Buffer is the most messages this instance holds: running, queued
 	// behind their cart, or on their way. A cart's backlog forms into one
@@ -58,6 +60,12 @@ type Config struct {
 	// DefaultBatchMax and DefaultBatchMaxBytes.
 	BatchMax      int
 	BatchMaxBytes int
+	// BatchCarts is the most carts applied together, in one bulk read and
+	// one bulk save of the state store, when several carts have commands
+	// waiting: under load, fewer calls do the same work. It never delays a
+	// command to wait for others. 1 applies each cart on its own. Default
+	// DefaultBatchCarts, at most MaxBatchCarts.
+	BatchCarts int
 	// Partitions is how many partitions the command stream's carts are
 	// spread over; each is consumed one command at a time, by whichever
 	// instance pulls it. It bounds the instances that can share the work
@@ -142,6 +150,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Concurrency, DefaultConcurrency)
 	def(&c.BatchMax, DefaultBatchMax)
 	def(&c.BatchMaxBytes, DefaultBatchMaxBytes)
+	def(&c.BatchCarts, DefaultBatchCarts)
 	def(&c.Partitions, command.DefaultPartitions)
 	def(&c.Buffer, max(DefaultBuffer, c.Concurrency, c.Partitions))
 	def(&c.MaxDeliver, DefaultMaxDeliver)
@@ -189,6 +198,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchMaxBytes < 1 {
 		bad("BatchMaxBytes", "%d: want at least 1", c.BatchMaxBytes)
+	}
+	if c.BatchCarts < 1 || c.BatchCarts > MaxBatchCarts {
+		bad("BatchCarts", "%d: want 1..%d", c.BatchCarts, MaxBatchCarts)
 	}
 	if c.Partitions < 1 || c.Partitions > command.MaxPartitions {
 		bad("Partitions", "%d: want 1..%d", c.Partitions, command.MaxPartitions)
@@ -239,6 +251,9 @@ type Observer interface {
 	// Batch is called for every read-modify-write of a cart with the
 	// number of commands it applied together.
 	Batch(commands int)
+	// Apply is called for every call to the Applier with the number of
+	// carts it applied together.
+	Apply(carts int)
 	// InFlight is called with +1 for every command the instance takes
 	// from NATS and with minus the count of a batch once it is settled
 	// (acked, nakked or terminated).
@@ -257,6 +272,7 @@ func (nopObserver) CommandDone(string, string, time.Duration) {}
 func (nopObserver) Redelivered()                              {}
 func (nopObserver) DeadLettered()                             {}
 func (nopObserver) Batch(int)                                 {}
+func (nopObserver) Apply(int)                                 {}
 func (nopObserver) InFlight(int)                              {}
 func (nopObserver) Lag(uint64)                                {}
 func (nopObserver) DeadLetterDepth(uint64)                    {}

@@ -65,6 +65,7 @@ func (o *outcomes) CommandDone(typ, outcome string, _ time.Duration) {
 
 func (o *outcomes) Redelivered()           {}
 func (o *outcomes) Batch(int)              {}
+func (o *outcomes) Apply(int)              {}
 func (o *outcomes) InFlight(int)           {}
 func (o *outcomes) Lag(uint64)             {}
 func (o *outcomes) DeadLetterDepth(uint64) {}
@@ -85,7 +86,7 @@ func TestMessageWithoutMetadataIsCountedInvalid(t *testing.T) {
 	require.NoError(t, err)
 
 	msg := &plainMsg{subject: "cart.cmd.c1.add-item", data: []byte(`{"id":"a1"}`)}
-	w.handleBatch(&run{stop: context.Background(), work: context.Background()}, []jetstream.Msg{msg})
+	w.handleGroup(&run{stop: context.Background(), work: context.Background()}, [][]jetstream.Msg{{msg}})
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
@@ -201,19 +202,23 @@ type applier struct {
 	calls      int
 }
 
-func (a *applier) ApplyBatch(_ context.Context, _ string, cmds []command.Command) ([]cartcache.Outcome, error) {
+func (a *applier) ApplyCarts(_ context.Context, batches []cartcache.CartBatch) []cartcache.CartResult {
 	a.calls++
 	if a.during != nil {
 		a.during()
 	}
-	if a.batchErr != nil && (a.batchFails == 0 || a.calls <= a.batchFails) {
-		return nil, a.batchErr
+	res := make([]cartcache.CartResult, len(batches))
+	for i, b := range batches {
+		if a.batchErr != nil && (a.batchFails == 0 || a.calls <= a.batchFails) {
+			res[i].Err = a.batchErr
+			continue
+		}
+		res[i].Outcomes = make([]cartcache.Outcome, len(b.Cmds))
+		for j := range res[i].Outcomes {
+			res[i].Outcomes[j] = cartcache.Outcome{Result: a.res, Err: a.err}
+		}
 	}
-	out := make([]cartcache.Outcome, len(cmds))
-	for i := range out {
-		out[i] = cartcache.Outcome{Result: a.res, Err: a.err}
-	}
-	return out, nil
+	return res
 }
 
 // The whole decision table, one delivery at a time, with no NATS server:
@@ -323,7 +328,7 @@ func TestFateOfEveryDelivery(t *testing.T) {
 				// while the command is being applied.
 				app.during = cancel
 			}
-			w.handleBatch(r, []jetstream.Msg{msg})
+			w.handleGroup(r, [][]jetstream.Msg{{msg}})
 
 			require.Equal(t, []string{tc.want.settled}, msg.settled)
 			if tc.want.settled == "nak with delay" {

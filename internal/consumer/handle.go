@@ -30,20 +30,56 @@ type delivery struct {
 	span trace.Span
 }
 
-// handleBatch takes one cart's deliveries, in stream order, through decoding
-// (command.Decode) and one apply of all the valid ones together (the
-// Applier, held while the environment is at fault or retried after a
-// transient failure); conclude, in fate.go, then decides what becomes of
-// each, in order.
-func (w *Worker) handleBatch(r *run, msgs []jetstream.Msg) {
+// handleGroup takes the deliveries of one or more carts, each cart's in
+// stream order, through decoding (command.Decode) and one apply of every
+// cart's valid commands together (the Applier, held while the environment
+// is at fault or retried after a transient failure); conclude, in fate.go,
+// then decides what becomes of each delivery, in its cart's order, as soon
+// as its cart is done.
+func (w *Worker) handleGroup(r *run, batches [][]jetstream.Msg) {
 	start := time.Now()
-	ds := make([]*delivery, 0, len(msgs))
+	all := make([][]*delivery, len(batches))
 	defer func() {
-		for _, d := range ds {
-			w.cfg.Observer.CommandDone(d.typ, cmp.Or(d.outcome, LabelRetry), time.Since(start))
-			w.endDelivery(d, len(msgs), cmp.Or(d.outcome, LabelRetry))
+		for _, ds := range all {
+			for _, d := range ds {
+				w.cfg.Observer.CommandDone(d.typ, cmp.Or(d.outcome, LabelRetry), time.Since(start))
+				w.endDelivery(d, len(ds), cmp.Or(d.outcome, LabelRetry))
+			}
 		}
 	}()
+	var valid [][]*delivery
+	for i, msgs := range batches {
+		all[i] = w.decodeBatch(r, msgs)
+		var v []*delivery
+		for _, d := range all[i] {
+			if d.outcome == "" {
+				v = append(v, d)
+			}
+		}
+		if len(v) > 0 {
+			valid = append(valid, v)
+		}
+	}
+	if len(valid) == 0 {
+		return
+	}
+	w.apply(r, valid, func(i int, outs []cartcache.Outcome, err error) {
+		for j, d := range valid[i] {
+			res, derr := cartcache.Result{}, err
+			if err == nil {
+				res, derr = outs[j].Result, outs[j].Err
+			}
+			d.outcome = w.conclude(r, d, res, derr)
+		}
+	})
+}
+
+// decodeBatch decodes one cart's deliveries, in order, and settles at once
+// those that are no valid command: they never change their cart, so
+// settling them before the valid ones around them keeps order. The valid
+// ones are left with no outcome.
+func (w *Worker) decodeBatch(r *run, msgs []jetstream.Msg) []*delivery {
+	ds := make([]*delivery, 0, len(msgs))
 	for _, msg := range msgs {
 		d := &delivery{msg: msg, typ: "unknown", span: w.startDelivery(msg)}
 		ds = append(ds, d)
@@ -80,29 +116,10 @@ func (w *Worker) handleBatch(r *run, msgs []jetstream.Msg) {
 			if d.cmd.ID == "" {
 				d.cmd.ID = bodyID(msg.Data())
 			}
-			// A command that is no command never changes its cart, so
-			// settling it before the valid ones around it keeps order.
 			d.outcome = w.conclude(r, d, cartcache.Result{}, err)
 		}
 	}
-
-	var valid []*delivery
-	for _, d := range ds {
-		if d.outcome == "" {
-			valid = append(valid, d)
-		}
-	}
-	if len(valid) == 0 {
-		return
-	}
-	outs, err := w.apply(r, valid)
-	for i, d := range valid {
-		res, derr := cartcache.Result{}, err
-		if err == nil {
-			res, derr = outs[i].Result, outs[i].Err
-		}
-		d.outcome = w.conclude(r, d, res, derr)
-	}
+	return ds
 }
 
 // bodyID returns the top-level "id" string of a command body that failed
@@ -131,65 +148,100 @@ var (
 	errHandBack = errors.New("not ready: handing the command back")
 )
 
-// apply applies the deliveries' commands, all of one cart, in one
-// read-modify-write. It holds them while the environment is at fault: they
+// apply applies the commands of carts, each cart's deliveries in order, in
+// one read-modify-write per cart and one call to the Applier for them all,
+// and calls settle with each cart's outcomes, or its error, as soon as that
+// cart is done. It holds the carts while the environment is at fault: they
 // are tried again once the gate reopens, and handed back for another
 // instance if this one stays not ready for handBackAfter. Neither counts as
 // a failure, so a wrong token, a missing store, an absent sidecar or an open
 // breaker never brings a command closer to a dead letter.
 //
-// A transient failure of the batch is counted against each command and
-// retried here, after a backoff, rather than Nak'ed: the cart's later
+// A transient failure of a cart is counted against each of its commands
+// and retried here, after a backoff, rather than Nak'ed: the cart's later
 // commands, already held by this instance, must not overtake them. Once a
-// command has failed MaxDeliver times, apply returns an error that fate
-// dead-letters as max_deliveries.
-func (w *Worker) apply(r *run, ds []*delivery) ([]cartcache.Outcome, error) {
-	cmds := make([]command.Command, len(ds))
-	for i, d := range ds {
-		cmds[i] = d.cmd
+// command has failed MaxDeliver times, its cart settles with an error that
+// fate dead-letters as max_deliveries.
+func (w *Worker) apply(r *run, carts [][]*delivery, settle func(i int, outs []cartcache.Outcome, err error)) {
+	cmds := make([][]command.Command, len(carts))
+	pending := make([]int, len(carts))
+	for i, ds := range carts {
+		pending[i] = i
+		cmds[i] = make([]command.Command, len(ds))
+		for j, d := range ds {
+			cmds[i][j] = d.cmd
+		}
+	}
+	settleAll := func(err error) {
+		for _, i := range pending {
+			settle(i, nil, err)
+		}
 	}
 	for attempt := 1; ; attempt++ {
 		if err := w.gate.waitOrHandBack(r.stop); err != nil {
-			return nil, err
+			settleAll(err)
+			return
 		}
 		start := time.Now()
-		outs, err := w.applyBatch(r.work, ds, cmds)
-		if err == nil {
-			w.cfg.Observer.Batch(len(cmds))
-			return outs, nil
-		}
-		if r.work.Err() != nil {
-			return nil, err
-		}
-		label := ""
-		switch {
-		case environmentFault(err):
-			label = LabelNotReady
-		case errors.Is(err, breaker.ErrOpen):
-			label = LabelBreakerOpen
-		}
-		if label != "" {
-			for _, d := range ds {
-				w.cfg.Observer.CommandDone(d.typ, label, time.Since(start))
+		results := w.applyCarts(r.work, carts, cmds, pending)
+		var held error
+		most, next := 0, make([]int, 0, len(pending))
+		for k, i := range pending {
+			err := results[k].Err
+			if err == nil {
+				w.cfg.Observer.Batch(len(cmds[i]))
+				settle(i, results[k].Outcomes, nil)
+				continue
 			}
-			w.gate.fail(err)
-			continue
+			if r.work.Err() != nil {
+				settle(i, nil, err)
+				continue
+			}
+			label := ""
+			switch {
+			case environmentFault(err):
+				label = LabelNotReady
+			case errors.Is(err, breaker.ErrOpen):
+				label = LabelBreakerOpen
+			}
+			if label != "" {
+				for _, d := range carts[i] {
+					w.cfg.Observer.CommandDone(d.typ, label, time.Since(start))
+				}
+				held = err
+				next = append(next, i)
+				continue
+			}
+			if decide(err, false).fate != fateRetry {
+				settle(i, nil, err)
+				continue
+			}
+			failed := w.countFailure(r, carts[i], attempt)
+			if failed >= w.cfg.MaxDeliver {
+				settle(i, nil, &exhaustedError{err: err, failed: failed})
+				continue
+			}
+			ds := carts[i]
+			w.log.Warn("command failed, will retry",
+				"subject", w.subject(ds[0].msg), "cart_id", ds[0].cmd.CartID, "command_id", ds[0].cmd.ID, "batch", len(ds),
+				"failures", failed, "retry_in", w.backoff(uint64(failed)), "err", err)
+			for _, d := range ds {
+				w.cfg.Observer.CommandDone(d.typ, LabelRetry, time.Since(start))
+			}
+			most = max(most, failed)
+			next = append(next, i)
 		}
-		if decide(err, false).fate != fateRetry {
-			return nil, err
-		}
-		failed := w.countFailure(r, ds, attempt)
-		if failed >= w.cfg.MaxDeliver {
-			return nil, &exhaustedError{err: err, failed: failed}
-		}
-		w.log.Warn("command failed, will retry",
-			"subject", w.subject(ds[0].msg), "cart_id", ds[0].cmd.CartID, "command_id", ds[0].cmd.ID, "batch", len(ds),
-			"failures", failed, "retry_in", w.backoff(uint64(failed)), "err", err)
-		for _, d := range ds {
-			w.cfg.Observer.CommandDone(d.typ, LabelRetry, time.Since(start))
-		}
-		if !sleepCtx(r.stop, w.backoff(uint64(failed))) {
-			return nil, errPaused
+		pending = next
+		switch {
+		case len(pending) == 0:
+			return
+		case held != nil:
+			// The gate holds every cart left until the environment is
+			// back; a transient failure among them waits for it too.
+			w.gate.fail(held)
+		case !sleepCtx(r.stop, w.backoff(uint64(most))):
+			settleAll(errPaused)
+			return
 		}
 	}
 }

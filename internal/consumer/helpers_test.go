@@ -506,6 +506,7 @@ type recObserver struct {
 	redelivered  int
 	deadLettered int
 	batches      []int
+	applies      []int
 	inflight     int
 	lag, dlq     uint64
 	sampled      bool
@@ -537,6 +538,12 @@ func (o *recObserver) Batch(n int) {
 	o.batches = append(o.batches, n)
 }
 
+func (o *recObserver) Apply(n int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.applies = append(o.applies, n)
+}
+
 func (o *recObserver) InFlight(delta int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -564,6 +571,12 @@ func (o *recObserver) gauges() (inflight int, lag, dlq uint64, sampled bool) {
 }
 
 // batchSizes returns the size of every batch applied so far.
+func (o *recObserver) applySizes() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.applies)
+}
+
 func (o *recObserver) batchSizes() []int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -609,6 +622,7 @@ type recApplier struct {
 	perCart    map[string]int
 	perCartMax int
 	calls      []command.Command
+	nApplies   int
 	started    chan struct{}
 	startOnce  sync.Once
 }
@@ -617,35 +631,65 @@ func newApplier(next consumer.Applier, hold func(context.Context, command.Comman
 	return &recApplier{next: next, hold: hold, perCart: map[string]int{}, started: make(chan struct{})}
 }
 
-// ApplyBatch records the batch as in flight for its cart, holds each of
-// its commands in order (a hold error fails the whole batch), then passes
-// the batch on.
-func (a *recApplier) ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]cartcache.Outcome, error) {
+// ApplyCarts records the call as in flight and each cart's batch as in
+// flight for its cart, holds each cart's commands in order (a hold error
+// fails that cart's whole batch), then passes the other carts on.
+func (a *recApplier) ApplyCarts(ctx context.Context, batches []cartcache.CartBatch) []cartcache.CartResult {
 	a.mu.Lock()
 	a.cur++
+	a.nApplies++
 	a.max = max(a.max, a.cur)
-	a.perCart[cartID]++
-	a.perCartMax = max(a.perCartMax, a.perCart[cartID])
-	a.calls = append(a.calls, cmds...)
+	for _, b := range batches {
+		a.perCart[b.CartID]++
+		a.perCartMax = max(a.perCartMax, a.perCart[b.CartID])
+		a.calls = append(a.calls, b.Cmds...)
+	}
 	a.mu.Unlock()
 	a.startOnce.Do(func() { close(a.started) })
 	defer func() {
 		a.mu.Lock()
 		a.cur--
-		a.perCart[cartID]--
+		for _, b := range batches {
+			a.perCart[b.CartID]--
+		}
 		a.mu.Unlock()
 	}()
-	if a.hold != nil {
-		for _, cmd := range cmds {
-			if err := a.hold(ctx, cmd); err != nil {
-				return nil, err
+	res := make([]cartcache.CartResult, len(batches))
+	var pass []int
+	for i, b := range batches {
+		if a.hold != nil {
+			for _, cmd := range b.Cmds {
+				if err := a.hold(ctx, cmd); err != nil {
+					res[i].Err = err
+					break
+				}
 			}
+		}
+		if res[i].Err == nil {
+			pass = append(pass, i)
 		}
 	}
 	if a.next == nil {
-		return make([]cartcache.Outcome, len(cmds)), nil
+		for _, i := range pass {
+			res[i].Outcomes = make([]cartcache.Outcome, len(batches[i].Cmds))
+		}
+		return res
 	}
-	return a.next.ApplyBatch(ctx, cartID, cmds)
+	next := make([]cartcache.CartBatch, len(pass))
+	for k, i := range pass {
+		next[k] = batches[i]
+	}
+	for k, r := range a.next.ApplyCarts(ctx, next) {
+		res[pass[k]] = r
+	}
+	return res
+}
+
+// applies returns how many calls the applier has had.
+func (a *recApplier) applies() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.nApplies
 }
 
 func (a *recApplier) stats() (maxInFlight, perCartMax int, calls []command.Command) {

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -13,13 +14,23 @@ import (
 // behind each other because their hashes collide, so every goroutine does
 // work whenever that many carts have some.
 //
+// A goroutine hands the handler the batches of up to keys carts at once:
+// its own, and whichever other carts are waiting for a goroutine at that
+// moment and that no idle goroutine is there to take. It never waits for
+// more to come, so a pool with goroutines to spare hands over one cart at a
+// time, and a busy one, whose carts queue, hands over many.
+//
 // The messages held (queued or running) are bounded separately, by buffer:
 // a cart's backlog can only form into a batch if the instance holds it.
 type keyedPool struct {
-	handle func([]jetstream.Msg)
+	handle func([][]jetstream.Msg)
 	// limit bounds a batch: at most max messages and, past the first,
 	// maxBytes of bodies.
 	max, maxBytes int
+	// keys bounds the carts of one handler call.
+	keys int
+	// idle counts the goroutines waiting for a key.
+	idle atomic.Int32
 	// slots bounds the messages held: queued or running.
 	slots chan struct{}
 	// ready hands a key with queued messages to a free goroutine. Every key
@@ -34,20 +45,27 @@ type keyedPool struct {
 }
 
 // newKeyedPool starts workers goroutines. buffer bounds the messages held;
-// batchMax and batchMaxBytes bound a batch.
-func newKeyedPool(workers, buffer, batchMax, batchMaxBytes int, handle func([]jetstream.Msg)) *keyedPool {
+// batchMax and batchMaxBytes bound a cart's batch, keys the carts of one
+// handler call.
+func newKeyedPool(workers, buffer, batchMax, batchMaxBytes, keys int, handle func([][]jetstream.Msg)) *keyedPool {
 	p := &keyedPool{
 		handle:   handle,
 		max:      batchMax,
 		maxBytes: batchMaxBytes,
+		keys:     max(1, keys),
 		slots:    make(chan struct{}, buffer),
 		ready:    make(chan string, buffer),
 		queues:   make(map[string][]jetstream.Msg, workers),
 	}
+	// Every goroutine counts as idle from the start, before it runs, so
+	// that one that has not yet been scheduled still gets its key.
+	p.idle.Store(int32(workers))
 	for range workers {
 		p.wg.Go(func() {
 			for key := range p.ready {
+				p.idle.Add(-1)
 				p.run(key)
+				p.idle.Add(1)
 			}
 		})
 	}
@@ -68,31 +86,72 @@ func (p *keyedPool) submit(key string, msg jetstream.Msg) {
 	}
 }
 
-// run handles key's messages, a batch at a time, until its queue is empty.
+// run handles key's messages, with those of other waiting keys, a batch of
+// each at a time, until their queues are empty. The keys it holds are its
+// own until then: no other goroutine runs them.
 func (p *keyedPool) run(key string) {
-	for {
+	keys := append(make([]string, 0, p.keys), key)
+	for len(keys) > 0 {
+		keys = p.more(keys)
+		batches := make([][]jetstream.Msg, len(keys))
+		n := 0
 		p.mu.Lock()
-		q := p.queues[key]
-		if len(q) == 0 {
-			delete(p.queues, key)
-			p.mu.Unlock()
-			return
+		for i, k := range keys {
+			batches[i] = p.next(k)
+			n += len(batches[i])
 		}
-		n, size := 1, len(q[0].Data())
-		for n < len(q) && n < p.max && size+len(q[n].Data()) <= p.maxBytes {
-			size += len(q[n].Data())
-			n++
-		}
-		batch := make([]jetstream.Msg, n)
-		copy(batch, q)
-		clear(q[:n])
-		p.queues[key] = q[n:]
 		p.mu.Unlock()
-		p.handle(batch)
+		p.handle(batches)
 		for range n {
 			<-p.slots
 		}
+		// Keep the keys with more queued; the rest are done.
+		p.mu.Lock()
+		left := keys[:0]
+		for _, k := range keys {
+			if len(p.queues[k]) == 0 {
+				delete(p.queues, k)
+				continue
+			}
+			left = append(left, k)
+		}
+		p.mu.Unlock()
+		keys = left
 	}
+}
+
+// more adds to keys, up to p.keys, the keys waiting for a goroutine, without
+// waiting for any, and leaving one for each idle goroutine: a cart joins
+// another's call only when no goroutine is free to run it at once.
+func (p *keyedPool) more(keys []string) []string {
+	for len(keys) < p.keys && len(p.ready) > int(p.idle.Load()) {
+		select {
+		case k, ok := <-p.ready:
+			if !ok {
+				return keys
+			}
+			keys = append(keys, k)
+		default:
+			return keys
+		}
+	}
+	return keys
+}
+
+// next takes key's next batch off its queue, which is not empty; p.mu is
+// held.
+func (p *keyedPool) next(key string) []jetstream.Msg {
+	q := p.queues[key]
+	n, size := 1, len(q[0].Data())
+	for n < len(q) && n < p.max && size+len(q[n].Data()) <= p.maxBytes {
+		size += len(q[n].Data())
+		n++
+	}
+	batch := make([]jetstream.Msg, n)
+	copy(batch, q)
+	clear(q[:n])
+	p.queues[key] = q[n:]
+	return batch
 }
 
 // close waits until every submitted message has been handled and the

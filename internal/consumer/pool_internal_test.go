@@ -31,7 +31,9 @@ func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 		inFlight atomic.Int32
 		maxSeen  atomic.Int32
 	)
-	p := newKeyedPool(n, n, 1, 1<<20, func(b []jetstream.Msg) {
+	p := newKeyedPool(n, n, 1, 1<<20, 1, func(bs [][]jetstream.Msg) {
+		require.Len(t, bs, 1, "one cart at a time")
+		b := bs[0]
 		require.Len(t, b, 1, "batches of one")
 		sm := b[0].(seqMsg)
 		mu.Lock()
@@ -73,8 +75,8 @@ func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 func TestKeyedPoolOneHotKeyDoesNotBlockOthers(t *testing.T) {
 	release := make(chan struct{})
 	done := make(chan string, 8)
-	p := newKeyedPool(2, 2, 1, 1<<20, func(b []jetstream.Msg) {
-		sm := b[0].(seqMsg)
+	p := newKeyedPool(2, 2, 1, 1<<20, 4, func(bs [][]jetstream.Msg) {
+		sm := bs[0][0].(seqMsg)
 		if sm.key == "hot" {
 			<-release
 		}
@@ -100,7 +102,8 @@ func TestKeyedPoolBatchesWhatQueued(t *testing.T) {
 		mu      sync.Mutex
 		batches [][]int
 	)
-	p := newKeyedPool(1, 16, 4, 30, func(b []jetstream.Msg) {
+	p := newKeyedPool(1, 16, 4, 30, 4, func(bs [][]jetstream.Msg) {
+		b := bs[0]
 		if b[0].(seqMsg).seq == 0 {
 			close(started)
 			<-release
@@ -125,4 +128,48 @@ func TestKeyedPoolBatchesWhatQueued(t *testing.T) {
 	close(release)
 	p.close()
 	require.Equal(t, [][]int{{0}, {1, 2, 3}, {4, 5}, {6}, {7, 8, 9}}, batches)
+}
+
+// A goroutine hands over, with its own cart, the carts waiting for a
+// goroutine when it starts, at most keys of them, each once, each cart's
+// batch in order; a cart whose queue empties leaves the call, and one with
+// more goes on in the next.
+func TestKeyedPoolHandsWaitingCartsOverTogether(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	var (
+		mu    sync.Mutex
+		calls [][]string
+	)
+	p := newKeyedPool(1, 64, 2, 1<<20, 3, func(bs [][]jetstream.Msg) {
+		if bs[0][0].(seqMsg).key == "first" {
+			close(started)
+			<-release
+		}
+		var call []string
+		for _, b := range bs {
+			for _, m := range b {
+				sm := m.(seqMsg)
+				call = append(call, sm.key+strconv.Itoa(sm.seq))
+			}
+		}
+		mu.Lock()
+		calls = append(calls, call)
+		mu.Unlock()
+	})
+	p.submit("first", seqMsg{key: "first"})
+	<-started
+	for _, k := range []string{"a", "b", "c", "d"} {
+		for i := range 3 {
+			p.submit(k, seqMsg{key: k, seq: i})
+		}
+	}
+	close(release)
+	p.close()
+	require.Equal(t, [][]string{
+		{"first0"},
+		{"a0", "a1", "b0", "b1", "c0", "c1"}, // three carts, two commands each
+		{"a2", "b2", "c2"},
+		{"d0", "d1"},
+		{"d2"},
+	}, calls)
 }

@@ -119,37 +119,59 @@ func (w *Worker) endDelivery(d *delivery, batch int, outcome string) {
 	d.span.End()
 }
 
-// applyBatch is one attempt at applying ds's commands, cmds, traced as an
-// "apply" span: a child of the first delivery's span, linked both ways with
-// the others'.
-func (w *Worker) applyBatch(ctx context.Context, ds []*delivery, cmds []command.Command) ([]cartcache.Outcome, error) {
+// applyCarts is one attempt at applying the commands of the carts at
+// pending, traced as one "apply" span: a child of the first delivery's
+// span, linked both ways with the others'. Its results are in the order of
+// pending.
+func (w *Worker) applyCarts(ctx context.Context, carts [][]*delivery, cmds [][]command.Command, pending []int) []cartcache.CartResult {
+	batches := make([]cartcache.CartBatch, len(pending))
+	for k, i := range pending {
+		batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i]}
+	}
+	w.cfg.Observer.Apply(len(batches))
+	first := carts[pending[0]][0]
 	if w.tracing.tracer == nil {
-		return w.app.ApplyBatch(traced(ctx, ds[0]), cmds[0].CartID, cmds)
+		return w.app.ApplyCarts(traced(ctx, first), batches)
 	}
-	links := make([]trace.Link, 0, len(ds)-1)
-	for _, d := range ds[1:] {
-		if sc := spanContext(d); sc.IsValid() {
-			links = append(links, trace.Link{SpanContext: sc})
-		}
-	}
-	ctx, span := w.tracing.tracer.Start(traced(ctx, ds[0]), applySpan, trace.WithLinks(links...))
-	defer span.End()
-	if span.IsRecording() {
-		span.SetAttributes(
-			attribute.String("cartworker.cart_id", cmds[0].CartID),
-			semconv.MessagingBatchMessageCount(len(cmds)),
-		)
-		for _, d := range ds[1:] {
-			if d.span != nil {
-				d.span.AddLink(trace.Link{SpanContext: span.SpanContext()})
+	var links []trace.Link
+	count := 0
+	for _, i := range pending {
+		count += len(carts[i])
+		for _, d := range carts[i] {
+			if sc := spanContext(d); d != first && sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
 			}
 		}
 	}
-	outs, err := w.app.ApplyBatch(ctx, cmds[0].CartID, cmds)
-	if err != nil && span.IsRecording() {
-		span.SetStatus(codes.Error, err.Error())
+	ctx, span := w.tracing.tracer.Start(traced(ctx, first), applySpan, trace.WithLinks(links...))
+	defer span.End()
+	if span.IsRecording() {
+		attrs := []attribute.KeyValue{
+			semconv.MessagingBatchMessageCount(count),
+			attribute.Int("cartworker.carts", len(batches)),
+		}
+		if len(batches) == 1 {
+			attrs = append(attrs, attribute.String("cartworker.cart_id", batches[0].CartID))
+		}
+		span.SetAttributes(attrs...)
+		for _, i := range pending {
+			for _, d := range carts[i] {
+				if d != first && d.span != nil {
+					d.span.AddLink(trace.Link{SpanContext: span.SpanContext()})
+				}
+			}
+		}
 	}
-	return outs, err
+	results := w.app.ApplyCarts(ctx, batches)
+	if span.IsRecording() {
+		for _, res := range results {
+			if res.Err != nil {
+				span.SetStatus(codes.Error, res.Err.Error())
+				break
+			}
+		}
+	}
+	return results
 }
 
 // traced returns ctx carrying d's span, whose trace context the event and

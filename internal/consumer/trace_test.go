@@ -191,7 +191,7 @@ func TestTraceLinksBatchedDeliveries(t *testing.T) {
 	}
 }
 
-// holdFirst holds the first ApplyBatch until release is closed, so that
+// holdFirst holds the first ApplyCarts until release is closed, so that
 // commands queue behind it and form a batch.
 type holdFirst struct {
 	consumer.Applier
@@ -200,12 +200,12 @@ type holdFirst struct {
 	release chan struct{}
 }
 
-func (h *holdFirst) ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]cartcache.Outcome, error) {
+func (h *holdFirst) ApplyCarts(ctx context.Context, batches []cartcache.CartBatch) []cartcache.CartResult {
 	h.once.Do(func() {
 		close(h.held)
 		<-h.release
 	})
-	return h.Applier.ApplyBatch(ctx, cartID, cmds)
+	return h.Applier.ApplyCarts(ctx, batches)
 }
 
 // tracedCarts is the cart service on a state client of its own against the

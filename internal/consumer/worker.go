@@ -12,16 +12,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/cartcache"
 )
 
-// Applier applies validated commands of one cart, in order, in one
-// read-modify-write, with an outcome for each (see
-// cartcache.Carts.ApplyBatch, which implements it). Its error is the whole
-// batch's: nothing was applied.
+// Applier applies the validated commands of several distinct carts, each
+// cart's in order in one read-modify-write, with an outcome for each
+// command or an error for the cart, after which nothing of that cart was
+// applied (see cartcache.Carts.ApplyCarts, which implements it). Results
+// are in the order of batches.
 type Applier interface {
-	ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]cartcache.Outcome, error)
+	ApplyCarts(ctx context.Context, batches []cartcache.CartBatch) []cartcache.CartResult
 }
 
 var _ Applier = (*cartcache.Carts)(nil)
@@ -99,13 +99,15 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 		bg.Wait()
 	}()
 
-	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.BatchMax, w.cfg.BatchMaxBytes, func(msgs []jetstream.Msg) {
-		w.handleBatch(r, msgs)
-		w.cfg.Observer.InFlight(-len(msgs))
-		for _, msg := range msgs {
-			r.beats.remove(msg)
-			if p, ok := w.cfg.Subjects.PartitionOf(msg.Subject()); ok {
-				r.leases.settled(p)
+	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.BatchMax, w.cfg.BatchMaxBytes, w.cfg.BatchCarts, func(batches [][]jetstream.Msg) {
+		w.handleGroup(r, batches)
+		for _, msgs := range batches {
+			w.cfg.Observer.InFlight(-len(msgs))
+			for _, msg := range msgs {
+				r.beats.remove(msg)
+				if p, ok := w.cfg.Subjects.PartitionOf(msg.Subject()); ok {
+					r.leases.settled(p)
+				}
 			}
 		}
 	})

@@ -31,6 +31,7 @@ import (
 // Operation names accepted by Requests.
 const (
 	OpGet      = "get"
+	OpGetBulk  = "get_bulk"
 	OpSave     = "save"
 	OpDelete   = "delete"
 	OpHealthz  = "healthz"
@@ -116,6 +117,7 @@ func New(opts ...Option) *Fake {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1.0/state/{store}", f.handleSave)
 	mux.HandleFunc("GET /v1.0/state/{store}/{key}", f.handleGet)
+	mux.HandleFunc("POST /v1.0/state/{store}/bulk", f.handleGetBulk)
 	mux.HandleFunc("DELETE /v1.0/state/{store}/{key}", f.handleDelete)
 	mux.HandleFunc("GET /v1.0/healthz", f.handleHealthz)
 	mux.HandleFunc("GET /v1.0/metadata", f.handleMetadata)
@@ -526,26 +528,23 @@ func newWrite(key string, doc []byte, etag string, lastWrite bool, metadata map[
 	return wr, nil
 }
 
-// apply writes a save's items, all or none.
+// apply writes a save's items the way daprd 1.18 writes a bulk save: each
+// on its own, so an item whose ETag does not match is left out while the
+// others are written, and the save answers a mismatch.
 func (f *Fake) apply(writes []write) *fault {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	// Check every item before writing any, so a rejected batch changes
-	// nothing.
+	now := f.now()
+	var flt *fault
 	for _, wr := range writes {
-		if !wr.check {
-			continue
-		}
 		// An etag on a missing key is a mismatch too. daprd 1.18's Redis
 		// store accepts it instead, for saves and deletes alike
 		// (integration/grpc_test.go); the contract keeps the stricter
 		// rule, so no caller may rely on either.
-		if cur, ok := f.lookup(wr.key); !ok || cur.etag != wr.etag {
-			return errMismatchSave
+		if cur, ok := f.lookup(wr.key); wr.check && (!ok || cur.etag != wr.etag) {
+			flt = errMismatchSave
+			continue
 		}
-	}
-	now := f.now()
-	for _, wr := range writes {
 		f.lastETag++
 		it := wr.it
 		it.etag = f.lastETag
@@ -554,7 +553,42 @@ func (f *Fake) apply(writes []write) *fault {
 		}
 		f.items[wr.key] = it
 	}
-	return nil
+	return flt
+}
+
+// bulkGetItem is one element of daprd's bulk get answer.
+type bulkGetItem struct {
+	Key  string          `json:"key"`
+	Data json.RawMessage `json:"data,omitempty"`
+	ETag *string         `json:"etag,omitempty"`
+}
+
+// handleGetBulk answers POST /v1.0/state/{store}/bulk as daprd does: an
+// item per key, in order, with no data and no ETag for a missing key.
+func (f *Fake) handleGetBulk(w http.ResponseWriter, r *http.Request) {
+	if !f.begin(w, r, OpGetBulk) {
+		return
+	}
+	var req struct {
+		Keys []string `json:"keys"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", err.Error())
+		return
+	}
+	out := make([]bulkGetItem, len(req.Keys))
+	f.mu.Lock()
+	for i, k := range req.Keys {
+		out[i].Key = k
+		if it, ok := f.lookup(k); ok {
+			etag := strconv.FormatUint(it.etag, 10)
+			out[i].Data, out[i].ETag = append(json.RawMessage(nil), it.doc...), &etag
+		}
+	}
+	f.mu.Unlock()
+	body, _ := json.Marshal(out)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
 }
 
 func (f *Fake) handleDelete(w http.ResponseWriter, r *http.Request) {

@@ -99,7 +99,7 @@ func TestConcurrencyRules(t *testing.T) {
 		{"malformed body", http.MethodPost, "", `{"key":"k"}`, nil, http.StatusBadRequest},
 		{"missing value", http.MethodPost, "", `[{"key":"k"}]`, nil, http.StatusBadRequest},
 		{"bad ttl", http.MethodPost, "", `[{"key":"k","value":1,"metadata":{"ttlInSeconds":"x"}}]`, nil, http.StatusBadRequest},
-		{"batch all or nothing", http.MethodPost, "", `[{"key":"other","value":1},{"key":"k","value":1,"etag":"1"}]`, nil, http.StatusConflict},
+		{"batch writes each item on its own, as daprd does", http.MethodPost, "", `[{"key":"other","value":1},{"key":"k","value":1,"etag":"1"}]`, nil, http.StatusConflict},
 		{"delete stale", http.MethodDelete, "/k", "", []string{"If-Match", "1"}, http.StatusConflict},
 		{"delete missing with etag", http.MethodDelete, "/nope", "", []string{"If-Match", "1"}, http.StatusConflict},
 		{"delete malformed etag", http.MethodDelete, "/k", "", []string{"If-Match", "x"}, http.StatusBadRequest},
@@ -113,8 +113,10 @@ func TestConcurrencyRules(t *testing.T) {
 			r := h.do(tt.method, h.base+tt.path, tt.body, tt.header...)
 			require.Equal(t, tt.want, r.code, r.body)
 			if tt.want == http.StatusConflict {
+				// daprd writes a bulk save's items one by one: the item
+				// with the current ETag lands even though another's fails.
 				_, ok := h.f.Get("other")
-				require.False(t, ok, "a rejected batch must write nothing")
+				require.Equal(t, strings.Contains(tt.body, `"other"`), ok)
 			}
 		})
 	}

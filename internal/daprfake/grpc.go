@@ -155,6 +155,24 @@ func (a *grpcAPI) GetState(ctx context.Context, in *runtimev1pb.GetStateRequest)
 	}, nil
 }
 
+func (a *grpcAPI) GetBulkState(ctx context.Context, in *runtimev1pb.GetBulkStateRequest) (*runtimev1pb.GetBulkStateResponse, error) {
+	if err := a.admit(ctx, OpGetBulk, in.GetStoreName()); err != nil {
+		return nil, err
+	}
+	out := &runtimev1pb.GetBulkStateResponse{Items: make([]*runtimev1pb.BulkStateItem, len(in.GetKeys()))}
+	a.f.mu.Lock()
+	for i, k := range in.GetKeys() {
+		item := &runtimev1pb.BulkStateItem{Key: k}
+		// A missing key has no data and no ETag, as daprd answers it.
+		if it, ok := a.f.lookup(k); ok {
+			item.Data, item.Etag = append([]byte(nil), it.doc...), strconv.FormatUint(it.etag, 10)
+		}
+		out.Items[i] = item
+	}
+	a.f.mu.Unlock()
+	return out, nil
+}
+
 func (a *grpcAPI) SaveState(ctx context.Context, in *runtimev1pb.SaveStateRequest) (*emptypb.Empty, error) {
 	if err := a.admit(ctx, OpSave, in.GetStoreName()); err != nil {
 		return nil, err

@@ -106,7 +106,7 @@ func TestGRPCConcurrencyRules(t *testing.T) {
 		{name: "malformed etag", save: []*commonv1pb.StateItem{item("k", "1", "abc")}, code: codes.InvalidArgument, reason: "ERR_STATE_SAVE"},
 		{name: "empty key", save: []*commonv1pb.StateItem{item("", "1", "")}, code: codes.InvalidArgument, reason: "ERR_STATE_SAVE"},
 		{name: "bad ttl", save: []*commonv1pb.StateItem{{Key: "k", Value: []byte("1"), Metadata: map[string]string{"ttlInSeconds": "x"}}}, code: codes.InvalidArgument, reason: "ERR_STATE_SAVE"},
-		{name: "batch all or nothing", save: []*commonv1pb.StateItem{item("other", "1", ""), item("k", "1", "1")}, code: codes.Aborted, reason: "ERR_STATE_SAVE"},
+		{name: "batch writes each item on its own, as daprd does", save: []*commonv1pb.StateItem{item("other", "1", ""), item("k", "1", "1")}, code: codes.Aborted, reason: "ERR_STATE_SAVE"},
 		{name: "delete stale", delete: &runtimev1pb.DeleteStateRequest{Key: "k", Etag: &commonv1pb.Etag{Value: "1"}}, code: codes.Aborted, reason: "ERR_STATE_DELETE"},
 		{name: "delete missing with etag", delete: &runtimev1pb.DeleteStateRequest{Key: "nope", Etag: &commonv1pb.Etag{Value: "1"}}, code: codes.Aborted, reason: "ERR_STATE_DELETE"},
 		{name: "delete malformed etag", delete: &runtimev1pb.DeleteStateRequest{Key: "k", Etag: &commonv1pb.Etag{Value: "x"}}, code: codes.InvalidArgument, reason: "ERR_STATE_DELETE"},
@@ -129,8 +129,10 @@ func TestGRPCConcurrencyRules(t *testing.T) {
 				require.Equal(t, tt.reason, reason(t, err))
 			}
 			if tt.code == codes.Aborted {
+				// daprd writes a bulk save's items one by one: the item
+				// with the current ETag lands even though another's fails.
 				_, ok := f.Get("other")
-				require.False(t, ok, "a rejected batch must write nothing")
+				require.Equal(t, len(tt.save) > 1, ok)
 			}
 		})
 	}

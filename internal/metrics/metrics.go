@@ -31,6 +31,7 @@ type Metrics struct {
 	redeliveries  prometheus.Counter
 	deadLetters   prometheus.Counter
 	batchSize     prometheus.Histogram
+	applyCarts    prometheus.Histogram
 	inflight      prometheus.Gauge
 	dlqDepth      prometheus.Gauge
 	stateDuration *prometheus.HistogramVec
@@ -84,6 +85,12 @@ func New() *Metrics {
 			// Powers of two up to the largest batch allowed by default.
 			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
+		applyCarts: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "cartworker_apply_carts",
+			Help: "Carts applied together in one apply, one bulk read and one bulk save (WORKER_BATCH_CARTS bounds it).",
+			// Powers of two up to the largest allowed.
+			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
+		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cartworker_inflight_commands",
 			Help: "Commands this instance holds: pulled from NATS and not yet acked, nakked or terminated.",
@@ -118,7 +125,7 @@ func New() *Metrics {
 		return 0
 	})
 	m.reg.MustRegister(
-		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters, m.batchSize,
+		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters, m.batchSize, m.applyCarts,
 		m.inflight, m.dlqDepth, m.stateDuration, m.buildInfo, m.pending, m.ready,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -140,6 +147,9 @@ func (m *Metrics) DeadLettered() { m.deadLetters.Inc() }
 
 // Batch implements consumer.Observer.
 func (m *Metrics) Batch(commands int) { m.batchSize.Observe(float64(commands)) }
+
+// Apply implements consumer.Observer.
+func (m *Metrics) Apply(carts int) { m.applyCarts.Observe(float64(carts)) }
 
 // InFlight implements consumer.Observer.
 func (m *Metrics) InFlight(delta int) { m.inflight.Add(float64(delta)) }

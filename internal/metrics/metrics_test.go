@@ -22,6 +22,8 @@ func TestMetricsRecordAndServe(t *testing.T) {
 	m.DeadLettered()
 	m.Batch(1)
 	m.Batch(20)
+	m.Apply(1)
+	m.Apply(12)
 	hooks := m.StateHooks()
 	hooks.OnDial()
 	hooks.OnRequest("get", "200", 2*time.Millisecond)
@@ -45,6 +47,7 @@ func TestMetricsRecordAndServe(t *testing.T) {
 		"cartworker_state_connections_opened_total", "cartworker_breaker_state", "cartworker_redeliveries_total",
 		"cartworker_dead_letters_total", "go_goroutines", "process_resident_memory_bytes",
 		`cartworker_batch_size_bucket{le="1"} 1`, `cartworker_batch_size_bucket{le="32"} 2`, "cartworker_batch_size_sum 21",
+		`cartworker_apply_carts_bucket{le="8"} 1`, `cartworker_apply_carts_bucket{le="16"} 2`, "cartworker_apply_carts_sum 13",
 	} {
 		require.Contains(t, rec.Body.String(), name)
 	}

@@ -209,17 +209,26 @@ func (c *Client) Save(ctx context.Context, key string, value []byte, opts SaveOp
 	if !sjson.Valid(value) {
 		return ErrInvalidValue
 	}
+	return c.postSave(ctx, OpSave, key, func(b []byte) []byte {
+		return appendSaveBody(b, key, value, opts)
+	})
+}
+
+// postSave posts the save body that fill appends to an empty buffer, to
+// daprd's HTTP save endpoint; op and key name the call in errors and
+// reports.
+func (c *Client) postSave(ctx context.Context, op, key string, fill func([]byte) []byte) error {
 	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 
 	body := c.newBody()
-	defer body.release() // Save's own reference; the transport holds others.
-	body.data = appendSaveBody(body.data[:0], key, value, opts)
+	defer body.release() // postSave's own reference; the transport holds others.
+	body.data = fill(body.data[:0])
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.saveURL, nil)
 	if err != nil {
-		return wrap(OpSave, key, err)
+		return wrap(op, key, err)
 	}
 	req.Body = body.reader()
 	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
@@ -229,17 +238,17 @@ func (c *Client) Save(ctx context.Context, key string, value []byte, opts SaveOp
 
 	resp, err := c.doer.Do(req)
 	if err != nil {
-		return c.transportErr(OpSave, key, start, err)
+		return c.transportErr(op, key, start, err)
 	}
 	defer resp.Body.Close()
 
 	switch resp.StatusCode {
 	case http.StatusNoContent, http.StatusOK, http.StatusCreated:
-		return c.finish(OpSave, start, resp, nil)
+		return c.finish(op, start, resp, nil)
 	case http.StatusConflict:
-		return c.finish(OpSave, start, resp, ErrETagMismatch)
+		return c.finish(op, start, resp, ErrETagMismatch)
 	default:
-		return c.statusErr(OpSave, key, start, resp)
+		return c.statusErr(op, key, start, resp)
 	}
 }
 
@@ -441,9 +450,15 @@ func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 }
 
-// appendSaveBody appends Dapr's bulk save body for one item:
+// appendSaveBody appends Dapr's bulk save body for one item: [item].
+func appendSaveBody(b []byte, key string, value []byte, opts SaveOptions) []byte {
+	b = append(b, '[')
+	return append(appendSaveItem(b, key, value, opts), ']')
+}
+
+// appendSaveItem appends one item of Dapr's bulk save body:
 //
-//	[{"key":K,"value":V,"etag":E,"options":{"concurrency":"first-write"},"metadata":{"ttlInSeconds":"N"}}]
+//	{"key":K,"value":V,"etag":E,"options":{"concurrency":"first-write"},"metadata":{"ttlInSeconds":"N"}}
 //
 // value is spliced in raw (it is already JSON), so Dapr stores the document
 // rather than a string holding it.
@@ -452,8 +467,8 @@ func drain(resp *http.Response) {
 // nothing and, like encoding/json, turns invalid UTF-8 into U+FFFD. Passing
 // such bytes through instead would gain nothing: daprd decodes the body
 // with encoding/json, which makes the same replacement without an error.
-func appendSaveBody(b []byte, key string, value []byte, opts SaveOptions) []byte {
-	b = append(b, `[{"key":`...)
+func appendSaveItem(b []byte, key string, value []byte, opts SaveOptions) []byte {
+	b = append(b, `{"key":`...)
 	b = sjson.AppendEscape(b, key, 0)
 	b = append(b, `,"value":`...)
 	b = append(b, value...)
@@ -468,7 +483,7 @@ func appendSaveBody(b []byte, key string, value []byte, opts SaveOptions) []byte
 		b = strconv.AppendInt(b, secs, 10)
 		b = append(b, `"}`...)
 	}
-	return append(b, `}]`...)
+	return append(b, '}')
 }
 
 // saveBody is a pooled request buffer shared by Save and every reader the

@@ -42,6 +42,12 @@ var (
 	ErrUnreachable = errors.New("statepool: daprd not reachable")
 )
 
+// ErrResourceExhausted is wrapped by a GRPCError for ResourceExhausted: a
+// message over a size limit (daprd sends and takes at most its
+// max-body-size, 4 MiB by default, over gRPC too), or daprd out of some
+// other resource. A bulk call that meets it may succeed split up.
+var ErrResourceExhausted = errors.New("statepool: daprd resource exhausted, such as a message over its size limit")
+
 // ErrClosed is returned by calls made after Close with ProtocolGRPC: Close
 // closes the Client's one channel for good.
 var ErrClosed = errors.New("statepool: client closed")

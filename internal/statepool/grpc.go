@@ -50,6 +50,10 @@ var reconnectBackoff = backoff.Config{
 // in BenchmarkClientRoundTrip/grpc). 1 MiB holds the largest cart.
 const flowWindow = 1 << 20
 
+// maxRecvMsg is the largest answer the channel takes. daprd sends no more
+// than its max-body-size, 4 MiB unless its operator raised it.
+const maxRecvMsg = 64 << 20
+
 // grpcConn is a Client's one gRPC channel to daprd.
 type grpcConn struct {
 	conn   *grpc.ClientConn
@@ -86,6 +90,9 @@ func newGRPCConn(cfg Config) (*grpcConn, error) {
 		grpc.WithUserAgent("cartworker"),
 		grpc.WithInitialWindowSize(flowWindow),
 		grpc.WithInitialConnWindowSize(flowWindow),
+		// A bulk read answers with several carts at once: take as much as
+		// daprd may send (its max-body-size), not gRPC's 4 MiB default.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)),
 		grpc.WithUnaryInterceptor(newTracing(cfg.TracerProvider, target.addr).unaryInterceptor),
 	}
 	if cfg.APIToken != "" {
@@ -169,6 +176,20 @@ func (c *Client) saveGRPC(ctx context.Context, key string, value []byte, opts Sa
 	defer cancel()
 
 	m := new(saveMessages)
+	m.fill(key, value, opts)
+	m.states[0] = &m.item
+	m.req.StoreName = c.store
+	m.req.States = m.states[:]
+
+	if _, err := c.rpc.api.SaveState(ctx, &m.req); err != nil {
+		return c.rpcErr(ctx, OpSave, key, start, err, ErrETagMismatch)
+	}
+	c.reportCode(OpSave, start, codes.OK)
+	return nil
+}
+
+// fill sets the item for a save of value at key with opts.
+func (m *saveMessages) fill(key string, value []byte, opts SaveOptions) {
 	m.item.Key = key
 	m.item.Value = value
 	if opts.ETag != "" {
@@ -181,15 +202,6 @@ func (c *Client) saveGRPC(ctx context.Context, key string, value []byte, opts Sa
 		secs := int64((opts.TTL + time.Second - 1) / time.Second)
 		m.item.Metadata = map[string]string{metadataTTL: strconv.FormatInt(secs, 10)}
 	}
-	m.states[0] = &m.item
-	m.req.StoreName = c.store
-	m.req.States = m.states[:]
-
-	if _, err := c.rpc.api.SaveState(ctx, &m.req); err != nil {
-		return c.rpcErr(ctx, OpSave, key, start, err, ErrETagMismatch)
-	}
-	c.reportCode(OpSave, start, codes.OK)
-	return nil
 }
 
 func (c *Client) deleteGRPC(ctx context.Context, key, etag string) error {
@@ -329,8 +341,8 @@ type GRPCError struct {
 }
 
 // Unwrap returns the class of the failure, so errors.Is matches
-// ErrUnreachable, ErrStoreNotFound, ErrUnauthorized or ErrBadRequest; nil
-// for other codes.
+// ErrUnreachable, ErrStoreNotFound, ErrUnauthorized, ErrBadRequest or
+// ErrResourceExhausted; nil for other codes.
 func (e *GRPCError) Unwrap() error {
 	switch {
 	case e.unreachable:
@@ -341,6 +353,8 @@ func (e *GRPCError) Unwrap() error {
 		return ErrUnauthorized
 	case e.Code == codes.InvalidArgument:
 		return ErrBadRequest
+	case e.Code == codes.ResourceExhausted:
+		return ErrResourceExhausted
 	}
 	return nil
 }

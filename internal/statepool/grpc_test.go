@@ -75,7 +75,7 @@ func TestGRPCErrorClasses(t *testing.T) {
 		{http.StatusInternalServerError, "ERR_STATE_SAVE", codes.Internal, "ERR_STATE_SAVE", nil, true},
 		{http.StatusServiceUnavailable, "ERR_FAKE", codes.Unavailable, "ERR_FAKE", nil, true},
 		{http.StatusGatewayTimeout, "ERR_FAKE", codes.DeadlineExceeded, "ERR_FAKE", nil, true},
-		{http.StatusTooManyRequests, "ERR_FAKE", codes.ResourceExhausted, "ERR_FAKE", nil, false},
+		{http.StatusTooManyRequests, "ERR_FAKE", codes.ResourceExhausted, "ERR_FAKE", statepool.ErrResourceExhausted, false},
 		{http.StatusNotFound, "ERR_FAKE", codes.NotFound, "ERR_FAKE", nil, false},
 		{599, "ERR_FAKE", codes.Unknown, "ERR_FAKE", nil, true},
 	} {
@@ -95,7 +95,7 @@ func TestGRPCErrorClasses(t *testing.T) {
 				require.Equal(t, tc.code, ge.Code)
 				require.Equal(t, tc.reason, ge.ErrorCode)
 				require.Equal(t, "injected failure", ge.Message)
-				for _, class := range []error{statepool.ErrUnauthorized, statepool.ErrStoreNotFound, statepool.ErrBadRequest, statepool.ErrUnreachable} {
+				for _, class := range []error{statepool.ErrUnauthorized, statepool.ErrStoreNotFound, statepool.ErrBadRequest, statepool.ErrUnreachable, statepool.ErrResourceExhausted} {
 					require.Equal(t, class == tc.want, errors.Is(err, class), "%v is %v", err, class)
 				}
 				require.Equal(t, tc.failure, breaker.IsFailure(err), "%v", err)

@@ -6,6 +6,7 @@ package statetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -47,6 +48,10 @@ func RunStoreContract(t *testing.T, newStore NewStore) {
 		{"TTLSentAsMetadata", testTTL},
 		{"OddKeysRoundTrip", testOddKeys},
 		{"ConcurrentSavesSameETagOneWins", testConcurrentSaves},
+		{"GetBulkAnswersEachKeyInOrder", testGetBulk},
+		{"SaveBulkRoundTrips", testSaveBulk},
+		{"SaveBulkStaleETagConflictsAndSkipsThatItem", testSaveBulkStaleETag},
+		{"BulkArgumentsChecked", testBulkArguments},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,4 +203,78 @@ func testConcurrentSaves(ctx context.Context, t *testing.T, s Store, f *daprfake
 		}
 	}
 	require.Equal(t, 1, wins)
+}
+
+func testGetBulk(ctx context.Context, t *testing.T, s Store, f *daprfake.Fake) {
+	etag := f.Put(cartKey, []byte(cartV1))
+	other := f.Put("c-2", []byte(cartV2))
+
+	got, err := s.GetBulk(ctx, []string{"c-2", "nope", cartKey})
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	require.Equal(t, "c-2", got[0].Key)
+	require.NoError(t, got[0].Err)
+	require.JSONEq(t, cartV2, string(got[0].Value))
+	require.Equal(t, other, got[0].ETag)
+	require.Equal(t, "nope", got[1].Key)
+	require.ErrorIs(t, got[1].Err, statepool.ErrNotFound)
+	require.Equal(t, cartKey, got[2].Key)
+	require.NoError(t, got[2].Err)
+	require.JSONEq(t, cartV1, string(got[2].Value))
+	require.Equal(t, etag, got[2].ETag, "the ETag a bulk read gives must guard a save like Get's")
+
+	none, err := s.GetBulk(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, none)
+}
+
+func testSaveBulk(ctx context.Context, t *testing.T, s Store, f *daprfake.Fake) {
+	etag := f.Put(cartKey, []byte(cartV1))
+	require.NoError(t, s.SaveBulk(ctx, []statepool.SaveItem{
+		{Key: cartKey, Value: []byte(cartV2), Opts: statepool.SaveOptions{ETag: etag}},
+		{Key: "c-2", Value: []byte(cartV1), Opts: statepool.SaveOptions{TTL: 90 * time.Second}},
+	}))
+
+	got, err := s.GetBulk(ctx, []string{cartKey, "c-2"})
+	require.NoError(t, err)
+	require.JSONEq(t, cartV2, string(got[0].Value))
+	require.NotEqual(t, etag, got[0].ETag)
+	require.JSONEq(t, cartV1, string(got[1].Value))
+	stored, _ := f.Get("c-2")
+	require.JSONEq(t, cartV1, string(stored), "value must be stored as a document, not a JSON string")
+	ttl, _ := f.TTL("c-2")
+	require.Equal(t, 90*time.Second, ttl)
+	require.NoError(t, s.SaveBulk(ctx, nil))
+}
+
+func testSaveBulkStaleETag(ctx context.Context, t *testing.T, s Store, f *daprfake.Fake) {
+	stale := f.Put(cartKey, []byte(cartV1))
+	f.Put(cartKey, []byte(cartV1))
+
+	err := s.SaveBulk(ctx, []statepool.SaveItem{
+		{Key: "c-2", Value: []byte(cartV2)},
+		{Key: cartKey, Value: []byte(cartV2), Opts: statepool.SaveOptions{ETag: stale}},
+	})
+	require.ErrorIs(t, err, statepool.ErrETagMismatch)
+	stored, _ := f.Get(cartKey)
+	require.JSONEq(t, cartV1, string(stored), "the item with the stale ETag must not be written")
+	// Whether c-2 was written is not part of the contract: the caller reads
+	// again to know.
+}
+
+func testBulkArguments(ctx context.Context, t *testing.T, s Store, _ *daprfake.Fake) {
+	_, err := s.GetBulk(ctx, []string{"a", ""})
+	require.ErrorIs(t, err, statepool.ErrEmptyKey)
+	require.ErrorIs(t, s.SaveBulk(ctx, []statepool.SaveItem{{Key: "", Value: []byte(`{}`)}}), statepool.ErrEmptyKey)
+	require.ErrorIs(t, s.SaveBulk(ctx, []statepool.SaveItem{{Key: "a", Value: []byte(`{"a":1}{}`)}}), statepool.ErrInvalidValue)
+
+	many := make([]string, statepool.MaxBulkKeys+1)
+	items := make([]statepool.SaveItem, len(many))
+	for i := range many {
+		many[i] = fmt.Sprintf("k%d", i)
+		items[i] = statepool.SaveItem{Key: many[i], Value: []byte(`{}`)}
+	}
+	_, err = s.GetBulk(ctx, many)
+	require.ErrorIs(t, err, statepool.ErrTooManyKeys)
+	require.ErrorIs(t, s.SaveBulk(ctx, items), statepool.ErrTooManyKeys)
 }

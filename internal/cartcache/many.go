@@ -1,0 +1,226 @@
+package cartcache
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/statepool"
+)
+
+// MaxBulkBytes bounds the documents of one bulk save: past it, UpdateCarts
+// saves in several calls. daprd refuses a request over its max-body-size
+// (4 MiB by default), so one call stays well under that.
+const MaxBulkBytes = 1 << 20
+
+// CartBatch is one cart's commands, in order, for ApplyCarts.
+type CartBatch struct {
+	CartID string
+	Cmds   []command.Command
+}
+
+// CartSteps is one cart's steps, in order, for UpdateCarts.
+type CartSteps struct {
+	CartID string
+	Steps  []Step
+}
+
+// CartResult is what UpdateCarts made of one cart: its steps' outcomes, or
+// the cart's error, which is UpdateBatch's (nothing of that cart was
+// applied, and its steps may be tried again).
+type CartResult struct {
+	Outcomes []Outcome
+	Err      error
+}
+
+// ApplyCarts applies several carts' validated commands: UpdateCarts with the
+// cart rules of cart.Apply.
+func (c *Carts) ApplyCarts(ctx context.Context, batches []CartBatch) []CartResult {
+	carts := make([]CartSteps, len(batches))
+	for i, b := range batches {
+		carts[i] = CartSteps{CartID: b.CartID, Steps: make([]Step, len(b.Cmds))}
+		for j, cmd := range b.Cmds {
+			carts[i].Steps[j] = Step{CmdID: cmd.ID, Change: c.change(cmd)}
+		}
+	}
+	return c.UpdateCarts(ctx, carts)
+}
+
+// UpdateCarts is UpdateBatch for several carts at once, each with its own
+// result, in the order given. The carts must be distinct. It reads them in
+// one bulk call, applies each cart's steps in memory, and saves every
+// changed cart in one bulk call, each guarded by the ETag it was read at:
+// two calls to the store for the lot, where UpdateBatch makes two per cart.
+//
+// Deletes, and every cart of a bulk save that met a conflicting write, go
+// through UpdateBatch on their own. A bulk save is not atomic: after a
+// conflict some of its carts may be saved and others not, so each is read
+// again, and a cart whose every applied step now reads as applied before
+// was saved by this call and keeps the outcomes it was saved with.
+func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult {
+	res := make([]CartResult, len(carts))
+	if len(carts) == 1 || !distinct(carts) {
+		for i, cs := range carts {
+			res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, cs.CartID, cs.Steps)
+		}
+		return res
+	}
+	plans, err := c.planCarts(ctx, carts, res)
+	if errors.Is(err, statepool.ErrResourceExhausted) {
+		// The carts together are more than daprd sends in one answer:
+		// each on its own, then.
+		for i, cs := range carts {
+			res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, cs.CartID, cs.Steps)
+		}
+		return res
+	}
+	var saves []int
+	for i, p := range plans {
+		switch {
+		case res[i].Err != nil:
+		case p.write == writeSave:
+			saves = append(saves, i)
+		case p.write == writeDelete:
+			// A delete writes a tombstone, then deletes guarded by the
+			// ETag: two ordered calls that a bulk save cannot make.
+			res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, carts[i].CartID, carts[i].Steps)
+		default:
+			res[i].Outcomes = p.out
+		}
+	}
+	for len(saves) > 0 {
+		n, size := 1, len(plans[saves[0]].doc)
+		for n < len(saves) && n < statepool.MaxBulkKeys && size+len(plans[saves[n]].doc) <= MaxBulkBytes {
+			size += len(plans[saves[n]].doc)
+			n++
+		}
+		c.saveCarts(ctx, carts, plans, saves[:n], res)
+		saves = saves[n:]
+	}
+	return res
+}
+
+// planCarts reads the carts in one bulk call, and their tombstones in
+// another where a cart is missing, and plans each. A cart that could not be
+// read or planned gets its error in res; the bulk read's own error, which
+// every cart then has, is returned too.
+func (c *Carts) planCarts(ctx context.Context, carts []CartSteps, res []CartResult) ([]plan, error) {
+	keys := make([]string, len(carts))
+	for i, cs := range carts {
+		keys[i] = cs.CartID
+	}
+	entries, err := c.store.GetBulk(ctx, keys)
+	if err != nil {
+		for i := range res {
+			res[i].Err = err
+		}
+		return nil, err
+	}
+	var missing []int
+	for i, e := range entries {
+		if errors.Is(e.Err, statepool.ErrNotFound) {
+			missing = append(missing, i)
+		}
+	}
+	histories := c.tombstones(ctx, carts, missing, res)
+	plans := make([]plan, len(carts))
+	for i, e := range entries {
+		switch {
+		case res[i].Err != nil:
+			continue
+		case errors.Is(e.Err, statepool.ErrNotFound):
+			plans[i], res[i].Err = c.plan(carts[i].CartID, nil, "", histories[i], carts[i].Steps)
+		case e.Err != nil:
+			res[i].Err = e.Err
+		default:
+			cur, etag, stored, err := parseEntry(e.Entry)
+			if err != nil {
+				res[i].Err = err
+				continue
+			}
+			plans[i], res[i].Err = c.plan(carts[i].CartID, cur, etag, stored, carts[i].Steps)
+		}
+	}
+	return plans, nil
+}
+
+// tombstones reads the tombstones of the missing carts in one bulk call and
+// returns the applied ids each keeps, by cart index. A failed read is the
+// error of those carts.
+func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int, res []CartResult) map[int][]string {
+	if len(missing) == 0 {
+		return nil
+	}
+	keys := make([]string, len(missing))
+	for j, i := range missing {
+		keys[j] = TombstoneKey(carts[i].CartID)
+	}
+	entries, err := c.store.GetBulk(ctx, keys)
+	out := make(map[int][]string, len(missing))
+	for j, i := range missing {
+		switch {
+		case err != nil:
+			res[i].Err = err
+		case errors.Is(entries[j].Err, statepool.ErrNotFound):
+		case entries[j].Err != nil:
+			res[i].Err = entries[j].Err
+		default:
+			out[i] = tombstoneIDs(entries[j].Value)
+		}
+	}
+	return out
+}
+
+// saveCarts saves the planned carts at idx in one bulk call and records
+// their results. After a conflict each cart is settled on its own (see
+// UpdateCarts).
+func (c *Carts) saveCarts(ctx context.Context, carts []CartSteps, plans []plan, idx []int, res []CartResult) {
+	items := make([]statepool.SaveItem, len(idx))
+	for j, i := range idx {
+		items[j] = statepool.SaveItem{Key: plans[i].cartID, Value: plans[i].doc, Opts: statepool.SaveOptions{ETag: plans[i].etag}}
+	}
+	err := c.store.SaveBulk(ctx, items)
+	for _, i := range idx {
+		switch {
+		case err == nil:
+			res[i].Outcomes = plans[i].out
+		case errors.Is(err, statepool.ErrETagMismatch):
+			out, err := c.UpdateBatch(ctx, carts[i].CartID, carts[i].Steps)
+			if err == nil && savedBefore(plans[i].out, out) {
+				out = plans[i].out
+			}
+			res[i].Outcomes, res[i].Err = out, err
+		default:
+			res[i].Err = err
+		}
+	}
+}
+
+// savedBefore reports whether again, the outcomes of a fresh attempt at a
+// cart's steps, finds every step that planned applied already applied: the
+// bulk save that failed for other carts wrote this one.
+func savedBefore(planned, again []Outcome) bool {
+	some := false
+	for i, p := range planned {
+		if p.Err != nil || p.Duplicate {
+			continue
+		}
+		if !again[i].Duplicate {
+			return false
+		}
+		some = true
+	}
+	return some
+}
+
+// distinct reports whether no cart appears twice.
+func distinct(carts []CartSteps) bool {
+	seen := make(map[string]struct{}, len(carts))
+	for _, cs := range carts {
+		if _, ok := seen[cs.CartID]; ok {
+			return false
+		}
+		seen[cs.CartID] = struct{}{}
+	}
+	return true
+}
