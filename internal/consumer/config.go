@@ -14,7 +14,7 @@ import (
 
 // Defaults of Config, and the bounds Validate holds its fields to.
 const (
-	DefaultConcurrency      = 8
+	DefaultConcurrency      = 4
 	MaxConcurrency          = 4096
 	DefaultBuffer           = 2048
 	MaxBuffer               = 1 << 16
