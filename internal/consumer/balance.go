@@ -295,6 +295,14 @@ func (l *leases) renew(ctx context.Context) {
 	l.mu.Unlock()
 	for p, rev := range owned {
 		next, err := l.bucket.Update(ctx, leaseKey(p), []byte(l.self), rev)
+		if revisionMismatch(err) {
+			// The last renewal may have reached the server without its
+			// answer reaching us: renew at the lease's revision if it is
+			// still ours.
+			if cur, ok := l.ownRevision(ctx, p); ok {
+				next, err = l.bucket.Update(ctx, leaseKey(p), []byte(l.self), cur)
+			}
+		}
 		l.mu.Lock()
 		switch {
 		case err == nil:
@@ -405,7 +413,7 @@ func (l *leases) drop(ctx context.Context, p int) {
 	rev, ok := l.owned[p]
 	l.mu.Unlock()
 	if ok {
-		if err := l.bucket.Delete(ctx, leaseKey(p), jetstream.LastRevision(rev)); err != nil {
+		if err := l.deleteLease(ctx, p, rev); err != nil {
 			l.w.log.Warn("partition lease not deleted; it expires by itself", "partition", p, "err", err, "expires_after", l.w.leaseTTL())
 		}
 	}
@@ -414,6 +422,38 @@ func (l *leases) drop(ctx context.Context, p int) {
 	delete(l.leaving, p)
 	l.notify()
 	l.mu.Unlock()
+}
+
+// deleteLease deletes p's lease at revision rev. A renewal cut short by
+// shutdown may have reached the server after all, leaving rev one behind:
+// the lease is then read again and deleted at its revision if it is still
+// this instance's, rather than left to hold the partition from the next
+// instance until it expires.
+func (l *leases) deleteLease(ctx context.Context, p int, rev uint64) error {
+	err := l.bucket.Delete(ctx, leaseKey(p), jetstream.LastRevision(rev))
+	if !revisionMismatch(err) {
+		return err
+	}
+	cur, ok := l.ownRevision(ctx, p)
+	if !ok {
+		return err // another instance's now, or gone: not ours to delete
+	}
+	return l.bucket.Delete(ctx, leaseKey(p), jetstream.LastRevision(cur))
+}
+
+// ownRevision returns the revision of p's lease if it is this instance's.
+func (l *leases) ownRevision(ctx context.Context, p int) (uint64, bool) {
+	e, err := l.bucket.Get(ctx, leaseKey(p))
+	if err != nil || string(e.Value()) != l.self {
+		return 0, false
+	}
+	return e.Revision(), true
+}
+
+// revisionMismatch reports whether a guarded write of a lease failed
+// because its revision had moved on.
+func revisionMismatch(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 }
 
 // forget removes this instance's member key, so that the others count it

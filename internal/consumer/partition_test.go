@@ -220,3 +220,52 @@ func TestSickInstanceHandsItsPartitionsBack(t *testing.T) {
 	require.Empty(t, e.deadLetters(t), "handing back counts no failure")
 	require.Error(t, sick.w.Ready(), "the sick instance is not ready")
 }
+
+// A renewal cut short by shutdown may reach the server without its answer
+// reaching the instance, whose lease revision is then one behind. The
+// instance still renews its leases and, at shutdown, deletes them, rather
+// than leaving them to hold the partitions from the next instance until
+// they expire.
+func TestLeaseRevisionMovedOnIsStillRenewedAndReleased(t *testing.T) {
+	e := newEnv(t)
+	r := e.startWorker(t, consumer.Config{}, nil)
+	e.waitLeases(t, 1)
+	ctx := context.Background()
+	kv, err := e.js.KeyValue(ctx, command.LeasesBucket)
+	require.NoError(t, err)
+	keys, err := kv.ListKeys(ctx)
+	require.NoError(t, err)
+	var bumped []string
+	for k := range keys.Keys() {
+		en, err := kv.Get(ctx, k)
+		require.NoError(t, err)
+		// What the lost renewal did: the same holder, the next revision.
+		_, err = kv.Update(ctx, k, en.Value(), en.Revision())
+		require.NoError(t, err)
+		bumped = append(bumped, k)
+	}
+	require.NotEmpty(t, bumped)
+	// The next renewals find every lease still this instance's.
+	deadline := time.Now().Add(waitFor)
+	for _, k := range bumped {
+		first, err := kv.Get(ctx, k)
+		require.NoError(t, err)
+		eventually(t, func() bool {
+			en, err := kv.Get(ctx, k)
+			return err == nil && en.Revision() > first.Revision()
+		}, time.Until(deadline), tick, "lease %s not renewed", k)
+	}
+
+	for _, k := range bumped {
+		en, err := kv.Get(ctx, k)
+		require.NoError(t, err)
+		_, err = kv.Update(ctx, k, en.Value(), en.Revision())
+		require.NoError(t, err)
+	}
+	_, ok := r.stop(waitFor)
+	require.True(t, ok)
+	for _, k := range bumped {
+		_, err := kv.Get(ctx, k)
+		require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "lease %s left behind at shutdown", k)
+	}
+}

@@ -82,6 +82,8 @@ type Client struct {
 	store       string
 	token       []string // shared header value, never mutated
 	bufs        sync.Pool
+	// oneByOne makes the bulk calls one call per key (ModePerRequest).
+	oneByOne bool
 }
 
 // New returns a Client for cfg, which must pass Validate, with the
@@ -124,6 +126,7 @@ func newClient(d doer, closeIdle func(), cfg Config) *Client {
 		saveURL:     cfg.Endpoint + "/v1.0/state/" + url.PathEscape(cfg.StoreName),
 		metadataURL: cfg.Endpoint + "/v1.0/metadata",
 		store:       cfg.StoreName,
+		oneByOne:    cfg.Mode == ModePerRequest,
 	}
 	c.keyPrefix = c.saveURL + "/"
 	if cfg.APIToken != "" {

@@ -456,3 +456,20 @@ func TestSequentialCallsReuseOneConnection(t *testing.T) {
 	require.Equal(t, 1, opened)
 	require.EqualValues(t, 1, rec.dials.Load())
 }
+
+// The per-request mode reproduces upstream's calls: one per key, each on a
+// connection of its own, even for the bulk calls.
+func TestPerRequestBulkIsOneCallPerKey(t *testing.T) {
+	f := newFake(t)
+	c := newClient(t, f, statepool.Config{Mode: statepool.ModePerRequest})
+	ctx := context.Background()
+	require.NoError(t, c.SaveBulk(ctx, []statepool.SaveItem{{Key: "a", Value: []byte(`{}`)}, {Key: "b", Value: []byte(`{}`)}}))
+	got, err := c.GetBulk(ctx, []string{"a", "b", "c"})
+	require.NoError(t, err)
+	require.ErrorIs(t, got[2].Err, statepool.ErrNotFound)
+	require.Equal(t, 0, f.Requests(daprfake.OpGetBulk))
+	require.Equal(t, 3, f.Requests(daprfake.OpGet))
+	require.Equal(t, 2, f.Requests(daprfake.OpSave))
+	opened, _ := f.Conns()
+	require.Equal(t, 5, opened, "a connection per call")
+}

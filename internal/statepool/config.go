@@ -23,9 +23,10 @@ const (
 	ModePooled Mode = "pooled"
 
 	// ModePerRequest builds a fresh http.Client and Transport for every call,
-	// with keep-alives disabled, and closes it afterwards. It exists only to
-	// reproduce the upstream "before" behaviour in benchmarks; never use it
-	// in production.
+	// with keep-alives disabled, and closes it afterwards, and makes the bulk
+	// calls one call per key, as upstream's service made its calls. It
+	// exists only to reproduce the upstream "before" behaviour in
+	// benchmarks; never use it in production.
 	ModePerRequest Mode = "per-request"
 )
 
