@@ -136,11 +136,9 @@ type Bucket struct {
 	Count float64 `json:"count"`
 }
 
-// parseBatchSizes reads the batch-size histogram from the Prometheus text
-// format, summed over any labels besides le; nil when it is absent.
-func parseBatchSizes(r io.Reader) (*BatchSizes, error) { return parseHistogram(r, metricBatchSize) }
-
-// parseHistogram reads the histogram name as parseBatchSizes does.
+// parseHistogram reads the histogram metric (cartworker_batch_size,
+// cartworker_apply_carts) from the Prometheus text format, summed over any
+// labels besides le; nil when it is absent.
 func parseHistogram(r io.Reader, metric string) (*BatchSizes, error) {
 	b, err := io.ReadAll(io.LimitReader(r, 8<<20))
 	if err != nil {
@@ -612,7 +610,7 @@ wait:
 	// drain's.
 	res.BatchNote = "n/a: no -metrics URL (not the worker)"
 	if f.metricsURL != "" && !stopped {
-		switch h, err := scrapeBatch(ctx, f.metricsURL); {
+		switch h, err := scrapeHistogram(ctx, f.metricsURL, metricBatchSize); {
 		case err != nil:
 			res.BatchNote = "n/a: " + err.Error()
 		case h == nil:
@@ -723,11 +721,6 @@ func publishBacklog(ctx context.Context, pub *publisher.Publisher, cmds [][]comm
 	wg.Wait()
 	close(errs)
 	return <-errs
-}
-
-// scrapeBatch reads the batch-size histogram from a /metrics URL.
-func scrapeBatch(ctx context.Context, url string) (*BatchSizes, error) {
-	return scrapeHistogram(ctx, url, metricBatchSize)
 }
 
 // scrapeHistogram reads the histogram metric from a /metrics URL.

@@ -26,7 +26,7 @@ cartworker_state_connections_opened_total 3
 `
 
 func TestParseBatchSizes(t *testing.T) {
-	h, err := parseBatchSizes(strings.NewReader(batchMetrics))
+	h, err := parseHistogram(strings.NewReader(batchMetrics), metricBatchSize)
 	if err != nil || h == nil {
 		t.Fatalf("%v %v", h, err)
 	}
@@ -47,11 +47,11 @@ func TestParseBatchSizes(t *testing.T) {
 		t.Errorf("sum %+v", sum)
 	}
 	// A worker without the histogram: n/a, not an error.
-	if h, err := parseBatchSizes(strings.NewReader("cartworker_state_connections_opened_total 3\n")); err != nil || h != nil {
+	if h, err := parseHistogram(strings.NewReader("cartworker_state_connections_opened_total 3\n"), metricBatchSize); err != nil || h != nil {
 		t.Errorf("absent histogram: %v %v", h, err)
 	}
 	// Labels besides le are summed over.
-	h, _ = parseBatchSizes(strings.NewReader(`cartworker_batch_size_bucket{type="a",le="1"} 2
+	h, _ = parseHistogram(strings.NewReader(`cartworker_batch_size_bucket{type="a",le="1"} 2
 cartworker_batch_size_bucket{le="1",type="b"} 3
 cartworker_batch_size_bucket{type="a",le="+Inf"} 2
 cartworker_batch_size_bucket{type="b",le="+Inf"} 3
@@ -59,7 +59,7 @@ cartworker_batch_size_sum{type="a"} 2
 cartworker_batch_size_sum{type="b"} 3
 cartworker_batch_size_count{type="a"} 2
 cartworker_batch_size_count{type="b"} 3
-`))
+`), metricBatchSize)
 	if h == nil || h.Count != 5 || h.Buckets[0].Count != 5 || h.Max != "1" {
 		t.Errorf("labelled %+v", h)
 	}

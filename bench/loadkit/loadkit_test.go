@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cartworker/cartworker/internal/statepool"
-	"github.com/cartworker/cartworker/internal/statetest"
 )
 
 func TestPercentileNearestRank(t *testing.T) {
@@ -177,7 +176,7 @@ func TestRunFileRoundTrip(t *testing.T) {
 }
 
 // memOps is an in-memory store with ETags, made a cartcache.Store by
-// statetest.Singles, to test Direct and Drive.
+// statepool.OneByOne, to test Direct and Drive.
 type memOps struct {
 	mu    sync.Mutex
 	data  map[string][]byte
@@ -186,7 +185,7 @@ type memOps struct {
 	calls atomic.Int64
 }
 
-var _ statetest.Single = (*memOps)(nil)
+var _ statepool.Single = (*memOps)(nil)
 
 func newMemOps() *memOps {
 	return &memOps{data: map[string][]byte{}, etags: map[string]int{}, ttls: map[string]time.Duration{}}
@@ -233,7 +232,7 @@ func TestDirectScenarioStateCalls(t *testing.T) {
 	if err := docs.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s := &Direct{Store: statetest.Singles{Single: ops}, Docs: docs}
+	s := &Direct{Store: statepool.OneByOne{Single: ops}, Docs: docs}
 	ctx := context.Background()
 	if err := s.Do(ctx, TypeCache, "c1", 0); err != nil {
 		t.Fatal(err)
@@ -278,7 +277,7 @@ func TestDriveClosedLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	rec, _, end := Drive(context.Background(), &Direct{Store: statetest.Singles{Single: ops}, Docs: SyntheticDocs()}, cfg)
+	rec, _, end := Drive(context.Background(), &Direct{Store: statepool.OneByOne{Single: ops}, Docs: SyntheticDocs()}, cfg)
 	if time.Since(start) > 5*time.Second {
 		t.Fatal("drive overran")
 	}

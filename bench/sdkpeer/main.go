@@ -30,7 +30,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cartworker/cartworker/bench/loadkit"
-	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
@@ -52,15 +51,15 @@ func main() {
 	}
 }
 
-// sdkStore is the worker's state-store contract, cartcache.Store, over the
-// go-sdk client.
+// sdkStore is the single-key calls of the worker's state-store contract
+// over the go-sdk client; statepool.OneByOne makes it a cartcache.Store.
 type sdkStore struct {
 	c     dapr.Client
 	store string
 	calls atomic.Int64
 }
 
-var _ cartcache.Store = (*sdkStore)(nil)
+var _ statepool.Single = (*sdkStore)(nil)
 
 func (o *sdkStore) Get(ctx context.Context, key string) (statepool.Entry, error) {
 	o.calls.Add(1)
@@ -100,36 +99,6 @@ func (o *sdkStore) Delete(ctx context.Context, key, etag string) error {
 		return nil
 	}
 	return err
-}
-
-// GetBulk is part of the contract; the peer applies one command at a time
-// and never calls it.
-func (o *sdkStore) GetBulk(ctx context.Context, keys []string) ([]statepool.BulkEntry, error) {
-	items, err := o.c.GetBulkState(ctx, o.store, keys, nil, 0)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]statepool.BulkEntry, len(items))
-	for i, it := range items {
-		out[i] = statepool.BulkEntry{Key: it.Key, Entry: statepool.Entry{Value: it.Value, ETag: it.Etag}}
-		switch {
-		case it.Error != "":
-			out[i].Err = &statepool.ItemError{Key: it.Key, Message: it.Error}
-		case len(it.Value) == 0 && it.Etag == "":
-			out[i].Err = statepool.ErrNotFound
-		}
-	}
-	return out, nil
-}
-
-// SaveBulk is part of the contract; the peer never calls it.
-func (o *sdkStore) SaveBulk(ctx context.Context, items []statepool.SaveItem) error {
-	for _, it := range items {
-		if err := o.Save(ctx, it.Key, it.Value, it.Opts); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -204,7 +173,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	sampler := loadkit.StartSampler(0, time.Second, watch)
 	r.StartedAt = time.Now().UTC()
-	rec, _, end := loadkit.Drive(ctx, &loadkit.Direct{Store: st, Docs: docs}, cfg)
+	rec, _, end := loadkit.Drive(ctx, &loadkit.Direct{Store: statepool.OneByOne{Single: st}, Docs: docs}, cfg)
 	sampler.Stop(r)
 	rec.Fill(r, end)
 	d, calls := dials.Load(), st.calls.Load()

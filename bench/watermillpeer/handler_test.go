@@ -15,7 +15,6 @@ import (
 	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
-	"github.com/cartworker/cartworker/internal/statetest"
 )
 
 // memStore is an in-memory cartcache.Store with ETags.
@@ -79,7 +78,7 @@ func (r *recorder) Close() error { return nil }
 func TestHandlerAppliesAndAnswers(t *testing.T) {
 	s := command.Subjects{}
 	pub := &recorder{}
-	h := &handler{carts: cartcache.New(statetest.Singles{Single: &memStore{data: map[string][]byte{}, etags: map[string]int{}}}, cartcache.Config{}), subjects: s, pub: pub}
+	h := &handler{carts: cartcache.New(statepool.OneByOne{Single: &memStore{data: map[string][]byte{}, etags: map[string]int{}}}, cartcache.Config{}), subjects: s, pub: pub}
 	u := subjectUnmarshaler{subjects: s}
 	deliver := func(cmd command.Command) error {
 		body, err := command.Marshal(cmd)

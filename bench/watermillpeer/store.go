@@ -39,10 +39,11 @@ func newStore(ctx context.Context, cfg config) (cartcache.Store, func(), error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("go-sdk client for %s: %w", cfg.daprGRPC, err)
 	}
-	return &sdkStore{c: c, store: cfg.store}, c.Close, nil
+	return statepool.OneByOne{Single: &sdkStore{c: c, store: cfg.store}}, c.Close, nil
 }
 
-// sdkStore is the worker's state-store contract over the go-sdk client,
+// sdkStore is the single-key calls of the worker's state-store contract
+// over the go-sdk client (statepool.OneByOne makes it a cartcache.Store),
 // with daprd's gRPC answers mapped to statepool's errors so that the ETag
 // loop of cartcache re-reads on a conflict.
 type sdkStore struct {
@@ -50,7 +51,7 @@ type sdkStore struct {
 	store string
 }
 
-var _ cartcache.Store = (*sdkStore)(nil)
+var _ statepool.Single = (*sdkStore)(nil)
 
 func (o *sdkStore) Get(ctx context.Context, key string) (statepool.Entry, error) {
 	item, err := o.c.GetState(ctx, o.store, key, nil)
@@ -90,36 +91,6 @@ func (o *sdkStore) Delete(ctx context.Context, key, etag string) error {
 		return nil
 	}
 	return sdkError(err)
-}
-
-// GetBulk is part of the contract; the peer applies one command at a time
-// and never calls it.
-func (o *sdkStore) GetBulk(ctx context.Context, keys []string) ([]statepool.BulkEntry, error) {
-	items, err := o.c.GetBulkState(ctx, o.store, keys, nil, 0)
-	if err != nil {
-		return nil, sdkError(err)
-	}
-	out := make([]statepool.BulkEntry, len(items))
-	for i, it := range items {
-		out[i] = statepool.BulkEntry{Key: it.Key, Entry: statepool.Entry{Value: it.Value, ETag: it.Etag}}
-		switch {
-		case it.Error != "":
-			out[i].Err = &statepool.ItemError{Key: it.Key, Message: it.Error}
-		case len(it.Value) == 0 && it.Etag == "":
-			out[i].Err = statepool.ErrNotFound
-		}
-	}
-	return out, nil
-}
-
-// SaveBulk is part of the contract; the peer never calls it.
-func (o *sdkStore) SaveBulk(ctx context.Context, items []statepool.SaveItem) error {
-	for _, it := range items {
-		if err := o.Save(ctx, it.Key, it.Value, it.Opts); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // sdkError maps daprd's gRPC codes: Aborted is an ETag mismatch,

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
-	"github.com/cartworker/cartworker/internal/statetest"
 )
 
 // memStore is an in-memory Store so that the benchmarks measure the apply
@@ -19,7 +18,7 @@ type memStore struct {
 	ver  int
 }
 
-var _ statetest.Single = (*memStore)(nil)
+var _ statepool.Single = (*memStore)(nil)
 
 func (m *memStore) Get(_ context.Context, key string) (statepool.Entry, error) {
 	m.mu.Lock()
@@ -49,7 +48,7 @@ func (m *memStore) Delete(_ context.Context, key, _ string) error {
 func benchmarkAddItem(b *testing.B, lines int) {
 	ctx := context.Background()
 	store := &memStore{docs: map[string][]byte{}}
-	svc := cartcache.New(statetest.Singles{Single: store}, cartcache.Config{})
+	svc := cartcache.New(statepool.OneByOne{Single: store}, cartcache.Config{})
 	if _, err := svc.Apply(ctx, cacheCmd("c1", "")); err != nil {
 		b.Fatal(err)
 	}

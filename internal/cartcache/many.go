@@ -58,21 +58,15 @@ func (c *Carts) ApplyCarts(ctx context.Context, batches []CartBatch) []CartResul
 // again, and a cart whose every applied step now reads as applied before
 // was saved by this call and keeps the outcomes it was saved with.
 func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult {
-	res := make([]CartResult, len(carts))
 	if len(carts) == 1 || !distinct(carts) {
-		for i, cs := range carts {
-			res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, cs.CartID, cs.Steps)
-		}
-		return res
+		return c.eachOnItsOwn(ctx, carts)
 	}
+	res := make([]CartResult, len(carts))
 	plans, err := c.planCarts(ctx, carts, res)
 	if errors.Is(err, statepool.ErrResourceExhausted) {
 		// The carts together are more than daprd sends in one answer:
 		// each on its own, then.
-		for i, cs := range carts {
-			res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, cs.CartID, cs.Steps)
-		}
-		return res
+		return c.eachOnItsOwn(ctx, carts)
 	}
 	var saves []int
 	for i, p := range plans {
@@ -96,6 +90,15 @@ func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult
 		}
 		c.saveCarts(ctx, carts, plans, saves[:n], res)
 		saves = saves[n:]
+	}
+	return res
+}
+
+// eachOnItsOwn updates each cart with UpdateBatch, one after another.
+func (c *Carts) eachOnItsOwn(ctx context.Context, carts []CartSteps) []CartResult {
+	res := make([]CartResult, len(carts))
+	for i, cs := range carts {
+		res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, cs.CartID, cs.Steps)
 	}
 	return res
 }

@@ -183,6 +183,7 @@ func (w *Worker) apply(r *run, carts [][]*delivery, settle func(i int, outs []ca
 			return
 		}
 		start := time.Now()
+		w.cfg.Observer.Apply(len(pending))
 		results := w.applyCarts(r.work, carts, cmds, pending)
 		var held error
 		most, next := 0, make([]int, 0, len(pending))

@@ -128,7 +128,6 @@ func (w *Worker) applyCarts(ctx context.Context, carts [][]*delivery, cmds [][]c
 	for k, i := range pending {
 		batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i]}
 	}
-	w.cfg.Observer.Apply(len(batches))
 	first := carts[pending[0]][0]
 	if w.tracing.tracer == nil {
 		return w.app.ApplyCarts(traced(ctx, first), batches)

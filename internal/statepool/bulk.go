@@ -82,7 +82,7 @@ func (c *Client) GetBulk(ctx context.Context, keys []string) ([]BulkEntry, error
 		return nil, nil
 	}
 	if c.oneByOne {
-		return c.getEach(ctx, keys), nil
+		return OneByOne{c}.GetBulk(ctx, keys)
 	}
 	if c.rpc != nil {
 		return c.getBulkGRPC(ctx, keys)
@@ -113,7 +113,7 @@ func (c *Client) SaveBulk(ctx context.Context, items []SaveItem) error {
 		return nil
 	}
 	if c.oneByOne {
-		return c.saveEach(ctx, items)
+		return OneByOne{c}.SaveBulk(ctx, items)
 	}
 	if c.rpc != nil {
 		return c.saveBulkGRPC(ctx, items)
@@ -128,31 +128,6 @@ func (c *Client) SaveBulk(ctx context.Context, items []SaveItem) error {
 		}
 		return append(b, ']')
 	})
-}
-
-// getEach is GetBulk as ModePerRequest makes it: one call, on a connection
-// of its own, per key, as upstream's service made them. A key's failure is
-// its own.
-func (c *Client) getEach(ctx context.Context, keys []string) []BulkEntry {
-	out := make([]BulkEntry, len(keys))
-	for i, k := range keys {
-		e, err := c.Get(ctx, k)
-		out[i] = BulkEntry{Key: k, Entry: e, Err: err}
-	}
-	return out
-}
-
-// saveEach is SaveBulk as ModePerRequest makes it: one call per item, each
-// on its own as daprd writes a bulk save's items; the first error is
-// returned, after every item was tried.
-func (c *Client) saveEach(ctx context.Context, items []SaveItem) error {
-	var first error
-	for _, it := range items {
-		if err := c.Save(ctx, it.Key, it.Value, it.Opts); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }
 
 // bulkGetItem is one element of the HTTP bulk get answer.
