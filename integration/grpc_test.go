@@ -128,6 +128,22 @@ func TestGRPCStoreContract(t *testing.T) {
 				require.NoError(t, err)
 				return e.ETag
 			}
+			// requireStored reads k through the other protocol and
+			// requires it to hold doc.
+			requireStored := func(t *testing.T, k, doc string, msgAndArgs ...any) {
+				t.Helper()
+				e, err := other.Get(ctx, k)
+				require.NoError(t, err, msgAndArgs...)
+				require.JSONEq(t, doc, string(e.Value), msgAndArgs...)
+			}
+			// requireConflict requires err to be daprd's ETag mismatch,
+			// which is no fault of the store: not a breaker failure.
+			requireConflict := func(t *testing.T, err error) {
+				t.Helper()
+				require.ErrorIs(t, err, statepool.ErrETagMismatch)
+				require.Equal(t, code("Aborted", "409"), s.code())
+				require.False(t, breaker.IsFailure(err))
+			}
 
 			t.Run("GetMissingIsNotFound", func(t *testing.T) {
 				// gRPC OK, empty data and ETag / HTTP 204.
@@ -179,12 +195,8 @@ func TestGRPCStoreContract(t *testing.T) {
 				stale := seed(t, k, grpcCartV1)
 				seed(t, k, grpcCartV1)
 				err := s.Save(ctx, k, []byte(grpcCartV2), statepool.SaveOptions{ETag: stale})
-				require.ErrorIs(t, err, statepool.ErrETagMismatch)
-				require.Equal(t, code("Aborted", "409"), s.code())
-				require.False(t, breaker.IsFailure(err))
-				e, err := other.Get(ctx, k)
-				require.NoError(t, err)
-				require.JSONEq(t, grpcCartV1, string(e.Value), "a rejected save must not write")
+				requireConflict(t, err)
+				requireStored(t, k, grpcCartV1, "a rejected save must not write")
 			})
 
 			t.Run("SaveWithETagOnMissingKeyWrites", func(t *testing.T) {
@@ -220,11 +232,8 @@ func TestGRPCStoreContract(t *testing.T) {
 				k := key()
 				stale := seed(t, k, grpcCartV1)
 				seed(t, k, grpcCartV2)
-				err := s.Delete(ctx, k, stale)
-				require.ErrorIs(t, err, statepool.ErrETagMismatch)
-				require.Equal(t, code("Aborted", "409"), s.code())
-				_, err = other.Get(ctx, k)
-				require.NoError(t, err, "a rejected delete must not delete")
+				requireConflict(t, s.Delete(ctx, k, stale))
+				requireStored(t, k, grpcCartV2, "a rejected delete must not delete")
 			})
 
 			t.Run("DeleteWithMalformedETagConflicts", func(t *testing.T) {
@@ -232,8 +241,7 @@ func TestGRPCStoreContract(t *testing.T) {
 				// ETag as a string, so "abc" is merely stale.
 				k := key()
 				seed(t, k, grpcCartV1)
-				require.ErrorIs(t, s.Delete(ctx, k, "abc"), statepool.ErrETagMismatch)
-				require.Equal(t, code("Aborted", "409"), s.code())
+				requireConflict(t, s.Delete(ctx, k, "abc"))
 			})
 
 			t.Run("DeleteThenGetIsNotFound", func(t *testing.T) {
@@ -331,9 +339,7 @@ func TestGRPCStoreContract(t *testing.T) {
 				}))
 				require.Equal(t, code("OK", "204"), s.code())
 				for k, want := range map[string]string{k1: grpcCartV2, k2: grpcCartV1, missing: grpcCartV1} {
-					e, err := other.Get(ctx, k)
-					require.NoError(t, err)
-					require.JSONEq(t, want, string(e.Value), k)
+					requireStored(t, k, want, k)
 				}
 			})
 
@@ -348,15 +354,9 @@ func TestGRPCStoreContract(t *testing.T) {
 					{Key: fresh, Value: []byte(grpcCartV2)},
 					{Key: stale, Value: []byte(grpcCartV2), Opts: statepool.SaveOptions{ETag: e}},
 				})
-				require.ErrorIs(t, err, statepool.ErrETagMismatch)
-				require.Equal(t, code("Aborted", "409"), s.code())
-				require.False(t, breaker.IsFailure(err))
-				got, err := other.Get(ctx, stale)
-				require.NoError(t, err)
-				require.JSONEq(t, grpcCartV1, string(got.Value), "the stale item is not written")
-				got, err = other.Get(ctx, fresh)
-				require.NoError(t, err, "daprd wrote the other item")
-				require.JSONEq(t, grpcCartV2, string(got.Value))
+				requireConflict(t, err)
+				requireStored(t, stale, grpcCartV1, "the stale item is not written")
+				requireStored(t, fresh, grpcCartV2, "daprd wrote the other item")
 			})
 
 			t.Run("BulkReadOverDaprdsBodyLimit", func(t *testing.T) {
