@@ -115,14 +115,30 @@ func Cache(cmd command.Command, taxes TaxTable, now time.Time) (*Document, error
 	return d, nil
 }
 
-// Tombstone is what remains of a deleted cart for a while: the commands it
-// had applied, so that a late redelivery of one of them is still recognised
-// as a duplicate, and by whom and when it was deleted.
+// Tombstone is what remains of a missing cart for a while: the commands it
+// handled, so that a late redelivery or a replay of one of them is still
+// recognised as a duplicate (and a refused one refused again with its
+// code), the Epoch of its last fenced writer, so that a stale owner cannot
+// recreate a cart a newer owner deleted, and by whom and when it was
+// deleted.
+//
+// A tombstone may also stand for a cart that was never deleted, only
+// missing when a command was refused (an add-item before its cart's
+// cache): DeletedBy and DeletedAt are then empty, and the history carries
+// over into the cart a later cache creates. Tombstones written before
+// Rejected and Epoch existed read as having neither.
 type Tombstone struct {
-	CartID    string   `json:"cart_id"`
-	DeletedBy string   `json:"deleted_by"`
-	DeletedAt string   `json:"deleted_at"`
-	Applied   []string `json:"applied_command_ids"`
+	CartID    string `json:"cart_id"`
+	DeletedBy string `json:"deleted_by,omitempty"`
+	DeletedAt string `json:"deleted_at,omitempty"`
+	// Applied lists every command id the cart handled, applied or
+	// refused, oldest first (as AppliedIDsField does).
+	Applied []string `json:"applied_command_ids"`
+	// Rejected maps the refused ids of Applied to their codes (as
+	// RejectedIDsField does).
+	Rejected map[string]string `json:"rejected_command_ids,omitempty"`
+	// Epoch is the last fenced writer's (WriterEpochField), zero when none.
+	Epoch Epoch `json:"writer_epoch,omitzero"`
 }
 
 // Delete returns the tombstone of cart cartID, deleted by command cmdID at

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	// A drop-in decoder about twice as fast as encoding/json on cart
@@ -27,13 +28,38 @@ const (
 )
 
 // AppliedIDsField is the document field that lists the ids of the commands
-// already applied to the cart, oldest first.
+// the cart already handled, oldest first: those applied and those refused
+// with a rejection (RejectedIDsField tells which), so that a redelivery or
+// a replay gets the outcome the command had.
 const AppliedIDsField = "applied_command_ids"
+
+// RejectedIDsField is the document field that maps the ids of
+// AppliedIDsField that the cart refused to the rejection code each got
+// (command.Code*), so that a replay is refused again the same way. The
+// codes live beside the list, not inside it, because command ids are
+// arbitrary strings. Absent when the cart refused none of them.
+const RejectedIDsField = "rejected_command_ids"
+
+// WriterEpochField is the document field that holds the Epoch of the
+// partition owner that last wrote the cart, as {"era":<int>,"seq":<int>}.
+// Absent when no fenced writer has written it.
+const WriterEpochField = "writer_epoch"
+
+// Epoch is the ownership of a command-stream partition that wrote a cart
+// (cartcache.Epoch carries its ordering). The zero Epoch is an unfenced
+// writer's, or no writer's.
+type Epoch struct {
+	Era int64  `json:"era"`
+	Seq uint64 `json:"seq"`
+}
+
+// IsZero reports whether e is the zero Epoch.
+func (e Epoch) IsZero() bool { return e == Epoch{} }
 
 // Document is a cart as stored. fields holds every top-level field verbatim,
 // so whatever this package does not model survives untouched. The modelled
-// fields (the lines as the totals need them, the status and the applied
-// command ids) are decoded next to it; each has one source of truth, its
+// fields (the lines as the totals need them, the status, the handled
+// command ids, the refused ones' codes and the writer's epoch) are decoded next to it; each has one source of truth, its
 // typed field, which Encode writes back over the verbatim one.
 type Document struct {
 	fields map[string]json.RawMessage
@@ -41,7 +67,11 @@ type Document struct {
 	// re-encoded: new ones are spliced onto the stored array.
 	views   []lineView
 	applied []string
-	status  string
+	// rejected is nil when the cart refused none of its applied ids, so
+	// that the applied path allocates no map.
+	rejected map[string]string
+	epoch    Epoch
+	status   string
 }
 
 // lineView is the part of a stored line item the totals need.
@@ -101,6 +131,12 @@ func Parse(raw []byte) (*Document, error) {
 	if err := d.decodeField(AppliedIDsField, &d.applied); err != nil {
 		return nil, err
 	}
+	if err := d.decodeField(RejectedIDsField, &d.rejected); err != nil {
+		return nil, err
+	}
+	if err := d.decodeField(WriterEpochField, &d.epoch); err != nil {
+		return nil, err
+	}
 	if err := d.decodeField("status", &d.status); err != nil {
 		return nil, err
 	}
@@ -116,6 +152,23 @@ func (d *Document) Applied() []string { return d.applied }
 
 // SetApplied replaces the applied command ids; Encode writes them.
 func (d *Document) SetApplied(ids []string) { d.applied = ids }
+
+// Rejected returns the codes of the applied ids the cart refused, by id
+// (RejectedIDsField), nil when there are none. The caller must not modify
+// the map.
+func (d *Document) Rejected() map[string]string { return d.rejected }
+
+// SetRejected replaces the rejected ids' codes; Encode writes them, or
+// drops the field when m is empty.
+func (d *Document) SetRejected(m map[string]string) { d.rejected = m }
+
+// Epoch returns the Epoch of the cart's last fenced writer, zero when none
+// is stored.
+func (d *Document) Epoch() Epoch { return d.epoch }
+
+// SetEpoch replaces the writer's Epoch; Encode writes it, or drops the
+// field when e is zero.
+func (d *Document) SetEpoch(e Epoch) { d.epoch = e }
 
 func (d *Document) decodeField(name string, v any) error {
 	raw, ok := d.fields[name]
@@ -237,6 +290,18 @@ func (d *Document) Encode(now time.Time) ([]byte, error) {
 	if err := d.set(AppliedIDsField, d.applied); err != nil {
 		return nil, err
 	}
+	// The typed fields are the truth: whatever a cached document carried
+	// in these fields must not outlive them.
+	if len(d.rejected) == 0 {
+		delete(d.fields, RejectedIDsField)
+	} else if err := d.set(RejectedIDsField, d.rejected); err != nil {
+		return nil, err
+	}
+	if d.epoch.IsZero() {
+		delete(d.fields, WriterEpochField)
+	} else {
+		d.fields[WriterEpochField] = appendEpoch(nil, d.epoch)
+	}
 	keys := make([]string, 0, len(d.fields))
 	size := 2
 	for k, v := range d.fields {
@@ -255,4 +320,14 @@ func (d *Document) Encode(now time.Time) ([]byte, error) {
 		buf = append(buf, d.fields[k]...)
 	}
 	return append(buf, '}'), nil
+}
+
+// appendEpoch appends e as WriterEpochField's JSON object, without
+// reflection: it is written with every fenced save.
+func appendEpoch(b []byte, e Epoch) []byte {
+	b = append(b, `{"era":`...)
+	b = strconv.AppendInt(b, e.Era, 10)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	return append(b, '}')
 }

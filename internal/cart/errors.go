@@ -1,6 +1,10 @@
 package cart
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cartworker/cartworker/command"
+)
 
 // The rejections of the cart rules. Each is final: the same command on the
 // same cart is refused the same way however often it is tried, and the
@@ -29,3 +33,32 @@ var (
 	// that daprd, which decodes JSON numbers as float64, would round on save.
 	ErrAmountOverflow = errors.New("cart amount out of range")
 )
+
+// rejections are the errors RejectionCode knows, with their codes.
+var rejections = []struct {
+	err  error
+	code string
+}{
+	{ErrCartNotFound, command.CodeCartNotFound},
+	{ErrInvalidState, command.CodeInvalidState},
+	{ErrUnknownTaxCode, command.CodeUnknownTaxCode},
+	{ErrAmountOverflow, command.CodeAmountOverflow},
+}
+
+// RejectionCode returns the rejection code (command.Code*) of err when err
+// is one of the final rejections of the cart rules: ErrCartNotFound,
+// ErrInvalidState, ErrUnknownTaxCode or ErrAmountOverflow. These are the
+// refusals a cart records, so that a replayed command is refused again the
+// same way. ErrInvalidCart and ErrUnknownType are not: they blame the
+// document or the caller, not the command's effect on the cart.
+func RejectionCode(err error) (code string, ok bool) {
+	if err == nil {
+		return "", false
+	}
+	for _, r := range rejections {
+		if errors.Is(err, r.err) {
+			return r.code, true
+		}
+	}
+	return "", false
+}
