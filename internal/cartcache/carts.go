@@ -124,16 +124,23 @@ func (c *Carts) change(cmd command.Command) Change {
 }
 
 // Update applies change, on behalf of command cmdID, to cart cartID. A
-// command the cart (or its tombstone) lists as applied is a Duplicate and
-// change is not called. Otherwise the next cart is saved with cmdID added to
-// its applied ids, guarded by the ETag read, and re-read and re-applied
-// after a conflicting write, at most MaxConflictRetries times (then
-// ErrConflict). Deleting writes the tombstone first, then deletes the cart
-// guarded by its ETag.
+// command the cart (or its tombstone) lists as handled is a Duplicate and
+// change is not called; if the cart refused it then, the error is a
+// *PriorRejection with the code it was refused with. Otherwise the next
+// cart is saved with cmdID added to its handled ids, guarded by the ETag
+// read, and re-read and re-applied after a conflicting write, at most
+// MaxConflictRetries times (then ErrConflict). Deleting writes the
+// tombstone first, then deletes the cart guarded by its ETag.
 //
-// change's errors are returned as they are, before anything is written.
-// Every other error (a store failure, ErrConflict) is transient: the same
-// Update may be tried again, and the applied ids make that safe.
+// change's errors are returned as they are. A rejection of the cart rules
+// (cart.RejectionCode) is recorded: the cart, or the tombstone of a
+// missing cart, is saved with cmdID among its handled ids and its code, so
+// that a replay is refused the same way. Any other error of change writes
+// nothing. Every other error (a store failure, ErrConflict) is transient:
+// the same Update may be tried again, and the handled ids make that safe.
+//
+// Update is an unfenced writer (the zero Epoch): it keeps the Epoch the
+// cart stores.
 func (c *Carts) Update(ctx context.Context, cartID, cmdID string, change Change) (Result, error) {
 	out, err := c.UpdateBatch(ctx, cartID, []Step{{CmdID: cmdID, Change: change}})
 	if err != nil {
@@ -151,28 +158,44 @@ type Step struct {
 // Outcome is what UpdateBatch made of one step.
 type Outcome struct {
 	Result
-	// Err is the step's change's error: the step was refused and left the
-	// cart as the steps before it made it.
+	// Err is the step's refusal: the step left the cart as the steps
+	// before it made it. It is the change's error, or, for a Duplicate of
+	// a command the cart refused before, a *PriorRejection.
 	Err error
 }
 
-// UpdateBatch is Update for several commands of one cart, in order, in one
-// read-modify-write: one read, each step applied in memory to what the
-// steps before it made, one guarded save (or delete) that records every
-// applied step's id. Each step keeps its own outcome: a duplicate, a
-// refusal (Outcome.Err) or applied. A refused step changes nothing, so the
-// steps around it apply as if it had never come. A change that refuses
-// must leave its cart as it found it, as cart.AddItems does.
-//
-// The returned error is the batch's: a store failure or ErrConflict, after
-// which nothing was applied and the whole batch may be tried again. After a
-// conflicting write the batch is re-read and every change called again.
+// UpdateBatch is UpdateBatchAt for an unfenced writer, the zero Epoch: it
+// is never fenced and keeps the Epoch the cart stores.
 func (c *Carts) UpdateBatch(ctx context.Context, cartID string, steps []Step) ([]Outcome, error) {
+	return c.UpdateBatchAt(ctx, cartID, Epoch{}, steps)
+}
+
+// UpdateBatchAt is Update for several commands of one cart, in order, in
+// one read-modify-write by the owner of the cart's partition at epoch: one
+// read, each step applied in memory to what the steps before it made, one
+// guarded save (or delete) that records every handled step's id. Each step
+// keeps its own outcome: a duplicate, a refusal (Outcome.Err) or applied.
+// A refused step changes nothing in the cart, so the steps around it apply
+// as if it had never come; a rejection (cart.RejectionCode) is recorded
+// all the same, so a batch whose only effect is a rejection writes. A
+// change that refuses must leave its cart as it found it, as
+// cart.AddItems does.
+//
+// The write is fenced: if the cart, or the tombstone of a missing cart,
+// was written at an Epoch after epoch, no step runs, nothing is written and
+// the error is ErrFenced. Otherwise the write stores epoch, or, when epoch
+// is zero, keeps the stored Epoch.
+//
+// The returned error is the batch's: ErrFenced, a store failure or
+// ErrConflict, after which nothing was applied and, but for ErrFenced, the
+// whole batch may be tried again. After a conflicting write the batch is
+// re-read, fenced again, and every change called again.
+func (c *Carts) UpdateBatchAt(ctx context.Context, cartID string, epoch Epoch, steps []Step) ([]Outcome, error) {
 	// No pause between attempts: the worker runs one batch per cart at a
 	// time, so a conflict means an outside writer, and the sooner the
 	// re-read the likelier it sees that writer's last word.
 	for range c.cfg.MaxConflictRetries + 1 {
-		out, err := c.updateBatch(ctx, cartID, steps)
+		out, err := c.updateBatch(ctx, cartID, epoch, steps)
 		if !errors.Is(err, statepool.ErrETagMismatch) {
 			return out, err
 		}
@@ -180,16 +203,34 @@ func (c *Carts) UpdateBatch(ctx context.Context, cartID string, steps []Step) ([
 	return nil, fmt.Errorf("cart %s: %w", cartID, ErrConflict)
 }
 
-func (c *Carts) updateBatch(ctx context.Context, cartID string, steps []Step) ([]Outcome, error) {
-	cur, etag, stored, err := c.read(ctx, cartID)
+func (c *Carts) updateBatch(ctx context.Context, cartID string, epoch Epoch, steps []Step) ([]Outcome, error) {
+	st, err := c.read(ctx, cartID)
 	if err != nil {
 		return nil, err
 	}
-	p, err := c.plan(cartID, cur, etag, stored, steps)
+	p, err := c.plan(cartID, st, epoch, steps)
 	if err != nil {
 		return nil, err
 	}
 	return p.out, c.write(ctx, p)
+}
+
+// stored is what one read found of a cart: the cart and its ETag or, when
+// it is missing, its tombstone, and either way the history and Epoch a
+// plan starts from.
+type stored struct {
+	// cur is the cart, nil when none is stored; etag is its ETag.
+	cur  *cart.Document
+	etag string
+	// history is the handled ids, oldest first; rejected the refused ones'
+	// codes, nil when none.
+	history  []string
+	rejected map[string]string
+	epoch    Epoch
+	// tomb is a missing cart's tombstone, nil when there is none or it
+	// cannot be read; tombETag, when one was read, guards its rewrite.
+	tomb     *cart.Tombstone
+	tombETag string
 }
 
 // plan is what one read-modify-write of a cart computed: each step's
@@ -198,14 +239,13 @@ type plan struct {
 	cartID string
 	out    []Outcome
 	write  writeKind
-	// doc is the encoded cart for writeSave.
-	doc []byte
-	// etag guards the write: the ETag the cart was read at.
+	// key, doc and opts are the document to save: writeSave's cart or
+	// tombstone, writeDelete's tombstone.
+	key  string
+	doc  []byte
+	opts statepool.SaveOptions
+	// etag guards writeDelete's delete of the cart.
 	etag string
-	// deletedBy and history are writeDelete's: the deleting command and
-	// the ids the tombstone keeps.
-	deletedBy string
-	history   []string
 }
 
 // writeKind is the write a plan needs.
@@ -213,131 +253,192 @@ type writeKind int
 
 const (
 	writeNone writeKind = iota
+	// writeSave saves one document: the cart, or the tombstone of a cart
+	// still missing after the batch, to record what it refused.
 	writeSave
+	// writeDelete saves the tombstone, then deletes the cart.
 	writeDelete
 )
 
-// plan applies steps in memory to cur, the cart read at etag (nil when none
-// is stored), whose applied ids are stored. It does no I/O.
-func (c *Carts) plan(cartID string, cur *cart.Document, etag string, stored []string, steps []Step) (plan, error) {
-	existed := cur != nil
-	p := plan{cartID: cartID, etag: etag, out: make([]Outcome, len(steps))}
-	// history is this batch's own copy: the ids applied so far, the
-	// batch's included, trimmed to KeepAppliedIDs only when saved.
-	history := append(make([]string, 0, len(stored)+len(steps)), stored...)
-	changed := false
-	for i, st := range steps {
-		if containsID(history, st.CmdID) {
-			p.out[i].Duplicate = true
-			continue
-		}
-		next, err := st.Change(cur)
-		if err != nil {
-			p.out[i].Err = err
-			continue
-		}
-		if next != nil && next != cur {
-			// A new document (a cache) may carry ids of its own; the
-			// stored history comes first because redeliveries are
-			// checked against it.
-			history = mergeIDs(history, next.Applied())
-		}
-		history = append(history, st.CmdID)
-		if next == nil {
-			p.deletedBy = st.CmdID
-		}
-		cur, changed = next, true
-	}
-	if !changed {
-		return p, nil
-	}
-	history = keepNewest(history, c.cfg.KeepAppliedIDs)
-	switch {
-	case cur == nil && !existed:
-		// Deleting a cart that is not there: nothing to write.
-		return p, nil
-	case cur == nil:
-		p.write, p.history = writeDelete, history
-		return p, nil
-	}
-	cur.SetApplied(history)
-	b, err := cur.Encode(c.cfg.Now())
+// plan fences the write at epoch and applies steps in memory to what st
+// read. It does no I/O.
+func (c *Carts) plan(cartID string, st stored, epoch Epoch, steps []Step) (plan, error) {
+	epoch, err := fence(cartID, st.epoch, epoch)
 	if err != nil {
 		return plan{}, err
 	}
-	p.write, p.doc = writeSave, b
+	cur, existed := st.cur, st.cur != nil
+	p := plan{cartID: cartID, out: make([]Outcome, len(steps))}
+	// history is this batch's own copy: the ids handled so far, the
+	// batch's included, trimmed to KeepAppliedIDs only when saved.
+	// rejected is the read document's own map, changed only here.
+	history := append(make([]string, 0, len(st.history)+len(steps)), st.history...)
+	rejected := st.rejected
+	changed, recorded := false, false
+	deletedBy := ""
+	for i, s := range steps {
+		if containsID(history, s.CmdID) {
+			p.out[i].Duplicate = true
+			if code, ok := rejected[s.CmdID]; ok {
+				p.out[i].Err = &PriorRejection{Code: code}
+			}
+			continue
+		}
+		next, err := s.Change(cur)
+		if err != nil {
+			p.out[i].Err = err
+			if code, ok := cart.RejectionCode(err); ok {
+				history = append(history, s.CmdID)
+				rejected = withCode(rejected, s.CmdID, code)
+				recorded = true
+			}
+			continue
+		}
+		if next != nil && next != cur {
+			history, rejected = mergeHistory(history, rejected, next)
+		}
+		history = append(history, s.CmdID)
+		if next == nil {
+			deletedBy = s.CmdID
+		}
+		cur, changed = next, true
+	}
+	if !changed && !recorded {
+		return p, nil
+	}
+	history, rejected = trimHistory(history, rejected, c.cfg.KeepAppliedIDs)
+	now := c.cfg.Now()
+	switch {
+	case cur != nil:
+		cur.SetApplied(history)
+		cur.SetRejected(rejected)
+		cur.SetEpoch(cart.Epoch(epoch))
+		b, err := cur.Encode(now)
+		if err != nil {
+			return plan{}, err
+		}
+		p.write, p.key, p.doc, p.opts = writeSave, cartID, b, statepool.SaveOptions{ETag: st.etag}
+	case existed:
+		ts := cart.Delete(cartID, deletedBy, history, now)
+		ts.Rejected, ts.Epoch = rejected, cart.Epoch(epoch)
+		b, err := encodeTombstone(ts)
+		if err != nil {
+			return plan{}, err
+		}
+		p.write, p.key, p.doc, p.etag = writeDelete, TombstoneKey(cartID), b, st.etag
+		p.opts = statepool.SaveOptions{TTL: c.cfg.TombstoneTTL}
+	case recorded:
+		// The cart is missing before and after, and refused a command
+		// (an add-item before its cache): its tombstone keeps the history,
+		// and a later cache starts the cart from it. What an older
+		// tombstone says of a delete stays.
+		ts := cart.Tombstone{CartID: cartID}
+		if st.tomb != nil {
+			ts = *st.tomb
+		}
+		if deletedBy != "" {
+			ts.DeletedBy, ts.DeletedAt = deletedBy, now.UTC().Format(time.RFC3339Nano)
+		}
+		ts.Applied, ts.Rejected, ts.Epoch = history, rejected, cart.Epoch(epoch)
+		b, err := encodeTombstone(ts)
+		if err != nil {
+			return plan{}, err
+		}
+		p.write, p.key, p.doc = writeSave, TombstoneKey(cartID), b
+		p.opts = statepool.SaveOptions{ETag: st.tombETag, TTL: c.cfg.TombstoneTTL}
+	default:
+		// Deleting a cart that is not there: nothing to write.
+	}
 	return p, nil
+}
+
+// mergeHistory adds the ids a new document (a cache) carries of its own,
+// with the codes of those it refused, after the stored history: that comes
+// first because redeliveries are checked against it.
+func mergeHistory(history []string, rejected map[string]string, next *cart.Document) ([]string, map[string]string) {
+	known := len(history)
+	history = mergeIDs(history, next.Applied())
+	if codes := next.Rejected(); len(codes) > 0 {
+		for _, id := range history[known:] {
+			if code, ok := codes[id]; ok {
+				rejected = withCode(rejected, id, code)
+			}
+		}
+	}
+	return history, rejected
+}
+
+func encodeTombstone(ts cart.Tombstone) ([]byte, error) {
+	b, err := json.Marshal(ts)
+	if err != nil {
+		return nil, fmt.Errorf("encode tombstone: %w", err)
+	}
+	return b, nil
 }
 
 // write makes p's write on its own.
 func (c *Carts) write(ctx context.Context, p plan) error {
 	switch p.write {
 	case writeSave:
-		return c.store.Save(ctx, p.cartID, p.doc, statepool.SaveOptions{ETag: p.etag})
+		return c.store.Save(ctx, p.key, p.doc, p.opts)
 	case writeDelete:
-		return c.delete(ctx, p.cartID, p.deletedBy, p.etag, p.history)
+		// The tombstone goes first: if the delete then fails, the cart is
+		// still there and the retry writes the tombstone again. Dapr's
+		// transactions are not atomic on ETag conflicts, so they would
+		// not help here.
+		if err := c.store.Save(ctx, p.key, p.doc, p.opts); err != nil {
+			return err
+		}
+		return c.store.Delete(ctx, p.cartID, p.etag)
 	}
 	return nil
 }
 
-// read returns the stored cart and its ETag, or a nil cart when none is
-// stored, and the ids of the commands applied to it: the cart's own, or,
-// when it is missing, its tombstone's.
-func (c *Carts) read(ctx context.Context, cartID string) (cur *cart.Document, etag string, history []string, err error) {
+// read returns what is stored of a cart: the cart, or, when it is missing,
+// its tombstone.
+func (c *Carts) read(ctx context.Context, cartID string) (stored, error) {
 	e, err := c.store.Get(ctx, cartID)
 	if errors.Is(err, statepool.ErrNotFound) {
-		history, err = c.deletedIDs(ctx, cartID)
-		return nil, "", history, err
+		return c.readTombstone(ctx, cartID)
 	}
 	if err != nil {
-		return nil, "", nil, err
+		return stored{}, err
 	}
 	return parseEntry(e)
 }
 
-// parseEntry parses a stored cart, returning it with its ETag and applied
-// ids.
-func parseEntry(e statepool.Entry) (cur *cart.Document, etag string, history []string, err error) {
-	if cur, err = cart.Parse(e.Value); err != nil {
-		return nil, "", nil, err
+// parseEntry parses a stored cart.
+func parseEntry(e statepool.Entry) (stored, error) {
+	cur, err := cart.Parse(e.Value)
+	if err != nil {
+		return stored{}, err
 	}
-	return cur, e.ETag, cur.Applied(), nil
+	return stored{cur: cur, etag: e.ETag, history: cur.Applied(), rejected: cur.Rejected(), epoch: Epoch(cur.Epoch())}, nil
 }
 
-// deletedIDs returns the applied ids of a deleted cart, from its tombstone.
-func (c *Carts) deletedIDs(ctx context.Context, cartID string) ([]string, error) {
+// readTombstone returns what the tombstone of a missing cart keeps;
+// nothing when there is none.
+func (c *Carts) readTombstone(ctx context.Context, cartID string) (stored, error) {
 	e, err := c.store.Get(ctx, TombstoneKey(cartID))
 	if errors.Is(err, statepool.ErrNotFound) {
-		return nil, nil
+		return stored{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return stored{}, err
 	}
-	return tombstoneIDs(e.Value), nil
+	return parseTombstone(e), nil
 }
 
-// tombstoneIDs returns the applied ids a stored tombstone keeps.
-func tombstoneIDs(b []byte) []string {
+// parseTombstone returns what a stored tombstone keeps.
+func parseTombstone(e statepool.Entry) stored {
+	st := stored{tombETag: e.ETag}
 	var t cart.Tombstone
-	if err := json.Unmarshal(b, &t); err != nil {
-		// A damaged tombstone only weakens de-duplication after a delete;
-		// it must not block the cart.
-		return nil
+	if err := json.Unmarshal(e.Value, &t); err != nil {
+		// A damaged tombstone only weakens de-duplication (and the fence)
+		// of a missing cart; it must not block the cart. Its ETag still
+		// guards its rewrite.
+		return st
 	}
-	return t.Applied
-}
-
-// delete writes the tombstone, then deletes the cart guarded by etag. The
-// tombstone goes first: if the delete then fails, the cart is still there
-// and the retry writes the tombstone again. Dapr's transactions are not
-// atomic on ETag conflicts, so they would not help here.
-func (c *Carts) delete(ctx context.Context, cartID, cmdID, etag string, applied []string) error {
-	b, err := json.Marshal(cart.Delete(cartID, cmdID, applied, c.cfg.Now()))
-	if err != nil {
-		return fmt.Errorf("encode tombstone: %w", err)
-	}
-	if err := c.store.Save(ctx, TombstoneKey(cartID), b, statepool.SaveOptions{TTL: c.cfg.TombstoneTTL}); err != nil {
-		return err
-	}
-	return c.store.Delete(ctx, cartID, etag)
+	st.tomb, st.history, st.rejected, st.epoch = &t, t.Applied, t.Rejected, Epoch(t.Epoch)
+	return st
 }

@@ -471,7 +471,8 @@ func TestApplyBatchOneSaveEachCommandItsOutcome(t *testing.T) {
 	}
 	require.InDelta(t, 121, c["subtotal_amount"], 1e-9)
 	ids := c[cart.AppliedIDsField].([]any)
-	require.Equal(t, []any{"cache-c1", "a0", "a1", "a2"}, ids, "the applied ids, once each, in order; never the refused one")
+	require.Equal(t, []any{"cache-c1", "a0", "a1", "bad", "a2"}, ids, "the handled ids, once each, in order, the refused one too")
+	require.Equal(t, map[string]any{"bad": command.CodeUnknownTaxCode}, c[cart.RejectedIDsField], "the refused one with its code")
 }
 
 // A batch that ends with its cart deleted leaves the tombstone naming the
@@ -497,7 +498,8 @@ func TestApplyBatchDeletes(t *testing.T) {
 	var ts cart.Tombstone
 	require.NoError(t, json.Unmarshal(raw, &ts))
 	require.Equal(t, "d1", ts.DeletedBy)
-	require.Equal(t, []string{"cache-c1", "a1", "d1"}, ts.Applied)
+	require.Equal(t, []string{"cache-c1", "a1", "d1", "a2"}, ts.Applied)
+	require.Equal(t, map[string]string{"a2": command.CodeCartNotFound}, ts.Rejected, "a2 was refused after the delete")
 
 	recache := cacheCmd("c1", "")
 	recache.ID = "cache-2"

@@ -1,12 +1,27 @@
 // Package cartcache keeps carts in a Dapr state store. Update is its one
 // way to change a cart: it reads the cart, skips a command it has already
-// applied, lets a pure function (internal/cart) compute the next cart, and
+// handled, lets a pure function (internal/cart) compute the next cart, and
 // saves it guarded by the ETag it read, re-reading after a conflicting
-// write.
+// write. UpdateBatchAt and UpdateCarts do the same for several commands
+// and several carts in one read and one save.
 //
-// The ids of the commands already applied travel inside the document, in
+// The ids of the commands already handled travel inside the document, in
 // the same guarded save, so a redelivered or republished command is
-// recognised and changes nothing, however it arrives. A deleted cart leaves
-// a tombstone with those ids for a while, so that late redeliveries are
-// still recognised after the delete.
+// recognised and changes nothing, however it arrives. A command the cart
+// rules refused (cart.RejectionCode) is handled too: its id is listed with
+// the applied ones and its code kept beside them, so a replay is refused
+// again with the same code (PriorRejection), even after the cart has
+// changed in a way that would now let it apply. A missing cart keeps that
+// history in its tombstone for TombstoneTTL: after a delete, so that late
+// redeliveries are still recognised, and after a refusal of a command that
+// came before the cart's cache, which the cart starts from when the cache
+// comes.
+//
+// Writes are fenced by partition ownership: each owner of a partition of
+// the command stream writes at its Epoch, the document (or tombstone)
+// keeps the Epoch of its last writer, and a write at a lower Epoch is
+// refused with ErrFenced. The check is made on the document the write is
+// guarded by, so the ETag compare-and-swap makes it part of the write, and
+// a stale owner that loses an ETag race to a newer one is fenced on the
+// re-read. The zero Epoch is unfenced and keeps the stored one.
 package cartcache

@@ -11,12 +11,31 @@ func containsID(ids []string, id string) bool {
 	return false
 }
 
-// keepNewest returns the newest keep of ids.
-func keepNewest(ids []string, keep int) []string {
-	if len(ids) > keep {
-		return ids[len(ids)-keep:]
+// trimHistory keeps the newest keep of ids, and the codes of the refused
+// ones it keeps: both stay bounded. It returns a nil map when no code is
+// left.
+func trimHistory(ids []string, rejected map[string]string, keep int) ([]string, map[string]string) {
+	if over := len(ids) - keep; over > 0 {
+		if len(rejected) > 0 {
+			for _, id := range ids[:over] {
+				delete(rejected, id)
+			}
+		}
+		ids = ids[over:]
 	}
-	return ids
+	if len(rejected) > len(ids) {
+		// Codes of ids the list does not hold, which only a document
+		// written elsewhere can have: drop them, or nothing would.
+		for id := range rejected {
+			if !containsID(ids, id) {
+				delete(rejected, id)
+			}
+		}
+	}
+	if len(rejected) == 0 {
+		return ids, nil
+	}
+	return ids, rejected
 }
 
 // mergeIDs returns a followed by the ids of b it lacks.

@@ -16,18 +16,24 @@ const MaxBulkBytes = 1 << 20
 // CartBatch is one cart's commands, in order, for ApplyCarts.
 type CartBatch struct {
 	CartID string
-	Cmds   []command.Command
+	// Epoch is the ownership of the cart's partition the commands are
+	// applied under; the zero Epoch is unfenced (see UpdateBatchAt).
+	Epoch Epoch
+	Cmds  []command.Command
 }
 
 // CartSteps is one cart's steps, in order, for UpdateCarts.
 type CartSteps struct {
 	CartID string
-	Steps  []Step
+	// Epoch is the ownership of the cart's partition the steps are
+	// applied under; the zero Epoch is unfenced (see UpdateBatchAt).
+	Epoch Epoch
+	Steps []Step
 }
 
 // CartResult is what UpdateCarts made of one cart: its steps' outcomes, or
-// the cart's error, which is UpdateBatch's (nothing of that cart was
-// applied, and its steps may be tried again).
+// the cart's error, which is UpdateBatchAt's (nothing of that cart was
+// applied, and, but for ErrFenced, its steps may be tried again).
 type CartResult struct {
 	Outcomes []Outcome
 	Err      error
@@ -38,7 +44,7 @@ type CartResult struct {
 func (c *Carts) ApplyCarts(ctx context.Context, batches []CartBatch) []CartResult {
 	carts := make([]CartSteps, len(batches))
 	for i, b := range batches {
-		carts[i] = CartSteps{CartID: b.CartID, Steps: make([]Step, len(b.Cmds))}
+		carts[i] = CartSteps{CartID: b.CartID, Epoch: b.Epoch, Steps: make([]Step, len(b.Cmds))}
 		for j, cmd := range b.Cmds {
 			carts[i].Steps[j] = Step{CmdID: cmd.ID, Change: c.change(cmd)}
 		}
@@ -46,17 +52,21 @@ func (c *Carts) ApplyCarts(ctx context.Context, batches []CartBatch) []CartResul
 	return c.UpdateCarts(ctx, carts)
 }
 
-// UpdateCarts is UpdateBatch for several carts at once, each with its own
-// result, in the order given. The carts must be distinct. It reads them in
-// one bulk call, applies each cart's steps in memory, and saves every
-// changed cart in one bulk call, each guarded by the ETag it was read at:
-// two calls to the store for the lot, where UpdateBatch makes two per cart.
+// UpdateCarts is UpdateBatchAt for several carts at once, each at its own
+// Epoch and with its own result, in the order given. The carts must be
+// distinct. It reads them in one bulk call (and the tombstones of the
+// missing ones in another), fences and applies each cart's steps in
+// memory, and saves every changed cart (or tombstone recording a refusal)
+// in one bulk call, each guarded by the ETag it was read at: two calls to
+// the store for the lot, where UpdateBatchAt makes two per cart.
 //
 // Deletes, and every cart of a bulk save that met a conflicting write, go
-// through UpdateBatch on their own. A bulk save is not atomic: after a
+// through UpdateBatchAt on their own, at the cart's Epoch, so they are
+// fenced again on what they re-read. A bulk save is not atomic: after a
 // conflict some of its carts may be saved and others not, so each is read
-// again, and a cart whose every applied step now reads as applied before
-// was saved by this call and keeps the outcomes it was saved with.
+// again, and a cart whose every applied or recorded step now reads as
+// handled before was saved by this call and keeps the outcomes it was
+// saved with.
 func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult {
 	if len(carts) == 1 || !distinct(carts) {
 		return c.eachOnItsOwn(ctx, carts)
@@ -77,7 +87,7 @@ func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult
 		case p.write == writeDelete:
 			// A delete writes a tombstone, then deletes guarded by the
 			// ETag: two ordered calls that a bulk save cannot make.
-			res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, carts[i].CartID, carts[i].Steps)
+			res[i].Outcomes, res[i].Err = c.UpdateBatchAt(ctx, carts[i].CartID, carts[i].Epoch, carts[i].Steps)
 		default:
 			res[i].Outcomes = p.out
 		}
@@ -94,11 +104,11 @@ func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult
 	return res
 }
 
-// eachOnItsOwn updates each cart with UpdateBatch, one after another.
+// eachOnItsOwn updates each cart with UpdateBatchAt, one after another.
 func (c *Carts) eachOnItsOwn(ctx context.Context, carts []CartSteps) []CartResult {
 	res := make([]CartResult, len(carts))
 	for i, cs := range carts {
-		res[i].Outcomes, res[i].Err = c.UpdateBatch(ctx, cs.CartID, cs.Steps)
+		res[i].Outcomes, res[i].Err = c.UpdateBatchAt(ctx, cs.CartID, cs.Epoch, cs.Steps)
 	}
 	return res
 }
@@ -125,32 +135,33 @@ func (c *Carts) planCarts(ctx context.Context, carts []CartSteps, res []CartResu
 			missing = append(missing, i)
 		}
 	}
-	histories := c.tombstones(ctx, carts, missing, res)
+	tombs := c.tombstones(ctx, carts, missing, res)
 	plans := make([]plan, len(carts))
 	for i, e := range entries {
 		switch {
 		case res[i].Err != nil:
 			continue
 		case errors.Is(e.Err, statepool.ErrNotFound):
-			plans[i], res[i].Err = c.plan(carts[i].CartID, nil, "", histories[i], carts[i].Steps)
+			plans[i], res[i].Err = c.plan(carts[i].CartID, tombs[i], carts[i].Epoch, carts[i].Steps)
 		case e.Err != nil:
 			res[i].Err = e.Err
 		default:
-			cur, etag, stored, err := parseEntry(e.Entry)
+			st, err := parseEntry(e.Entry)
 			if err != nil {
 				res[i].Err = err
 				continue
 			}
-			plans[i], res[i].Err = c.plan(carts[i].CartID, cur, etag, stored, carts[i].Steps)
+			plans[i], res[i].Err = c.plan(carts[i].CartID, st, carts[i].Epoch, carts[i].Steps)
 		}
 	}
 	return plans, nil
 }
 
 // tombstones reads the tombstones of the missing carts in one bulk call and
-// returns the applied ids each keeps, by cart index. A failed read is the
-// error of those carts.
-func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int, res []CartResult) map[int][]string {
+// returns what each keeps (its history, Epoch and ETag), by cart index; a
+// missing cart without a tombstone has none. A failed read is the error of
+// those carts.
+func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int, res []CartResult) map[int]stored {
 	if len(missing) == 0 {
 		return nil
 	}
@@ -159,7 +170,7 @@ func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int
 		keys[j] = TombstoneKey(carts[i].CartID)
 	}
 	entries, err := c.store.GetBulk(ctx, keys)
-	out := make(map[int][]string, len(missing))
+	out := make(map[int]stored, len(missing))
 	for j, i := range missing {
 		switch {
 		case err != nil:
@@ -168,7 +179,7 @@ func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int
 		case entries[j].Err != nil:
 			res[i].Err = entries[j].Err
 		default:
-			out[i] = tombstoneIDs(entries[j].Value)
+			out[i] = parseTombstone(entries[j].Entry)
 		}
 	}
 	return out
@@ -180,7 +191,7 @@ func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int
 func (c *Carts) saveCarts(ctx context.Context, carts []CartSteps, plans []plan, idx []int, res []CartResult) {
 	items := make([]statepool.SaveItem, len(idx))
 	for j, i := range idx {
-		items[j] = statepool.SaveItem{Key: plans[i].cartID, Value: plans[i].doc, Opts: statepool.SaveOptions{ETag: plans[i].etag}}
+		items[j] = statepool.SaveItem{Key: plans[i].key, Value: plans[i].doc, Opts: plans[i].opts}
 	}
 	err := c.store.SaveBulk(ctx, items)
 	for _, i := range idx {
@@ -188,7 +199,7 @@ func (c *Carts) saveCarts(ctx context.Context, carts []CartSteps, plans []plan, 
 		case err == nil:
 			res[i].Outcomes = plans[i].out
 		case errors.Is(err, statepool.ErrETagMismatch):
-			out, err := c.UpdateBatch(ctx, carts[i].CartID, carts[i].Steps)
+			out, err := c.UpdateBatchAt(ctx, carts[i].CartID, carts[i].Epoch, carts[i].Steps)
 			if err == nil && savedBefore(plans[i].out, out) {
 				out = plans[i].out
 			}
@@ -200,12 +211,13 @@ func (c *Carts) saveCarts(ctx context.Context, carts []CartSteps, plans []plan, 
 }
 
 // savedBefore reports whether again, the outcomes of a fresh attempt at a
-// cart's steps, finds every step that planned applied already applied: the
-// bulk save that failed for other carts wrote this one.
+// cart's steps, finds every step that planned applied or recorded as
+// refused already handled: the bulk save that failed for other carts wrote
+// this one.
 func savedBefore(planned, again []Outcome) bool {
 	some := false
 	for i, p := range planned {
-		if p.Err != nil || p.Duplicate {
+		if p.Duplicate || (p.Err != nil && !recordedRejection(p.Err)) {
 			continue
 		}
 		if !again[i].Duplicate {

@@ -50,7 +50,7 @@ func TestApplyCartsIsTwoCallsAndAppliesEachCartAsOnItsOwn(t *testing.T) {
 	require.Equal(t, gets, e.fake.Requests(daprfake.OpGet), "no read of its own for any cart")
 	// One bulk read of the carts, one of the missing carts' tombstones.
 	require.Equal(t, 2, e.fake.Requests(daprfake.OpGetBulk))
-	require.Equal(t, saves+1, e.fake.Requests(daprfake.OpSave), "one bulk save for c1, c2 and c3")
+	require.Equal(t, saves+1, e.fake.Requests(daprfake.OpSave), "one bulk save for c1, c2 and c3, and c4's tombstone recording its refusal")
 	require.Len(t, res, len(batches))
 	for i, b := range batches {
 		out, err := ref.svc.ApplyBatch(ctx, b.CartID, b.Cmds)

@@ -79,15 +79,12 @@ func TestOverflowingAddItemIsRefusedAndChangesNothing(t *testing.T) {
 					survivesFloat64(next) && survivesFloat64(tax) && survivesFloat64(withTax)
 
 				before, _ := e.fake.Get("c1")
-				etag, _ := e.fake.ETag("c1")
-				_, err := e.svc.Apply(context.Background(), overflowAdd("c1", tt.price, n))
+				add := overflowAdd("c1", tt.price, n)
+				_, err := e.svc.Apply(context.Background(), add)
 				if !fits {
 					require.ErrorIs(t, err, cart.ErrAmountOverflow, "add-item %d", n)
 					require.Contains(t, err.Error(), tt.why)
-					after, _ := e.fake.Get("c1")
-					etagAfter, _ := e.fake.ETag("c1")
-					require.True(t, bytes.Equal(before, after), "add-item %d changed the stored cart", n)
-					require.Equal(t, etag, etagAfter, "add-item %d wrote", n)
+					e.requireOnlyRefusalRecorded(t, "c1", before, add.ID, command.CodeAmountOverflow)
 					continue
 				}
 				require.NoError(t, err, "add-item %d", n)
@@ -112,7 +109,8 @@ func TestOverflowingAddItemIsRefusedAndChangesNothing(t *testing.T) {
 			}
 			require.Equal(t, tt.applied, applied)
 			ids := e.cart(t, "c1")[cart.AppliedIDsField].([]any)
-			require.Len(t, ids, 1+applied, "the refused add-items are not recorded as applied")
+			require.Len(t, ids, 1+overflowAdds, "every add-item is handled, applied or refused")
+			require.Len(t, e.cart(t, "c1")[cart.RejectedIDsField], overflowAdds-applied, "the refused ones with their code")
 		})
 	}
 }
@@ -131,16 +129,15 @@ func TestTotalsExactUpToTheLimits(t *testing.T) {
 	require.Equal(t, json.Number("922337203685477"), c["sales"].(map[string]any)["total_amount_with_tax"])
 	require.Equal(t, json.Number("922337203685477"), c["balance_amount"])
 
-	before, _ := e.fake.Get("c1")
 	for _, tc := range []struct{ price, why string }{
 		{"1", "money: overflow"},              // 922,337,203,685,478 is past the largest Amount
 		{"0.0001", "would be stored rounded"}, // …477.0001 fits an Amount, not a float64
 	} {
+		before, _ := e.fake.Get("c1")
 		_, err := e.svc.Apply(context.Background(), addCmd("over-"+tc.price, "c1", item("D", 1, tc.price, "00")))
 		require.ErrorIs(t, err, cart.ErrAmountOverflow, tc.price)
 		require.Contains(t, err.Error(), tc.why)
-		after, _ := e.fake.Get("c1")
-		require.Equal(t, string(before), string(after))
+		e.requireOnlyRefusalRecorded(t, "c1", before, "over-"+tc.price, command.CodeAmountOverflow)
 	}
 
 	// With decimals, up to 2^39 whole units.
@@ -161,8 +158,7 @@ func TestLineAmountTheStoreWouldRoundIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, cart.ErrAmountOverflow)
 	require.Contains(t, err.Error(), "line 1")
 	require.Contains(t, err.Error(), "999899999997.0003 would be stored rounded")
-	after, _ := e.fake.Get("c1")
-	require.Equal(t, string(before), string(after))
+	e.requireOnlyRefusalRecorded(t, "c1", before, "a1", command.CodeAmountOverflow)
 }
 
 // TestCacheWithOverflowingTotalsIsRefused: a cache command whose document
@@ -199,6 +195,9 @@ func TestCacheWithOverflowingTotalsIsRefused(t *testing.T) {
 			require.NotErrorIs(t, err, cart.ErrInvalidCart)
 			_, stored := e.fake.Get("c1")
 			require.False(t, stored, "a refused cache stored a cart")
+			var ts cart.Tombstone
+			require.NoError(t, json.Unmarshal(must(e.fake.Get(cartcache.TombstoneKey("c1"))), &ts))
+			require.Equal(t, map[string]string{"cache-c1": command.CodeAmountOverflow}, ts.Rejected, "the refusal is recorded")
 
 			// Over an existing cart: the cart stays as it was.
 			e.apply(t, cacheCmd("c2", ""))
@@ -207,8 +206,7 @@ func TestCacheWithOverflowingTotalsIsRefused(t *testing.T) {
 			recache.ID = "recache"
 			_, err = e.svc.Apply(context.Background(), recache)
 			require.ErrorIs(t, err, cart.ErrAmountOverflow)
-			after, _ := e.fake.Get("c2")
-			require.Equal(t, string(before), string(after))
+			e.requireOnlyRefusalRecorded(t, "c2", before, "recache", command.CodeAmountOverflow)
 		})
 	}
 }
@@ -226,6 +224,34 @@ func TestTaxOverflowIsRefused(t *testing.T) {
 			require.False(t, stored)
 		})
 	}
+}
+
+// requireOnlyRefusalRecorded checks that refusing cmdID with code left the
+// stored cart as before but for its history: the cart is exactly what it
+// was, every field and every byte of its lines, and cmdID is its newest
+// handled id, with code.
+func (e *env) requireOnlyRefusalRecorded(t *testing.T, cartID string, before []byte, cmdID, code string) {
+	t.Helper()
+	after, ok := e.fake.Get(cartID)
+	require.True(t, ok)
+	history := []string{cart.AppliedIDsField, cart.RejectedIDsField, "updated_at"}
+	strip := func(raw []byte) map[string]json.RawMessage {
+		var m map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(raw, &m))
+		for _, k := range history {
+			delete(m, k)
+		}
+		return m
+	}
+	b, a := strip(before), strip(after)
+	require.Equal(t, len(b), len(a), "fields")
+	for k, v := range b {
+		require.True(t, bytes.Equal(v, a[k]), "%s changed: %s -> %s", k, v, a[k])
+	}
+	c := e.cart(t, cartID)
+	ids := c[cart.AppliedIDsField].([]any)
+	require.Equal(t, cmdID, ids[len(ids)-1], "the refused id is recorded")
+	require.Equal(t, code, c[cart.RejectedIDsField].(map[string]any)[cmdID], "with its code")
 }
 
 // exactCart reads the stored document with its numbers as written, so that
