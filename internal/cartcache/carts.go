@@ -32,11 +32,13 @@ var ErrConflict = errors.New("cart kept changing: too many ETag conflicts")
 type Config struct {
 	// TaxTable maps tax codes to rules. Default: cart.DefaultTaxTable().
 	TaxTable cart.TaxTable
-	// KeepAppliedIDs is how many applied command ids a cart remembers for
-	// de-duplication. Default and minimum: MinKeepAppliedIDs.
+	// KeepAppliedIDs is how many handled (applied or refused) command ids
+	// a cart remembers for de-duplication, the refused ones with their
+	// codes. Default and minimum: MinKeepAppliedIDs.
 	KeepAppliedIDs int
-	// TombstoneTTL is how long a deleted cart's tombstone lives, so that
-	// commands redelivered after the delete are still recognised. Default:
+	// TombstoneTTL is how long a missing cart's tombstone lives, so that
+	// commands redelivered after a delete, or replayed after a refusal
+	// while the cart was missing, are still recognised. Default:
 	// DefaultTombstoneTTL.
 	TombstoneTTL time.Duration
 	// MaxConflictRetries bounds the re-reads after an ETag conflict.
@@ -86,19 +88,23 @@ func New(store Store, cfg Config) *Carts {
 
 // Result is what an update did.
 type Result struct {
-	// Duplicate is true when the command had been applied before and the
-	// update changed nothing.
+	// Duplicate is true when the command had been handled before and the
+	// update changed nothing: applied, or refused, and then the error is a
+	// *PriorRejection.
 	Duplicate bool
 }
 
 // Change computes a cart's next state from its current one, cur, which is
 // nil when no cart is stored. It returns the cart to store, which may be cur
 // itself, changed, or nil to delete the cart. An error leaves the stored
-// cart as it is and is returned by Update. A Change may be called more than
-// once, each time with a freshly read cart, and must not keep cur.
+// cart as it is and is returned by Update; a rejection of the cart rules
+// (cart.RejectionCode) is recorded in the cart's history all the same. A
+// Change may be called more than once, each time with a freshly read cart,
+// and must not keep cur.
 type Change func(cur *cart.Document) (*cart.Document, error)
 
-// TombstoneKey is the key of a deleted cart's tombstone.
+// TombstoneKey is the key of a missing cart's tombstone: the history of a
+// deleted cart, or of one that refused a command before it was created.
 func TombstoneKey(cartID string) string { return cartID + ":tombstone" }
 
 // Apply applies a validated command: Update with the cart rules of
@@ -317,8 +323,15 @@ func (c *Carts) plan(cartID string, st stored, epoch Epoch, steps []Step) (plan,
 		if err != nil {
 			return plan{}, err
 		}
+		// A cart that was missing is saved unguarded (st.etag is empty):
+		// Dapr has no insert-if-absent, so two owners creating the same
+		// cart at once race as last writer wins, fence or not.
 		p.write, p.key, p.doc, p.opts = writeSave, cartID, b, statepool.SaveOptions{ETag: st.etag}
 	case existed:
+		// The tombstone's save is unguarded: its ETag was not read, the
+		// cart's was. The cart's guarded delete after it is what a stale
+		// owner loses, and its re-read then fences it; but the tombstone
+		// it wrote first stays, as after any failed delete.
 		ts := cart.Delete(cartID, deletedBy, history, now)
 		ts.Rejected, ts.Epoch = rejected, cart.Epoch(epoch)
 		b, err := encodeTombstone(ts)
