@@ -1,10 +1,16 @@
-// Package consumer pulls cart commands from the shared JetStream durable
-// consumer into a bounded pool keyed by cart and decides, once per message,
-// whether it is acknowledged, retried later (NakWithDelay), or terminated and
-// dead-lettered.
+// Package consumer pulls cart commands from the partitions of the command
+// stream that this instance owns (internal/ownership) into a bounded pool
+// keyed by cart, applies each cart's waiting commands together in one
+// read-modify-write, and decides, once per message, whether it is
+// acknowledged, terminated and dead-lettered, Nak'ed (shutdown, or an
+// instance that is not ready handing its partitions back), or dropped
+// unsettled because its partition changed hands.
 //
-// At most one message of a cart runs at a time, so an instance applies a
-// cart's commands in arrival order while different carts run in parallel.
-// Several instances may share the durable consumer; the ETag guard and the
-// applied-id list in each cart make their concurrent work safe.
+// At most one batch of a cart runs at a time, so an instance applies a
+// cart's commands in stream order while different carts run in parallel.
+// Across instances order rests on ownership: one instance pulls a partition
+// at a time, a new owner rewinds the partition to its ack floor before it
+// pulls, and the store refuses a cart write from a stale owner (its epoch
+// is lower). The handled-id list in each cart makes a replay harmless: an
+// applied command reads as a duplicate, a refused one is refused alike.
 package consumer

@@ -17,9 +17,13 @@ import (
 	"github.com/cartworker/cartworker/internal/telemetry"
 )
 
-// This file decides the fate of every delivery: Ack, Nak, NakWithDelay, or
-// Term with a copy in the dead-letter stream. decide is the decision table;
-// the functions below it carry a decision out. The delays are in retry.go.
+// This file decides the fate of every delivery: Ack, Nak, Term with a copy
+// in the dead-letter stream, or nothing at all when the partition's grant
+// lapsed. decide is the decision table; the functions below it carry a
+// decision out. A step that cannot be finished now (an event or a dead
+// letter that cannot be published) is retried in place, holding its cart's
+// place: nothing is ever Nak'ed for later while the partition goes on. The
+// delays are in timing.go.
 
 // Outcome labels passed to Observer.CommandDone.
 const (
@@ -34,30 +38,37 @@ const (
 	// LabelInvalid: a delivery that is no JetStream message (it has no
 	// metadata), so it can be neither settled nor dead-lettered.
 	LabelInvalid = "invalid"
+	// LabelFenced: the partition's grant lapsed, or the cart was written
+	// by the partition's newer holder, so the delivery was dropped
+	// unsettled; the holder replays it from the partition's ack floor.
+	LabelFenced = "fenced"
 )
 
 // fate is what becomes of a delivery.
 type fate uint8
 
+// The zero fate is none of them, so that a forgotten assignment never acks.
 const (
 	// fateAck: applied or a duplicate. Ack after the applied event.
-	fateAck fate = iota
+	fateAck fate = iota + 1
 	// fateReject: the cart refuses the command, which no retry changes.
 	// Ack after the rejected event.
 	fateReject
 	// fateDeadLetter: the command can never be applied. Copy it to the
 	// dead-letter stream, Term it, send the rejected event.
 	fateDeadLetter
-	// fateRetry: a transient failure of the command alone, after its cart
-	// was saved (its event was lost). Count it; NakWithDelay with backoff,
-	// or dead-letter it as max_deliveries once it has failed MaxDeliver
-	// times. A transient failure of the read-modify-write itself is
-	// retried in place by apply, in handle.go, which keeps the cart's later
-	// commands behind it, and reaches here only as an exhaustedError.
+	// fateRetry: a transient failure, retried in place by apply, in
+	// handle.go, which keeps the cart's later commands behind it; it
+	// reaches conclude only as an exhaustedError, or as an error of the
+	// cart rules that no row names, which no retry can change.
 	fateRetry
 	// fateNak: not the command's doing (shutdown, or an instance that is
-	// not ready handing it back). Nak at once; nothing is counted.
+	// not ready handing it back). Nak at once; nothing is counted. The
+	// partition is handed back then, and its next holder rewinds it.
 	fateNak
+	// fateDrop: the partition's grant lapsed or a newer holder wrote the
+	// cart. Settle nothing: the partition's holder replays it in order.
+	fateDrop
 )
 
 // verdict is a row of the decision table.
@@ -91,6 +102,9 @@ var decisions = []struct {
 	{errPaused, verdict{fate: fateNak, outcome: LabelShutdown}},
 	// This instance is not ready: let a healthy one have it now.
 	{errHandBack, verdict{fate: fateNak, outcome: LabelNotReady}},
+	// Another instance holds the partition now.
+	{errLapsed, verdict{fate: fateDrop, outcome: LabelFenced}},
+	{cartcache.ErrFenced, verdict{fate: fateDrop, outcome: LabelFenced}},
 }
 
 // decide returns the fate of a command whose decoding or apply returned err. stopping
@@ -109,6 +123,11 @@ func decide(err error, stopping bool) verdict {
 	var ex *exhaustedError
 	if errors.As(err, &ex) {
 		return verdict{fate: fateDeadLetter, code: command.CodeMaxDeliveries}
+	}
+	// A replay of a command the cart refused before: refused again, alike.
+	var prior *cartcache.PriorRejection
+	if errors.As(err, &prior) {
+		return verdict{fate: fateReject, code: prior.Code}
 	}
 	for _, d := range decisions {
 		if errors.Is(err, d.err) {
@@ -136,15 +155,20 @@ func (e *exhaustedError) Unwrap() error { return e.err }
 
 // conclude carries out the fate of a delivery whose decoding or apply
 // returned err, and returns its outcome label. d.cmd is what could be
-// decoded.
+// decoded. A delivery whose partition grant no longer holds is left
+// unsettled, whatever its fate: an ack, a Nak or a Term of a stale holder
+// could settle a command the partition's new holder has not applied yet.
 func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) string {
+	if !r.owner.Holds(d.grant) {
+		return LabelFenced
+	}
 	msg, md, cmd := d.msg, d.md, d.cmd
 	v := decide(err, r.work.Err() != nil)
 	switch v.fate {
 	case fateAck:
 		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
-		if err := w.emit(traced(r.work, d), ev); err != nil {
-			return w.retry(r, d, err)
+		if err := w.inPlace(r, d, "outcome event", func() error { return w.emit(traced(r.work, d), ev) }); err != nil {
+			return w.giveUp(r, d, err)
 		}
 		w.settle(msg, msg.Ack(), "ack")
 		if res.Duplicate {
@@ -152,68 +176,94 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 		}
 		return LabelApplied
 	case fateReject:
-		return w.reject(r, d, v.code, err)
+		return w.reject(r, d, v.code, res.Duplicate, err)
 	case fateDeadLetter:
 		reason := err.Error()
 		if inv := (*command.InvalidError)(nil); errors.As(err, &inv) {
 			reason = inv.Reason
 		}
-		if ex := (*exhaustedError)(nil); errors.As(err, &ex) && uint64(ex.failed) > md.NumDelivered {
-			// Retried in place: it was tried more often than delivered.
+		if ex := (*exhaustedError)(nil); errors.As(err, &ex) {
+			// Retried in place, and maybe rewound, which restarts the
+			// delivery count: the failure count is what it was tried.
 			tried := *md
 			tried.NumDelivered = uint64(ex.failed)
 			md = &tried
 		}
-		return w.deadLetter(traced(r.work, d), msg, md, cmd.ID, v.code, reason)
+		return w.deadLetter(r, d, md, v.code, reason)
 	case fateNak:
 		w.settle(msg, msg.Nak(), "nak")
 		return v.outcome
+	case fateDrop:
+		return v.outcome
 	default:
-		return w.retry(r, d, err)
+		// The cart rules failed in a way no row names: they are pure, so
+		// no retry changes it.
+		return w.deadLetter(r, d, md, command.CodeMaxDeliveries, fmt.Sprintf("the cart rules failed: %v", err))
 	}
 }
 
-// retry counts a transient failure of the command and Naks it with
-// exponential backoff, or dead-letters it once it has failed MaxDeliver
-// times.
-func (w *Worker) retry(r *run, d *delivery, err error) string {
-	// The work context may be cancelled already; the dead letter must
-	// still get out.
-	ctx, cancel := context.WithTimeout(traced(context.Background(), d), settleTimeout)
-	defer cancel()
-	failed := w.countFailure(r, []*delivery{d}, 1)
-	if failed >= w.cfg.MaxDeliver {
-		return w.deadLetter(ctx, d.msg, d.md, d.cmd.ID, command.CodeMaxDeliveries,
-			fmt.Sprintf("failed %d times, last: %v", failed, err))
+// inPlace runs publish until it succeeds, retrying in place with backoff,
+// so that the cart's later commands, queued behind d, keep their place. It
+// gives up only when the work is cut off at shutdown or d's grant lapses,
+// and returns why. A publish that fails is NATS's fault, not the command's:
+// nothing is counted towards MaxDeliver.
+func (w *Worker) inPlace(r *run, d *delivery, what string, publish func() error) error {
+	for failures := 1; ; failures++ {
+		err := publish()
+		if err == nil {
+			return nil
+		}
+		if !r.owner.Holds(d.grant) {
+			return errLapsed
+		}
+		delay := w.backoff(failures)
+		if failures == 1 || failures%10 == 0 {
+			w.log.Warn(what+" not published; retrying in place, the cart's later commands wait",
+				"subject", w.subject(d.msg), "command_id", d.cmd.ID, "failures", failures, "retry_in", delay, "err", err)
+		}
+		if !sleepCtx(r.work, delay) {
+			return errPaused
+		}
 	}
-	delay := w.backoff(uint64(failed))
-	w.log.Warn("command failed, will retry",
-		"subject", w.subject(d.msg), "command_id", d.cmd.ID, "failures", failed, "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)
-	w.settle(d.msg, d.msg.NakWithDelay(delay), "nak")
-	return LabelRetry
 }
 
-// reject acks a valid command that the cart refuses and tells the publisher.
-func (w *Worker) reject(r *run, d *delivery, code string, cause error) string {
+// giveUp settles a delivery that inPlace gave up on: Nak'ed at shutdown
+// (the partition is handed back and its next holder rewinds it), left
+// alone when the grant lapsed.
+func (w *Worker) giveUp(r *run, d *delivery, err error) string {
+	if errors.Is(err, errLapsed) || !r.owner.Holds(d.grant) {
+		return LabelFenced
+	}
+	w.settle(d.msg, d.msg.Nak(), "nak")
+	return LabelShutdown
+}
+
+// reject acks a valid command that the cart refuses and tells the
+// publisher. A replay of a command refused before (dup) is refused alike,
+// marked as a duplicate.
+func (w *Worker) reject(r *run, d *delivery, code string, dup bool, cause error) string {
 	msg, cmd := d.msg, d.cmd
 	ev := command.Event{
-		CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,
+		CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected, Duplicate: dup,
 		Error: &command.EventError{Code: code, Message: cause.Error()},
 	}
-	if err := w.emit(traced(r.work, d), ev); err != nil {
-		return w.retry(r, d, err)
+	if err := w.inPlace(r, d, "rejected event", func() error { return w.emit(traced(r.work, d), ev) }); err != nil {
+		return w.giveUp(r, d, err)
 	}
-	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "err", cause)
+	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "duplicate", dup, "err", cause)
 	w.settle(msg, msg.Ack(), "ack")
 	return LabelRejected
 }
 
 // deadLetter copies the message to the dead-letter stream, emits a rejected
 // event when the subject names a valid cart, and terminates the original.
-// If the copy cannot be stored the original is Nak'ed instead: a command is
-// never dropped without a dead letter. cmdID is the body's id when it could
-// be decoded; the Nats-Msg-Id header stands in otherwise.
-func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, cmdID, code, reason string) string {
+// A copy that cannot be stored is retried in place: a command is never
+// dropped without a dead letter, and never Nak'ed for later while its
+// cart's later commands go on. The body's id names the command when it
+// could be decoded; the Nats-Msg-Id header stands in otherwise. md is
+// d's metadata, with the times it was tried.
+func (w *Worker) deadLetter(r *run, d *delivery, md *jetstream.MsgMetadata, code, reason string) string {
+	ctx, msg, cmdID := traced(r.work, d), d.msg, d.cmd.ID
 	subject := w.subject(msg)
 	cartID, typ, _ := w.cfg.Subjects.ParseCommand(subject)
 	if !command.ValidCartID(cartID) {
@@ -252,11 +302,8 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		cmdID = msg.Headers().Get(command.HeaderMsgID)
 	}
 
-	if err := w.storeDeadLetter(ctx, dl); err != nil {
-		w.log.Error("dead letter not stored, will retry",
-			"subject", subject, "cart_id", cartID, "command_id", cmdID, "code", code, "err", err)
-		w.settle(msg, msg.NakWithDelay(deadLetterRetryDelay), "nak")
-		return LabelRetry
+	if err := w.inPlace(r, d, "dead letter", func() error { return w.storeDeadLetter(ctx, dl) }); err != nil {
+		return w.giveUp(r, d, err)
 	}
 	w.cfg.Observer.DeadLettered()
 	w.log.Warn("command dead-lettered",

@@ -16,6 +16,7 @@ import (
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/ownership"
 	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -120,12 +121,15 @@ func (m *jsMsg) NakWithDelay(d time.Duration) error {
 // dead letter. Every other method panics through the nil interface.
 type fakeJS struct {
 	jetstream.JetStream
+	// err fails the first fails+1 publishes.
 	err       error
+	fails     int
 	published []*nats.Msg
 }
 
 func (f *fakeJS) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	if f.err != nil {
+	if f.err != nil && f.fails >= 0 {
+		f.fails--
 		return nil, f.err
 	}
 	f.published = append(f.published, m)
@@ -172,14 +176,17 @@ func (f *fakeKV) Update(_ context.Context, key string, v []byte, _ uint64) (uint
 	return f.rev, nil
 }
 
-// events records the outcome events the worker publishes.
+// events records the outcome events the worker publishes; err fails the
+// first fails+1 of them.
 type events struct {
-	err  error
-	sent []command.Event
+	err   error
+	fails int
+	sent  []command.Event
 }
 
 func (e *events) PublishMsg(m *nats.Msg) error {
-	if e.err != nil {
+	if e.err != nil && e.fails >= 0 {
+		e.fails--
 		return e.err
 	}
 	var ev command.Event
@@ -196,10 +203,12 @@ func (e *events) PublishMsg(m *nats.Msg) error {
 type applier struct {
 	res        cartcache.Result
 	err        error
+	errFails   int // err for the first errFails calls only, if set
 	batchErr   error
 	batchFails int
 	during     func()
 	calls      int
+	epochs     []cartcache.Epoch
 }
 
 func (a *applier) ApplyCarts(_ context.Context, batches []cartcache.CartBatch) []cartcache.CartResult {
@@ -209,13 +218,17 @@ func (a *applier) ApplyCarts(_ context.Context, batches []cartcache.CartBatch) [
 	}
 	res := make([]cartcache.CartResult, len(batches))
 	for i, b := range batches {
+		a.epochs = append(a.epochs, b.Epoch)
 		if a.batchErr != nil && (a.batchFails == 0 || a.calls <= a.batchFails) {
 			res[i].Err = a.batchErr
 			continue
 		}
 		res[i].Outcomes = make([]cartcache.Outcome, len(b.Cmds))
 		for j := range res[i].Outcomes {
-			res[i].Outcomes[j] = cartcache.Outcome{Result: a.res, Err: a.err}
+			res[i].Outcomes[j] = cartcache.Outcome{Result: a.res}
+			if a.errFails == 0 || a.calls <= a.errFails {
+				res[i].Outcomes[j].Err = a.err
+			}
 		}
 	}
 	return res
@@ -237,6 +250,8 @@ func TestFateOfEveryDelivery(t *testing.T) {
 		eventCode  string
 		eventID    string
 		deadLetter int
+		duplicate  bool // of the event
+		notApplied bool
 	}
 	cases := []struct {
 		name      string
@@ -249,14 +264,24 @@ func TestFateOfEveryDelivery(t *testing.T) {
 		dlqErr    error
 		eventErr  error
 		stopped   bool
+		lapsed    bool // the partition's grant lapsed before the apply
 		want      want
 	}{
 		{name: "applied", apply: applier{},
 			want: want{settled: "ack", outcome: LabelApplied, event: command.OutcomeApplied, eventID: "a1"}},
 		{name: "duplicate", apply: applier{res: cartcache.Result{Duplicate: true}},
-			want: want{settled: "ack", outcome: LabelDuplicate, event: command.OutcomeApplied, eventID: "a1"}},
-		{name: "applied but event lost: retried", apply: applier{}, eventErr: errDown,
-			want: want{settled: "nak with delay", delay: 100 * time.Millisecond, outcome: LabelRetry}},
+			want: want{settled: "ack", outcome: LabelDuplicate, event: command.OutcomeApplied, eventID: "a1", duplicate: true}},
+		{name: "applied, event not published at first: retried in place, then acked", apply: applier{}, eventErr: errDown,
+			want: want{settled: "ack", outcome: LabelApplied, event: command.OutcomeApplied, eventID: "a1"}},
+		{name: "rejected, event not published at first: retried in place, then acked", apply: applier{err: cart.ErrCartNotFound}, eventErr: errDown,
+			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1"}},
+		{name: "replay of a command refused before: refused alike, as a duplicate",
+			apply: applier{res: cartcache.Result{Duplicate: true}, err: &cartcache.PriorRejection{Code: command.CodeCartNotFound}},
+			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1", duplicate: true}},
+		{name: "written by the partition's newer holder: dropped unsettled", apply: applier{batchErr: fmt.Errorf("cart c1: %w", cartcache.ErrFenced)},
+			want: want{outcome: LabelFenced}},
+		{name: "grant lapsed before the apply: dropped unsettled, nothing applied", apply: applier{}, lapsed: true,
+			want: want{outcome: LabelFenced, notApplied: true}},
 		{name: "cart not found", apply: applier{err: cart.ErrCartNotFound},
 			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1"}},
 		{name: "invalid state", apply: applier{err: cart.ErrInvalidState},
@@ -277,18 +302,16 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMalformedJSON, event: command.OutcomeRejected, eventCode: command.CodeMalformedJSON, eventID: "hdr-id", deadLetter: 1}},
 		{name: "invalid command", body: `{"id":"q1","type":"add-item","cart_id":"c1","items":[{"item_code":"A","quantity":0,"unit_price":1,"tax_code":"00"}]}`,
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeInvalidQuantity, event: command.OutcomeRejected, eventCode: command.CodeInvalidQuantity, eventID: "q1", deadLetter: 1}},
-		{name: "dead letter not stored: never dropped", body: `nope`, dlqErr: errDown,
-			want: want{settled: "nak with delay", delay: deadLetterRetryDelay, outcome: LabelRetry}},
+		{name: "dead letter not stored at first: retried in place, never dropped", body: `nope`, dlqErr: errDown,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMalformedJSON, event: command.OutcomeRejected, eventCode: command.CodeMalformedJSON, eventID: "hdr-id", deadLetter: 1}},
 		{name: "store failed once: retried in place, then applied", apply: applier{batchErr: errDown, batchFails: 1},
 			want: want{settled: "ack", outcome: LabelApplied, event: command.OutcomeApplied, eventID: "a1"}},
 		{name: "store kept failing: dead letter at the last failure", apply: applier{batchErr: errDown}, failures: 9,
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1}},
 		{name: "store kept failing, count lost: deliveries and attempts count", apply: applier{batchErr: errDown}, kvErr: errDown, delivered: 10,
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1}},
-		{name: "transient, first failure", apply: applier{err: errDown},
-			want: want{settled: "nak with delay", delay: 100 * time.Millisecond, outcome: LabelRetry}},
-		{name: "transient, fourth failure backs off", apply: applier{err: errDown}, failures: 3,
-			want: want{settled: "nak with delay", delay: 800 * time.Millisecond, outcome: LabelRetry}},
+		{name: "transient step failure: retried in place, then applied", apply: applier{err: errDown, errFails: 1},
+			want: want{settled: "ack", outcome: LabelApplied, event: command.OutcomeApplied, eventID: "a1"}},
 		{name: "transient, last failure: dead letter", apply: applier{err: errDown}, failures: 9,
 			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1}},
 		{name: "failure count unavailable: deliveries count", apply: applier{err: errDown}, kvErr: errDown, delivered: 10,
@@ -322,15 +345,26 @@ func TestFateOfEveryDelivery(t *testing.T) {
 				headers:   nats.Header{command.HeaderMsgID: []string{"hdr-id"}},
 				delivered: max(tc.delivered, 1), seq: 7,
 			}
-			r := &run{stop: context.Background(), work: work, beats: newHeartbeats(), failures: failures{kv: kv}}
+			grant := ownership.Grant{Partition: 3, Era: 5, Seq: 9}
+			r := &run{stop: context.Background(), work: work, beats: newHeartbeats(), failures: failures{kv: kv},
+				owner: &fakeOwner{grant: grant, lapsed: tc.lapsed}}
 			if tc.stopped {
 				// Shutdown cuts the call short: the work context ends
 				// while the command is being applied.
 				app.during = cancel
 			}
-			w.handleGroup(r, [][]jetstream.Msg{{msg}})
+			w.handleGroup(r, [][]jetstream.Msg{{&inbound{Msg: msg, grant: grant}}})
 
-			require.Equal(t, []string{tc.want.settled}, msg.settled)
+			if tc.want.settled == "" {
+				require.Empty(t, msg.settled, "a fenced delivery is left for the partition's holder")
+			} else {
+				require.Equal(t, []string{tc.want.settled}, msg.settled)
+			}
+			if tc.want.notApplied {
+				require.Zero(t, app.calls, "nothing applied under a lapsed grant")
+			} else if app.calls > 0 {
+				require.Equal(t, epochOf(grant), app.epochs[0], "the store fences with the grant's epoch")
+			}
 			if tc.want.settled == "nak with delay" {
 				require.Equal(t, tc.want.delay, msg.delay)
 			}
@@ -355,6 +389,7 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			ev := evs.sent[0]
 			require.Equal(t, tc.want.event, ev.Outcome)
 			require.Equal(t, tc.want.eventID, ev.CommandID)
+			require.Equal(t, tc.want.duplicate, ev.Duplicate)
 			require.Equal(t, "c1", ev.CartID)
 			if tc.want.eventCode == "" {
 				require.Nil(t, ev.Error)
@@ -364,5 +399,27 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			}
 
 		})
+	}
+}
+
+// fakeOwner holds one grant, which may have lapsed.
+type fakeOwner struct {
+	owner
+	grant  ownership.Grant
+	lapsed bool
+}
+
+func (o *fakeOwner) Holds(g ownership.Grant) bool { return g == o.grant && !o.lapsed }
+
+// A transient failure backs off exponentially, from RetryBaseDelay to
+// RetryMaxDelay, by the failures counted.
+func TestBackoffDoublesByFailures(t *testing.T) {
+	w, err := New(nil, nil, nil, Config{})
+	require.NoError(t, err)
+	for failures, want := range map[int]time.Duration{
+		0: 100 * time.Millisecond, 1: 100 * time.Millisecond, 2: 200 * time.Millisecond,
+		4: 800 * time.Millisecond, 7: 5 * time.Second, 100: 5 * time.Second,
+	} {
+		require.Equal(t, want, w.backoff(failures), "after %d failures", failures)
 	}
 }

@@ -62,6 +62,17 @@ func (g *gate) err() error {
 	return g.fault
 }
 
+// Ready, Opening and HeldTooLong let the partitions' leases follow the gate
+// (ownership.Gate).
+func (g *gate) Ready() bool { return g.err() == nil }
+
+// Opening returns nil while the gate is open, else a channel closed when it
+// opens.
+func (g *gate) Opening() <-chan struct{} { return g.opening() }
+
+// HeldTooLong reports whether the instance has handed its commands back.
+func (g *gate) HeldTooLong() bool { return g.heldTooLong() }
+
 // opening returns nil while the gate is open, else a channel that is
 // closed when it opens.
 func (g *gate) opening() <-chan struct{} {
@@ -71,14 +82,6 @@ func (g *gate) opening() <-chan struct{} {
 		return nil
 	}
 	return g.open
-}
-
-// closing returns a channel that is closed when the gate closes (at once if
-// it is closed now).
-func (g *gate) closing() <-chan struct{} {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.shut
 }
 
 // fail closes the gate because of err and wakes the prober. An open gate

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,6 +15,7 @@ import (
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
 	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/ownership"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
 
@@ -28,6 +30,8 @@ type delivery struct {
 	outcome string
 	// span is the delivery's consumer span (trace.go).
 	span trace.Span
+	// grant is the partition grant the message was pulled under.
+	grant ownership.Grant
 }
 
 // handleGroup takes the deliveries of one or more carts, each cart's in
@@ -81,7 +85,7 @@ func (w *Worker) handleGroup(r *run, batches [][]jetstream.Msg) {
 func (w *Worker) decodeBatch(r *run, msgs []jetstream.Msg) []*delivery {
 	ds := make([]*delivery, 0, len(msgs))
 	for _, msg := range msgs {
-		d := &delivery{msg: msg, typ: "unknown", span: w.startDelivery(msg)}
+		d := &delivery{msg: msg, typ: "unknown", span: w.startDelivery(msg), grant: grantOf(msg)}
 		ds = append(ds, d)
 		subject := w.subject(msg)
 		md, err := msg.Metadata()
@@ -146,6 +150,10 @@ var (
 	errPaused = errors.New("shutdown while waiting for the state store")
 	// errHandBack: the instance stayed not ready for handBackAfter.
 	errHandBack = errors.New("not ready: handing the command back")
+	// errLapsed: the partition's lease may have lapsed, or was lost, since
+	// the command was pulled. Another instance may own the partition now
+	// and replays it from its ack floor.
+	errLapsed = errors.New("the partition's lease lapsed: dropping the command for its next holder")
 )
 
 // apply applies the commands of carts, each cart's deliveries in order, in
@@ -162,6 +170,11 @@ var (
 // commands, already held by this instance, must not overtake them. Once a
 // command has failed MaxDeliver times, its cart settles with an error that
 // fate dead-letters as max_deliveries.
+//
+// Each attempt applies only the carts whose partition grant still holds,
+// and the store refuses a cart last written under a later grant: a cart
+// settles with errLapsed or cartcache.ErrFenced then, and its commands are
+// dropped unsettled for the partition's next holder.
 func (w *Worker) apply(r *run, carts [][]*delivery, settle func(i int, outs []cartcache.Outcome, err error)) {
 	cmds := make([][]command.Command, len(carts))
 	pending := make([]int, len(carts))
@@ -182,54 +195,27 @@ func (w *Worker) apply(r *run, carts [][]*delivery, settle func(i int, outs []ca
 			settleAll(err)
 			return
 		}
+		pending = w.heldCarts(r, carts, pending, settle)
+		if len(pending) == 0 {
+			return
+		}
 		start := time.Now()
 		w.cfg.Observer.Apply(len(pending))
 		results := w.applyCarts(r.work, carts, cmds, pending)
 		var held error
 		most, next := 0, make([]int, 0, len(pending))
 		for k, i := range pending {
-			err := results[k].Err
-			if err == nil {
-				w.cfg.Observer.Batch(len(cmds[i]))
-				settle(i, results[k].Outcomes, nil)
-				continue
-			}
-			if r.work.Err() != nil {
-				settle(i, nil, err)
-				continue
-			}
-			label := ""
+			failed, fault := w.judge(r, carts[i], results[k], attempt, start, func(outs []cartcache.Outcome, err error) {
+				settle(i, outs, err)
+			})
 			switch {
-			case environmentFault(err):
-				label = LabelNotReady
-			case errors.Is(err, breaker.ErrOpen):
-				label = LabelBreakerOpen
-			}
-			if label != "" {
-				for _, d := range carts[i] {
-					w.cfg.Observer.CommandDone(d.typ, label, time.Since(start))
-				}
-				held = err
-				next = append(next, i)
+			case failed < 0:
 				continue
+			case fault != nil:
+				held = fault
+			default:
+				most = max(most, failed)
 			}
-			if decide(err, false).fate != fateRetry {
-				settle(i, nil, err)
-				continue
-			}
-			failed := w.countFailure(r, carts[i], attempt)
-			if failed >= w.cfg.MaxDeliver {
-				settle(i, nil, &exhaustedError{err: err, failed: failed})
-				continue
-			}
-			ds := carts[i]
-			w.log.Warn("command failed, will retry",
-				"subject", w.subject(ds[0].msg), "cart_id", ds[0].cmd.CartID, "command_id", ds[0].cmd.ID, "batch", len(ds),
-				"failures", failed, "retry_in", w.backoff(uint64(failed)), "err", err)
-			for _, d := range ds {
-				w.cfg.Observer.CommandDone(d.typ, LabelRetry, time.Since(start))
-			}
-			most = max(most, failed)
 			next = append(next, i)
 		}
 		pending = next
@@ -240,11 +226,101 @@ func (w *Worker) apply(r *run, carts [][]*delivery, settle func(i int, outs []ca
 			// The gate holds every cart left until the environment is
 			// back; a transient failure among them waits for it too.
 			w.gate.fail(held)
-		case !sleepCtx(r.stop, w.backoff(uint64(most))):
+		case !sleepCtx(r.stop, w.backoff(most)):
 			settleAll(errPaused)
 			return
 		}
 	}
+}
+
+// judge settles what one attempt made of cart ds, or reports that the cart
+// must be tried again: held by fault, a fault of the environment, or after
+// a transient failure, the failed-th of its commands. failed is -1 once the
+// cart is settled.
+//
+// A transient failure is that of the cart's read-modify-write, or of one of
+// its steps (the steps before and after it applied): either way the cart is
+// tried again in place, its applied steps then reading as duplicates, until
+// its failing commands have failed MaxDeliver times.
+func (w *Worker) judge(r *run, ds []*delivery, res cartcache.CartResult, attempt int, start time.Time,
+	settle func([]cartcache.Outcome, error)) (failed int, fault error) {
+	err, failing := res.Err, ds
+	if err == nil {
+		if failing, err = transientSteps(ds, res.Outcomes); err == nil || r.work.Err() != nil {
+			// Shutdown cut a failing step short: fate Naks it.
+			w.cfg.Observer.Batch(len(ds))
+			settle(res.Outcomes, nil)
+			return -1, nil
+		}
+	}
+	switch {
+	case r.work.Err() != nil:
+		settle(nil, err)
+		return -1, nil
+	case environmentFault(err), errors.Is(err, breaker.ErrOpen):
+		label := LabelNotReady
+		if errors.Is(err, breaker.ErrOpen) {
+			label = LabelBreakerOpen
+		}
+		for _, d := range ds {
+			w.cfg.Observer.CommandDone(d.typ, label, time.Since(start))
+		}
+		return 0, err
+	case decide(err, false).fate != fateRetry:
+		settle(nil, err)
+		return -1, nil
+	}
+	failed = w.countFailure(r, failing, attempt)
+	if failed >= w.cfg.MaxDeliver {
+		exhausted := &exhaustedError{err: err, failed: failed}
+		if res.Err != nil {
+			settle(nil, exhausted)
+			return -1, nil
+		}
+		outs := slices.Clone(res.Outcomes)
+		for j := range outs {
+			if outs[j].Err != nil && decide(outs[j].Err, false).fate == fateRetry {
+				outs[j].Err = exhausted
+			}
+		}
+		settle(outs, nil)
+		return -1, nil
+	}
+	w.log.Warn("command failed, will retry in place",
+		"subject", w.subject(failing[0].msg), "cart_id", failing[0].cmd.CartID, "command_id", failing[0].cmd.ID, "batch", len(ds),
+		"failures", failed, "retry_in", w.backoff(failed), "err", err)
+	for _, d := range ds {
+		w.cfg.Observer.CommandDone(d.typ, LabelRetry, time.Since(start))
+	}
+	return failed, nil
+}
+
+// transientSteps returns the first transient error among a cart's step
+// outcomes, with the deliveries that failed transiently, or nil.
+func transientSteps(ds []*delivery, outs []cartcache.Outcome) ([]*delivery, error) {
+	var first error
+	var failing []*delivery
+	for j, o := range outs {
+		if o.Err != nil && decide(o.Err, false).fate == fateRetry {
+			first = cmp.Or(first, o.Err)
+			failing = append(failing, ds[j])
+		}
+	}
+	return failing, first
+}
+
+// heldCarts returns the carts at pending whose partition grant still holds,
+// and settles the others with errLapsed.
+func (w *Worker) heldCarts(r *run, carts [][]*delivery, pending []int, settle func(int, []cartcache.Outcome, error)) []int {
+	held := pending[:0:0]
+	for _, i := range pending {
+		if r.owner.Holds(carts[i][0].grant) {
+			held = append(held, i)
+			continue
+		}
+		settle(i, nil, errLapsed)
+	}
+	return held
 }
 
 // countFailure records one more transient failure of every delivery, the

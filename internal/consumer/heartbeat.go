@@ -38,13 +38,6 @@ func (h *heartbeats) remove(msg jetstream.Msg) {
 	h.mu.Unlock()
 }
 
-// len reports how many messages are held.
-func (h *heartbeats) len() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.msgs)
-}
-
 // run sends InProgress for every message untouched for every, until ctx ends.
 func (h *heartbeats) run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every / 2)

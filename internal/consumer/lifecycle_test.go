@@ -139,9 +139,9 @@ func TestShutdownTimeoutNaksInFlight(t *testing.T) {
 	obs2 := newObserver()
 	e.startWorker(t, consumer.Config{AckWait: time.Minute, Observer: obs2}, nil)
 	e.events.waitApplied(t, "cache-c1")
-	require.Less(t, time.Since(redeliveredAt), 10*time.Second, "redelivered by the Nak, not by AckWait")
-	redelivered, _ := obs2.counts()
-	require.Equal(t, 1, redelivered, "the second worker saw a redelivery")
+	// The second worker takes the partition and rewinds it: the Nak'ed
+	// command comes back at once, as a first delivery since the rewind.
+	require.Less(t, time.Since(redeliveredAt), 10*time.Second, "redelivered by the Nak and the rewind, not by AckWait")
 	e.waitSettled(t)
 }
 

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/cartworker/cartworker/command"
@@ -30,7 +29,7 @@ func (w *Worker) sampleOnce(ctx context.Context, r *run, cons Consumers) {
 	defer cancel()
 	var lag uint64
 	ok := true
-	for _, p := range r.leases.ownedPartitions(len(cons.Partitions)) {
+	for _, p := range r.owner.Owned(len(cons.Partitions)) {
 		info, err := cons.Partitions[p].Info(ctx)
 		if err != nil {
 			ok = false
@@ -57,26 +56,4 @@ func (w *Worker) sampleDeadLetters(ctx context.Context) error {
 	}
 	w.cfg.Observer.DeadLetterDepth(info.State.Msgs)
 	return nil
-}
-
-// ownedPartitions returns the partitions this instance consumes now, in
-// order, out of n.
-func (l *leases) ownedPartitions(n int) []int {
-	if l.ownerless {
-		ps := make([]int, n)
-		for i := range ps {
-			ps[i] = i
-		}
-		return ps
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ps := make([]int, 0, len(l.owned))
-	for p := range l.owned {
-		if p < n {
-			ps = append(ps, p)
-		}
-	}
-	slices.Sort(ps)
-	return ps
 }

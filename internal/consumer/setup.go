@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/ownership"
 )
 
 // ErrStreamIncompatible is wrapped by Setup's error when a stream already
@@ -44,7 +45,8 @@ type Consumers struct {
 	// Failures counts the commands' transient failures.
 	Failures jetstream.KeyValue
 	// Members holds a key per live instance; Leases, a key per partition
-	// naming the instance that consumes it.
+	// naming the instance that consumes it (internal/ownership). Both nil:
+	// this instance consumes every partition.
 	Members, Leases jetstream.KeyValue
 }
 
@@ -92,7 +94,8 @@ func (w *Worker) wantStreams() []wantStream {
 }
 
 // Setup makes sure the command and dead-letter streams exist, then creates
-// or updates the shared durable consumer. A missing stream is created with
+// or updates the coordination buckets and the durable consumers: one per
+// partition, and one for the commands no partition holds. A missing stream is created with
 // the worker's configuration. An existing one may belong to an operator
 // (more replicas, longer retention, its own limits), so it is only checked
 // and never lowered: without ManageStreams it is left exactly as it is;
@@ -100,17 +103,16 @@ func (w *Worker) wantStreams() []wantStream {
 // to at least the worker's. Every instance calls Setup at start-up; it is
 // idempotent.
 //
-// Order per cart rests on three things set here. The command stream's
-// subject transform stores each cart's commands in one of Partitions
-// partitions; an unpartitioned stream, as earlier versions made it, is
-// given the transform (on new messages only: it lowers nothing). Only the
-// instance holding a partition's lease pulls it (see leases), and runs each
-// cart's commands in order, so a partition can have Buffer/Partitions
-// commands in flight and a cart's backlog can form into one
-// read-modify-write. And a lease outlives AckWait (see leaseTTL): when an
-// instance dies, the commands it held are due for redelivery before another
-// instance takes the partition, and JetStream redelivers before it delivers
-// anything newer.
+// Order per cart rests on what is set here. The command stream's subject
+// transform stores each cart's commands in one of Partitions partitions; an
+// unpartitioned stream, as earlier versions made it, is given the transform
+// (on new messages only: it lowers nothing). Only the instance holding a
+// partition's lease pulls it (internal/ownership), and runs each cart's
+// commands in order, so a partition can have Buffer/Partitions commands in
+// flight and a cart's backlog can form into one read-modify-write. And an
+// instance that takes a partition rewinds its consumer to its ack floor
+// first, so that whatever the last holder left unacknowledged comes back in
+// stream order, before anything newer.
 func (w *Worker) Setup(ctx context.Context) (Consumers, error) {
 	wants := w.wantStreams()
 	// Look at both streams before creating either, so that an unusable one
@@ -135,8 +137,8 @@ func (w *Worker) Setup(ctx context.Context) (Consumers, error) {
 	if out.Failures, err = w.ensureFailures(ctx); err != nil {
 		return Consumers{}, err
 	}
-	if out.Members, out.Leases, err = w.ensureBuckets(ctx); err != nil {
-		return Consumers{}, err
+	if out.Members, out.Leases, err = ownership.EnsureBuckets(ctx, w.js, w.ownershipConfig()); err != nil {
+		return Consumers{}, w.explain(err)
 	}
 	out.Strays, err = w.ensureConsumer(ctx, command.ConsumerName, s.Commands(),
 		"cartworker: commands stored before partitioning, and strays", false)

@@ -126,7 +126,7 @@ func (w *Worker) endDelivery(d *delivery, batch int, outcome string) {
 func (w *Worker) applyCarts(ctx context.Context, carts [][]*delivery, cmds [][]command.Command, pending []int) []cartcache.CartResult {
 	batches := make([]cartcache.CartBatch, len(pending))
 	for k, i := range pending {
-		batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i]}
+		batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i], Epoch: epochOf(carts[i][0].grant)}
 	}
 	first := carts[pending[0]][0]
 	if w.tracing.tracer == nil {

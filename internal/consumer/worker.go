@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cartworker/cartworker/internal/cartcache"
+	"github.com/cartworker/cartworker/internal/ownership"
 )
 
 // Applier applies the validated commands of several distinct carts, each
@@ -34,7 +35,25 @@ type Publisher interface {
 
 var _ Publisher = (*nats.Conn)(nil)
 
-// Worker consumes cart commands. Create it with New, call Setup once, then Run.
+// owner is what the consumer needs of the partitions' ownership: which
+// partitions it may pull, under which grant, whether a grant still holds
+// when a command is applied or settled, and a rewind of a partition.
+// ownership.Leases implements it.
+type owner interface {
+	Run(ctx context.Context, done <-chan struct{})
+	MayPull(p int) (ownership.Grant, bool, <-chan struct{})
+	Holds(g ownership.Grant) bool
+	Pulling(p int, on bool)
+	Received(p int)
+	Settled(p int)
+	Rewind(ctx context.Context, p int) error
+	Owned(n int) []int
+}
+
+var _ owner = (*ownership.Leases)(nil)
+
+// Worker consumes cart commands. Create it with New, then Run it; Run sets
+// JetStream up first (Setup, which may also be called on its own).
 type Worker struct {
 	js   jetstream.JetStream
 	pub  Publisher
@@ -81,7 +100,7 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	r := &run{stop: ctx, work: work, beats: newHeartbeats(), failures: failures{kv: cons.Failures},
-		leases: newLeases(w, cons)}
+		owner: ownership.New(w.js, cons.Members, cons.Leases, w.gate, w.ownershipConfig())}
 
 	// The prober stops when shutdown begins; heartbeats go on until every
 	// held command is settled; the leases are given back after that.
@@ -91,7 +110,7 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	bg.Go(func() { w.gate.run(probeCtx) })
 	bg.Go(func() { r.beats.run(beatCtx, w.cfg.AckWait/3) })
 	poolDone := make(chan struct{})
-	bg.Go(func() { r.leases.run(probeCtx, poolDone) })
+	bg.Go(func() { r.owner.Run(probeCtx, poolDone) })
 	bg.Go(func() { w.sample(probeCtx, r, cons) })
 	defer func() {
 		stopProbes()
@@ -105,8 +124,8 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 			w.cfg.Observer.InFlight(-len(msgs))
 			for _, msg := range msgs {
 				r.beats.remove(msg)
-				if p, ok := w.cfg.Subjects.PartitionOf(msg.Subject()); ok {
-					r.leases.settled(p)
+				if g := grantOf(msg); g.Partition >= 0 {
+					r.owner.Settled(g.Partition)
 				}
 			}
 		}
@@ -175,19 +194,24 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 	}
 	var err error
 	for err == nil && ctx.Err() == nil && w.gate.wait(ctx) == nil {
+		grant := ownership.Grant{Partition: -1}
 		if partition >= 0 {
 			// Only the instance holding the partition's lease pulls it.
-			if ok, changed := r.leases.mayPull(partition); !ok {
+			g, ok, changed := r.owner.MayPull(partition)
+			if !ok {
 				select {
 				case <-changed:
 				case <-ctx.Done():
 				}
 				continue
 			}
+			grant = g
+			r.owner.Pulling(partition, true)
 		}
-		r.leases.pulling(partition, true)
-		err = w.pull(ctx, cons, partition, pool, r)
-		r.leases.pulling(partition, false)
+		err = w.pull(ctx, cons, grant, pool, r)
+		if partition >= 0 {
+			r.owner.Pulling(partition, false)
+		}
 	}
 	return err
 }
@@ -225,14 +249,19 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 }
 
 // pull feeds the pool from cons, one fetch at a time, until shutdown
-// begins, the gate closes, the instance gives the partition back (partition
-// is -1 for a consumer that is not a partition), or delivery stops by
-// itself. Each fetch is read to its end: a pull request is never abandoned
-// with commands on their way, which JetStream would redeliver only after
-// AckWait, behind their carts' later commands. So when pull returns, no
-// request of this instance is left on the server.
-func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition int, pool *keyedPool, r *run) error {
+// begins, the gate closes, the instance loses or gives back the partition
+// it holds under grant (grant.Partition is -1 for a consumer that is not a
+// partition), or delivery stops by itself. Each fetch is read to its end: a
+// pull request is never abandoned with commands on their way. So when pull
+// returns, no request of this instance is left on the server.
+//
+// A delivery lost on its way, or a failed fetch, may leave a command behind
+// the ones after it: the partition is then rewound to its ack floor, which
+// delivers every unacknowledged command again in stream order, rather than
+// waiting for the lost one's AckWait.
+func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant ownership.Grant, pool *keyedPool, r *run) error {
 	name := cons.CachedInfo().Name
+	partition := grant.Partition
 	// A fetch asks for no more than the consumer lets be in flight: a
 	// stop takes effect after at most that many more commands.
 	size := min(pullBatch, max(1, cons.CachedInfo().Config.MaxAckPending))
@@ -240,23 +269,17 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition in
 	var last uint64 // the consumer sequence of the last delivery taken
 	for ctx.Err() == nil && w.gate.err() == nil {
 		if partition >= 0 {
-			if ok, _ := r.leases.mayPull(partition); !ok {
+			if g, ok, _ := r.owner.MayPull(partition); !ok || g != grant {
 				return nil
 			}
 		}
 		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(w.pullExpiry()))
 		if err == nil {
-			err = w.take(ctx, batch, partition, &last, pool, r)
+			err = w.take(ctx, batch, grant, &last, pool, r)
 		}
 		switch {
 		case err == nil:
 			failures = 0
-		case errors.Is(err, errGap):
-			wait := w.cfg.AckWait + pullMargin
-			w.log.Warn("a delivery was lost on its way; waiting for its redelivery so that nothing overtakes it",
-				"consumer", name, "wait", wait)
-			sleepCtx(ctx, wait)
-			last = 0
 		case stopped(err):
 			// The consumer is gone or the connection closed for good:
 			// stopping quietly would leave a live process that consumes
@@ -264,23 +287,48 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition in
 			return fmt.Errorf("%w: pull from %s: %w", ErrStopped, name, err)
 		case r.work.Err() != nil:
 			return nil
+		case partition >= 0:
+			// A gap, or a failed fetch that may have lost deliveries the
+			// consumer's new leader does not know were made (and numbers
+			// afresh, so no gap shows).
+			if failures++; failures == 1 || errors.Is(err, errGap) {
+				w.log.Warn("partition rewinds to its ack floor so that nothing overtakes a lost delivery",
+					"consumer", name, "err", err)
+			}
+			if !w.rewind(ctx, grant, r) {
+				return nil
+			}
+			last = 0
 		default:
 			// NATS is reconnecting, or its server failed over: wait rather
-			// than spin. A failed fetch of a partition may have lost
-			// deliveries the new consumer leader does not know were made,
-			// and numbers afresh, so no gap shows: the partition waits, as
-			// after a gap, until whatever was lost is due for redelivery.
+			// than spin.
 			if failures++; failures == 1 {
 				w.log.Warn("pull from JetStream failed", "consumer", name, "err", err)
 			}
-			wait := pullErrorDelay
-			if partition >= 0 {
-				wait, last = w.cfg.AckWait+pullMargin, 0
-			}
-			sleepCtx(ctx, wait)
+			sleepCtx(ctx, pullErrorDelay)
 		}
 	}
 	return nil
+}
+
+// rewind rewinds grant's partition, trying again while NATS cannot be
+// reached. It reports false when it gave up: shutdown began or the grant
+// lapsed (whoever holds the partition next rewinds it).
+func (w *Worker) rewind(ctx context.Context, grant ownership.Grant, r *run) bool {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if g, ok, _ := r.owner.MayPull(grant.Partition); !ok || g != grant {
+			return false
+		}
+		err := r.owner.Rewind(ctx, grant.Partition)
+		if err == nil {
+			return true
+		}
+		if attempt == 0 {
+			w.log.Warn("partition not rewound yet; trying again", "partition", grant.Partition, "err", err)
+		}
+		sleepCtx(ctx, rewindRetryDelay)
+	}
+	return false
 }
 
 // take hands a fetch's messages to the pool as they arrive, until the
@@ -288,12 +336,13 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, partition in
 //
 // A partition's deliveries come to this instance alone, numbered one after
 // another by the consumer; a number skipped is a delivery lost on its way
-// (its server failed over, say), which JetStream redelivers only after
-// AckWait, and the commands after it could overtake it. So from a gap on,
-// take abandons the rest of the fetch too, and returns errGap: the puller
-// stays away until everything abandoned is due for redelivery, in order,
-// lost delivery first.
-func (w *Worker) take(ctx context.Context, batch jetstream.MessageBatch, partition int, last *uint64, pool *keyedPool, r *run) error {
+// (its server failed over, say), which the commands after it could
+// overtake. So from a gap on, take abandons the rest of the fetch too, and
+// returns errGap: the puller rewinds the partition once what it holds is
+// done with, and everything abandoned comes again in order, lost delivery
+// first.
+func (w *Worker) take(ctx context.Context, batch jetstream.MessageBatch, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) error {
+	partition := grant.Partition
 	gap := false
 	msgs, stop := batch.Messages(), ctx.Done()
 fetch:
@@ -322,13 +371,14 @@ fetch:
 				*last = md.Sequence.Consumer
 			}
 			if gap {
-				continue // left to expire, behind the lost delivery
+				continue // the rewind delivers it again, in order
 			}
-			r.leases.received(partition)
+			r.owner.Received(partition)
 		}
-		r.beats.add(msg)
+		in := &inbound{Msg: msg, grant: grant, taken: time.Now()}
+		r.beats.add(in)
 		w.cfg.Observer.InFlight(1)
-		pool.submit(w.cartOf(msg), msg)
+		pool.submit(w.cartOf(msg), in)
 	}
 	if gap {
 		return errGap
@@ -363,5 +413,26 @@ type run struct {
 	work     context.Context
 	beats    *heartbeats
 	failures failures
-	leases   *leases
+	owner    owner
+}
+
+// inbound is a message taken from JetStream, with the grant it was pulled
+// under (Partition -1 for the strays' consumer) and when it was taken.
+type inbound struct {
+	jetstream.Msg
+	grant ownership.Grant
+	taken time.Time
+}
+
+// grantOf returns the grant msg was pulled under.
+func grantOf(msg jetstream.Msg) ownership.Grant {
+	if in, ok := msg.(*inbound); ok {
+		return in.grant
+	}
+	return ownership.Grant{Partition: -1}
+}
+
+// epochOf is the store's fencing epoch of grant g.
+func epochOf(g ownership.Grant) cartcache.Epoch {
+	return cartcache.Epoch{Era: g.Era, Seq: g.Seq}
 }

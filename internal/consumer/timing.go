@@ -1,9 +1,15 @@
 package consumer
 
-import "time"
+import (
+	"time"
 
-// Every delay and backoff of the consumer: before a command, its dead
-// letter or its environment is tried again, and the bounds of each try.
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/ownership"
+)
+
+// Every delay and backoff of the consumer: before a command, its event, its
+// dead letter, a rewind or its environment is tried again, the bounds of
+// each try, and the timing of the partitions' leases.
 // Their configurable bases (Config.RetryBaseDelay, RetryMaxDelay,
 // ProbeInterval) have their defaults in config.go.
 
@@ -23,10 +29,9 @@ const (
 	// drainPollDelay is how often a new instance looks whether the
 	// commands stored before partitioning are done.
 	drainPollDelay = 250 * time.Millisecond
-	// deadLetterRetryDelay is the Nak delay of a command whose dead letter
-	// could not be stored: CART_DLQ is unavailable, which takes longer than
-	// a transient blip to fix.
-	deadLetterRetryDelay = 5 * time.Second
+	// rewindRetryDelay is the pause between attempts at rewinding a
+	// partition while NATS cannot be reached.
+	rewindRetryDelay = 250 * time.Millisecond
 	// settleTimeout bounds counting a failure and storing a dead letter,
 	// which must get out even when shutdown has cancelled the work.
 	settleTimeout = 5 * time.Second
@@ -41,16 +46,9 @@ const (
 // commands it has taken before it hands them back (a Nak that no failure
 // count sees): long enough to ride out a blip without churn, short enough
 // that healthy instances take over its partitions well within the 10 s a
-// stalled cart may wait. Two bounds make it keep each cart's order:
-//   - it is past pullsGone: a pull request the instance sent before it
-//     stopped pulling could still take a handed-back command, and lose it
-//     until AckWait expires, behind the cart's later commands;
-//   - it is under AckWait: the messages that were on their way when the
-//     instance stopped pulling are lost in flight and redelivered once
-//     AckWait expires; they are later in their carts than every command
-//     the instance holds, which must be handed back before them.
-//
-// MinAckWait leaves room for both.
+// stalled cart may wait. It is past pullsGone, so that no pull request of
+// the instance is left when it hands a partition over. Order does not rest
+// on it: whoever takes the partition next rewinds it to its ack floor.
 func (w *Worker) handBackAfter() time.Duration { return w.pullsGone() }
 
 // pullsGone is how long after an instance stops pulling a partition none of
@@ -70,18 +68,30 @@ const (
 	memberTTL    = 3 * balanceEvery
 )
 
-// forgetTimeout bounds removing the member key, which must not hold up a
-// shutdown: a key not removed expires by itself.
-const forgetTimeout = time.Second
-
 // leaseTTL is how long a partition's lease outlives its holder's last
-// renewal. When an instance dies, every command it held must be due for
-// redelivery before another instance takes the partition: its pull
-// requests are gone after pullsGone, and what they or it still held is
-// redelivered after AckWait. A renewal every balanceEvery, well within it,
-// keeps a live holder's lease.
-func (w *Worker) leaseTTL() time.Duration {
-	return w.cfg.AckWait + w.pullsGone()
+// renewal: two renewals and the life of a pull request, so that one late
+// renewal loses nothing. It no longer needs to outlast AckWait: a new
+// holder rewinds the partition, so the commands a dead holder held come
+// back at once, in order. It bounds how long a crashed instance's
+// partitions wait.
+func (w *Worker) leaseTTL() time.Duration { return 2*balanceEvery + w.pullsGone() }
+
+// ownershipConfig is the partitions' ownership timing (internal/ownership).
+func (w *Worker) ownershipConfig() ownership.Config {
+	return ownership.Config{
+		Stream:          command.StreamCommands,
+		Consumer:        command.PartitionConsumer,
+		Partitions:      w.cfg.Partitions,
+		Replicas:        w.cfg.Replicas,
+		Renew:           balanceEvery,
+		TTL:             w.leaseTTL(),
+		MemberTTL:       memberTTL,
+		PullExpiry:      w.pullExpiry(),
+		PullMargin:      pullMargin,
+		ShutdownTimeout: w.cfg.ShutdownTimeout,
+		CallTimeout:     settleTimeout,
+		Logger:          w.log,
+	}
 }
 
 // pullExpiry is how long one pull request waits: the least nats.go allows,
@@ -89,11 +99,11 @@ func (w *Worker) leaseTTL() time.Duration {
 // gone (pullsGone). An idle partition costs a pull request a second.
 func (w *Worker) pullExpiry() time.Duration { return time.Second }
 
-// backoff is the wait before a command that failed transiently for the
-// delivered-th time is tried again, in place or by NakWithDelay:
-// RetryBaseDelay doubling up to RetryMaxDelay.
-func (w *Worker) backoff(delivered uint64) time.Duration {
-	return doubling(w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay, int(min(delivered, maxAttempt+1))-1)
+// backoff is the wait before a command that failed for the failures-th
+// time is tried again, in place: RetryBaseDelay doubling up to
+// RetryMaxDelay.
+func (w *Worker) backoff(failures int) time.Duration {
+	return doubling(w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay, min(max(failures, 1), maxAttempt+1)-1)
 }
 
 // probeDelay is the wait before the attempt-th repeated probe of the
