@@ -277,7 +277,7 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1"}},
 		{name: "replay of a command refused before: refused alike, as a duplicate",
 			apply: applier{res: cartcache.Result{Duplicate: true}, err: &cartcache.PriorRejection{Code: command.CodeCartNotFound}},
-			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1", duplicate: true}},
+			want:  want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1", duplicate: true}},
 		{name: "written by the partition's newer holder: dropped unsettled", apply: applier{batchErr: fmt.Errorf("cart c1: %w", cartcache.ErrFenced)},
 			want: want{outcome: LabelFenced}},
 		{name: "grant lapsed before the apply: dropped unsettled, nothing applied", apply: applier{}, lapsed: true,
