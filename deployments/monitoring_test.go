@@ -363,6 +363,8 @@ func TestAlertRules(t *testing.T) {
 					"cartworker_dead_letter_stream_messages", // DLQ growth
 					"cartworker_consumer_pending_messages",   // consumer lag
 					"cartworker_ready",                       // readiness
+					// a stuck cart holding up its partition (issue 18)
+					"cartworker_partition_oldest_unacked_seconds",
 				} {
 					require.True(t, queried[name], "no alert on %s", name)
 				}

@@ -241,10 +241,12 @@ type Observer interface {
 	// CommandDone is called once per delivery with the command type (or
 	// "unknown"), its outcome label and how long handling took. Outcomes:
 	// applied, duplicate, rejected, dead_letter, retry, breaker_open,
-	// not_ready, shutdown, and invalid for a delivery that is no JetStream
-	// message, which is logged and dropped.
+	// not_ready, shutdown, fenced for a delivery dropped unsettled because
+	// its partition changed hands, and invalid for a delivery that is no
+	// JetStream message, which is logged and dropped.
 	CommandDone(typ, outcome string, d time.Duration)
-	// Redelivered is called for every delivery after the first.
+	// Redelivered is called for every delivery after the first since the
+	// partition was last rewound (a rewind restarts the counts).
 	Redelivered()
 	// DeadLettered is called for every dead letter published.
 	DeadLettered()
@@ -264,6 +266,12 @@ type Observer interface {
 	// DeadLetterDepth is called, every sampleEvery, with the number of
 	// messages in the dead-letter stream.
 	DeadLetterDepth(messages uint64)
+	// OldestUnacked is called, every sampleEvery, with the age of the
+	// oldest command this instance holds unsettled in each partition it
+	// owns (0 for one it holds nothing of). A cart that is stuck holds up
+	// its partition: its age grows while the partition's later commands
+	// wait.
+	OldestUnacked(ages map[int]time.Duration)
 }
 
 type nopObserver struct{}
@@ -276,3 +284,4 @@ func (nopObserver) Apply(int)                                 {}
 func (nopObserver) InFlight(int)                              {}
 func (nopObserver) Lag(uint64)                                {}
 func (nopObserver) DeadLetterDepth(uint64)                    {}
+func (nopObserver) OldestUnacked(map[int]time.Duration)       {}

@@ -64,12 +64,13 @@ func (o *outcomes) CommandDone(typ, outcome string, _ time.Duration) {
 	o.done = append(o.done, typ+"/"+outcome)
 }
 
-func (o *outcomes) Redelivered()           {}
-func (o *outcomes) Batch(int)              {}
-func (o *outcomes) Apply(int)              {}
-func (o *outcomes) InFlight(int)           {}
-func (o *outcomes) Lag(uint64)             {}
-func (o *outcomes) DeadLetterDepth(uint64) {}
+func (o *outcomes) Redelivered()                        {}
+func (o *outcomes) Batch(int)                           {}
+func (o *outcomes) Apply(int)                           {}
+func (o *outcomes) InFlight(int)                        {}
+func (o *outcomes) Lag(uint64)                          {}
+func (o *outcomes) DeadLetterDepth(uint64)              {}
+func (o *outcomes) OldestUnacked(map[int]time.Duration) {}
 
 func (o *outcomes) DeadLettered() {
 	o.mu.Lock()

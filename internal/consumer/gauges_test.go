@@ -13,9 +13,9 @@ import (
 	"github.com/cartworker/cartworker/internal/consumer"
 )
 
-// Operators read three gauges off the Observer: the commands an instance
-// holds, the lag of the partitions it owns, and the depth of the
-// dead-letter stream. Each must follow what JetStream and the pool hold,
+// Operators read four gauges off the Observer: the commands an instance
+// holds, the lag of the partitions it owns, the age of the oldest command
+// it holds in each, and the depth of the dead-letter stream. Each must follow what JetStream and the pool hold,
 // and the in-flight count must come back to zero once everything settles.
 func TestObserverGaugesFollowInFlightLagAndDeadLetters(t *testing.T) {
 	e := newEnv(t)
@@ -47,11 +47,13 @@ func TestObserverGaugesFollowInFlightLagAndDeadLetters(t *testing.T) {
 	obs := newObserver()
 	e.startWorker(t, consumer.Config{Observer: obs, Concurrency: 1, Buffer: 4}, app)
 
-	// The first sample comes at once, the next after sampleEvery (10 s).
+	// The first sample comes at once, the next after sampleEvery (10 s);
+	// the instance owns the 4 partitions newEnv makes.
 	eventually(t, func() bool {
 		inflight, lag, dlq, _ := obs.gauges()
-		return inflight >= 1 && dlq == 1 && lag >= backlog-4
-	}, 15*time.Second, tick, "gauges never showed the held command, the backlog and the dead letter: %s", obs)
+		oldest, partitions := obs.oldestHeld()
+		return inflight >= 1 && dlq == 1 && lag >= backlog-4 && oldest > 0 && partitions == 4
+	}, 15*time.Second, tick, "gauges never showed the held command, its age, the backlog and the dead letter: %s", obs)
 
 	close(release)
 	e.waitSettled(t)

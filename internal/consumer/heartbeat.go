@@ -38,6 +38,24 @@ func (h *heartbeats) remove(msg jetstream.Msg) {
 	h.mu.Unlock()
 }
 
+// oldest returns, for each partition, when the oldest message of it still
+// held was taken.
+func (h *heartbeats) oldest() map[int]time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[int]time.Time{}
+	for m := range h.msgs {
+		in, ok := m.(*inbound)
+		if !ok || in.grant.Partition < 0 {
+			continue
+		}
+		if t, seen := out[in.grant.Partition]; !seen || in.taken.Before(t) {
+			out[in.grant.Partition] = in.taken
+		}
+	}
+	return out
+}
+
 // run sends InProgress for every message untouched for every, until ctx ends.
 func (h *heartbeats) run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every / 2)

@@ -510,6 +510,7 @@ type recObserver struct {
 	inflight     int
 	lag, dlq     uint64
 	sampled      bool
+	oldest       map[int]time.Duration
 }
 
 func newObserver() *recObserver { return &recObserver{done: map[[2]string]int{}} }
@@ -560,6 +561,24 @@ func (o *recObserver) DeadLetterDepth(n uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dlq = n
+}
+
+func (o *recObserver) OldestUnacked(ages map[int]time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.oldest = ages
+}
+
+// oldestHeld returns the age of the oldest command held in any partition,
+// as last sampled, and how many partitions the sample covered.
+func (o *recObserver) oldestHeld() (time.Duration, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var most time.Duration
+	for _, age := range o.oldest {
+		most = max(most, age)
+	}
+	return most, len(o.oldest)
 }
 
 // gauges returns the in-flight count and the last lag and dead-letter

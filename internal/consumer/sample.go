@@ -8,7 +8,8 @@ import (
 )
 
 // sample reports, every sampleEvery until ctx ends, the lag of the
-// partitions this instance owns and the depth of the dead-letter stream.
+// partitions this instance owns, the age of the oldest command it holds in
+// each, and the depth of the dead-letter stream.
 // Both are sampled rather than counted: JetStream knows them, and another
 // instance or an operator changes them too.
 func (w *Worker) sample(ctx context.Context, r *run, cons Consumers) {
@@ -27,9 +28,19 @@ func (w *Worker) sample(ctx context.Context, r *run, cons Consumers) {
 func (w *Worker) sampleOnce(ctx context.Context, r *run, cons Consumers) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
+	owned := r.owner.Owned(len(cons.Partitions))
+	oldest, now := r.beats.oldest(), time.Now()
+	ages := make(map[int]time.Duration, len(owned))
+	for _, p := range owned {
+		ages[p] = 0
+		if t, ok := oldest[p]; ok {
+			ages[p] = now.Sub(t)
+		}
+	}
+	w.cfg.Observer.OldestUnacked(ages)
 	var lag uint64
 	ok := true
-	for _, p := range r.owner.Owned(len(cons.Partitions)) {
+	for _, p := range owned {
 		info, err := cons.Partitions[p].Info(ctx)
 		if err != nil {
 			ok = false

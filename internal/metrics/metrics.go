@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ type Metrics struct {
 	stateDuration *prometheus.HistogramVec
 	buildInfo     *prometheus.GaugeVec
 	pending       prometheus.Gauge
+	oldest        *prometheus.GaugeVec
 	ready         prometheus.GaugeFunc
 	// readyCheck is the instance's readiness check, which the ready gauge
 	// runs at every scrape.
@@ -51,7 +53,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cartworker_commands_total",
-			Help: "Command deliveries handled, by type and outcome (applied, duplicate, rejected, dead_letter, retry, breaker_open, not_ready, shutdown, invalid).",
+			Help: "Command deliveries handled, by type and outcome (applied, duplicate, rejected, dead_letter, retry, breaker_open, not_ready, shutdown, fenced, invalid).",
 		}, []string{"type", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "cartworker_command_duration_seconds",
@@ -73,7 +75,7 @@ func New() *Metrics {
 		}),
 		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cartworker_redeliveries_total",
-			Help: "Command deliveries after the first.",
+			Help: "Command deliveries after the first since their partition was last rewound.",
 		}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cartworker_dead_letters_total",
@@ -115,6 +117,10 @@ func New() *Metrics {
 			Help: "Consumer lag: commands in the partitions this instance owns that no consumer has been delivered yet, sampled.",
 		}),
 	}
+	m.oldest = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cartworker_partition_oldest_unacked_seconds",
+		Help: "Age of the oldest command this instance holds unacknowledged, per partition it owns, sampled: a stuck cart holds up its partition.",
+	}, []string{"partition"})
 	m.ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cartworker_ready",
 		Help: "1 while the instance is ready to apply commands, else 0 (the reason is in /readyz and the log).",
@@ -126,7 +132,7 @@ func New() *Metrics {
 	})
 	m.reg.MustRegister(
 		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters, m.batchSize, m.applyCarts,
-		m.inflight, m.dlqDepth, m.stateDuration, m.buildInfo, m.pending, m.ready,
+		m.inflight, m.dlqDepth, m.stateDuration, m.buildInfo, m.pending, m.oldest, m.ready,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -159,6 +165,15 @@ func (m *Metrics) Lag(messages uint64) { m.pending.Set(float64(messages)) }
 
 // DeadLetterDepth implements consumer.Observer.
 func (m *Metrics) DeadLetterDepth(messages uint64) { m.dlqDepth.Set(float64(messages)) }
+
+// OldestUnacked implements consumer.Observer: the partitions this instance
+// no longer owns leave the gauge.
+func (m *Metrics) OldestUnacked(ages map[int]time.Duration) {
+	m.oldest.Reset()
+	for p, age := range ages {
+		m.oldest.WithLabelValues(strconv.Itoa(p)).Set(age.Seconds())
+	}
+}
 
 // ReadyFrom makes cartworker_ready report check, the instance's readiness
 // check (nil when ready), at every scrape; before it is called the gauge
