@@ -67,23 +67,27 @@ type Config struct {
 	// DefaultBatchCarts, at most MaxBatchCarts.
 	BatchCarts int
 	// Partitions is how many partitions the command stream's carts are
-	// spread over; each is consumed one command at a time, by whichever
-	// instance pulls it. It bounds the instances that can share the work
-	// and the commands in flight across all of them. Changing it needs the
+	// spread over; each is consumed by the one instance that owns it
+	// (internal/ownership), which holds up to Buffer/Partitions of its
+	// commands and runs each cart's in order. It bounds the instances that
+	// can share the work. Changing it needs the
 	// stream drained. Default command.DefaultPartitions.
 	Partitions int
-	// AckWait is how long JetStream waits for an ack before redelivering,
-	// which is how long a crashed instance's carts wait. Commands held
-	// longer get InProgress heartbeats every AckWait/3. Default
-	// DefaultAckWait, at least MinAckWait.
+	// AckWait is how long JetStream waits for an ack before redelivering
+	// to the partition's holder. Commands held longer get InProgress
+	// heartbeats every AckWait/3. A takeover does not wait for it: the new
+	// owner rewinds the partition. Default DefaultAckWait, at least
+	// MinAckWait.
 	AckWait time.Duration
-	// MaxDeliver is the delivery after which a command that keeps failing
-	// transiently is dead-lettered. Deliveries refused by an open breaker
-	// count towards it but never dead-letter by themselves. Default
-	// DefaultMaxDeliver.
+	// MaxDeliver is how many transient failures of a command's apply,
+	// counted across deliveries and instances (cartworker_failures), dead-
+	// letter it as max_deliveries. Attempts held by an open breaker or a
+	// fault of the environment, and publishes of its event or dead letter
+	// that fail, never count. Default DefaultMaxDeliver.
 	MaxDeliver int
-	// RetryBaseDelay and RetryMaxDelay bound the exponential NakWithDelay
-	// backoff of transient failures. Defaults DefaultRetryBaseDelay and
+	// RetryBaseDelay and RetryMaxDelay bound the exponential backoff of
+	// what is retried in place: a transient failure, an event or a dead
+	// letter that could not be published. Defaults DefaultRetryBaseDelay and
 	// DefaultRetryMaxDelay.
 	RetryBaseDelay time.Duration
 	RetryMaxDelay  time.Duration
