@@ -37,6 +37,19 @@ func (w *Worker) ensureFailures(ctx context.Context) (jetstream.KeyValue, error)
 	return kv, nil
 }
 
+// count returns how many failures the command at seq has had.
+func (f failures) count(ctx context.Context, seq uint64) (int, error) {
+	e, err := f.kv.Get(ctx, strconv.FormatUint(seq, 10))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, _ := strconv.Atoi(string(e.Value()))
+	return n, nil
+}
+
 // add records one more failure of the command at seq and returns how many
 // it has had. Only one instance handles a partition's command at a time,
 // so the compare-and-set loop is for safety, not for contention.

@@ -266,6 +266,7 @@ func TestFateOfEveryDelivery(t *testing.T) {
 		eventErr  error
 		stopped   bool
 		lapsed    bool // the partition's grant lapsed before the apply
+		replay    bool // delivered again by a rewind
 		want      want
 	}{
 		{name: "applied", apply: applier{},
@@ -283,6 +284,10 @@ func TestFateOfEveryDelivery(t *testing.T) {
 			want: want{outcome: LabelFenced}},
 		{name: "grant lapsed before the apply: dropped unsettled, nothing applied", apply: applier{}, lapsed: true,
 			want: want{outcome: LabelFenced, notApplied: true}},
+		{name: "replay of a command dead-lettered as max_deliveries: dead-lettered again, not applied", apply: applier{}, replay: true, failures: 10,
+			want: want{settled: "term with reason", outcome: LabelDeadLetter, dlqCode: command.CodeMaxDeliveries, event: command.OutcomeRejected, eventCode: command.CodeMaxDeliveries, eventID: "a1", deadLetter: 1, notApplied: true}},
+		{name: "replay of a command that failed less: applied", apply: applier{}, replay: true, failures: 3,
+			want: want{settled: "ack", outcome: LabelApplied, event: command.OutcomeApplied, eventID: "a1"}},
 		{name: "cart not found", apply: applier{err: cart.ErrCartNotFound},
 			want: want{settled: "ack", outcome: LabelRejected, event: command.OutcomeRejected, eventCode: command.CodeCartNotFound, eventID: "a1"}},
 		{name: "invalid state", apply: applier{err: cart.ErrInvalidState},
@@ -354,7 +359,7 @@ func TestFateOfEveryDelivery(t *testing.T) {
 				// while the command is being applied.
 				app.during = cancel
 			}
-			w.handleGroup(r, [][]jetstream.Msg{{&inbound{Msg: msg, grant: grant}}})
+			w.handleGroup(r, [][]jetstream.Msg{{&inbound{Msg: msg, grant: grant, replay: tc.replay}}})
 
 			if tc.want.settled == "" {
 				require.Empty(t, msg.settled, "a fenced delivery is left for the partition's holder")

@@ -121,9 +121,32 @@ func (w *Worker) decodeBatch(r *run, msgs []jetstream.Msg) []*delivery {
 				d.cmd.ID = bodyID(msg.Data())
 			}
 			d.outcome = w.conclude(r, d, cartcache.Result{}, err)
+			continue
+		}
+		if err := w.exhaustedBefore(r, msg, md); err != nil {
+			d.outcome = w.conclude(r, d, cartcache.Result{}, err)
 		}
 	}
 	return ds
+}
+
+// exhaustedBefore returns an exhaustedError for a replayed command (one a
+// rewind delivers again) that was dead-lettered as max_deliveries before,
+// so that it is dead-lettered again rather than applied: a replay gets the
+// outcome it had. Only replays are looked up, so a first delivery costs
+// nothing; a count that cannot be read lets the command through, as
+// countFailure does.
+func (w *Worker) exhaustedBefore(r *run, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
+	if in, ok := msg.(*inbound); !ok || !in.replay || r.failures.kv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.work, settleTimeout)
+	defer cancel()
+	failed, err := r.failures.count(ctx, md.Sequence.Stream)
+	if err != nil || failed < w.cfg.MaxDeliver {
+		return nil
+	}
+	return &exhaustedError{err: errors.New("dead-lettered before, replayed by a rewind"), failed: failed}
 }
 
 // bodyID returns the top-level "id" string of a command body that failed

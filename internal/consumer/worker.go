@@ -47,6 +47,7 @@ type owner interface {
 	Received(p int)
 	Settled(p int)
 	Rewind(ctx context.Context, p int) error
+	ReplayedUpTo(p int) uint64
 	Owned(n int) []int
 }
 
@@ -363,19 +364,20 @@ fetch:
 			}
 			msg = m
 		}
+		in := &inbound{Msg: msg, grant: grant, taken: time.Now()}
 		if partition >= 0 {
 			if md, err := msg.Metadata(); err == nil {
 				if *last != 0 && md.Sequence.Consumer != *last+1 {
 					gap = true
 				}
 				*last = md.Sequence.Consumer
+				in.replay = md.Sequence.Stream <= r.owner.ReplayedUpTo(partition)
 			}
 			if gap {
 				continue // the rewind delivers it again, in order
 			}
 			r.owner.Received(partition)
 		}
-		in := &inbound{Msg: msg, grant: grant, taken: time.Now()}
 		r.beats.add(in)
 		w.cfg.Observer.InFlight(1)
 		pool.submit(w.cartOf(msg), in)
@@ -422,6 +424,9 @@ type inbound struct {
 	jetstream.Msg
 	grant ownership.Grant
 	taken time.Time
+	// replay: delivered again by a rewind, it may have been settled
+	// before.
+	replay bool
 }
 
 // grantOf returns the grant msg was pulled under.

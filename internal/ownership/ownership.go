@@ -118,6 +118,9 @@ type Leases struct {
 	held map[int]int
 	// fetching holds the partitions with a fetch under way.
 	fetching map[int]bool
+	// replayTo is, per partition, the last stream sequence delivered
+	// before its last rewind.
+	replayTo map[int]uint64
 	// changed is closed and replaced whenever owned, leaving or a lease's
 	// fence changes, to wake the pullers.
 	changed chan struct{}
@@ -153,6 +156,7 @@ func New(js jetstream.JetStream, members, leases jetstream.KeyValue, gate Gate, 
 		leaving:   map[int]bool{},
 		held:      map[int]int{},
 		fetching:  map[int]bool{},
+		replayTo:  map[int]uint64{},
 		changed:   make(chan struct{}),
 	}
 }
@@ -282,10 +286,33 @@ func (l *Leases) Rewind(ctx context.Context, p int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
 	defer cancel()
+	return l.reset(ctx, p)
+}
+
+// reset rewinds partition p's consumer to its ack floor, and records the
+// last stream sequence it had delivered: what comes again up to it is a
+// replay (ReplayedUpTo).
+func (l *Leases) reset(ctx context.Context, p int) error {
+	c, err := l.js.Consumer(ctx, l.cfg.Stream, l.cfg.Consumer(p))
+	if err != nil {
+		return fmt.Errorf("rewind partition %d: %w", p, err)
+	}
 	if _, err := l.js.ResetConsumer(ctx, l.cfg.Stream, l.cfg.Consumer(p)); err != nil {
 		return fmt.Errorf("rewind partition %d: %w", p, err)
 	}
+	l.mu.Lock()
+	l.replayTo[p] = max(l.replayTo[p], c.CachedInfo().Delivered.Stream)
+	l.mu.Unlock()
 	return nil
+}
+
+// ReplayedUpTo returns the last stream sequence of partition p delivered
+// before its last rewind: a command up to it may have been settled before,
+// and must be given the outcome it had.
+func (l *Leases) ReplayedUpTo(p int) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.replayTo[p]
 }
 
 // idlePoll is how often Rewind and a hand-back look whether a partition's
@@ -610,7 +637,7 @@ func (l *Leases) take(ctx context.Context, share int) {
 		if err != nil {
 			continue // held by another instance, or NATS is slow: next tick
 		}
-		if _, err := l.js.ResetConsumer(ctx, l.cfg.Stream, l.cfg.Consumer(p)); err != nil {
+		if err := l.reset(ctx, p); err != nil {
 			// Never pull without the rewind: give the lease back.
 			l.log.Warn("partition not taken: its consumer could not be rewound", "partition", p, "err", err)
 			_ = bucket.Delete(ctx, leaseKey(p), jetstream.LastRevision(rev))
