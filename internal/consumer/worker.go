@@ -62,6 +62,8 @@ type Worker struct {
 	cfg  Config
 	log  *slog.Logger
 	gate *gate
+	// stalls are the consumers whose fetches keep failing (stalls.go).
+	stalls *stalls
 	// tracing makes the worker's spans (trace.go).
 	tracing tracing
 }
@@ -72,16 +74,24 @@ func New(js jetstream.JetStream, pub Publisher, app Applier, cfg Config) (*Worke
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	w := &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger, tracing: newTracing(cfg)}
+	w := &Worker{js: js, pub: pub, app: app, cfg: cfg, log: cfg.Logger, tracing: newTracing(cfg), stalls: newStalls()}
 	w.gate = newGate(cfg.Probe, w.probeDelay, w.handBackAfter(), cfg.Logger)
 	return w, nil
 }
 
 // Ready returns nil while the instance can serve commands, else why not: the
 // last failed probe of its environment, such as a rejected API token or a
-// missing state store. Until Run's first probe passes it reports that the
-// store has not been checked yet.
-func (w *Worker) Ready() error { return w.gate.err() }
+// missing state store, or a consumer it pulls whose fetches have failed for
+// longer than AckWait, which names the stream. Until Run's first probe
+// passes it reports that the store has not been checked yet. A failing
+// fetch is only reported: the instance keeps its partitions and goes on
+// trying, and answers ready again once a fetch works.
+func (w *Worker) Ready() error {
+	if err := w.gate.err(); err != nil {
+		return err
+	}
+	return w.stalls.err(w.cfg.AckWait)
+}
 
 // Run sets up JetStream, then pulls and handles commands until ctx ends. It
 // then stops pulling, lets the pool finish what it holds within
@@ -266,6 +276,8 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 	// A fetch asks for no more than the consumer lets be in flight: a
 	// stop takes effect after at most that many more commands.
 	size := min(pullBatch, max(1, cons.CachedInfo().Config.MaxAckPending))
+	// Not pulling it any more: it stalls nothing.
+	defer w.stalls.ok(name)
 	failures := 0
 	var last uint64 // the consumer sequence of the last delivery taken
 	for ctx.Err() == nil && w.gate.err() == nil {
@@ -277,6 +289,11 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(w.pullExpiry()))
 		if err == nil {
 			err = w.take(ctx, batch, grant, &last, pool, r)
+		}
+		if err == nil {
+			w.stalls.ok(name)
+		} else {
+			w.stalls.failed(name, err)
 		}
 		switch {
 		case err == nil:
