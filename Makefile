@@ -15,7 +15,13 @@ export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 
 INTEGRATION_TIMEOUT ?= 30m
 
-.PHONY: help run demo stop logs images test test-unit test-integration lint bench build k8s-tools
+# make chaos-order: each order scenario CHAOS_RUNS times (about 20 s a run
+# when it passes, up to 3 minutes when commands are stuck).
+CHAOS_RUNS    ?= 20
+CHAOS_TIMEOUT ?= 4h
+CHAOS_TESTS   := TestOrder(SIGKILLWithQueuedCommands|SIGSTOPTenSeconds|NATSRestartThenLeave)
+
+.PHONY: help run demo stop logs images test test-unit test-integration chaos-order lint bench build k8s-tools
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -55,7 +61,12 @@ k8s-tools: ## build helm and kustomize (tools/helm/go.mod, cached), which the de
 test-integration: ## integration suite against real containers (builds images first)
 	@scripts/ensure-docker.sh
 	@scripts/build-images.sh
-	$(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./integration/...
+	CHAOS_RUNS=1 $(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./integration/...
+
+chaos-order: ## the order scenarios (SIGKILL with queued commands, SIGSTOP 10 s, NATS restart then leave) CHAOS_RUNS times each (default 20); not part of make test
+	@scripts/ensure-docker.sh
+	@scripts/build-images.sh
+	CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -tags integration -count=1 -timeout $(CHAOS_TIMEOUT) -v -run '$(CHAOS_TESTS)' ./integration/
 
 bench: ## load test (bench/loadgen): worker modes, Watermill peer, HTTP and go-sdk ceilings, backlog drains; writes bench/REPORT.md
 	@scripts/bench.sh

@@ -262,11 +262,14 @@ type eventLog struct {
 	events []command.Event
 	// firstApplied is when each command (cart + id) was first applied.
 	firstApplied map[string]time.Time
+	// firstOutcome is when each command had its first event, whatever
+	// its outcome.
+	firstOutcome map[string]time.Time
 }
 
 func recordEvents(t *testing.T, nc *nats.Conn, subject string) *eventLog {
 	t.Helper()
-	l := &eventLog{firstApplied: map[string]time.Time{}}
+	l := &eventLog{firstApplied: map[string]time.Time{}, firstOutcome: map[string]time.Time{}}
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 		var ev command.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
@@ -275,8 +278,11 @@ func recordEvents(t *testing.T, nc *nats.Conn, subject string) *eventLog {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.events = append(l.events, ev)
+		k := ev.CartID + "/" + ev.CommandID
+		if _, ok := l.firstOutcome[k]; !ok {
+			l.firstOutcome[k] = time.Now()
+		}
 		if ev.Outcome == command.OutcomeApplied {
-			k := ev.CartID + "/" + ev.CommandID
 			if _, ok := l.firstApplied[k]; !ok {
 				l.firstApplied[k] = time.Now()
 			}
@@ -287,6 +293,14 @@ func recordEvents(t *testing.T, nc *nats.Conn, subject string) *eventLog {
 	require.NoError(t, nc.Flush())
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	return l
+}
+
+// outcomeAt returns when the first event of a command was seen.
+func (l *eventLog) outcomeAt(cartID, commandID string) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.firstOutcome[cartID+"/"+commandID]
+	return at, ok
 }
 
 // all returns a copy of the events seen so far.

@@ -22,6 +22,7 @@ import (
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
+	"github.com/cartworker/cartworker/publisher"
 )
 
 const (
@@ -179,8 +180,9 @@ func TestScaleOutKeepsCartOrder(t *testing.T) {
 	requireNoPanic(t, procs[1].worker, procs[2].worker, procs[3].worker)
 }
 
-// scan is one phase's POS scans: soScans add-items on each of soCarts
-// carts, each cart's published in a row by one goroutine.
+// scan is one phase's POS scans: a number of add-items on each of some
+// carts (soScans on soCarts unless made by newScanOf), each cart's
+// published in a row by one goroutine.
 type scan struct {
 	b     *bus
 	carts []string
@@ -188,6 +190,9 @@ type scan struct {
 	// its line's item_code.
 	cmds     map[string][]command.Command
 	cacheIDs map[string]string
+	// caches, when set (cacheInline), are each cart's cache command,
+	// which publish stores just before the cart's first add-item.
+	caches map[string]command.Command
 
 	published atomic.Int64
 	mu        sync.Mutex
@@ -196,16 +201,19 @@ type scan struct {
 	seqs      map[string][]uint64  // cart → stream sequences in scan order
 }
 
-func newScan(b *bus, name string) *scan {
+func newScan(b *bus, name string) *scan { return newScanOf(b, name, soCarts, soScans) }
+
+// newScanOf plans scans add-items on each of carts new carts.
+func newScanOf(b *bus, name string, carts, scans int) *scan {
 	s := &scan{
 		b:     b,
-		carts: newCartIDs(name, soCarts),
+		carts: newCartIDs(name, carts),
 		cmds:  map[string][]command.Command{},
 		sent:  map[string]time.Time{},
 		seqs:  map[string][]uint64{},
 	}
 	for _, cart := range s.carts {
-		for i := range soScans {
+		for i := range scans {
 			id := fmt.Sprintf("%s-%02d", cart, i)
 			s.cmds[cart] = append(s.cmds[cart], command.Command{
 				ID: id, Type: command.TypeAddItem, CartID: cart,
@@ -227,6 +235,19 @@ func (s *scan) cache(ctx context.Context, t *testing.T) {
 	s.cacheIDs = cacheCarts(ctx, t, s.b, s.carts)
 }
 
+// cacheInline makes publish store each cart's cache command right before
+// its first add-item, without waiting for the cart to be created.
+func (s *scan) cacheInline() {
+	s.caches = map[string]command.Command{}
+	s.cacheIDs = map[string]string{}
+	for _, cart := range s.carts {
+		c := publisher.CacheCommand(cart, publisher.NewCart{TenantID: "T1", StoreCode: "S1", TerminalNo: 1})
+		c.ID = cart + "-cache"
+		s.caches[cart] = c
+		s.cacheIDs[cart] = c.ID
+	}
+}
+
 // publish runs one publisher per cart, each storing its cart's add-items
 // one after the other: every publish waits for JetStream's ack before the
 // next, so the stream holds them in scan order. every > 0 paces them like
@@ -243,6 +264,20 @@ func (s *scan) publish(ctx context.Context, every time.Duration) error {
 			if every > 0 {
 				tick = time.NewTicker(every)
 				defer tick.Stop()
+			}
+			if c, ok := s.caches[cart]; ok {
+				sent := time.Now()
+				r, err := s.b.pub.Publish(ctx, c)
+				if err == nil && r.Duplicate {
+					err = errors.New("dropped as a JetStream duplicate")
+				}
+				if err != nil {
+					errs[ci] = fmt.Errorf("cache of cart %s: %w", cart, err)
+					return
+				}
+				s.mu.Lock()
+				s.sent[cart+"/"+c.ID] = sent
+				s.mu.Unlock()
 			}
 			for i, cmd := range s.cmds[cart] {
 				if tick != nil && i > 0 {

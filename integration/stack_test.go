@@ -19,6 +19,7 @@ import (
 	"time"
 
 	dockercontainer "github.com/moby/moby/api/types/container"
+	dockermount "github.com/moby/moby/api/types/mount"
 	dockernet "github.com/moby/moby/api/types/network"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
@@ -37,6 +38,9 @@ const (
 	natsAlias  = "nats"
 	redisAlias = "redis"
 	daprAlias  = "daprd"
+
+	// natsStoreDir is NATS's JetStream store directory in its container.
+	natsStoreDir = "/data"
 
 	// appID is daprd's --app-id: Redis keys are "<appID>||<key>".
 	appID = "cartworker"
@@ -63,6 +67,15 @@ type stackOptions struct {
 	daprHostPort int
 	// daprGRPCHostPort does the same for daprd's gRPC port.
 	daprGRPCHostPort int
+	// natsHostPort, when set, publishes NATS's client port on this fixed
+	// loopback port, so that clients reconnect to the same address after
+	// the container is killed and started again.
+	natsHostPort int
+	// natsStoreVolume keeps NATS's JetStream store (-sd /data) in a volume
+	// of its own, removed with the container, rather than in the
+	// container's layer: what a restarted server recovers is what a real
+	// deployment's persistent volume would hold.
+	natsStoreVolume bool
 }
 
 // stack is one network with its containers. Every host port is published
@@ -133,14 +146,18 @@ func startStack(ctx context.Context, name string, opts stackOptions) (st *stack,
 	st.network = nw
 
 	if opts.nats {
-		if st.nats, err = st.run(ctx, "nats", natsImage,
+		natsOpts := []testcontainers.ContainerCustomizer{
 			tcnetwork.WithNetwork([]string{natsAlias}, nw),
-			testcontainers.WithCmd("-js", "-sd", "/data", "-m", "8222"),
-			publishOnLoopback(natsPort, 0),
+			testcontainers.WithCmd("-js", "-sd", natsStoreDir, "-m", "8222"),
+			publishOnLoopback(natsPort, opts.natsHostPort),
 			testcontainers.WithWaitStrategyAndDeadline(startupTimeout,
 				wait.ForLog("Server is ready"),
 				wait.ForListeningPort(natsPort).SkipInternalCheck()),
-		); err != nil {
+		}
+		if opts.natsStoreVolume {
+			natsOpts = append(natsOpts, withVolume(natsStoreDir))
+		}
+		if st.nats, err = st.run(ctx, "nats", natsImage, natsOpts...); err != nil {
 			return st, err
 		}
 		if st.NATSURL, err = st.nats.PortEndpoint(ctx, natsPort, "nats"); err != nil {
@@ -304,6 +321,21 @@ func publishOnLoopback(port string, hostPort int) testcontainers.CustomizeReques
 				hp = strconv.Itoa(hostPort)
 			}
 			hc.PortBindings[p] = []dockernet.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: hp}}
+		}
+		return nil
+	}
+}
+
+// withVolume mounts a new anonymous volume at target: it outlives the
+// container's restarts and is removed with the container.
+func withVolume(target string) testcontainers.CustomizeRequestOption {
+	return func(req *testcontainers.GenericContainerRequest) error {
+		prev := req.HostConfigModifier
+		req.HostConfigModifier = func(hc *dockercontainer.HostConfig) {
+			if prev != nil {
+				prev(hc)
+			}
+			hc.Mounts = append(hc.Mounts, dockermount.Mount{Type: dockermount.TypeVolume, Target: target})
 		}
 		return nil
 	}
