@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,11 @@ import (
 //     go through loopback proxies) is cut at once, as when its process is
 //     killed: the server gets no chance to step down, and the others wait
 //     out Raft's election timeout (4 to 9 s) before electing new leaders.
+//
+// In each, once the stream's leader is back, the leader of the leases
+// bucket goes the same way: the partitions' owners renew or retake their
+// leases on the new leader, rewinding, with order kept and no cart waiting
+// longer than 10 s.
 func TestClusterR3SurvivesLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node JetStream cluster")
@@ -173,24 +179,8 @@ func testLeaderLoss(t *testing.T, crash bool) {
 
 	// The scan: every cart is cached, then its items are scanned one at a
 	// time, the carts interleaved as at several tills.
-	cartIDs := make([]string, carts)
-	want := map[string][]string{}    // cart -> item codes in scan order
-	wantIDs := map[string][]string{} // cart -> command ids in publish order
-	var cmds []command.Command
-	for c := range cartIDs {
-		cartIDs[c] = fmt.Sprintf("till%d", c)
-		cmds = append(cmds, cacheCmd(cartIDs[c], ""))
-		wantIDs[cartIDs[c]] = append(wantIDs[cartIDs[c]], cmds[len(cmds)-1].ID)
-	}
-	for i := range perCart {
-		for _, cart := range cartIDs {
-			code := fmt.Sprintf("I%03d", i)
-			cmd := addCmd(fmt.Sprintf("%s-add-%03d", cart, i), cart, item(code, 1, "100", "01"))
-			cmds = append(cmds, cmd)
-			want[cart] = append(want[cart], code)
-			wantIDs[cart] = append(wantIDs[cart], cmd.ID)
-		}
-	}
+	sc := newTillScan(carts)
+	cmds := sc.round(perCart, "I")
 	require.Len(t, cmds, total)
 
 	// A slower store keeps a backlog behind the publisher, so that every
@@ -201,7 +191,104 @@ func testLeaderLoss(t *testing.T, crash bool) {
 	pubJS, err := jetstream.New(pubNC)
 	require.NoError(t, err)
 	pub := &publisher{js: pubJS}
-	reached := make(chan struct{})
+	lc := &leaderKill{t: t, cl: cl, crash: crash, adminJS: adminJS, fake: fake, app: app, obs: obs, sc: sc,
+		partitions: partitions, events: events}
+
+	// Kill whoever leads the stream at the kill point, which is almost
+	// always the server that led it before.
+	killedAt, victim, watchJS := lc.round(pub, cmds, killAfter, command.StreamCommands)
+	require.EqualValues(t, total, clusterStreamInfo(t, watchJS, command.StreamCommands, "").State.Msgs,
+		"stored commands: a publish retry must not store a command twice")
+	lc.report(lc.from, killedAt, pub)
+
+	// Then the server leading the coordination buckets, once the first is
+	// back: the partitions' leases fail over with it, and their owners
+	// renew or retake them, rewinding, without a partition left unowned
+	// for longer than 10 s.
+	lc.cl.heal(victim, crash)
+	lc.settle()
+	t.Logf("%s is back and current, every partition owned", cl.servers[victim].Name())
+	more := sc.round(perCart/2, "J")
+	killedAt, _, _ = lc.round(pub, more, len(more)/3, "KV_"+command.LeasesBucket)
+	worst := lc.report(lc.from, killedAt, pub)
+	// A crash is detected by Raft's election timeout (4 to 9 s), for the
+	// bucket and for every consumer the dead server led: that wait is
+	// JetStream's, and the 10 s are counted from its end; an orderly
+	// shutdown hands leadership over at once, and they count from the kill.
+	since := killedAt
+	if crash {
+		since = lc.elected
+	}
+	require.LessOrEqual(t, worst-since.Sub(killedAt), 10*time.Second,
+		"a cart waited longer than 10 s for its next command after the coordination leader went (%s after the kill)", worst)
+}
+
+// tillScan is the commands of several tills: each cart cached, then items
+// scanned in rounds, the carts interleaved.
+type tillScan struct {
+	carts   []string
+	want    map[string][]string // cart -> item codes in scan order
+	wantIDs map[string][]string // cart -> command ids in publish order
+}
+
+func newTillScan(n int) *tillScan {
+	sc := &tillScan{want: map[string][]string{}, wantIDs: map[string][]string{}}
+	for c := range n {
+		sc.carts = append(sc.carts, fmt.Sprintf("till%d", c))
+	}
+	return sc
+}
+
+// round returns the next n scans of every cart, prefixed by each cart's
+// cache the first time, and records what each cart must then hold.
+func (sc *tillScan) round(n int, prefix string) []command.Command {
+	var cmds []command.Command
+	for _, cart := range sc.carts {
+		if len(sc.wantIDs[cart]) == 0 {
+			cmds = append(cmds, cacheCmd(cart, ""))
+			sc.wantIDs[cart] = append(sc.wantIDs[cart], cmds[len(cmds)-1].ID)
+		}
+	}
+	for i := range n {
+		for _, cart := range sc.carts {
+			code := fmt.Sprintf("%s%03d", prefix, i)
+			cmd := addCmd(fmt.Sprintf("%s-add-%s", cart, code), cart, item(code, 1, "100", "01"))
+			cmds = append(cmds, cmd)
+			sc.want[cart] = append(sc.want[cart], code)
+			sc.wantIDs[cart] = append(sc.wantIDs[cart], cmd.ID)
+		}
+	}
+	return cmds
+}
+
+// leaderKill runs rounds of a till scan against the cluster, each losing
+// the leader of one stream midway, and checks what the carts hold.
+type leaderKill struct {
+	t          *testing.T
+	cl         *jsCluster
+	crash      bool
+	adminJS    jetstream.JetStream
+	fake       *daprfake.Fake
+	app        *timedApplier
+	obs        *recObserver
+	sc         *tillScan
+	partitions int
+	events     *eventLog
+	// from is when the last round began, and elected when the stream
+	// whose leader it killed had a new one.
+	from, elected time.Time
+}
+
+// round publishes cmds at a till's pace, loses the leader of stream after
+// killAfter acknowledged publishes, and waits until every command is
+// applied and every consumer settled; then it checks that each cart holds
+// its items once, in scan order, each applied once, in publish order. It
+// returns when the kill began, the server lost, and a connection to a
+// survivor.
+func (lc *leaderKill) round(pub *publisher, cmds []command.Command, killAfter int, stream string) (time.Time, int, jetstream.JetStream) {
+	t := lc.t
+	lc.from = time.Now()
+	reached, killed := make(chan struct{}), make(chan struct{})
 	pubDone := make(chan error, 1)
 	pubCtx, stopPub := context.WithTimeout(context.Background(), 45*time.Second)
 	defer stopPub()
@@ -213,7 +300,16 @@ func testLeaderLoss(t *testing.T, crash bool) {
 				return
 			}
 			if i+1 == killAfter {
+				// The rest come once the server is gone, so that they
+				// meet the failover however long finding its leader
+				// took.
 				close(reached)
+				select {
+				case <-killed:
+				case <-pubCtx.Done():
+					pubDone <- pubCtx.Err()
+					return
+				}
 			}
 			// A till's pace, roughly: keeps the load going through the
 			// failover instead of queueing it all before.
@@ -223,7 +319,6 @@ func testLeaderLoss(t *testing.T, crash bool) {
 			}
 		}
 	}()
-
 	select {
 	case <-reached:
 	case err := <-pubDone:
@@ -231,34 +326,29 @@ func testLeaderLoss(t *testing.T, crash bool) {
 	case <-time.After(30 * time.Second):
 		require.FailNow(t, "publisher too slow to reach the kill point")
 	}
-	// Kill whoever leads the stream now, which is almost always the same
-	// server.
-	leader = clusterStreamInfo(t, adminJS, command.StreamCommands, "").Cluster.Leader
-	victim := -1
-	for i, s := range servers {
-		if s.Name() == leader {
-			victim = i
-		}
-	}
+	leader := clusterStreamInfo(t, lc.adminJS, stream, "").Cluster.Leader
+	victim := slices.IndexFunc(lc.cl.servers, func(s *server.Server) bool { return s.Name() == leader })
 	require.GreaterOrEqual(t, victim, 0, "no server named %s", leader)
-	pendingBefore, inFlightBefore, _, _ := clusterConsumerTotals(t, adminJS)
-	appliedBefore := app.freshCount()
+	pendingBefore, inFlightBefore, _, _ := clusterConsumerTotals(t, lc.adminJS)
+	appliedBefore := lc.app.freshCount()
 	// A survivor to ask who leads afterwards (admin may be reconnecting).
-	watchJS, err := jetstream.New(connectCluster(t, "watch", []string{cl.url((victim + 1) % len(servers))}, true))
+	watchJS, err := jetstream.New(connectCluster(t, "watch", []string{lc.cl.url((victim + 1) % len(lc.cl.servers))}, true))
 	require.NoError(t, err)
 	how := "shut down"
 	killedAt := time.Now()
-	if crash {
+	if lc.crash {
 		how = "cut off"
-		cl.isolate(victim)
+		lc.cl.isolate(victim)
 	} else {
-		servers[victim].Shutdown()
-		servers[victim].WaitForShutdown()
+		lc.cl.servers[victim].Shutdown()
+		lc.cl.servers[victim].WaitForShutdown()
 	}
-	t.Logf("%s %s (CART_COMMANDS leader) after %d acknowledged publishes, %d applied, %d pending, %d in flight, in %s",
-		how, leader, killAfter, appliedBefore, pendingBefore, inFlightBefore, time.Since(killedAt).Round(time.Millisecond))
-	newLeader := clusterStreamInfo(t, watchJS, command.StreamCommands, leader).Cluster.Leader
-	t.Logf("CART_COMMANDS led by %s %s after the kill began", newLeader, time.Since(killedAt).Round(time.Millisecond))
+	close(killed)
+	t.Logf("%s %s (%s leader) after %d acknowledged publishes, %d applied, %d pending, %d in flight, in %s",
+		how, leader, stream, killAfter, appliedBefore, pendingBefore, inFlightBefore, time.Since(killedAt).Round(time.Millisecond))
+	newLeader := clusterStreamInfo(t, watchJS, stream, leader).Cluster.Leader
+	lc.elected = time.Now()
+	t.Logf("%s led by %s %s after the kill began", stream, newLeader, time.Since(killedAt).Round(time.Millisecond))
 
 	select {
 	case err := <-pubDone:
@@ -266,70 +356,112 @@ func testLeaderLoss(t *testing.T, crash bool) {
 	case <-time.After(50 * time.Second):
 		require.FailNow(t, "publisher did not finish")
 	}
+	lc.check(watchJS)
+	return killedAt, victim, watchJS
+}
 
-	// Wait for every command to reach the store.
+// settle waits until the cluster has settled after a heal: the leases
+// bucket and the command stream have a leader and every replica current,
+// and every partition's lease is held.
+func (lc *leaderKill) settle() {
+	t := lc.t
+	js, err := jetstream.New(connectCluster(t, "settle", lc.cl.urls(), false))
+	require.NoError(t, err)
 	eventually(t, func() bool {
-		for _, cart := range cartIDs {
-			raw, ok := fake.Get(cart)
-			if !ok || !strings.Contains(string(raw), wantIDs[cart][len(wantIDs[cart])-1]) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		for _, name := range []string{command.StreamCommands, "KV_" + command.LeasesBucket} {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				return false
+			}
+			info, err := st.Info(ctx)
+			if err != nil || info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
+				return false
+			}
+			for _, r := range info.Cluster.Replicas {
+				if !r.Current {
+					return false
+				}
+			}
+		}
+		kv, err := js.KeyValue(ctx, command.LeasesBucket)
+		if err != nil {
+			return false
+		}
+		keys, err := kv.Keys(ctx)
+		return err == nil && len(keys) == lc.partitions
+	}, 30*time.Second, 100*time.Millisecond, "the cluster never settled after the heal")
+}
+
+// check waits until every command published so far reached the store and
+// every consumer settled, then checks the carts and the applies.
+func (lc *leaderKill) check(watchJS jetstream.JetStream) {
+	t, sc := lc.t, lc.sc
+	eventually(t, func() bool {
+		for _, cart := range sc.carts {
+			raw, ok := lc.fake.Get(cart)
+			if !ok || !strings.Contains(string(raw), sc.wantIDs[cart][len(sc.wantIDs[cart])-1]) {
 				return false
 			}
 		}
 		return true
-	}, 25*time.Second, 20*time.Millisecond, "not every command reached the store: %d of %d applied", app.freshCount(), total)
+	}, 25*time.Second, 20*time.Millisecond, "not every command reached the store: %d applied", lc.app.freshCount())
 
 	// Every consumer settles: nothing pending, nothing unacknowledged.
 	var settled string
 	eventually(t, func() bool {
 		pending, ackPending, redelivered, n := clusterConsumerTotals(t, watchJS)
 		settled = fmt.Sprintf("%d consumers: pending %d, ack pending %d, redelivered %d", n, pending, ackPending, redelivered)
-		return n == partitions+1 && pending == 0 && ackPending == 0
+		return n == lc.partitions+1 && pending == 0 && ackPending == 0
 	}, 20*time.Second, 50*time.Millisecond, "consumers never settled")
 	t.Logf("after the failover: %s", settled)
 
-	// 0 lost, 0 doubled: each publish stored once...
-	info := clusterStreamInfo(t, watchJS, command.StreamCommands, "")
-	require.EqualValues(t, total, info.State.Msgs, "stored commands: a publish retry must not store a command twice")
-	// ...each cart holds its items once, in scan order, and its applied ids
+	// Each cart holds its items once, in scan order, and its applied ids
 	// in publish order...
-	for _, cart := range cartIDs {
-		require.Equal(t, want[cart], clusterLineCodes(t, fake, cart), "cart %s: line items", cart)
-		require.Equal(t, wantIDs[cart], clusterAppliedIDs(t, fake, cart), "cart %s: applied command ids", cart)
+	for _, cart := range sc.carts {
+		require.Equal(t, sc.want[cart], clusterLineCodes(t, lc.fake, cart), "cart %s: line items", cart)
+		require.Equal(t, sc.wantIDs[cart], clusterAppliedIDs(t, lc.fake, cart), "cart %s: applied command ids", cart)
 	}
 	// ...and each command was applied (not as a duplicate) exactly once, in
 	// publish order per cart.
-	recs := app.records()
 	fresh := map[string]int{}
 	perCartOrder := map[string][]string{}
-	dups := 0
-	for _, r := range recs {
-		if r.dup {
-			dups++
-			continue
+	for _, r := range lc.app.records() {
+		if !r.dup {
+			fresh[r.id]++
+			perCartOrder[r.cart] = append(perCartOrder[r.cart], r.id)
 		}
-		fresh[r.id]++
-		perCartOrder[r.cart] = append(perCartOrder[r.cart], r.id)
 	}
-	for _, cmd := range cmds {
-		require.Equal(t, 1, fresh[cmd.ID], "command %s applied %d times", cmd.ID, fresh[cmd.ID])
+	for _, cart := range sc.carts {
+		for _, id := range sc.wantIDs[cart] {
+			require.Equal(t, 1, fresh[id], "command %s applied %d times", id, fresh[id])
+		}
+		require.Equal(t, sc.wantIDs[cart], perCartOrder[cart], "cart %s: apply order", cart)
 	}
-	for _, cart := range cartIDs {
-		require.Equal(t, wantIDs[cart], perCartOrder[cart], "cart %s: apply order", cart)
-	}
-	require.Zero(t, obs.count("", consumer.LabelRejected), "rejections: %s", obs)
-	require.Zero(t, obs.count("", consumer.LabelDeadLetter), "dead letters: %s", obs)
+	require.Zero(t, lc.obs.count("", consumer.LabelRejected), "rejections: %s", lc.obs)
+	require.Zero(t, lc.obs.count("", consumer.LabelDeadLetter), "dead letters: %s", lc.obs)
 	dlq := clusterStreamInfo(t, watchJS, command.StreamDeadLetters, "")
 	require.Zero(t, dlq.State.Msgs, "dead letters stored")
+}
 
-	// How long the failover held things up: overall, and for the worst
-	// cart (a till waiting for its next item to show), against the same
-	// cart's longest wait before the kill.
+// report logs how long the failover that began at killedAt, in a round
+// that began at from, held things up, overall and for the worst cart (a
+// till waiting for its next item to show), against the same cart's longest
+// wait before the kill, and returns that worst wait.
+func (lc *leaderKill) report(from, killedAt time.Time, pub *publisher) time.Duration {
+	t := lc.t
 	var firstAfter, lastBefore, prev time.Time
 	var maxGap, cartGapBefore, cartGapAfter time.Duration
 	var worstCart string
 	lastOf := map[string]time.Time{}
-	for _, r := range recs {
+	dups := 0
+	for _, r := range lc.app.records() {
 		if r.dup {
+			dups++
+			continue
+		}
+		if r.at.Before(from) {
 			continue
 		}
 		if !prev.IsZero() {
@@ -341,7 +473,8 @@ func testLeaderLoss(t *testing.T, crash bool) {
 		} else if firstAfter.IsZero() {
 			firstAfter = r.at
 		}
-		if last, ok := lastOf[r.cart]; ok {
+		// A cart's waits count from its first apply of this round.
+		if last, ok := lastOf[r.cart]; ok && !last.Before(from) {
 			gap := r.at.Sub(last)
 			switch {
 			case r.at.Before(killedAt):
@@ -353,8 +486,7 @@ func testLeaderLoss(t *testing.T, crash bool) {
 		lastOf[r.cart] = r.at
 	}
 	require.False(t, firstAfter.IsZero(), "nothing applied after the kill")
-	redelivered, _ := obs.counts()
-	evs := events.all()
+	redelivered, _ := lc.obs.counts()
 	t.Logf("stall: first command applied %s after the kill (last one before it %s before); longest gap between any two applies %s",
 		firstAfter.Sub(killedAt).Round(time.Millisecond), killedAt.Sub(lastBefore).Round(time.Millisecond), maxGap.Round(time.Millisecond))
 	t.Logf("stall per cart: worst wait for a cart's next command from the kill on %s (cart %s), before the kill %s",
@@ -363,7 +495,8 @@ func testLeaderLoss(t *testing.T, crash bool) {
 		pub.maxLatency().Round(time.Millisecond), pub.firstAckAfter(killedAt).Round(time.Millisecond),
 		pub.retries.Load(), pub.errorKinds(), pub.dupAcks.Load())
 	t.Logf("workers: %d redeliveries, %d applies recognised as duplicates, %d outcome events seen (core NATS, at most once); %s",
-		redelivered, dups, len(evs), obs)
+		redelivered, dups, len(lc.events.all()), lc.obs)
+	return cartGapAfter
 }
 
 // jsCluster is n in-process servers with JetStream, clustered over
@@ -371,7 +504,9 @@ func testLeaderLoss(t *testing.T, crash bool) {
 // server's route, goes through a proxy of the test, so that isolate can cut
 // a server off as a crash would.
 type jsCluster struct {
+	t       *testing.T
 	servers []*server.Server
+	opts    []*server.Options
 	clients []*tcpProxy   // clients[i] fronts servers[i]'s client port
 	routes  [][]*tcpProxy // routes[i][j] carries the routes i dials to j
 }
@@ -381,7 +516,7 @@ type jsCluster struct {
 // second Shutdown of a server the test stopped is harmless).
 func startJetStreamCluster(t *testing.T, n int) *jsCluster {
 	t.Helper()
-	cl := &jsCluster{routes: make([][]*tcpProxy, n)}
+	cl := &jsCluster{t: t, routes: make([][]*tcpProxy, n), opts: make([]*server.Options, n)}
 	// The routes must be known up front: a JetStream cluster sizes its
 	// meta group from them. Reserve the cluster ports, then free them for
 	// the servers; the proxies in front of them can listen already.
@@ -426,6 +561,7 @@ func startJetStreamCluster(t *testing.T, n int) *jsCluster {
 			},
 			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
 		}
+		cl.opts[i] = o
 		s, err := server.NewServer(o)
 		require.NoError(t, err)
 		cl.servers[i] = s
@@ -483,6 +619,45 @@ func (c *jsCluster) isolate(i int) {
 	}
 }
 
+// heal undoes isolate(i), or restarts server i on its store after a
+// shutdown, and waits until every server is current again.
+func (c *jsCluster) heal(i int, crashed bool) {
+	t := c.t
+	if crashed {
+		c.clients[i].restore(t)
+		for j := range c.servers {
+			if j != i {
+				c.routes[i][j].restore(t)
+				c.routes[j][i].restore(t)
+			}
+		}
+	} else {
+		o := *c.opts[i]
+		// The client proxy forwards to the old port.
+		_, port, err := net.SplitHostPort(c.clients[i].target)
+		require.NoError(t, err)
+		o.Port, err = strconv.Atoi(port)
+		require.NoError(t, err)
+		s, err := server.NewServer(&o)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+		s.Start()
+		require.True(t, s.ReadyForConnections(10*time.Second), "server %s did not restart", s.Name())
+		c.servers[i] = s
+	}
+	eventually(t, func() bool {
+		for _, s := range c.servers {
+			if !s.JetStreamIsCurrent() {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "server %d never caught up", i)
+}
+
 // tcpProxy forwards loopback connections to target until cut.
 type tcpProxy struct {
 	l      net.Listener
@@ -507,11 +682,18 @@ func startProxy(t *testing.T, target string) *tcpProxy {
 	return p
 }
 
-func (p *tcpProxy) addr() string { return p.l.Addr().String() }
+func (p *tcpProxy) addr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.l.Addr().String()
+}
 
 func (p *tcpProxy) accept() {
+	p.mu.Lock()
+	l := p.l
+	p.mu.Unlock()
 	for {
-		c, err := p.l.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			return
 		}
@@ -573,6 +755,19 @@ func (p *tcpProxy) cut() {
 	for c := range p.conns {
 		_ = c.Close()
 	}
+}
+
+// restore listens again on the address cut closed.
+func (p *tcpProxy) restore(t *testing.T) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.down {
+		return
+	}
+	l, err := net.Listen("tcp", p.l.Addr().String())
+	require.NoError(t, err, "proxy %s: listen again", p.l.Addr())
+	p.l, p.down = l, false
+	p.wg.Go(p.accept)
 }
 
 // connectCluster connects to the first reachable of urls (in that order
@@ -817,7 +1012,20 @@ func retryablePublish(err error) bool {
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) ||
 		// "JetStream system temporarily unavailable" and similar 503s.
-		strings.Contains(err.Error(), "unavailable")
+		strings.Contains(err.Error(), "unavailable") ||
+		// A retry while the first attempt is still being proposed (its
+		// leader went): the server answers once it knows the outcome.
+		isAPIError(err, jsErrDuplicateInProcess)
+}
+
+// jsErrDuplicateInProcess is nats-server's error code for a publish whose
+// Nats-Msg-Id an earlier attempt is still storing.
+const jsErrDuplicateInProcess = 10158
+
+// isAPIError reports whether err is a JetStream API error with that code.
+func isAPIError(err error, code jetstream.ErrorCode) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == code
 }
 
 func publishErrKind(err error) string {

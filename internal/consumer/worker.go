@@ -339,6 +339,9 @@ func (w *Worker) rewind(ctx context.Context, grant ownership.Grant, r *run) bool
 		}
 		err := r.owner.Rewind(ctx, grant.Partition)
 		if err == nil {
+			if attempt > 0 {
+				w.log.Info("partition rewound", "partition", grant.Partition, "attempts", attempt+1)
+			}
 			return true
 		}
 		if attempt == 0 {

@@ -121,6 +121,9 @@ type Leases struct {
 	// replayTo is, per partition, the last stream sequence delivered
 	// before its last rewind.
 	replayTo map[int]uint64
+	// members0 is the last count of live instances, 0 before the first;
+	// only Run's goroutine uses it.
+	members0 int
 	// changed is closed and replaced whenever owned, leaving or a lease's
 	// fence changes, to wake the pullers.
 	changed chan struct{}
@@ -284,7 +287,9 @@ func (l *Leases) Rewind(ctx context.Context, p int) error {
 			return ctx.Err()
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+	// A consumer electing a leader answers nothing: try again soon rather
+	// than wait out a long timeout once it has one.
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.Renew/2)
 	defer cancel()
 	return l.reset(ctx, p)
 }
@@ -357,6 +362,12 @@ func (l *Leases) Run(ctx context.Context, done <-chan struct{}) {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Renewals keep their own pace, so that a slow member count or take
+	// never delays one, and go on through shutdown until the pool is done,
+	// so that the last acks are not fenced.
+	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRenewing()
+	wg.Go(func() { l.renewLoop(renewCtx) })
 	t := time.NewTicker(l.cfg.Renew)
 	defer t.Stop()
 	// A partition given back or expired, or an instance joining or
@@ -375,39 +386,54 @@ func (l *Leases) Run(ctx context.Context, done <-chan struct{}) {
 		// soon as it opens. The channel is taken before the tick, so that
 		// an opening during it counts.
 		opened := l.gate.Opening()
-		l.tick(ctx, &wg)
+		var soon <-chan time.Time
+		if short := l.tick(ctx, &wg); short {
+			// The buckets are failing over: try again well before the
+			// next tick, so that a partition whose lease lapsed is not
+			// left unowned for a whole tick once they answer.
+			soon = time.After(retakeEvery)
+		}
 		select {
 		case <-wake:
 			continue
 		case <-opened:
 			continue
+		case <-soon:
+			continue
 		case <-ctx.Done():
-			l.shutdown(context.WithoutCancel(ctx), done, t.C)
+			l.shutdown(context.WithoutCancel(ctx), done)
 			return
 		case <-t.C:
 		}
 	}
 }
 
-// shutdown keeps the leases renewed while the pool finishes what it holds
-// (so that its acks are not fenced), then hands every partition over, so
-// that another instance need not wait for them to expire.
-func (l *Leases) shutdown(ctx context.Context, done <-chan struct{}, tick <-chan time.Time) {
-	limit := time.NewTimer(l.cfg.ShutdownTimeout + l.cfg.PullExpiry + l.cfg.PullMargin)
-	defer limit.Stop()
+// renewLoop renews the leases every Renew until ctx ends.
+func (l *Leases) renewLoop(ctx context.Context) {
+	t := time.NewTicker(l.cfg.Renew)
+	defer t.Stop()
 	for {
 		select {
-		case <-done:
-			l.releaseAll(ctx)
-			l.forget(ctx)
+		case <-ctx.Done():
 			return
-		case <-limit.C:
-			l.forget(ctx)
-			return
-		case <-tick:
+		case <-t.C:
 			l.renew(ctx)
 		}
 	}
+}
+
+// shutdown waits for the pool to finish what it holds (the leases are
+// still renewed meanwhile), then hands every partition over, so that
+// another instance need not wait for them to expire.
+func (l *Leases) shutdown(ctx context.Context, done <-chan struct{}) {
+	limit := time.NewTimer(l.cfg.ShutdownTimeout + l.cfg.PullExpiry + l.cfg.PullMargin)
+	defer limit.Stop()
+	select {
+	case <-done:
+		l.releaseAll(ctx)
+	case <-limit.C:
+	}
+	l.forget(ctx)
 }
 
 // watch signals wake whenever a key of kv is deleted or expires or, in the
@@ -454,11 +480,14 @@ func (l *Leases) watch(ctx context.Context, kv jetstream.KeyValue, wake chan<- s
 	}
 }
 
-// tick renews, takes and gives back leases once.
-func (l *Leases) tick(ctx context.Context, wg *sync.WaitGroup) {
-	// Renewals come first and never wait on anything else: a slow member
-	// count must not let a lease lapse.
-	l.renew(ctx)
+// retakeEvery is how soon a tick that could not take its share because the
+// buckets failed is tried again.
+const retakeEvery = 250 * time.Millisecond
+
+// tick takes and gives back leases once. It reports whether this instance
+// holds less than its share because the buckets failed, so that the next
+// attempt should come soon.
+func (l *Leases) tick(ctx context.Context, wg *sync.WaitGroup) bool {
 	if l.gate.HeldTooLong() {
 		// Not ready for longer than a blip: its commands have been handed
 		// back. It stops counting as an instance and gives its partitions
@@ -467,34 +496,55 @@ func (l *Leases) tick(ctx context.Context, wg *sync.WaitGroup) {
 		for _, p := range l.excess(0) {
 			wg.Go(func() { l.release(ctx, p) })
 		}
-		return
+		return false
 	}
 	n, err := l.liveMembers(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
-			l.log.Warn("cannot count the instances; partitions stay where they are", "err", err)
-			l.recover(ctx, err)
+		if ctx.Err() != nil {
+			return false
 		}
-		return
+		l.recover(ctx, err)
+		if l.members0 == 0 {
+			l.log.Warn("cannot count the instances; taking no partition yet", "err", err)
+			return true
+		}
+		// The members bucket may be electing a leader while the leases
+		// work: the last count still shares the partitions well enough,
+		// and free partitions must not wait for it.
+		l.log.Warn("cannot count the instances; sharing by the last count", "instances", l.members0, "err", err)
+		n = l.members0
 	}
+	l.members0 = n
 	share := (l.cfg.Partitions + n - 1) / n
 	for _, p := range l.excess(share) {
 		wg.Go(func() { l.release(ctx, p) })
 	}
 	if l.gate.Ready() {
-		l.take(ctx, share)
+		return l.take(ctx, share)
 	}
+	return false
 }
 
-// recover re-creates the buckets when err says they are gone (deleted, or
-// kept in memory by a server that restarted), so that no partition stays
-// unowned for it.
+// recover re-creates the buckets when they are gone (deleted, or kept in
+// memory by a server that restarted), so that no partition stays unowned
+// for it. err is the failure that raised the question: "no responders" is
+// also what a bucket electing a leader answers, so the server is asked
+// whether the buckets exist before anything is created.
 func (l *Leases) recover(ctx context.Context, err error) {
 	if !bucketMissing(err) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
 	defer cancel()
+	missing := false
+	for _, name := range []string{command.MembersBucket, command.LeasesBucket} {
+		if _, err := l.js.KeyValue(ctx, name); errors.Is(err, jetstream.ErrBucketNotFound) {
+			missing = true
+		}
+	}
+	if !missing {
+		return
+	}
 	members, leases, err := EnsureBuckets(ctx, l.js, l.cfg)
 	if err != nil {
 		l.log.Warn("coordination buckets missing and not re-created", "err", err)
@@ -521,7 +571,9 @@ func (l *Leases) kvs() (members, leases jetstream.KeyValue) {
 
 // liveMembers refreshes this instance's key and counts the live ones.
 func (l *Leases) liveMembers(ctx context.Context) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+	// A members bucket electing a leader must not hold up taking partitions
+	// for long: the last count serves meanwhile (tick).
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.Renew/2)
 	defer cancel()
 	members, _ := l.kvs()
 	if _, err := members.Put(ctx, l.self, nil); err != nil {
@@ -555,7 +607,8 @@ func (l *Leases) renew(ctx context.Context) {
 }
 
 func (l *Leases) renewOne(ctx context.Context, p int, le *lease) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+	// A renewal answered after the next is due is of no use.
+	ctx, cancel := context.WithTimeout(ctx, min(l.cfg.CallTimeout, l.cfg.Renew))
 	defer cancel()
 	_, bucket := l.kvs()
 	sent := time.Now()
@@ -578,7 +631,7 @@ func (l *Leases) renewOne(ctx context.Context, p int, le *lease) {
 		l.owned[p] = &lease{rev: next, era: le.era, seq: le.seq, until: l.fence(sent)}
 		l.notify()
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyExists),
-		errors.Is(err, jetstream.ErrKeyDeleted), bucketMissing(err):
+		errors.Is(err, jetstream.ErrKeyDeleted), errors.Is(err, jetstream.ErrBucketNotFound):
 		delete(l.owned, p)
 		delete(l.leaving, p)
 		l.notify()
@@ -603,15 +656,17 @@ func (l *Leases) fence(sent time.Time) time.Time {
 
 // take creates leases on free partitions until this instance holds share,
 // and rewinds each one it takes. It starts at a place of its own, so that
-// instances starting together do not all race for the same partitions.
-func (l *Leases) take(ctx context.Context, share int) {
+// instances starting together do not all race for the same partitions. It
+// reports whether it fell short of share because the buckets or the
+// consumers failed, rather than because the others hold the rest.
+func (l *Leases) take(ctx context.Context, share int) (short bool) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
 	defer cancel()
 	era, err := l.readEra(ctx)
 	if err != nil {
 		l.log.Warn("cannot read the leases bucket's era; taking no partition", "err", err)
 		l.recover(ctx, err)
-		return
+		return true
 	}
 	_, bucket := l.kvs()
 	h := fnv.New32a()
@@ -627,20 +682,33 @@ func (l *Leases) take(ctx context.Context, share int) {
 		busy := l.held[p] > 0 || l.fetching[p]
 		l.mu.Unlock()
 		if n >= share {
-			return
+			return false
 		}
-		if mine || busy {
+		if mine {
 			continue
 		}
-		sent := time.Now()
-		rev, err := bucket.Create(ctx, leaseKey(p), []byte(l.self))
-		if err != nil {
-			continue // held by another instance, or NATS is slow: next tick
+		if busy {
+			short = true
+			continue
 		}
-		if err := l.reset(ctx, p); err != nil {
-			// Never pull without the rewind: give the lease back.
-			l.log.Warn("partition not taken: its consumer could not be rewound", "partition", p, "err", err)
-			_ = bucket.Delete(ctx, leaseKey(p), jetstream.LastRevision(rev))
+		// Each partition gets its own share of the time: one whose
+		// consumer is electing a leader must not hold up the others.
+		pctx, cancel := context.WithTimeout(ctx, l.cfg.Renew/2)
+		sent := time.Now()
+		rev, err := l.create(pctx, bucket, p)
+		if err == nil {
+			err = l.reset(pctx, p)
+			if err != nil {
+				// Never pull without the rewind: give the lease back.
+				l.log.Warn("partition not taken: its consumer could not be rewound", "partition", p, "err", err)
+				_ = bucket.Delete(ctx, leaseKey(p), jetstream.LastRevision(rev))
+			}
+		}
+		cancel()
+		if err != nil {
+			// Held by another instance; or the bucket or the consumer
+			// is failing over.
+			short = short || !errors.Is(err, jetstream.ErrKeyExists)
 			continue
 		}
 		l.mu.Lock()
@@ -649,6 +717,23 @@ func (l *Leases) take(ctx context.Context, share int) {
 		l.mu.Unlock()
 		l.log.Info("partition taken, rewound to its ack floor", "partition", p, "epoch", strconv.FormatInt(era, 10)+"."+strconv.FormatUint(rev, 10))
 	}
+	return short
+}
+
+// create creates p's lease. A lease that is still this instance's on the
+// server, though it dropped it (its renewals failed until its local fence
+// passed), is taken again at once with a new revision, rather than after
+// it expires: the new revision is a new epoch, and the taker rewinds.
+func (l *Leases) create(ctx context.Context, bucket jetstream.KeyValue, p int) (uint64, error) {
+	rev, err := bucket.Create(ctx, leaseKey(p), []byte(l.self))
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return rev, err
+	}
+	cur, ok := l.ownRevision(ctx, p)
+	if !ok {
+		return 0, err
+	}
+	return bucket.Update(ctx, leaseKey(p), []byte(l.self), cur)
 }
 
 // readEra returns the leases bucket's creation time, read once per bucket.
