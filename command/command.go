@@ -125,8 +125,9 @@ const (
 	// left unchanged.
 	CodeAmountOverflow = "amount_overflow"
 	// CodeStateRejected: the Dapr state store refused the document this
-	// command produced (HTTP 400 for a reason of the command's own). The
-	// command is dead-lettered at once.
+	// command produced (HTTP 400 for a reason of the command's own, or a
+	// save refused as over daprd's size limit: HTTP 413, gRPC
+	// ResourceExhausted). The command is dead-lettered at once.
 	CodeStateRejected = "state_rejected"
 	// CodeUnknownTaxCode: a line's tax_code is not in the worker's tax
 	// table (CART_TAX_TABLE).
