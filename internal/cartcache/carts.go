@@ -212,7 +212,10 @@ func (c *Carts) UpdateBatch(ctx context.Context, cartID string, steps []Step) ([
 // as if it had never come; a rejection (cart.RejectionCode) is recorded
 // all the same, so a batch whose only effect is a rejection writes. A
 // change that refuses must leave its cart as it found it, as
-// cart.AddItems does.
+// cart.AddItems does. A step whose cart would be over MaxCartBytes, and
+// larger than before it, is refused too, with a *cart.TooLargeError, a
+// rejection: the batch ends as its steps one by one would, whatever
+// batch they come in.
 //
 // The write is fenced: if the cart, or the tombstone of a missing cart,
 // was written at an Epoch after epoch, no step runs, nothing is written and
