@@ -124,9 +124,17 @@ const (
 	// JSON numbers as float64: see money.Amount.Float64Exact). The cart is
 	// left unchanged.
 	CodeAmountOverflow = "amount_overflow"
+	// CodeCartTooLarge: applying the command would make the cart's stored
+	// document larger than the worker's size limit (WORKER_MAX_CART_BYTES,
+	// well under what daprd takes), which no retry changes. The cart is
+	// left unchanged; the event's message says the size and the limit. A
+	// delete always applies, and so does a cache that does not grow the
+	// cart.
+	CodeCartTooLarge = "cart_too_large"
 	// CodeStateRejected: the Dapr state store refused the document this
-	// command produced (HTTP 400 for a reason of the command's own). The
-	// command is dead-lettered at once.
+	// command produced (HTTP 400 for a reason of the command's own, or a
+	// save refused as over daprd's size limit: HTTP 413, gRPC
+	// ResourceExhausted). The command is dead-lettered at once.
 	CodeStateRejected = "state_rejected"
 	// CodeUnknownTaxCode: a line's tax_code is not in the worker's tax
 	// table (CART_TAX_TABLE).

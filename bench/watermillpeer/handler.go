@@ -88,6 +88,7 @@ func rejection(err error) string {
 		{cart.ErrInvalidState, command.CodeInvalidState},
 		{cart.ErrUnknownTaxCode, command.CodeUnknownTaxCode},
 		{cart.ErrAmountOverflow, command.CodeAmountOverflow},
+		{cart.ErrCartTooLarge, command.CodeCartTooLarge},
 		{cart.ErrInvalidCart, command.CodeInvalidCart},
 		{cart.ErrUnknownType, command.CodeUnknownType},
 		{statepool.ErrBadRequest, command.CodeStateRejected},

@@ -154,6 +154,26 @@ func TestAddRejected(t *testing.T) {
 	require.Equal(t, command.CodeCartNotFound, ev.Error.Code)
 }
 
+// A command that would make the cart too large is reported with its code,
+// the size and the limit, on stderr and in the event on stdout.
+func TestAddRejectedAsTooLarge(t *testing.T) {
+	e := newEnv(t)
+	e.maxCartBytes = 3000
+	e.startWorker(t)
+
+	r := e.run(t, "cache", "-cart", "c-big", "-tenant", "T1", "-store-code", "S1", "-terminal", "1")
+	require.NoError(t, r.err)
+	items := "[" + strings.TrimSuffix(strings.Repeat(`{"item_code":"A","quantity":1,"unit_price":10,"tax_code":"01"},`, 20), ",") + "]"
+	r = e.run(t, "add", "-cart", "c-big", "-items", items)
+	require.Error(t, r.err)
+	require.Equal(t, 1, exitCode(r.err, &bytes.Buffer{}))
+	require.Regexp(t, `add-item \S+ on cart c-big rejected: cart_too_large: cart would be \d+ bytes, over WORKER_MAX_CART_BYTES 3000$`, r.err.Error())
+	ev := decodeEvent(t, r.stdout)
+	require.Equal(t, command.OutcomeRejected, ev.Outcome)
+	require.Equal(t, command.CodeCartTooLarge, ev.Error.Code)
+	require.Contains(t, ev.Error.Message, "over WORKER_MAX_CART_BYTES 3000")
+}
+
 func TestPublishWithoutWaitAndRetryByID(t *testing.T) {
 	e := newEnv(t)
 

@@ -28,6 +28,8 @@ type env struct {
 	js   jetstream.JetStream
 	dapr *daprfake.Fake
 	vars map[string]string
+	// maxCartBytes is startWorker's cart size limit; 0 is the default.
+	maxCartBytes int
 }
 
 func newEnv(t *testing.T, daprOpts ...daprfake.Option) *env {
@@ -109,7 +111,7 @@ func (e *env) startWorker(t *testing.T) {
 	store, err := statepool.New(statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: e.dapr.URL(), APIToken: e.vars["DAPR_API_TOKEN"]})
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
-	svc := cartcache.New(store, cartcache.Config{})
+	svc := cartcache.New(store, cartcache.Config{MaxCartBytes: e.maxCartBytes})
 
 	cons, err := e.js.CreateConsumer(ctx(t), command.StreamCommands, jetstream.ConsumerConfig{
 		AckPolicy: jetstream.AckExplicitPolicy,
@@ -127,14 +129,13 @@ func (e *env) startWorker(t *testing.T) {
 		res, err := svc.Apply(c, cmd)
 		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
 		if err != nil {
-			code := "error"
+			code, ok := cart.RejectionCode(err)
+			var prior *cartcache.PriorRejection
 			switch {
-			case errors.Is(err, cart.ErrCartNotFound):
-				code = command.CodeCartNotFound
-			case errors.Is(err, cart.ErrInvalidState):
-				code = command.CodeInvalidState
-			case errors.Is(err, cart.ErrUnknownTaxCode):
-				code = "unknown_tax_code"
+			case errors.As(err, &prior):
+				code = prior.Code
+			case !ok:
+				code = "error"
 			}
 			ev = command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeRejected,
 				Error: &command.EventError{Code: code, Message: err.Error()}}

@@ -2,6 +2,7 @@ package cart
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/cartworker/cartworker/command"
 )
@@ -32,7 +33,31 @@ var (
 	// that cannot be stored exactly: past money.Amount's int64 range, or one
 	// that daprd, which decodes JSON numbers as float64, would round on save.
 	ErrAmountOverflow = errors.New("cart amount out of range")
+
+	// ErrCartTooLarge: the command would make the cart's encoded document
+	// larger than the worker's size limit, so it is not applied. A
+	// *TooLargeError says by how much. The limit sits well under what
+	// daprd takes (its max-body-size), so that a cart is refused a line
+	// with a code that says why, rather than saved until daprd refuses
+	// the document and every later command with it.
+	ErrCartTooLarge = errors.New("cart too large")
 )
+
+// TooLargeError is ErrCartTooLarge for one command: the size in bytes the
+// cart's document would have, and the limit it would be over.
+type TooLargeError struct {
+	Size, Limit int
+}
+
+// Error says the size and the limit, naming the limit's setting: it
+// becomes the rejected event's message, and its reader needs both to tell
+// a cart that grew too large from a limit set too low.
+func (e *TooLargeError) Error() string {
+	return "cart would be " + strconv.Itoa(e.Size) + " bytes, over WORKER_MAX_CART_BYTES " + strconv.Itoa(e.Limit)
+}
+
+// Is makes a *TooLargeError an ErrCartTooLarge for errors.Is.
+func (e *TooLargeError) Is(target error) bool { return target == ErrCartTooLarge }
 
 // rejections are the errors RejectionCode knows, with their codes.
 var rejections = []struct {
@@ -43,11 +68,13 @@ var rejections = []struct {
 	{ErrInvalidState, command.CodeInvalidState},
 	{ErrUnknownTaxCode, command.CodeUnknownTaxCode},
 	{ErrAmountOverflow, command.CodeAmountOverflow},
+	{ErrCartTooLarge, command.CodeCartTooLarge},
 }
 
 // RejectionCode returns the rejection code (command.Code*) of err when err
 // is one of the final rejections of the cart rules: ErrCartNotFound,
-// ErrInvalidState, ErrUnknownTaxCode or ErrAmountOverflow. These are the
+// ErrInvalidState, ErrUnknownTaxCode, ErrAmountOverflow or
+// ErrCartTooLarge. These are the
 // refusals a cart records, so that a replayed command is refused again the
 // same way. ErrInvalidCart and ErrUnknownType are not: they blame the
 // document or the caller, not the command's effect on the cart.

@@ -98,6 +98,7 @@ func TestRejectionCode(t *testing.T) {
 		{fmt.Errorf("status %q: %w", "Paying", cart.ErrInvalidState), command.CodeInvalidState, true},
 		{cart.ErrUnknownTaxCode, command.CodeUnknownTaxCode, true},
 		{fmt.Errorf("line 1: %w", cart.ErrAmountOverflow), command.CodeAmountOverflow, true},
+		{&cart.TooLargeError{Size: 2097153, Limit: 2097152}, command.CodeCartTooLarge, true},
 		{cart.ErrInvalidCart, "", false},
 		{cart.ErrUnknownType, "", false},
 		{errors.New("store down"), "", false},
@@ -128,4 +129,15 @@ func TestTombstoneReadsOldAndOmitsZeroFields(t *testing.T) {
 	b, err = json.Marshal(ts)
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"cart_id":"c1","applied_command_ids":["x"],"rejected_command_ids":{"x":"cart_not_found"},"writer_epoch":{"era":2,"seq":9}}`, string(b))
+}
+
+// The message of a size refusal, which becomes the rejected event's, says
+// the size and the limit.
+func TestTooLargeErrorSaysSizeAndLimit(t *testing.T) {
+	err := fmt.Errorf("cart c1: %w", &cart.TooLargeError{Size: 2100042, Limit: 2097152})
+	assert.EqualError(t, err, "cart c1: cart would be 2100042 bytes, over WORKER_MAX_CART_BYTES 2097152")
+	assert.ErrorIs(t, err, cart.ErrCartTooLarge)
+	var tl *cart.TooLargeError
+	require.ErrorAs(t, err, &tl)
+	assert.Equal(t, 2100042, tl.Size)
 }

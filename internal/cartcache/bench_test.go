@@ -2,10 +2,13 @@ package cartcache_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
 
+	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
@@ -74,3 +77,38 @@ func benchmarkAddItem(b *testing.B, lines int) {
 
 func BenchmarkApplyAddItem20Lines(b *testing.B)  { benchmarkAddItem(b, 20) }
 func BenchmarkApplyAddItem200Lines(b *testing.B) { benchmarkAddItem(b, 200) }
+
+// BenchmarkApplyAddItemRefusedAtTheLimit is an add-item to a cart of about
+// 2 MiB that the size limit refuses: the slow path, which applies the batch
+// a second time from a fresh parse with each step measured. It only runs
+// for a cart at its limit.
+func BenchmarkApplyAddItemRefusedAtTheLimit(b *testing.B) {
+	ctx := context.Background()
+	store := &memStore{docs: map[string][]byte{}}
+	seed := cartcache.New(statepool.OneByOne{Single: store}, cartcache.Config{})
+	if _, err := seed.Apply(ctx, cacheCmd("c1", "")); err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]command.Item, command.MaxItems)
+	for i := range batch {
+		batch[i] = item("A", 1, "120", "01")
+	}
+	for i := 0; len(store.docs["c1"]) < 2<<20-40<<10; i++ {
+		if _, err := seed.Apply(ctx, addCmd("seed"+strconv.Itoa(i), "c1", batch...)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	seeded := store.docs["c1"]
+	svc := cartcache.New(statepool.OneByOne{Single: store}, cartcache.Config{MaxCartBytes: len(seeded)})
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		store.docs["c1"] = seeded
+		i++
+		if _, err := svc.Apply(ctx, addCmd("b"+strconv.Itoa(i), "c1", item("B", 2, "99.5", "11"))); !errors.Is(err, cart.ErrCartTooLarge) {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(seeded)), "cart_bytes")
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/cartworker/cartworker/command"
@@ -21,6 +22,15 @@ const (
 	DefaultTombstoneTTL = time.Hour
 	// DefaultMaxConflictRetries is the default of MaxConflictRetries.
 	DefaultMaxConflictRetries = 16
+	// DefaultMaxCartBytes is the default of MaxCartBytes: 2 MiB, half of
+	// daprd's default max-body-size (4 MiB), which bounds a save over
+	// HTTP and gRPC alike. The other half is room for what a save sends
+	// besides the document (its key, ETag and options: a few hundred
+	// bytes either way), for the handled ids a refusal still records on a
+	// cart at the limit, and for a daprd run with a lower limit than its
+	// default; a cart of 2 MiB, some 5,500 lines of 380 bytes, is far
+	// past any till's.
+	DefaultMaxCartBytes = 2 << 20
 )
 
 // ErrConflict is returned when the cart kept changing under Update for
@@ -44,6 +54,16 @@ type Config struct {
 	// MaxConflictRetries bounds the re-reads after an ETag conflict.
 	// Default: DefaultMaxConflictRetries.
 	MaxConflictRetries int
+	// MaxCartBytes bounds a cart's stored document, as encoded for the
+	// save: a command that would make the cart larger than it, and larger
+	// than it was, is refused with a *cart.TooLargeError
+	// (cart.ErrCartTooLarge), recorded like the cart rules' rejections,
+	// and the cart is left as it was. It keeps a cart well under what
+	// daprd takes, so that a command that would take it past that is
+	// refused at once, with a code that says why, where daprd's own
+	// refusal would come only after the save. A delete always applies.
+	// Default: DefaultMaxCartBytes.
+	MaxCartBytes int
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -51,10 +71,14 @@ type Config struct {
 // Validate reports the fields that cannot work, each as a *setting.Error
 // naming it. Zero values take the defaults.
 func (c Config) Validate() error {
+	var errs []error
 	if c.TombstoneTTL < 0 || (c.TombstoneTTL > 0 && c.TombstoneTTL < time.Second) {
-		return setting.Errorf("TombstoneTTL", "%s: Dapr's TTL is in whole seconds, want at least 1s", c.TombstoneTTL)
+		errs = append(errs, setting.Errorf("TombstoneTTL", "%s: Dapr's TTL is in whole seconds, want at least 1s", c.TombstoneTTL))
 	}
-	return nil
+	if c.MaxCartBytes < 0 {
+		errs = append(errs, setting.Errorf("MaxCartBytes", "%d: want a size in bytes, such as %d", c.MaxCartBytes, DefaultMaxCartBytes))
+	}
+	return errors.Join(errs...)
 }
 
 func (c Config) withDefaults() Config {
@@ -67,6 +91,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConflictRetries <= 0 {
 		c.MaxConflictRetries = DefaultMaxConflictRetries
+	}
+	if c.MaxCartBytes <= 0 {
+		c.MaxCartBytes = DefaultMaxCartBytes
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -185,7 +212,10 @@ func (c *Carts) UpdateBatch(ctx context.Context, cartID string, steps []Step) ([
 // as if it had never come; a rejection (cart.RejectionCode) is recorded
 // all the same, so a batch whose only effect is a rejection writes. A
 // change that refuses must leave its cart as it found it, as
-// cart.AddItems does.
+// cart.AddItems does. A step whose cart would be over MaxCartBytes, and
+// larger than before it, is refused too, with a *cart.TooLargeError, a
+// rejection: the batch ends as its steps one by one would, whatever
+// batch they come in.
 //
 // The write is fenced: if the cart, or the tombstone of a missing cart,
 // was written at an Epoch after epoch, no step runs, nothing is written and
@@ -237,6 +267,22 @@ type stored struct {
 	// cannot be read; tombETag, when one was read, guards its rewrite.
 	tomb     *cart.Tombstone
 	tombETag string
+	// raw is what was read, the cart or the tombstone (then tombstone
+	// is true); zero when neither is stored.
+	raw       statepool.Entry
+	tombstone bool
+}
+
+// reread parses again what st was read from, for a second plan: applying
+// steps changes the cart st parsed, and its map of codes, in place.
+func (st stored) reread() (stored, error) {
+	switch {
+	case st.tombstone:
+		return parseTombstone(st.raw), nil
+	case st.cur != nil:
+		return parseEntry(st.raw)
+	}
+	return stored{}, nil
 }
 
 // plan is what one read-modify-write of a cart computed: each step's
@@ -268,52 +314,184 @@ const (
 
 // plan fences the write at epoch and applies steps in memory to what st
 // read. It does no I/O.
+//
+// The size limit is checked on the document plan encodes for the save, once
+// for the batch: encoding after every step would cost the common case a
+// full encode of a cart per command. Only when that document, or a cart a
+// later step of the batch replaced or deleted, is over MaxCartBytes are the
+// steps applied again, from a fresh parse of what st read, each one's cart
+// measured (sized), so that exactly the steps that would take the cart over
+// the limit are refused, as if each had come on its own.
 func (c *Carts) plan(cartID string, st stored, epoch Epoch, steps []Step) (plan, error) {
 	epoch, err := fence(cartID, st.epoch, epoch)
 	if err != nil {
 		return plan{}, err
 	}
-	cur, existed := st.cur, st.cur != nil
-	p := plan{cartID: cartID, out: make([]Outcome, len(steps))}
+	now := c.cfg.Now()
+	r, err := c.apply(st, epoch, now, steps, false)
+	if err != nil {
+		return plan{}, err
+	}
+	p, err := c.build(cartID, st, epoch, now, r)
+	if err != nil || !(r.overLimit || (r.changed && p.write == writeSave && p.key == cartID && len(p.doc) > c.cfg.MaxCartBytes)) {
+		return p, err
+	}
+	// The steps changed the cart st read, and its map of codes, in place.
+	if st, err = st.reread(); err != nil {
+		return plan{}, err
+	}
+	if r, err = c.apply(st, epoch, now, steps, true); err != nil {
+		return plan{}, err
+	}
+	return c.build(cartID, st, epoch, now, r)
+}
+
+// applied is what applying a batch's steps in memory made of a cart.
+type applied struct {
+	out []Outcome
+	// cur is the cart after the steps, nil when there is none.
+	cur *cart.Document
 	// history is this batch's own copy: the ids handled so far, the
 	// batch's included, trimmed to KeepAppliedIDs only when saved.
-	// rejected is the read document's own map, changed only here.
-	history := append(make([]string, 0, len(st.history)+len(steps)), st.history...)
-	rejected := st.rejected
-	changed, recorded := false, false
-	deletedBy := ""
+	// rejected is the read document's own map, changed in place.
+	history  []string
+	rejected map[string]string
+	// changed: a step applied; recorded: a step's rejection is recorded.
+	changed, recorded bool
+	// deletedBy is the last step that deleted the cart.
+	deletedBy string
+	// overLimit: an unsized apply replaced or deleted a cart one of its
+	// steps had made, and that cart was over MaxCartBytes, so a step
+	// before may have had to be refused.
+	overLimit bool
+}
+
+// apply applies steps in memory to what st read. sized measures the cart
+// after each step that leaves one, and refuses a step with a
+// *cart.TooLargeError when its cart would be over MaxCartBytes and larger
+// than the cart before it: a delete, or a cache that does not grow the
+// cart, still applies to a cart over the limit, one written before the
+// limit or under a higher one. Larger counts the step's own id in the
+// handled ids, which every step adds, applied or refused.
+func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized bool) (applied, error) {
+	r := applied{
+		out:      make([]Outcome, len(steps)),
+		cur:      st.cur,
+		history:  append(make([]string, 0, len(st.history)+len(steps)), st.history...),
+		rejected: st.rejected,
+	}
+	// made: cur is a cart a step of this batch made (changed in place or
+	// replaced), not the one st read.
+	made := false
+	// before is cur encoded as it stands, for sized: nil for no cart, and
+	// stale once a step changes cur or the handled ids.
+	var before []byte
+	fresh := false
 	for i, s := range steps {
-		if containsID(history, s.CmdID) {
-			p.out[i].Duplicate = true
-			if code, ok := rejected[s.CmdID]; ok {
-				p.out[i].Err = &PriorRejection{Code: code}
+		if containsID(r.history, s.CmdID) {
+			r.out[i].Duplicate = true
+			if code, ok := r.rejected[s.CmdID]; ok {
+				r.out[i].Err = &PriorRejection{Code: code}
 			}
 			continue
 		}
-		next, err := s.Change(cur)
+		if sized && !fresh {
+			var err error
+			if before, err = c.encode(r.cur, r.history, r.rejected, epoch, now); err != nil {
+				return applied{}, err
+			}
+			fresh = true
+		}
+		next, err := s.Change(r.cur)
 		if err != nil {
-			p.out[i].Err = err
+			r.out[i].Err = err
 			if code, ok := cart.RejectionCode(err); ok {
-				history = append(history, s.CmdID)
-				rejected = withCode(rejected, s.CmdID, code)
-				recorded = true
+				r.record(s.CmdID, code)
+				fresh = false
 			}
 			continue
 		}
-		if next != nil && next != cur {
+		if !sized && made && next != r.cur && !r.overLimit {
+			// The cart a step of this batch made is replaced or deleted,
+			// so the check on what the batch saves would not see it.
+			b, err := c.encode(r.cur, r.history, r.rejected, epoch, now)
+			if err != nil {
+				return applied{}, err
+			}
+			r.overLimit = len(b) > c.cfg.MaxCartBytes
+		}
+		history, rejected := r.history, r.rejected
+		if next != nil && next != r.cur {
+			if sized {
+				// A refusal below must leave the codes as they were.
+				rejected = maps.Clone(rejected)
+			}
 			history, rejected = mergeHistory(history, rejected, next)
 		}
 		history = append(history, s.CmdID)
-		if next == nil {
-			deletedBy = s.CmdID
+		if sized {
+			after, err := c.encode(next, history, rejected, epoch, now)
+			if err != nil {
+				return applied{}, err
+			}
+			if len(after) > c.cfg.MaxCartBytes && len(after) > len(before) {
+				r.out[i].Err = &cart.TooLargeError{Size: len(after), Limit: c.cfg.MaxCartBytes}
+				r.record(s.CmdID, command.CodeCartTooLarge)
+				fresh = false
+				if next == r.cur {
+					// The step changed the cart in place: put back the
+					// cart as it was before it.
+					if r.cur, err = cart.Parse(before); err != nil {
+						return applied{}, err
+					}
+				}
+				continue
+			}
+			before = after
 		}
-		cur, changed = next, true
+		r.history, r.rejected = history, rejected
+		if next == nil {
+			r.deletedBy = s.CmdID
+		}
+		made = made || next != nil
+		r.cur, r.changed = next, true
 	}
-	if !changed && !recorded {
-		return p, nil
+	return r, nil
+}
+
+// record records the rejection of command id with code.
+func (r *applied) record(id, code string) {
+	r.history = append(r.history, id)
+	r.rejected = withCode(r.rejected, id, code)
+	r.recorded = true
+}
+
+// encode returns cur as a save would store it with history and rejected
+// as they stand, nil for no cart: what the size limit is checked on. It
+// changes cur's handled ids and epoch, which the save sets again, and
+// neither history nor rejected.
+func (c *Carts) encode(cur *cart.Document, history []string, rejected map[string]string, epoch Epoch, now time.Time) ([]byte, error) {
+	if cur == nil {
+		return nil, nil
+	}
+	if len(rejected) > 0 {
+		rejected = maps.Clone(rejected)
 	}
 	history, rejected = trimHistory(history, rejected, c.cfg.KeepAppliedIDs)
-	now := c.cfg.Now()
+	cur.SetApplied(history)
+	cur.SetRejected(rejected)
+	cur.SetEpoch(cart.Epoch(epoch))
+	return cur.Encode(now)
+}
+
+// build makes the write that stores what r applied to what st read.
+func (c *Carts) build(cartID string, st stored, epoch Epoch, now time.Time, r applied) (plan, error) {
+	p := plan{cartID: cartID, out: r.out}
+	if !r.changed && !r.recorded {
+		return p, nil
+	}
+	cur, existed, deletedBy := r.cur, st.cur != nil, r.deletedBy
+	history, rejected := trimHistory(r.history, r.rejected, c.cfg.KeepAppliedIDs)
 	switch {
 	case cur != nil:
 		cur.SetApplied(history)
@@ -340,7 +518,7 @@ func (c *Carts) plan(cartID string, st stored, epoch Epoch, steps []Step) (plan,
 		}
 		p.write, p.key, p.doc, p.etag = writeDelete, TombstoneKey(cartID), b, st.etag
 		p.opts = statepool.SaveOptions{TTL: c.cfg.TombstoneTTL}
-	case recorded:
+	case r.recorded:
 		// The cart is missing before and after, and refused a command
 		// (an add-item before its cache): its tombstone keeps the history,
 		// and a later cache starts the cart from it. What an older
@@ -426,7 +604,7 @@ func parseEntry(e statepool.Entry) (stored, error) {
 	if err != nil {
 		return stored{}, err
 	}
-	return stored{cur: cur, etag: e.ETag, history: cur.Applied(), rejected: cur.Rejected(), epoch: Epoch(cur.Epoch())}, nil
+	return stored{cur: cur, etag: e.ETag, history: cur.Applied(), rejected: cur.Rejected(), epoch: Epoch(cur.Epoch()), raw: e}, nil
 }
 
 // readTombstone returns what the tombstone of a missing cart keeps;
@@ -444,7 +622,7 @@ func (c *Carts) readTombstone(ctx context.Context, cartID string) (stored, error
 
 // parseTombstone returns what a stored tombstone keeps.
 func parseTombstone(e statepool.Entry) stored {
-	st := stored{tombETag: e.ETag}
+	st := stored{tombETag: e.ETag, raw: e, tombstone: true}
 	var t cart.Tombstone
 	if err := json.Unmarshal(e.Value, &t); err != nil {
 		// A damaged tombstone only weakens de-duplication (and the fence)

@@ -11,11 +11,13 @@
 // rules refused (cart.RejectionCode) is handled too: its id is listed with
 // the applied ones and its code kept beside them, so a replay is refused
 // again with the same code (PriorRejection), even after the cart has
-// changed in a way that would now let it apply. A missing cart keeps that
-// history in its tombstone for TombstoneTTL: after a delete, so that late
-// redeliveries are still recognised, and after a refusal of a command that
-// came before the cart's cache, which the cart starts from when the cache
-// comes.
+// changed in a way that would now let it apply. A command that would make
+// the cart larger than Config.MaxCartBytes is refused the same way
+// (cart.ErrCartTooLarge), before daprd could refuse the save. A missing
+// cart keeps that history in its tombstone for TombstoneTTL: after a
+// delete, so that late redeliveries are still recognised, and after a
+// refusal of a command that came before the cart's cache, which the cart
+// starts from when the cache comes.
 //
 // Writes are fenced by partition ownership: each owner of a partition of
 // the command stream writes at its Epoch, the document (or tombstone)

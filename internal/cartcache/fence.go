@@ -84,6 +84,7 @@ var rejectionErrs = map[string]error{
 	command.CodeInvalidState:   cart.ErrInvalidState,
 	command.CodeUnknownTaxCode: cart.ErrUnknownTaxCode,
 	command.CodeAmountOverflow: cart.ErrAmountOverflow,
+	command.CodeCartTooLarge:   cart.ErrCartTooLarge,
 }
 
 // withCode returns rejected with id's code set, allocating the map on the

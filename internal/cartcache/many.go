@@ -187,18 +187,21 @@ func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int
 
 // saveCarts saves the planned carts at idx in one bulk call and records
 // their results. After a conflict each cart is settled on its own (see
-// UpdateCarts).
+// UpdateCarts), and so after daprd refused the call as too large when it
+// held several carts: the refusal is final for the cart at fault, but the
+// call does not say which one that is, and the others must not share it.
 func (c *Carts) saveCarts(ctx context.Context, carts []CartSteps, plans []plan, idx []int, res []CartResult) {
 	items := make([]statepool.SaveItem, len(idx))
 	for j, i := range idx {
 		items[j] = statepool.SaveItem{Key: plans[i].key, Value: plans[i].doc, Opts: plans[i].opts}
 	}
 	err := c.store.SaveBulk(ctx, items)
+	onItsOwn := errors.Is(err, statepool.ErrETagMismatch) || (len(idx) > 1 && errors.Is(err, statepool.ErrTooLarge))
 	for _, i := range idx {
 		switch {
 		case err == nil:
 			res[i].Outcomes = plans[i].out
-		case errors.Is(err, statepool.ErrETagMismatch):
+		case onItsOwn:
 			out, err := c.UpdateBatchAt(ctx, carts[i].CartID, carts[i].Epoch, carts[i].Steps)
 			if err == nil && savedBefore(plans[i].out, out) {
 				out = plans[i].out

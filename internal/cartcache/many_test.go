@@ -191,3 +191,55 @@ func TestApplyCartsTooBigToReadTogetherGoOneByOne(t *testing.T) {
 	require.Len(t, e.cart(t, "c1")["line_items"], 1)
 	require.Len(t, e.cart(t, "c2")["line_items"], 1)
 }
+
+// daprSizeLimit refuses to save a document over max bytes, as daprd
+// refuses a message over its max-body-size: alone, and in a bulk save
+// that holds one, which it refuses whole.
+type daprSizeLimit struct {
+	cartcache.Store
+	max int
+}
+
+func (d daprSizeLimit) Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error {
+	if len(value) > d.max {
+		return &statepool.GRPCError{Op: statepool.OpSave, Key: key, Code: codes.ResourceExhausted, Message: "grpc: received message larger than max"}
+	}
+	return d.Store.Save(ctx, key, value, opts)
+}
+
+func (d daprSizeLimit) SaveBulk(ctx context.Context, items []statepool.SaveItem) error {
+	for _, it := range items {
+		if len(it.Value) > d.max {
+			return &statepool.GRPCError{Op: statepool.OpSaveBulk, Key: items[0].Key, Code: codes.ResourceExhausted, Message: "grpc: received message larger than max"}
+		}
+	}
+	return d.Store.SaveBulk(ctx, items)
+}
+
+// A bulk save daprd refuses as too large is settled cart by cart: the cart
+// too large for daprd gets the final refusal, ErrTooLarge, which is an
+// ErrBadRequest (state_rejected) and no transient failure; the others in
+// the call are saved.
+func TestApplyCartsBulkSaveTooLargeForDaprSettlesEachOnItsOwn(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, cartcache.Config{})
+	e.apply(t, cacheCmd("c1", ""))
+	e.apply(t, cacheCmd("c2", ""))
+	raw, _ := e.fake.Get("c1")
+	svc := cartcache.New(daprSizeLimit{Store: e.store, max: len(raw) + 1000}, cartcache.Config{Now: e.now})
+	var many []command.Item
+	for range command.MaxItems {
+		many = append(many, item("A", 1, "1", "00"))
+	}
+	res := svc.ApplyCarts(ctx, []cartcache.CartBatch{
+		{CartID: "c1", Cmds: []command.Command{addCmd("a1", "c1", many...)}},
+		{CartID: "c2", Cmds: []command.Command{addCmd("b1", "c2", item("B", 1, "1", "00"))}},
+	})
+	require.ErrorIs(t, res[0].Err, statepool.ErrTooLarge)
+	require.ErrorIs(t, res[0].Err, statepool.ErrBadRequest)
+	require.NotErrorIs(t, res[0].Err, statepool.ErrResourceExhausted, "a save's size refusal is no split signal")
+	require.NoError(t, res[1].Err)
+	require.False(t, res[1].Outcomes[0].Duplicate)
+	require.Empty(t, e.cart(t, "c1")["line_items"])
+	require.Len(t, e.cart(t, "c2")["line_items"], 1)
+}

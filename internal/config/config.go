@@ -188,6 +188,7 @@ func (c *Config) bind(fs *flag.FlagSet, defaults bool) []binding {
 	dur(&w.ShutdownTimeout, consumer.DefaultShutdownTimeout, binding{env: "WORKER_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", field: "consumer.ShutdownTimeout"}, "time to finish in-flight commands on SIGTERM")
 
 	dur(&k.TombstoneTTL, cartcache.DefaultTombstoneTTL, binding{env: "CART_TOMBSTONE_TTL", flag: "tombstone-ttl", field: "carts.TombstoneTTL"}, "how long a deleted cart's tombstone is kept")
+	num(&k.MaxCartBytes, cartcache.DefaultMaxCartBytes, binding{env: "WORKER_MAX_CART_BYTES", flag: "max-cart-bytes", field: "carts.MaxCartBytes"}, "largest stored cart document in bytes: a command that would grow a cart past it is rejected with cart_too_large (keep it well under daprd's max-body-size, 4 MiB by default)")
 	value(&k.TaxTable, func() bool { return len(k.TaxTable) == 0 }, binding{env: "CART_TAX_TABLE", flag: "tax-table", field: "carts.TaxTable"}, "tax table, code:type:rate,...")
 
 	tl := &c.Telemetry
@@ -349,6 +350,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("subject_prefix", c.Consumer.Subjects.Prefix),
 		slog.Int("concurrency", c.Consumer.Concurrency),
 		slog.Int("batch_carts", c.Consumer.BatchCarts),
+		slog.Int("max_cart_bytes", c.Carts.MaxCartBytes),
 		slog.Int("partitions", c.Consumer.Partitions),
 		slog.String("shutdown_timeout", c.Consumer.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/natsconn/natstest"
 	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/stretchr/testify/require"
@@ -98,6 +99,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"WORKER_BREAKER_FAILURES": "-1"}, "WORKER_BREAKER_FAILURES"},
 		{map[string]string{"WORKER_BREAKER_FAILURES": "0"}, "WORKER_BREAKER_FAILURES"},
 		{map[string]string{"CART_TOMBSTONE_TTL": "500ms"}, "CART_TOMBSTONE_TTL"},
+		{map[string]string{"WORKER_MAX_CART_BYTES": "0"}, "WORKER_MAX_CART_BYTES"},
+		{map[string]string{"WORKER_MAX_CART_BYTES": "-1"}, "WORKER_MAX_CART_BYTES"},
+		{map[string]string{"WORKER_MAX_CART_BYTES": "2MiB"}, "WORKER_MAX_CART_BYTES"},
 		{map[string]string{"CART_STATE_STORE": "a/b"}, "CART_STATE_STORE"},
 		{map[string]string{"DAPR_HTTP_PORT": "70000"}, "DAPR_HTTP_PORT"},
 		{map[string]string{"WORKER_CONCURRENCY": "5000"}, "WORKER_CONCURRENCY"},
@@ -148,6 +152,30 @@ func TestSecretsNeverShown(t *testing.T) {
 	}
 }
 
+// The cart size limit binds like every setting, defaults to cartcache's
+// default, and reaches cartcache.Config, which the worker builds its carts
+// with.
+func TestMaxCartBytes(t *testing.T) {
+	c, err := Load(nil, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, cartcache.DefaultMaxCartBytes, c.Carts.MaxCartBytes)
+	require.Equal(t, 2<<20, c.Carts.MaxCartBytes)
+
+	c, err = Load(nil, env(map[string]string{"WORKER_MAX_CART_BYTES": "1048576"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 1<<20, c.Carts.MaxCartBytes)
+
+	c, err = Load([]string{"-max-cart-bytes", "3000000"}, env(map[string]string{"WORKER_MAX_CART_BYTES": "1048576"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 3000000, c.Carts.MaxCartBytes, "flags win over env")
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "config", c)
+	require.Contains(t, buf.String(), `"max_cart_bytes":3000000`)
+
+	c.Carts.MaxCartBytes = -5
+	require.ErrorContains(t, c.Validate(), "WORKER_MAX_CART_BYTES")
+}
+
 func TestStreamAndConnectSettings(t *testing.T) {
 	c, err := Load(nil, env(nil), &bytes.Buffer{})
 	require.NoError(t, err)
@@ -179,7 +207,8 @@ func TestHelpListsEverySetting(t *testing.T) {
 		"NATS_STREAM_REPLICAS", "NATS_MANAGE_STREAMS", "DAPR_HTTP_ENDPOINT",
 		"DAPR_HTTP_PORT", "DAPR_API_TOKEN", "CART_STATE_STORE", "WORKER_CONCURRENCY", "WORKER_HTTP_ADDR",
 		"WORKER_SHUTDOWN_TIMEOUT", "CART_SUBJECT_PREFIX", "WORKER_STATE_CLIENT", "default 20s", `default ":8080"`,
-		"WORKER_STATE_PROTOCOL", "DAPR_GRPC_ENDPOINT", "DAPR_GRPC_PORT", `default "grpc"`, "default 50001"} {
+		"WORKER_STATE_PROTOCOL", "DAPR_GRPC_ENDPOINT", "DAPR_GRPC_PORT", `default "grpc"`, "default 50001",
+		"WORKER_MAX_CART_BYTES", "default 2097152"} {
 		require.True(t, strings.Contains(out.String(), v), v)
 	}
 }

@@ -91,6 +91,7 @@ var decisions = []struct {
 	{cart.ErrInvalidState, verdict{fate: fateReject, code: command.CodeInvalidState}},
 	{cart.ErrUnknownTaxCode, verdict{fate: fateReject, code: command.CodeUnknownTaxCode}},
 	{cart.ErrAmountOverflow, verdict{fate: fateReject, code: command.CodeAmountOverflow}},
+	{cart.ErrCartTooLarge, verdict{fate: fateReject, code: command.CodeCartTooLarge}},
 	// The stored cart cannot be read: no retry makes it readable.
 	{cart.ErrInvalidCart, verdict{fate: fateDeadLetter, code: command.CodeInvalidCart}},
 	// Decode refuses unknown types, so only an Applier that knows fewer

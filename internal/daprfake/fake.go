@@ -160,8 +160,9 @@ func (f *Fake) FailNext(n, code int) { f.FailNextWith(n, code, "ERR_FAKE_INJECTE
 //
 // Over gRPC the fault is the status daprd 1.18 answers in its place (see
 // GRPCCode): 400 InvalidArgument, 401 Unauthenticated, 403
-// PermissionDenied, 409 Aborted, 500 Internal, 503 Unavailable, 504
-// DeadlineExceeded, and FailedPrecondition for a store that is not
+// PermissionDenied, 409 Aborted, 413 and 429 ResourceExhausted, 500
+// Internal, 503 Unavailable, 504 DeadlineExceeded, and
+// FailedPrecondition for a store that is not
 // configured, with errorCode as the reason of an ErrorInfo detail (the
 // store codes as daprd's gRPC API spells them: DAPR_STATE_NOT_FOUND,
 // DAPR_STATE_NOT_CONFIGURED).

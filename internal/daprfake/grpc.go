@@ -62,7 +62,9 @@ func GRPCCode(status int, errorCode string) codes.Code {
 		return codes.NotFound
 	case http.StatusConflict:
 		return codes.Aborted // ETag mismatch
-	case http.StatusTooManyRequests:
+	case http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
+		// daprd's gRPC server refuses a message over its max-body-size
+		// with ResourceExhausted, where its HTTP server answers 413.
 		return codes.ResourceExhausted
 	case http.StatusInternalServerError:
 		return codes.Internal

@@ -303,22 +303,79 @@ func TestDaprErrorClasses(t *testing.T) {
 		{http.StatusInternalServerError, "ERR_STATE_STORES_NOT_CONFIGURED", statepool.ErrStoreNotFound, true},
 		{http.StatusBadRequest, "ERR_MALFORMED_REQUEST", statepool.ErrBadRequest, false},
 		{http.StatusInternalServerError, "ERR_STATE_SAVE", nil, true},
+		// A request over daprd's max-body-size: final on a save (see
+		// TestSizeRefusalsByOperation), a split signal elsewhere.
+		{http.StatusRequestEntityTooLarge, "ERR_FAKE", statepool.ErrResourceExhausted, false},
 	} {
 		t.Run(strconv.Itoa(tc.status)+" "+tc.errorCode, func(t *testing.T) {
 			f := newFake(t)
 			c := newClient(t, f, statepool.Config{})
-			f.FailNextWith(3, tc.status, tc.errorCode)
+			f.FailNextWith(2, tc.status, tc.errorCode)
 			_, getErr := c.Get(context.Background(), "k")
-			saveErr := c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{})
 			delErr := c.Delete(context.Background(), "k", "")
-			for _, err := range []error{getErr, saveErr, delErr} {
+			for _, err := range []error{getErr, delErr} {
 				var se *statepool.StatusError
 				require.ErrorAs(t, err, &se)
 				require.Equal(t, tc.errorCode, se.ErrorCode)
-				for _, class := range []error{statepool.ErrUnauthorized, statepool.ErrStoreNotFound, statepool.ErrBadRequest} {
-					require.Equal(t, class == tc.want, errors.Is(err, class), "%v is %v", err, class)
-				}
+				requireClass(t, err, tc.want)
 				require.Equal(t, tc.failure, breaker.IsFailure(err))
+			}
+			want := tc.want
+			if tc.status == http.StatusRequestEntityTooLarge {
+				want = statepool.ErrTooLarge
+			}
+			f.FailNextWith(1, tc.status, tc.errorCode)
+			err := c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{})
+			var se *statepool.StatusError
+			require.ErrorAs(t, err, &se)
+			requireClass(t, err, want)
+			require.Equal(t, tc.failure, breaker.IsFailure(err))
+		})
+	}
+}
+
+// requireClass checks that err is of class want, and of no other class
+// but those want is itself (ErrTooLarge is an ErrBadRequest); want nil
+// means of none.
+func requireClass(t *testing.T, err, want error) {
+	t.Helper()
+	for _, class := range []error{statepool.ErrUnauthorized, statepool.ErrStoreNotFound, statepool.ErrBadRequest,
+		statepool.ErrUnreachable, statepool.ErrResourceExhausted, statepool.ErrTooLarge} {
+		require.Equal(t, want != nil && errors.Is(want, class), errors.Is(err, class), "%v is %v", err, class)
+	}
+}
+
+// TestSizeRefusalsByOperation checks daprd's refusals of a call as too
+// large, 413 over HTTP and ResourceExhausted over gRPC, by operation: a
+// save's is final, ErrTooLarge and so ErrBadRequest, which the worker
+// refuses at once (state_rejected) rather than retrying the same
+// documents until they are dead-lettered as transient failures; a read's
+// stays ErrResourceExhausted, the signal UpdateCarts splits a bulk read
+// on.
+func TestSizeRefusalsByOperation(t *testing.T) {
+	for _, proto := range []statepool.Protocol{statepool.ProtocolHTTP, statepool.ProtocolGRPC} {
+		t.Run(string(proto), func(t *testing.T) {
+			ctx := context.Background()
+			f := newFake(t)
+			c := newClient(t, f, statepool.Config{Protocol: proto})
+			doc := []byte(`{"line_items":[]}`)
+			for _, call := range []struct {
+				name string
+				do   func() error
+				want error
+			}{
+				{"save", func() error { return c.Save(ctx, "k", doc, statepool.SaveOptions{}) }, statepool.ErrTooLarge},
+				{"save_bulk", func() error {
+					return c.SaveBulk(ctx, []statepool.SaveItem{{Key: "a", Value: doc}, {Key: "b", Value: doc}})
+				}, statepool.ErrTooLarge},
+				{"get", func() error { _, err := c.Get(ctx, "k"); return err }, statepool.ErrResourceExhausted},
+				{"get_bulk", func() error { _, err := c.GetBulk(ctx, []string{"a", "b"}); return err }, statepool.ErrResourceExhausted},
+			} {
+				f.FailNextWith(1, http.StatusRequestEntityTooLarge, "ERR_FAKE")
+				err := call.do()
+				require.Error(t, err, call.name)
+				requireClass(t, err, call.want)
+				require.False(t, breaker.IsFailure(err), "%s: %v: the request's fault, not daprd's health", call.name, err)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package statepool
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -42,10 +43,12 @@ var (
 	ErrUnreachable = errors.New("statepool: daprd not reachable")
 )
 
-// ErrResourceExhausted is wrapped by a GRPCError for ResourceExhausted: a
-// message over a size limit (daprd sends and takes at most its
-// max-body-size, 4 MiB by default, over gRPC too), or daprd out of some
-// other resource. A bulk call that meets it may succeed split up.
+// ErrResourceExhausted is wrapped by a GRPCError for ResourceExhausted, and
+// by a StatusError for 413, when the call was not a save: a message over a
+// size limit (daprd sends and takes at most its max-body-size, 4 MiB by
+// default, over gRPC too), or daprd out of some other resource. A bulk
+// read that meets it may succeed split up. A save that meets it is
+// ErrTooLarge instead.
 var ErrResourceExhausted = errors.New("statepool: daprd resource exhausted, such as a message over its size limit")
 
 // ErrClosed is returned by calls made after Close with ProtocolGRPC: Close
@@ -56,6 +59,16 @@ var ErrClosed = errors.New("statepool: client closed")
 // GRPCError for InvalidArgument: daprd refused this particular request, for
 // example a document it cannot save. Retrying the same call cannot help.
 var ErrBadRequest = errors.New("statepool: daprd rejected the request")
+
+// ErrTooLarge is wrapped by a StatusError for 413 and by a GRPCError for
+// ResourceExhausted when the call was a save (OpSave, OpSaveBulk): daprd
+// refused the documents as larger than it takes, its max-body-size. It
+// wraps ErrBadRequest, because it is one: the same documents are refused
+// however often they are sent, so a caller that retried them as a transient
+// failure would only delay their refusal. A read meets the same limit on
+// what daprd answers, where splitting the call helps: that stays
+// ErrResourceExhausted.
+var ErrTooLarge = fmt.Errorf("%w: the documents are over its size limit", ErrBadRequest)
 
 // Dapr error codes that mean the store itself is missing: the HTTP API's
 // errorCode, and the gRPC API's ErrorInfo reason (daprd 1.18 answers a
@@ -93,7 +106,8 @@ type StatusError struct {
 }
 
 // Unwrap returns the class of the failure, so errors.Is matches
-// ErrUnauthorized, ErrStoreNotFound or ErrBadRequest; nil for other
+// ErrUnauthorized, ErrStoreNotFound, ErrBadRequest, ErrTooLarge (413 on a
+// save) or ErrResourceExhausted (413 on any other call); nil for other
 // statuses.
 func (e *StatusError) Unwrap() error {
 	switch {
@@ -103,8 +117,21 @@ func (e *StatusError) Unwrap() error {
 		return ErrUnauthorized
 	case e.StatusCode == 400:
 		return ErrBadRequest
+	case e.StatusCode == 413:
+		return sizeRefusal(e.Op)
 	}
 	return nil
+}
+
+// sizeRefusal is the class of daprd's refusal of a call as too large, by
+// the call's operation: a save's documents are refused for good
+// (ErrTooLarge), a read's answer may fit once the call is split
+// (ErrResourceExhausted).
+func sizeRefusal(op string) error {
+	if op == OpSave || op == OpSaveBulk {
+		return ErrTooLarge
+	}
+	return ErrResourceExhausted
 }
 
 // Error implements error.

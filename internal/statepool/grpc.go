@@ -341,8 +341,9 @@ type GRPCError struct {
 }
 
 // Unwrap returns the class of the failure, so errors.Is matches
-// ErrUnreachable, ErrStoreNotFound, ErrUnauthorized, ErrBadRequest or
-// ErrResourceExhausted; nil for other codes.
+// ErrUnreachable, ErrStoreNotFound, ErrUnauthorized, ErrBadRequest, or for
+// ResourceExhausted ErrTooLarge on a save and ErrResourceExhausted on any
+// other call; nil for other codes.
 func (e *GRPCError) Unwrap() error {
 	switch {
 	case e.unreachable:
@@ -354,7 +355,7 @@ func (e *GRPCError) Unwrap() error {
 	case e.Code == codes.InvalidArgument:
 		return ErrBadRequest
 	case e.Code == codes.ResourceExhausted:
-		return ErrResourceExhausted
+		return sizeRefusal(e.Op)
 	}
 	return nil
 }

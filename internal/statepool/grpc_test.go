@@ -2,7 +2,6 @@ package statepool_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -76,6 +75,7 @@ func TestGRPCErrorClasses(t *testing.T) {
 		{http.StatusServiceUnavailable, "ERR_FAKE", codes.Unavailable, "ERR_FAKE", nil, true},
 		{http.StatusGatewayTimeout, "ERR_FAKE", codes.DeadlineExceeded, "ERR_FAKE", nil, true},
 		{http.StatusTooManyRequests, "ERR_FAKE", codes.ResourceExhausted, "ERR_FAKE", statepool.ErrResourceExhausted, false},
+		{http.StatusRequestEntityTooLarge, "ERR_FAKE", codes.ResourceExhausted, "ERR_FAKE", statepool.ErrResourceExhausted, false},
 		{http.StatusNotFound, "ERR_FAKE", codes.NotFound, "ERR_FAKE", nil, false},
 		{599, "ERR_FAKE", codes.Unknown, "ERR_FAKE", nil, true},
 	} {
@@ -89,15 +89,19 @@ func TestGRPCErrorClasses(t *testing.T) {
 			_, getErr := c.Get(context.Background(), "k")
 			saveErr := c.Save(context.Background(), "k", []byte(`{}`), statepool.SaveOptions{})
 			delErr := c.Delete(context.Background(), "k", "")
-			for _, err := range []error{getErr, saveErr, delErr} {
+			for i, err := range []error{getErr, saveErr, delErr} {
 				var ge *statepool.GRPCError
 				require.ErrorAs(t, err, &ge)
 				require.Equal(t, tc.code, ge.Code)
 				require.Equal(t, tc.reason, ge.ErrorCode)
 				require.Equal(t, "injected failure", ge.Message)
-				for _, class := range []error{statepool.ErrUnauthorized, statepool.ErrStoreNotFound, statepool.ErrBadRequest, statepool.ErrUnreachable, statepool.ErrResourceExhausted} {
-					require.Equal(t, class == tc.want, errors.Is(err, class), "%v is %v", err, class)
+				want := tc.want
+				if i == 1 && tc.code == codes.ResourceExhausted {
+					// A save's size refusal is final: see
+					// TestSizeRefusalsByOperation.
+					want = statepool.ErrTooLarge
 				}
+				requireClass(t, err, want)
 				require.Equal(t, tc.failure, breaker.IsFailure(err), "%v", err)
 			}
 			code := tc.code.String()
