@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -220,7 +221,8 @@ func (w *Worker) inPlace(r *run, d *delivery, what string, publish func() error)
 		delay := w.backoff(failures)
 		if failures == 1 || failures%10 == 0 {
 			w.log.Warn(what+" not published; retrying in place, the cart's later commands wait",
-				"subject", w.subject(d.msg), "command_id", d.cmd.ID, "failures", failures, "retry_in", delay, "err", err)
+				"subject", w.subject(d.msg), "command_id", cmp.Or(d.cmd.ID, d.msg.Headers().Get(command.HeaderMsgID)),
+				"failures", failures, "retry_in", delay, "err", err)
 		}
 		if !sleepCtx(r.work, delay) {
 			return errPaused

@@ -46,7 +46,7 @@ type owner interface {
 	Pulling(p int, on bool)
 	Received(p int)
 	Settled(p int)
-	Rewind(ctx context.Context, p int) error
+	Rewind(ctx context.Context, g ownership.Grant) error
 	ReplayedUpTo(p int) uint64
 	Owned(n int) []int
 }
@@ -204,6 +204,13 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 		partition = p
 	}
 	var err error
+	// last is the consumer sequence of the last delivery taken since the
+	// partition was last rewound, which every grant begins with: 0 until
+	// the first, which must then be 1.
+	var (
+		last      uint64
+		lastGrant ownership.Grant
+	)
 	for err == nil && ctx.Err() == nil && w.gate.wait(ctx) == nil {
 		grant := ownership.Grant{Partition: -1}
 		if partition >= 0 {
@@ -219,7 +226,10 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 			grant = g
 			r.owner.Pulling(partition, true)
 		}
-		err = w.pull(ctx, cons, grant, pool, r)
+		if grant != lastGrant {
+			last, lastGrant = 0, grant
+		}
+		err = w.pull(ctx, cons, grant, &last, pool, r)
 		if partition >= 0 {
 			r.owner.Pulling(partition, false)
 		}
@@ -270,7 +280,7 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 // the ones after it: the partition is then rewound to its ack floor, which
 // delivers every unacknowledged command again in stream order, rather than
 // waiting for the lost one's AckWait.
-func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant ownership.Grant, pool *keyedPool, r *run) error {
+func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) error {
 	name := cons.CachedInfo().Name
 	partition := grant.Partition
 	// A fetch asks for no more than the consumer lets be in flight: a
@@ -279,7 +289,6 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 	// Not pulling it any more: it stalls nothing.
 	defer w.stalls.ok(name)
 	failures := 0
-	var last uint64 // the consumer sequence of the last delivery taken
 	for ctx.Err() == nil && w.gate.err() == nil {
 		if partition >= 0 {
 			if g, ok, _ := r.owner.MayPull(partition); !ok || g != grant {
@@ -288,7 +297,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 		}
 		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(w.pullExpiry()))
 		if err == nil {
-			err = w.take(ctx, batch, grant, &last, pool, r)
+			err = w.take(ctx, batch, grant, last, pool, r)
 		}
 		if err == nil {
 			w.stalls.ok(name)
@@ -316,7 +325,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 			if !w.rewind(ctx, grant, r) {
 				return nil
 			}
-			last = 0
+			*last = 0
 		default:
 			// NATS is reconnecting, or its server failed over: wait rather
 			// than spin.
@@ -332,12 +341,22 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 // rewind rewinds grant's partition, trying again while NATS cannot be
 // reached. It reports false when it gave up: shutdown began or the grant
 // lapsed (whoever holds the partition next rewinds it).
+//
+// It first lets the pull request that failed expire: a server that ends a
+// fetch with an error status (a shutdown, a leadership change) may keep
+// the request and still deliver to it, after nats.go stopped listening,
+// and would hand it what the rewind delivers again. The gap check after
+// the rewind catches one it hands over anyway: the first delivery after a
+// rewind must be the consumer's first.
 func (w *Worker) rewind(ctx context.Context, grant ownership.Grant, r *run) bool {
+	if !sleepCtx(ctx, w.pullsGone()) {
+		return false
+	}
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		if g, ok, _ := r.owner.MayPull(grant.Partition); !ok || g != grant {
 			return false
 		}
-		err := r.owner.Rewind(ctx, grant.Partition)
+		err := r.owner.Rewind(ctx, grant)
 		if err == nil {
 			if attempt > 0 {
 				w.log.Info("partition rewound", "partition", grant.Partition, "attempts", attempt+1)
@@ -387,7 +406,7 @@ fetch:
 		in := &inbound{Msg: msg, grant: grant, taken: time.Now()}
 		if partition >= 0 {
 			if md, err := msg.Metadata(); err == nil {
-				if *last != 0 && md.Sequence.Consumer != *last+1 {
+				if md.Sequence.Consumer != *last+1 {
 					gap = true
 				}
 				*last = md.Sequence.Consumer

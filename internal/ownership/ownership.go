@@ -269,16 +269,17 @@ func (l *Leases) Settled(p int) {
 	l.mu.Unlock()
 }
 
-// Rewind restarts partition p's consumer from its ack floor, once every
-// message of p this instance holds is done with: what was unacknowledged is
-// delivered again, in stream order, before anything newer. The puller calls
-// it after a delivery was lost on its way or a fetch failed, instead of
-// waiting for AckWait to expire. A rewind is safe only while this instance
-// holds p and has no fetch of p under way.
-func (l *Leases) Rewind(ctx context.Context, p int) error {
+// Rewind restarts g's partition's consumer from its ack floor, once every
+// message of it this instance holds is done with: what was unacknowledged
+// is delivered again, in stream order, before anything newer. The puller
+// calls it after a delivery was lost on its way or a fetch failed, instead
+// of waiting for AckWait to expire. A rewind is safe only while this
+// instance holds the partition under g and has no fetch of it under way:
+// Rewind gives up with ErrNotHeld once g no longer holds.
+func (l *Leases) Rewind(ctx context.Context, g Grant) error {
 	for {
 		l.mu.Lock()
-		idle := l.held[p] == 0
+		idle := l.held[g.Partition] == 0
 		l.mu.Unlock()
 		if idle {
 			break
@@ -287,12 +288,20 @@ func (l *Leases) Rewind(ctx context.Context, p int) error {
 			return ctx.Err()
 		}
 	}
+	// While the commands were finishing, the lease may have lapsed and
+	// the partition gone to another instance, which rewound it itself.
+	if !l.Holds(g) {
+		return fmt.Errorf("rewind partition %d: %w", g.Partition, ErrNotHeld)
+	}
 	// A consumer electing a leader answers nothing: try again soon rather
 	// than wait out a long timeout once it has one.
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.Renew/2)
 	defer cancel()
-	return l.reset(ctx, p)
+	return l.reset(ctx, g.Partition)
 }
+
+// ErrNotHeld: the partition's grant no longer holds.
+var ErrNotHeld = errors.New("the partition is no longer this instance's")
 
 // reset rewinds partition p's consumer to its ack floor, and records the
 // last stream sequence it had delivered: what comes again up to it is a
