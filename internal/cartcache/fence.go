@@ -9,9 +9,11 @@ import (
 )
 
 // Epoch orders the ownerships of a partition: (Era, Seq) compared
-// lexicographically. Era is when the coordination bucket was created (unix
-// nanoseconds), so that a re-created bucket, whose revisions restart at 1,
-// still gives larger epochs; Seq is the lease's creation revision.
+// lexicographically. Era is when the coordination bucket was created (Unix
+// milliseconds), so that a re-created bucket, whose revisions restart at 1,
+// still gives larger epochs; Seq is the lease's creation revision. Both stay
+// under 2^53, so that they survive daprd's HTTP API, which stores every JSON
+// number as a float64.
 //
 // A cart stores the Epoch of its last fenced writer (cart.WriterEpochField)
 // and refuses a write with a lower one (ErrFenced). The zero Epoch is an

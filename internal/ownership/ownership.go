@@ -51,7 +51,10 @@ import (
 // larger one.
 type Grant struct {
 	Partition int
-	// Era is when the leases bucket was created, in Unix nanoseconds.
+	// Era is when the leases bucket was created, in Unix milliseconds: a
+	// number under 2^53, which daprd's HTTP API, re-encoding every JSON
+	// number through a float64, stores exactly (nanoseconds it rounds,
+	// which once fenced every write of their own owner).
 	Era int64
 	// Seq is the lease's creation revision in the bucket.
 	Seq uint64
@@ -761,7 +764,7 @@ func (l *Leases) readEra(ctx context.Context) (int64, error) {
 	if !ok || s.StreamInfo() == nil {
 		return 0, fmt.Errorf("bucket %s: no stream info in its status", command.LeasesBucket)
 	}
-	era = s.StreamInfo().Created.UnixNano()
+	era = s.StreamInfo().Created.UnixMilli()
 	l.mu.Lock()
 	if l.bucket == bucket {
 		l.era = era
