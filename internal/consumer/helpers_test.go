@@ -193,6 +193,12 @@ type running struct {
 func (e *env) startWorker(t *testing.T, cfg consumer.Config, app consumer.Applier) *running {
 	t.Helper()
 	w, nc := e.newWorker(t, cfg, app)
+	return runWorker(t, w, nc)
+}
+
+// runWorker sets w up and runs it until the test ends.
+func runWorker(t *testing.T, w *consumer.Worker, nc *nats.Conn) *running {
+	t.Helper()
 	setupCtx, cancelSetup := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelSetup()
 	_, err := w.Setup(setupCtx)

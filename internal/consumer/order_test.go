@@ -476,24 +476,7 @@ func (e *env) launch(t *testing.T, nc *nats.Conn, js jetstream.JetStream, pub co
 	}
 	w, err := consumer.New(js, pub, app, e.config(cfg))
 	require.NoError(t, err)
-	setupCtx, cancelSetup := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancelSetup()
-	_, err = w.Setup(setupCtx)
-	require.NoError(t, err)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{w: w, nc: nc, cancel: cancel, exited: make(chan struct{})}
-	go func() {
-		defer close(r.exited)
-		r.err = w.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		r.cancel()
-		if !r.wait(30 * time.Second) {
-			t.Errorf("worker Run did not return within 30s of cancel")
-		}
-	})
-	return r
+	return runWorker(t, w, nc)
 }
 
 // setupStreams creates the streams and consumers, so that commands can be
