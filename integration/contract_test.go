@@ -106,8 +106,9 @@ func TestContractEndToEnd(t *testing.T) {
 	requireTTL(t, st.redisCLI(ctx, t, "TTL", key), 36000)
 
 	// Valid commands the cart refuses are rejected, not dead-lettered.
-	_, err = b.pub.PublishAndWait(ctx, publisher.AddItemCommand(cart,
-		command.Item{ItemCode: "X", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "99"}))
+	badTax := publisher.AddItemCommand(cart, command.Item{ItemCode: "X", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "99"})
+	badTax.ID = "bad-tax-" + randomHex(6)
+	_, err = b.pub.PublishAndWait(ctx, badTax)
 	requireRejected(t, err, "unknown_tax_code")
 	// Commands apply in stream order, so an add-item with no cache of its
 	// cart before it can never find one: it is rejected at its first
@@ -127,16 +128,20 @@ func TestContractEndToEnd(t *testing.T) {
 	tomb, _, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart+":tombstone")
 	require.NoError(t, err, "tombstone")
 	var ts struct {
-		CartID    string   `json:"cart_id"`
-		DeletedBy string   `json:"deleted_by"`
-		DeletedAt string   `json:"deleted_at"`
-		Applied   []string `json:"applied_command_ids"`
+		CartID    string            `json:"cart_id"`
+		DeletedBy string            `json:"deleted_by"`
+		DeletedAt string            `json:"deleted_at"`
+		Applied   []string          `json:"applied_command_ids"`
+		Rejected  map[string]string `json:"rejected_command_ids"`
 	}
 	require.NoError(t, json.Unmarshal(tomb.Value, &ts))
 	require.Equal(t, cart, ts.CartID)
 	require.Equal(t, delEv.CommandID, ts.DeletedBy)
 	require.NotEmpty(t, ts.DeletedAt)
-	require.Equal(t, []string{cacheEv.CommandID, adds[0].ID, adds[1].ID, adds[2].ID, delEv.CommandID}, ts.Applied)
+	// Every command the cart handled, in order, the refused one too, with
+	// its code: a replay of it is refused alike.
+	require.Equal(t, []string{cacheEv.CommandID, adds[0].ID, adds[1].ID, adds[2].ID, badTax.ID, delEv.CommandID}, ts.Applied)
+	require.Equal(t, map[string]string{badTax.ID: command.CodeUnknownTaxCode}, ts.Rejected)
 	requireTTL(t, st.redisCLI(ctx, t, "TTL", redisKey(cart+":tombstone")), 3600)
 
 	// An old add-item published again past JetStream's de-duplication (new

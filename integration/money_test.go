@@ -88,7 +88,8 @@ func overflowRun(ctx context.Context, t *testing.T, st *stack, b *bus, price str
 	line.Mul(line, big.NewRat(qty, 1))
 	perAdd := new(big.Rat).Mul(line, big.NewRat(lines, 1))
 	subtotal, tax := new(big.Rat), new(big.Rat)
-	var applied []string
+	var applied, handled []string
+	refused := map[string]string{}
 	for n := 1; n <= adds; n++ {
 		next := new(big.Rat).Add(subtotal, perAdd)
 		nextTax := new(big.Rat).Mul(next, big.NewRat(1, 10))
@@ -100,8 +101,10 @@ func overflowRun(ctx context.Context, t *testing.T, st *stack, b *bus, price str
 		cmd := publisher.AddItemCommand(cart, items...)
 		cmd.ID = "big-" + strconv.Itoa(n) + "-" + randomHex(4)
 		ev, err := b.pub.PublishAndWait(ctx, cmd)
+		handled = append(handled, cmd.ID)
 		if !fits {
 			requireRejected(t, err, command.CodeAmountOverflow)
+			refused[cmd.ID] = command.CodeAmountOverflow
 			continue
 		}
 		require.NoError(t, err, "add-item %d at %s fits and must be applied", n, price)
@@ -127,8 +130,9 @@ func overflowRun(ctx context.Context, t *testing.T, st *stack, b *bus, price str
 			Amount json.Number `json:"tax_amount"`
 			Target json.Number `json:"target_amount"`
 		} `json:"taxes"`
-		Lines   []json.RawMessage `json:"line_items"`
-		Applied []string          `json:"applied_command_ids"`
+		Lines    []json.RawMessage `json:"line_items"`
+		Applied  []string          `json:"applied_command_ids"`
+		Rejected map[string]string `json:"rejected_command_ids"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(s.Value))
 	dec.UseNumber()
@@ -147,8 +151,15 @@ func overflowRun(ctx context.Context, t *testing.T, st *stack, b *bus, price str
 		requireExactNumber(t, tax, doc.Taxes[0].Amount, "taxes[0].tax_amount")
 		requireExactNumber(t, subtotal, doc.Taxes[0].Target, "taxes[0].target_amount")
 	}
-	require.Len(t, doc.Applied, 1+len(applied))
-	require.Equal(t, append([]string{}, applied...), doc.Applied[1:], "exactly the applied add-items are recorded, after the cache")
+	// Every add-item is recorded after the cache, in order, the refused
+	// ones with their code: a replay of one is refused alike.
+	require.Len(t, doc.Applied, 1+len(handled))
+	require.Equal(t, handled, doc.Applied[1:], "every add-item is recorded, after the cache")
+	if len(refused) == 0 {
+		require.Empty(t, doc.Rejected)
+	} else {
+		require.Equal(t, refused, doc.Rejected, "exactly the refused add-items are recorded as refused")
+	}
 	return len(applied)
 }
 
