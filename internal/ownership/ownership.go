@@ -21,10 +21,11 @@
 //     they survive a NATS restart, and are re-created if they go missing.
 //
 // JetStream's pinned-client priority groups (ADR-42) would pin a partition
-// to one client too, but a pin id is a random nuid, so the epoch would still
-// need a bucket, and nats-server 2.15 rotates the redelivery queue of a
-// pinned consumer while other clients' pull requests wait
-// (TestPinnedConsumerRedeliversOutOfOrder in internal/consumer shows it).
+// to one client too, but the server keeps the first client pinned while it
+// pulls, so a joining instance gets nothing (TestPinningDoesNotSpreadPartitions):
+// spreading the partitions would still need the members bucket, and the
+// epoch a durable counter, since a pin id is a random nuid. Together those
+// are what the leases are.
 package ownership
 
 import (
