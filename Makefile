@@ -21,7 +21,7 @@ CHAOS_RUNS    ?= 20
 CHAOS_TIMEOUT ?= 4h
 CHAOS_TESTS   := TestOrder(SIGKILLWithQueuedCommands|SIGSTOPTenSeconds|NATSRestartThenLeave)
 
-.PHONY: help run demo stop logs images test test-unit test-integration chaos-order lint bench build k8s-tools
+.PHONY: help run demo stop logs images test test-unit test-integration chaos-order lint bench bench-memory build k8s-tools
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -67,6 +67,13 @@ chaos-order: ## the order scenarios (SIGKILL with queued commands, SIGSTOP 10 s,
 	@scripts/ensure-docker.sh
 	@scripts/build-images.sh
 	CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -tags integration -count=1 -timeout $(CHAOS_TIMEOUT) -v -run '$(CHAOS_TESTS)' ./integration/
+
+# make bench-memory: the two memory drains, BENCH_BACKLOG_ROUNDS each (3).
+BENCH_MEMORY_MIB ?= 64
+
+bench-memory: ## memory drains (200 carts x 100 add-items; 2 carts x 10,000, past the size limit): peak RSS of each against BENCH_MEMORY_MIB (64), heap profile tops
+	@BENCH_CLOSED=0 BENCH_PEER=0 BENCH_WATERMILL=0 BENCH_TRANSPORTS=0 BENCH_BACKLOG="many huge" BENCH_BACKLOG_MODES=pooled \
+	  BENCH_PROFILE=1 BENCH_MEMORY_MIB=$(BENCH_MEMORY_MIB) scripts/bench.sh
 
 bench: ## load test (bench/loadgen): worker modes, Watermill peer, HTTP and go-sdk ceilings, backlog drains; writes bench/REPORT.md
 	@scripts/bench.sh

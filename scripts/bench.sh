@@ -52,13 +52,24 @@
 #   BENCH_PEER_PROTOCOL  the Watermill peer's state transport, grpc or http;
 #                    it is compared with the worker on the same one (grpc)
 #   BENCH_TRANSPORTS 1 to run worker-grpc and worker-http, 0 to skip (1)
-#   BENCH_BACKLOG    backlog scenarios, "hot wide", or "" to skip ("hot wide")
+#   BENCH_CLOSED     1 to run the paced and closed-loop points and write the
+#                    report, 0 for the backlog drains alone, summed up by
+#                    `loadgen memory` against BENCH_MEMORY_MIB (1)
+#   BENCH_MEMORY_MIB the peak RSS every drain must stay at or under when
+#                    BENCH_CLOSED=0 (64)
+#   BENCH_BACKLOG    backlog scenarios of hot, wide, many and huge, or "" to
+#                    skip ("hot wide")
 #   BENCH_BACKLOG_MODES  consumers that drain them ("pooled watermill")
 #   BENCH_BACKLOG_ROUNDS drains per scenario and consumer (BENCH_ROUNDS)
 #   BENCH_BACKLOG_TIMEOUT bound on one drain (5m)
-#   BENCH_PROFILE    1 to save a CPU profile of the pooled worker at saturation (0)
+#   BENCH_PROFILE    1 to save a CPU profile of the pooled worker at saturation,
+#                    and each worker's heap profile during its first round
+#                    of each drain (0)
 #   BENCH_TRACING    1 to measure the cost of span export (pooled at saturation,
 #                    export off and on, BENCH_ROUNDS each), 0 to skip it (1)
+#   BENCH_WORKER_ENV extra VAR=value settings of every worker, space
+#                    separated, such as "GOMEMLIMIT=48MiB WORKER_MAX_HELD_BYTES=8388608"
+#                    (none: the worker as shipped)
 #   BENCH_OUT        where REPORT.md, results.json, latency.svg go (bench/)
 #   NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE   images (deployments/images.env)
 set -euo pipefail
@@ -79,12 +90,15 @@ BENCH_PEER=${BENCH_PEER:-1}
 BENCH_WATERMILL=${BENCH_WATERMILL:-1}
 BENCH_PEER_PROTOCOL=${BENCH_PEER_PROTOCOL:-grpc}
 BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-1}
+BENCH_CLOSED=${BENCH_CLOSED:-1}
+BENCH_MEMORY_MIB=${BENCH_MEMORY_MIB:-64}
 BENCH_BACKLOG=${BENCH_BACKLOG-hot wide}
 BENCH_BACKLOG_MODES=${BENCH_BACKLOG_MODES:-pooled watermill}
 BENCH_BACKLOG_ROUNDS=${BENCH_BACKLOG_ROUNDS:-$BENCH_ROUNDS}
 BENCH_BACKLOG_TIMEOUT=${BENCH_BACKLOG_TIMEOUT:-5m}
 BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_TRACING=${BENCH_TRACING:-1}
+BENCH_WORKER_ENV=${BENCH_WORKER_ENV:-}
 BENCH_OUT=${BENCH_OUT:-$ROOT/bench}
 
 # NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE: deployments/images.env unless set.
@@ -115,12 +129,17 @@ TIMEOUT_MS=$(to_ms "$BENCH_TIMEOUT")
 for u in $BENCH_USERS $BENCH_PACED_USERS; do [[ "$u" =~ ^[1-9][0-9]*$ ]] || die "BENCH_USERS/BENCH_PACED_USERS: '$u' is not a user count"; done
 [[ "$BENCH_PACED_SAMPLES" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES: want a positive number"
 [[ "$BENCH_BACKLOG_ROUNDS" =~ ^[1-9][0-9]?$ ]] || die "BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS: want 1..99"
-for b in $BENCH_BACKLOG; do [[ "$b" =~ ^(hot|wide)$ ]] || die "BENCH_BACKLOG: '$b' is not hot or wide"; done
+for b in $BENCH_BACKLOG; do [[ "$b" =~ ^(hot|wide|many|huge)$ ]] || die "BENCH_BACKLOG: '$b' is not hot, wide, many or huge"; done
+[[ "$BENCH_CLOSED" =~ ^[01]$ ]] || die "BENCH_CLOSED=$BENCH_CLOSED: want 0 or 1"
+[[ "$BENCH_MEMORY_MIB" =~ ^[1-9][0-9]*$ ]] || die "BENCH_MEMORY_MIB=$BENCH_MEMORY_MIB: want a positive number of MiB"
+# The drains alone: no traced worker, nothing closed-loop to compare.
+[ "$BENCH_CLOSED" = 0 ] && BENCH_TRACING=0
 for m in $BENCH_BACKLOG_MODES; do
 	[[ "$m" =~ ^(pooled|per-request|worker-grpc|worker-http|watermill)$ ]] || die "BENCH_BACKLOG_MODES: '$m' is not a consumer mode"
 done
 [[ "$BENCH_PEER_PROTOCOL" =~ ^(grpc|http)$ ]] || die "BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL: want grpc or http"
 [[ "$BENCH_TRACING" =~ ^[01]$ ]] || die "BENCH_TRACING=$BENCH_TRACING: want 0 or 1"
+for kv in $BENCH_WORKER_ENV; do [[ "$kv" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*$ ]] || die "BENCH_WORKER_ENV: '$kv' is not VAR=value"; done
 [ "$THINK_MS" -gt 0 ] || die "BENCH_THINK must be positive"
 ROUND_MS=$((DUR_MS / BENCH_ROUNDS))
 [ "$ROUND_MS" -ge 200 ] || die "BENCH_DURATION/BENCH_ROUNDS is under 200ms"
@@ -297,7 +316,8 @@ write_launcher() { # MODE
 		worker-http) cmd+=(WORKER_STATE_CLIENT=pooled WORKER_STATE_PROTOCOL=http) ;;
 		traced) cmd+=(WORKER_STATE_CLIENT=pooled "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$P_SINK") ;;
 		esac
-		cmd+=("$BIN/worker")
+		# shellcheck disable=SC2206 # checked above: VAR=value words
+		cmd+=($BENCH_WORKER_ENV "$BIN/worker")
 	fi
 	{
 		echo '#!/usr/bin/env bash'
@@ -345,7 +365,9 @@ done
 [ -n "${PID[otlp-sink]:-}" ] && WATCH+=(-watch "otlp-sink=${PID[otlp-sink]}")
 
 DOCS=$WORK/docs.json
-if ! "$LOADGEN" capture -nats "nats://127.0.0.1:${NATS_PORT[pooled]}" -dapr "http://127.0.0.1:$P_HTTP" -out "$DOCS" -timeout 60s; then
+if [ "$BENCH_CLOSED" = 0 ]; then
+	: # no ceiling runs, no documents to capture
+elif ! "$LOADGEN" capture -nats "nats://127.0.0.1:${NATS_PORT[pooled]}" -dapr "http://127.0.0.1:$P_HTTP" -out "$DOCS" -timeout 60s; then
 	log "warning: could not capture the worker's documents; the ceiling and the peer use synthetic ones"
 	"$LOADGEN" capture -synthetic -out "$DOCS"
 fi
@@ -357,6 +379,10 @@ read -r -a USERS <<<"$BENCH_USERS"
 read -r -a PACED_USERS <<<"$BENCH_PACED_USERS"
 read -r -a BACKLOGS <<<"$BENCH_BACKLOG"
 read -r -a BACKLOG_MODES <<<"$BENCH_BACKLOG_MODES"
+if [ "$BENCH_CLOSED" = 0 ]; then
+	USERS=()
+	PACED_USERS=()
+fi
 PACED_MODES=(pooled per-request ceiling)
 # Every consumer but traced, which runs only in the tracing rounds.
 ALL_MODES=()
@@ -369,7 +395,7 @@ for u in "${PACED_USERS[@]}"; do
 	PACED_MS[$u]=$(paced_round_ms "$u")
 	PACED_S=$((PACED_S + (PACED_MS[$u] + WARM_MS) * BENCH_ROUNDS * ${#PACED_MODES[@]} / 1000))
 done
-NCLOSED=$((((${#USERS[@]} + 1) * ${#ALL_MODES[@]}) * BENCH_ROUNDS))
+NCLOSED=$((((${#USERS[@]} + BENCH_CLOSED) * ${#ALL_MODES[@]}) * BENCH_ROUNDS))
 NPACED=$((${#PACED_USERS[@]} * ${#PACED_MODES[@]} * BENCH_ROUNDS))
 NDRAINS=$((${#BACKLOGS[@]} * ${#BACKLOG_MODES[@]} * BENCH_BACKLOG_ROUNDS))
 NTRACE=0
@@ -456,7 +482,7 @@ for sc in paced closed-loop; do
 		idx=$((idx + 1))
 	done
 done
-for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+for ((round = 1; round <= BENCH_ROUNDS * BENCH_CLOSED; round++)); do
 	if [ "$BENCH_PROFILE" = 1 ] && [ "$round" = 1 ]; then
 		# Profile the pooled worker over its saturation window.
 		# (whole seconds: a longer BENCH_DURATION gives a better profile).
@@ -515,6 +541,8 @@ run_backlog() { # MODE SCENARIO ROUND
 		args+=(-client "$WM_CLIENT")
 	else
 		args+=(-metrics "http://127.0.0.1:${HTTP_PORT[$mode]}/metrics" -client "cartworker ($mode)")
+		[ "$BENCH_PROFILE" = 1 ] && [ "$round" = 1 ] &&
+			args+=(-heap-url "http://127.0.0.1:${HTTP_PORT[$mode]}/debug/pprof/heap" -heap-profile "$WORK/heap-$mode-$sc.pprof")
 	fi
 	timeout --foreground -k 40 "$BL_LIMIT_S" "$LOADGEN" backlog "${args[@]}" || rc=$?
 	stopped_by_signal "$rc"
@@ -537,6 +565,21 @@ if [ "${#BACKLOGS[@]}" -gt 0 ]; then
 			done
 		done
 	done
+fi
+
+if [ "$BENCH_CLOSED" = 0 ]; then
+	# The drains alone: their peak RSS against the budget, and the top of
+	# each heap profile, instead of the report.
+	for f in "$WORK"/heap-*.pprof; do
+		[ -s "$f" ] || continue
+		log "heap in use at the largest RSS, $(basename "$f" .pprof):"
+		go tool pprof -sample_index=inuse_space -top -nodecount=12 "$BIN/worker" "$f" 2>/dev/null | sed -n '/^Showing\|flat%/,$p' >&2 || true
+	done
+	rc=0
+	"$LOADGEN" memory -backlog "$RAW_BL" -budget-mib "$BENCH_MEMORY_MIB" || rc=$?
+	[ "$BACKLOG_FAILED" -gt 0 ] && log "ERROR: $BACKLOG_FAILED backlog drain(s) FAILED" && rc=3
+	log "done in $((SECONDS - START))s (raw data: $WORK)"
+	exit "$rc"
 fi
 
 # Versions and notes for the report.

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -35,17 +37,32 @@ const (
 	// BacklogWide is many carts with the scenario's 20 lines: 1,000 carts,
 	// a cache and 20 add-items each.
 	BacklogWide = "wide"
+	// BacklogMany and BacklogHuge are the memory drains (make
+	// bench-memory): 200 carts of 100 add-items, and 2 carts of 10,000
+	// add-items each, which grow past WORKER_MAX_CART_BYTES.
+	BacklogMany = "many"
+	BacklogHuge = "huge"
 )
 
-// backlogShapes are the default carts and add-items per cart of each
-// backlog scenario.
-var backlogShapes = map[string]struct{ carts, lines int }{
-	BacklogHot:  {50, 100},
-	BacklogWide: {1000, 20},
+// backlogShape is a backlog scenario's default carts and add-items per
+// cart. refusal, when set, is the one rejection code its drain may meet:
+// the huge carts reach the cart size limit, and every add-item past it is
+// refused.
+type backlogShape struct {
+	carts, lines int
+	refusal      string
+}
+
+// backlogShapes are the backlog scenarios.
+var backlogShapes = map[string]backlogShape{
+	BacklogHot:  {carts: 50, lines: 100},
+	BacklogWide: {carts: 1000, lines: 20},
+	BacklogMany: {carts: 200, lines: 100},
+	BacklogHuge: {carts: 2, lines: 10000, refusal: command.CodeCartTooLarge},
 }
 
 // backlogScenarios lists them in report order.
-var backlogScenarios = []string{BacklogHot, BacklogWide}
+var backlogScenarios = []string{BacklogHot, BacklogWide, BacklogMany, BacklogHuge}
 
 // metricBatchSize is the worker's histogram of commands per
 // read-modify-write, and metricApplyCarts of carts per apply.
@@ -82,10 +99,14 @@ type BacklogRun struct {
 	CommandsPerS     float64 `json:"commands_per_s"`
 	WallS            float64 `json:"wall_s"`
 	WallCommandsPerS float64 `json:"wall_commands_per_s"`
-	// Outcome events seen, by kind, for the published commands.
-	Applied    int `json:"applied"`
-	Rejected   int `json:"rejected"`
-	Duplicates int `json:"duplicates"`
+	// Outcome events seen, by kind, for the published commands. Refused
+	// are the rejections the scenario expects (RefusalCode: add-items past
+	// the cart size limit), Rejected every other.
+	Applied     int    `json:"applied"`
+	Refused     int    `json:"refused,omitempty"`
+	RefusalCode string `json:"refusal_code,omitempty"`
+	Rejected    int    `json:"rejected"`
+	Duplicates  int    `json:"duplicates"`
 	// Batch is the consumer's cartworker_batch_size histogram over the
 	// drain; nil when it has none (BatchNote says why).
 	Batch     *BatchSizes `json:"batch,omitempty"`
@@ -93,7 +114,9 @@ type BacklogRun struct {
 	// ApplyCarts is the consumer's cartworker_apply_carts histogram over
 	// the drain, the carts applied together; nil when it has none.
 	ApplyCarts *BatchSizes `json:"apply_carts,omitempty"`
-	// Process figures from launch to the end of the drain.
+	// Process figures from launch to the end of the drain. PeakRSSMiB is
+	// the consumer's VmHWM, the kernel's record of its largest RSS (the
+	// largest VmRSS sampled every 100 ms where /proc has no VmHWM).
 	PeakRSSMiB  float64            `json:"peak_rss_mib"`
 	CPUPct      float64            `json:"cpu_pct"`
 	HostBusyPct float64            `json:"host_busy_pct"`
@@ -104,6 +127,9 @@ type BacklogRun struct {
 	TotalsOK      bool     `json:"totals_ok"`
 	TotalsChecked int      `json:"totals_checked"`
 	Mismatches    []string `json:"mismatches,omitempty"`
+	// HeapProfile is the heap profile taken during the drain at the
+	// largest RSS (-heap-profile), if one was.
+	HeapProfile string `json:"heap_profile,omitempty"`
 	// Error is why the drain did not complete, if it did not.
 	Error    string   `json:"error,omitempty"`
 	Examples []string `json:"rejection_examples,omitempty"`
@@ -112,7 +138,7 @@ type BacklogRun struct {
 // Complete reports whether every command was applied and the totals
 // checked out.
 func (b *BacklogRun) Complete() bool {
-	return b.Error == "" && b.TotalsOK && b.Applied == b.Commands && b.Rejected == 0
+	return b.Error == "" && b.TotalsOK && b.Applied+b.Refused == b.Commands && b.Rejected == 0
 }
 
 // BatchSizes is a Prometheus histogram of commands per read-modify-write.
@@ -259,6 +285,7 @@ type backlogFlags struct {
 	watch                        loadkit.PIDs
 	keepCarts                    bool
 	cartPrefix                   string
+	heapURL, heapProfile         string
 }
 
 // runBacklog publishes a backlog while the consumer is stopped, launches
@@ -271,7 +298,7 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&f.prefix, "prefix", command.DefaultPrefix, "subject prefix (CART_SUBJECT_PREFIX)")
 	fs.StringVar(&f.dapr, "dapr", "http://127.0.0.1:3500", "daprd HTTP endpoint, to read the carts back")
 	fs.StringVar(&f.store, "store", statepool.DefaultStoreName, "Dapr state store")
-	fs.StringVar(&f.scenario, "scenario", BacklogHot, "hot (50 carts x 100 add-items) or wide (1,000 carts x 20 add-items)")
+	fs.StringVar(&f.scenario, "scenario", BacklogHot, "hot (50 carts x 100 add-items), wide (1,000 x 20), many (200 x 100) or huge (2 x 10,000, past the cart size limit)")
 	fs.IntVar(&f.carts, "carts", 0, "carts (default: the scenario's)")
 	fs.IntVar(&f.lines, "lines", 0, "add-items per cart (default: the scenario's)")
 	fs.StringVar(&f.mode, "mode", loadkit.ModePooled, "label of the consumer")
@@ -286,6 +313,8 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&f.publishers, "publishers", 8, "concurrent publishers (each keeps its carts' commands in order)")
 	fs.StringVar(&f.cartPrefix, "cart-prefix", "", "cart id prefix (default: bl-<scenario>-<random>)")
 	fs.BoolVar(&f.keepCarts, "keep-carts", false, "leave the carts in the state store afterwards")
+	fs.StringVar(&f.heapURL, "heap-url", "", "the consumer's /debug/pprof/heap, read every 2 s during the drain (WORKER_PPROF=true)")
+	fs.StringVar(&f.heapProfile, "heap-profile", "", "write the heap profile taken at the drain's largest RSS here (needs -heap-url)")
 	f.watch = loadkit.PIDs{}
 	fs.Var(f.watch, "watch", "name=pid of a process whose CPU time to measure (repeatable)")
 	if err := parse(fs, args); err != nil {
@@ -293,7 +322,7 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	shape, ok := backlogShapes[f.scenario]
 	if !ok {
-		return usageError{fmt.Errorf("-scenario %q: want hot or wide", f.scenario)}
+		return usageError{fmt.Errorf("-scenario %q: want %s", f.scenario, strings.Join(backlogScenarios, ", "))}
 	}
 	if f.carts <= 0 {
 		f.carts = shape.carts
@@ -341,8 +370,8 @@ func (b *BacklogRun) Failure() string {
 	if b.Error != "" {
 		why = append(why, b.Error)
 	}
-	if b.Applied != b.Commands {
-		why = append(why, fmt.Sprintf("%d of %d commands applied", b.Applied, b.Commands))
+	if b.Applied+b.Refused != b.Commands {
+		why = append(why, fmt.Sprintf("%d of %d commands applied (%d refused as %s)", b.Applied, b.Commands, b.Refused, cmp.Or(b.RefusalCode, "expected")))
 	}
 	if b.Rejected > 0 {
 		why = append(why, fmt.Sprintf("%d rejected", b.Rejected))
@@ -365,6 +394,9 @@ func (b *BacklogRun) summary() string {
 	if !b.TotalsOK {
 		totals = "TOTALS WRONG"
 	}
+	if b.Refused > 0 {
+		totals += fmt.Sprintf(" (%d refused as %s)", b.Refused, b.RefusalCode)
+	}
 	return fmt.Sprintf("%-11s backlog %-4s r%d: %d commands (%d carts x %d add-items) drained in %.2fs: %.0f commands/s (%.0f/s from launch); %s; peak rss %.1fMiB; %s",
 		b.Mode, b.Scenario, b.Round, b.Commands, b.Carts, b.AddItemsPerCart, b.DrainS, b.CommandsPerS, b.WallCommandsPerS,
 		batch, b.PeakRSSMiB, totals)
@@ -372,10 +404,14 @@ func (b *BacklogRun) summary() string {
 
 // eventWatch counts the outcome events of the backlog's commands.
 type eventWatch struct {
-	mu                sync.Mutex
-	want              map[string]bool // command id → outcome seen
+	mu      sync.Mutex
+	want    map[string]bool // command id → outcome seen
+	refusal string          // the rejection code the scenario expects
+	// applied are the ids applied (duplicates too: a replay of an applied
+	// command); the totals check expects exactly their lines.
+	applied           map[string]bool
 	seen              int
-	applied, rejected int
+	refused, rejected int
 	duplicates        int
 	first, last       time.Time
 	examples          []string
@@ -384,8 +420,9 @@ type eventWatch struct {
 	total             int
 }
 
-func newEventWatch(ids []string) *eventWatch {
-	w := &eventWatch{want: make(map[string]bool, len(ids)), done: make(chan struct{}), total: len(ids)}
+func newEventWatch(ids []string, refusal string) *eventWatch {
+	w := &eventWatch{want: make(map[string]bool, len(ids)), applied: make(map[string]bool, len(ids)),
+		refusal: refusal, done: make(chan struct{}), total: len(ids)}
 	for _, id := range ids {
 		w.want[id] = false
 	}
@@ -412,11 +449,15 @@ func (w *eventWatch) handle(m *nats.Msg) {
 	w.last = now
 	switch ev.Outcome {
 	case command.OutcomeApplied:
-		w.applied++
+		w.applied[ev.CommandID] = true
 		if ev.Duplicate {
 			w.duplicates++
 		}
 	default:
+		if w.refusal != "" && ev.Error != nil && ev.Error.Code == w.refusal {
+			w.refused++
+			break
+		}
 		w.rejected++
 		if len(w.examples) < 5 {
 			msg := string(ev.Outcome)
@@ -462,10 +503,10 @@ func backlogCommands(prefix string, carts, lines int) [][]command.Command {
 	return out
 }
 
-// expectedSubtotal is the subtotal of a cart with add-items 1..lines.
-func expectedSubtotal(lines int) money.Amount {
+// expectedSubtotal is the subtotal of a cart with the given add-items.
+func expectedSubtotal(lines []int) money.Amount {
 	var sum int64
-	for l := 1; l <= lines; l++ {
+	for _, l := range lines {
 		it := loadkit.ItemFor(l)
 		sum += it.UnitPrice * int64(it.Quantity)
 	}
@@ -476,7 +517,7 @@ func drainBacklog(ctx context.Context, f backlogFlags, stderr io.Writer) (*Backl
 	res := &BacklogRun{
 		Kind: "backlog", Mode: f.mode, Scenario: f.scenario, Round: f.round, Client: f.client,
 		Carts: f.carts, AddItemsPerCart: f.lines, Commands: f.carts * (f.lines + 1),
-		StartedAt: time.Now().UTC(),
+		RefusalCode: backlogShapes[f.scenario].refusal, StartedAt: time.Now().UTC(),
 	}
 	nc, err := nats.Connect(f.natsURL, nats.Name("cartworker-loadgen-backlog"), nats.Timeout(5*time.Second))
 	if err != nil {
@@ -503,7 +544,7 @@ func drainBacklog(ctx context.Context, f backlogFlags, stderr io.Writer) (*Backl
 			ids = append(ids, cmd.ID)
 		}
 	}
-	watch := newEventWatch(ids)
+	watch := newEventWatch(ids, backlogShapes[f.scenario].refusal)
 	sub, err := nc.Subscribe(pub.Subjects().Events(), watch.handle)
 	if err != nil {
 		return nil, err
@@ -558,6 +599,7 @@ func drainBacklog(ctx context.Context, f backlogFlags, stderr io.Writer) (*Backl
 	}
 	defer stop()
 	sampler := loadkit.StartSampler(proc.Process.Pid, 100*time.Millisecond, f.watch)
+	heap := startHeapProfiles(ctx, f.heapURL, proc.Process.Pid)
 
 	var ready time.Time
 	readyCh := make(chan time.Time, 1)
@@ -620,18 +662,30 @@ wait:
 			res.ApplyCarts, _ = scrapeHistogram(ctx, f.metricsURL, metricApplyCarts)
 		}
 	}
+	heap.stop()
 	var pr loadkit.Run
 	sampler.Stop(&pr)
-	stop()
 	res.PeakRSSMiB = pr.WorkerRSSMaxMiB
+	if kib, err := loadkit.ProcHWMKiB(proc.Process.Pid); err == nil && !stopped {
+		res.PeakRSSMiB = max(res.PeakRSSMiB, float64(kib)/1024)
+	}
+	stop()
+	if f.heapProfile != "" {
+		if err := heap.write(f.heapProfile); err != nil {
+			fmt.Fprintf(stderr, "loadgen: no heap profile: %v\n", err)
+		} else {
+			res.HeapProfile = f.heapProfile
+		}
+	}
 	if pr.ElapsedS > 0 {
 		res.CPUPct = pr.WorkerCPUS / pr.ElapsedS * 100
 	}
 	res.HostBusyPct, res.ProcCPUS = pr.HostBusyPct, pr.ProcCPUS
 
 	watch.mu.Lock()
-	res.Applied, res.Rejected, res.Duplicates = watch.applied, watch.rejected, watch.duplicates
+	res.Applied, res.Refused, res.Rejected, res.Duplicates = len(watch.applied), watch.refused, watch.rejected, watch.duplicates
 	res.Examples = append([]string(nil), watch.examples...)
+	applied := maps.Clone(watch.applied)
 	watch.mu.Unlock()
 	if seen > 0 {
 		start := first
@@ -654,7 +708,7 @@ wait:
 		return res, err
 	}
 	defer client.Close()
-	checkTotals(ctx, client, res, f.cartPrefix)
+	checkTotals(ctx, client, res, f.cartPrefix, func(c, line int) bool { return applied[fmt.Sprintf("%s-%d-%d", f.cartPrefix, c, line)] })
 	if !f.keepCarts {
 		deleteCarts(ctx, client, f.cartPrefix, f.carts)
 	}
@@ -742,9 +796,10 @@ type storedCart struct {
 }
 
 // checkTotals reads every cart of the backlog and compares its lines and
-// subtotal with what was published.
-func checkTotals(ctx context.Context, client *statepool.Client, res *BacklogRun, prefix string) {
-	want := expectedSubtotal(res.AddItemsPerCart)
+// subtotal with what was applied of what was published: applied(c, l)
+// reports whether cart c's add-item l was (every one, in a drain that
+// refuses none).
+func checkTotals(ctx context.Context, client *statepool.Client, res *BacklogRun, prefix string, applied func(c, line int) bool) {
 	var mu sync.Mutex
 	var bad []string
 	nbad, checked := 0, 0
@@ -773,17 +828,23 @@ func checkTotals(ctx context.Context, client *statepool.Client, res *BacklogRun,
 			note(fmt.Sprintf("%s: %v", cart, err))
 			return
 		}
-		if n := len(doc.LineItems); n != res.AddItemsPerCart {
-			note(fmt.Sprintf("%s: %d lines, published %d", cart, n, res.AddItemsPerCart))
+		var lines []int
+		for l := 1; l <= res.AddItemsPerCart; l++ {
+			if applied(c, l) {
+				lines = append(lines, l)
+			}
+		}
+		if n := len(doc.LineItems); n != len(lines) {
+			note(fmt.Sprintf("%s: %d lines, %d applied of %d published", cart, n, len(lines), res.AddItemsPerCart))
 			return
 		}
 		for i, l := range doc.LineItems {
-			if it := loadkit.ItemFor(i + 1); l.LineNo != i+1 || l.ItemCode != it.ItemCode {
-				note(fmt.Sprintf("%s: line %d is line_no %d item %s, published %s", cart, i+1, l.LineNo, l.ItemCode, it.ItemCode))
+			if it := loadkit.ItemFor(lines[i]); l.LineNo != i+1 || l.ItemCode != it.ItemCode {
+				note(fmt.Sprintf("%s: line %d is line_no %d item %s, applied %s", cart, i+1, l.LineNo, l.ItemCode, it.ItemCode))
 				break
 			}
 		}
-		if doc.Subtotal != want {
+		if want := expectedSubtotal(lines); doc.Subtotal != want {
 			note(fmt.Sprintf("%s: subtotal %s, published lines sum to %s", cart, doc.Subtotal, want))
 		}
 	})

@@ -86,13 +86,13 @@ func TestBacklogCommands(t *testing.T) {
 		}
 	}
 	// 137 + 174 + 211 + 248, one each.
-	if got := expectedSubtotal(4); got != money.FromInt(770) {
+	if got := expectedSubtotal([]int{1, 2, 3, 4}); got != money.FromInt(770) {
 		t.Errorf("subtotal %s", got)
 	}
 }
 
 func TestEventWatch(t *testing.T) {
-	w := newEventWatch([]string{"a", "b", "c"})
+	w := newEventWatch([]string{"a", "b", "c", "d"}, command.CodeCartTooLarge)
 	send := func(ev command.Event) {
 		b, _ := json.Marshal(ev)
 		w.handle(&nats.Msg{Data: b})
@@ -108,12 +108,15 @@ func TestEventWatch(t *testing.T) {
 	}
 	send(command.Event{CommandID: "c", CartID: "x", Type: command.TypeAddItem, Outcome: command.OutcomeRejected,
 		Error: &command.EventError{Code: command.CodeCartNotFound, Message: "no cart"}})
+	// The scenario's expected refusal is counted apart from rejections.
+	send(command.Event{CommandID: "d", CartID: "x", Type: command.TypeAddItem, Outcome: command.OutcomeRejected,
+		Error: &command.EventError{Code: command.CodeCartTooLarge, Message: "too large"}})
 	select {
 	case <-w.done:
 	case <-time.After(time.Second):
 		t.Fatal("not done")
 	}
-	if w.applied != 2 || w.rejected != 1 || w.duplicates != 1 || len(w.examples) != 1 || !strings.Contains(w.examples[0], "cart_not_found") {
+	if len(w.applied) != 2 || !w.applied["b"] || w.rejected != 1 || w.refused != 1 || w.duplicates != 1 || len(w.examples) != 1 || !strings.Contains(w.examples[0], "cart_not_found") {
 		t.Errorf("%+v", w)
 	}
 }
@@ -132,5 +135,24 @@ func TestSummarizeBacklog(t *testing.T) {
 	p := findBacklog(s, BacklogHot, loadkit.ModeWatermill)
 	if p == nil || !p.TotalsOK || p.Batch != nil || !strings.HasPrefix(p.BatchNote, "n/a") {
 		t.Fatalf("peer %+v", p)
+	}
+}
+
+func TestMemoryTable(t *testing.T) {
+	runs := []*BacklogRun{
+		{Scenario: BacklogMany, Mode: "pooled", Round: 1, Carts: 200, AddItemsPerCart: 100, Commands: 20200, Applied: 20200, TotalsOK: true, PeakRSSMiB: 40},
+		{Scenario: BacklogHuge, Mode: "pooled", Round: 1, Carts: 2, AddItemsPerCart: 10000, Commands: 20002, Applied: 11000, Refused: 9002,
+			RefusalCode: command.CodeCartTooLarge, TotalsOK: true, PeakRSSMiB: 70},
+		{Scenario: BacklogHuge, Mode: "pooled", Round: 2, Carts: 2, AddItemsPerCart: 10000, Commands: 20002, Applied: 11000, TotalsOK: true, PeakRSSMiB: 30},
+	}
+	var b strings.Builder
+	over, failed := memoryTable(&b, runs, 64)
+	if over != 1 || failed != 1 {
+		t.Fatalf("over %d failed %d:\n%s", over, failed, b.String())
+	}
+	for _, want := range []string{"many (200 × 100)", "40.0 MiB", "OVER", "FAILED: 11000 of 20002 commands applied"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no %q in\n%s", want, b.String())
+		}
 	}
 }

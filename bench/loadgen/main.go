@@ -8,6 +8,7 @@
 //	                 worker's pooled HTTP client, no NATS and no worker
 //	loadgen capture  builds one 20-line cart through the worker and saves
 //	                 the documents it stored, for the ceiling and the peer
+//	loadgen memory   prints the backlog drains' peak RSS against a budget
 //	loadgen report   aggregates runs into bench/REPORT.md, results.json and
 //	                 the latency chart
 //	loadgen free-ports, wait, fetch   small helpers for scripts/bench.sh

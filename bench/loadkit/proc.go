@@ -27,6 +27,16 @@ func ProcRSSKiB(pid int) (int64, error) {
 	return parseStatusKiB(b, "VmRSS:")
 }
 
+// ProcHWMKiB returns the largest resident set size pid has had (VmHWM) in
+// KiB: the kernel's own peak, which no sampling interval can miss.
+func ProcHWMKiB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatusKiB(b, "VmHWM:")
+}
+
 func parseStatusKiB(status []byte, field string) (int64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {

@@ -19,7 +19,6 @@ import (
 )
 
 func main() {
-	tuneGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
 	stop()
@@ -29,17 +28,25 @@ func main() {
 	}
 }
 
-// tuneGC trades memory the worker has to spare for CPU it has not, unless the
-// operator set GOGC or GOMEMLIMIT. The live heap is a few MiB, so the default
-// GOGC=100 collects after every few hundred commands; at 400 the collector's
-// share of CPU drops by about three quarters, and the soft limit keeps the
-// process well under a 64 MiB budget if the live heap ever grows.
-func tuneGC(getenv func(string) string) {
+// runtimeMemory is what the worker's process needs beyond what
+// WORKER_MAX_HELD_BYTES bounds: the Go runtime, the NATS, gRPC and HTTP
+// clients' buffers, the metrics, and the garbage between collections.
+// Measured with `make bench-memory` (README, "Memory").
+const runtimeMemory = 12 << 20
+
+// tuneGC trades memory the worker has to spare for CPU it has not, unless
+// the operator set GOGC or GOMEMLIMIT. The live heap is a few MiB, so the
+// default GOGC=100 collects after every few hundred commands; at 400 the
+// collector's share of CPU drops by about three quarters. The soft limit,
+// runtimeMemory above what the worker may hold (heldBytes), makes it
+// collect sooner when a backlog fills what it holds, so that memory stays
+// within the budget the README gives rather than five times the live heap.
+func tuneGC(getenv func(string) string, heldBytes int) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
 	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(48 << 20)
+		debug.SetMemoryLimit(int64(heldBytes) + runtimeMemory)
 	}
 }
 
@@ -49,5 +56,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	tuneGC(getenv, cfg.MaxHeldBytes)
 	return app.Run(ctx, cfg, app.NewLogger(cfg, stderr))
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"testing"
 	"time"
@@ -175,4 +176,26 @@ func mustAmount(t *testing.T, s string) money.Amount {
 	a, err := money.Parse(s)
 	require.NoError(t, err)
 	return a
+}
+
+// The soft memory limit follows the one memory setting, unless the
+// operator set GOMEMLIMIT, which the Go runtime has read already.
+func TestTuneGCFollowsTheHeldBytes(t *testing.T) {
+	limit, percent := debug.SetMemoryLimit(-1), debug.SetGCPercent(-1)
+	debug.SetGCPercent(percent)
+	t.Cleanup(func() {
+		debug.SetMemoryLimit(limit)
+		debug.SetGCPercent(percent)
+	})
+	tuneGC(func(string) string { return "" }, 16<<20)
+	require.EqualValues(t, 28<<20, debug.SetMemoryLimit(-1), "held bytes plus the runtime's 12 MiB")
+
+	debug.SetMemoryLimit(123 << 20)
+	tuneGC(func(k string) string {
+		if k == "GOMEMLIMIT" {
+			return "123MiB"
+		}
+		return ""
+	}, 16<<20)
+	require.EqualValues(t, 123<<20, debug.SetMemoryLimit(-1), "GOMEMLIMIT wins")
 }

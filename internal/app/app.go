@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/budget"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/config"
 	"github.com/cartworker/cartworker/internal/consumer"
@@ -67,7 +68,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("breaker: %w", err)
 	}
-	carts := cartcache.New(guarded, cfg.Carts)
+	// The one memory setting: commands and carts have separate shares, so
+	// that commands waiting for their apply never hold what it needs.
+	heldCommands, heldCarts, err := budget.Split(int64(cfg.MaxHeldBytes))
+	if err != nil {
+		return fmt.Errorf("WORKER_MAX_HELD_BYTES: %w", err)
+	}
+	m.HeldFrom(heldCommands, heldCarts)
+	cartsCfg := cfg.Carts
+	cartsCfg.Held = heldCarts
+	carts := cartcache.New(guarded, cartsCfg)
 
 	nc, err := natsconn.Connect(ctx, cfg.NATS, log)
 	if err != nil {
@@ -83,6 +93,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	consumerCfg.Logger = log
 	consumerCfg.Observer = m
 	consumerCfg.TracerProvider = tracing.TracerProvider()
+	consumerCfg.Held = heldCommands
 	w, err := consumer.New(js, nc, carts, consumerCfg)
 	if err != nil {
 		return err

@@ -42,7 +42,7 @@ func AddItems(d *Document, items []command.Item, taxes TaxTable) error {
 	if d.status != StatusIdle && d.status != StatusEnteringItem {
 		return fmt.Errorf("status %q: %w", d.status, ErrInvalidState)
 	}
-	undo := d.mark()
+	undo := d.Checkpoint()
 	if err := d.appendItems(items); err != nil {
 		undo()
 		return err
@@ -55,16 +55,20 @@ func AddItems(d *Document, items []command.Item, taxes TaxTable) error {
 	return nil
 }
 
-// mark returns a function that puts back what AddItems changes: the lines
-// (only ever appended to), the fields recompute rewrites, and the status.
-func (d *Document) mark() (undo func()) {
-	lines, status := len(d.views), d.status
-	saved := make(map[string]json.RawMessage, len(recomputed)+1)
-	for _, k := range append(recomputed[:len(recomputed):len(recomputed)], "line_items") {
+// Checkpoint returns a function that puts the document back as it is now,
+// after any number of AddItems, the only change made to a Document in
+// place: its lines (only ever appended to), the fields recompute rewrites,
+// and the status. The handled ids, the codes, the epoch and updated_at are
+// not put back: the caller sets those before every Encode.
+func (d *Document) Checkpoint() (undo func()) {
+	lines, added, status := len(d.views), len(d.added), d.status
+	saved := make(map[string]json.RawMessage, len(recomputed))
+	for _, k := range recomputed {
 		saved[k] = d.fields[k]
 	}
 	return func() {
-		d.views, d.status = d.views[:lines], status
+		clear(d.added[added:])
+		d.views, d.added, d.status = d.views[:lines], d.added[:added], status
 		for k, v := range saved {
 			if v == nil {
 				delete(d.fields, k)

@@ -112,3 +112,72 @@ func TestApplyDispatch(t *testing.T) {
 	_, err = cart.Parse([]byte(`{"line_items":"not a list"}`))
 	require.ErrorIs(t, err, cart.ErrInvalidCart)
 }
+
+// EncodedLen is what the size limit is checked on after every command of a
+// batch: it must be the length Encode writes, exactly, whatever the cart
+// holds (lines added since the read or not, odd spacing in the stored
+// array, keys that need escaping, handled ids and codes).
+func TestEncodedLenIsEncodesLength(t *testing.T) {
+	table := cart.DefaultTaxTable()
+	stored := []string{
+		`{}`,
+		`{"line_items":null}`,
+		`{"line_items": [ ] ,"k\"ey":"v"}`,
+		`{"line_items":[ {"quantity":1,"amount":2,"tax_code":"01"} ],"status":"EnteringItem","caf\u00e9":1}`,
+	}
+	for _, raw := range stored {
+		d, err := cart.Parse([]byte(raw))
+		require.NoError(t, err, raw)
+		check := func(what string) {
+			n, err := d.EncodedLen(now)
+			require.NoError(t, err)
+			b, err := d.Encode(now)
+			require.NoError(t, err)
+			require.Len(t, b, n, "%s: %s", what, raw)
+			require.True(t, json.Valid(b), "%s: %s encodes as %s", what, raw, b)
+		}
+		check("as read")
+		d.SetApplied([]string{"a", `"quoted"`})
+		d.SetRejected(map[string]string{"a": "cart_too_large"})
+		check("with handled ids")
+		if d.Status() == "" {
+			continue // AddItems refuses a cart with no status
+		}
+		require.NoError(t, cart.AddItems(d, []command.Item{item("X", 2, "5", "01"), item("Y", 1, "1", "00")}, table))
+		check("after AddItems")
+		require.NoError(t, cart.AddItems(d, []command.Item{item("Z", 1, "3", "01")}, table))
+		check("after a second AddItems")
+	}
+}
+
+// A Checkpoint puts back every line, total and status the AddItems after
+// it changed, and the document encodes as it did before them.
+func TestCheckpointPutsBackAddItems(t *testing.T) {
+	table := cart.DefaultTaxTable()
+	d := fresh(t)
+	require.NoError(t, cart.AddItems(d, []command.Item{item("X", 2, "5", "01")}, table))
+	before := encode(t, d)
+	undo := d.Checkpoint()
+	require.NoError(t, cart.AddItems(d, []command.Item{item("Y", 1, "1", "00")}, table))
+	require.NoError(t, cart.AddItems(d, []command.Item{item("Z", 3, "7", "01")}, table))
+	require.NotEqual(t, before, encode(t, d))
+	undo()
+	require.Equal(t, before, encode(t, d))
+	// And the cart goes on from there.
+	require.NoError(t, cart.AddItems(d, []command.Item{item("W", 1, "1", "00")}, table))
+	require.Contains(t, encode(t, d), `"line_no":2,"item_code":"W"`)
+}
+
+// Parse keeps pointing into what it read rather than copying it; neither
+// it nor Encode may write to it.
+func TestParseAndEncodeLeaveTheReadBytesAlone(t *testing.T) {
+	raw := []byte(`{"line_items":[{"line_no":1,"quantity":1,"amount":2,"tax_code":"01"}],"status":"EnteringItem","note":"x"}`)
+	orig := string(raw)
+	d, err := cart.Parse(raw)
+	require.NoError(t, err)
+	require.NoError(t, cart.AddItems(d, []command.Item{item("Y", 1, "1", "00")}, cart.DefaultTaxTable()))
+	_ = encode(t, d)
+	require.Equal(t, orig, string(raw))
+	_, err = cart.Parse([]byte(`{"a":1} {"b":2}`))
+	require.ErrorIs(t, err, cart.ErrInvalidCart, "trailing data is not a cart")
+}

@@ -62,10 +62,16 @@ func (e Epoch) IsZero() bool { return e == Epoch{} }
 // command ids, the refused ones' codes and the writer's epoch) are decoded next to it; each has one source of truth, its
 // typed field, which Encode writes back over the verbatim one.
 type Document struct {
+	// fields are the document's fields as read, each aliasing the bytes
+	// Parse was given (which must not change while the Document is used),
+	// or as set since.
 	fields map[string]json.RawMessage
 	// views are the lines as the totals need them. Stored lines are never
-	// re-encoded: new ones are spliced onto the stored array.
+	// re-encoded: the lines added since the read, encoded, wait in added
+	// and are spliced onto the stored array when the document is
+	// encoded, so that adding a line to a large cart copies nothing.
 	views   []lineView
+	added   [][]byte
 	applied []string
 	// rejected is nil when the cart refused none of its applied ids, so
 	// that the applied path allocates no map.
@@ -115,9 +121,17 @@ type newLine struct {
 // Parse reads a stored cart. A document that is not a JSON object, or whose
 // modelled fields have the wrong shape, is ErrInvalidCart; an amount too
 // large to hold exactly is ErrAmountOverflow.
+//
+// The fields keep pointing into raw rather than copying it: a large cart is
+// held once, not twice, while it is applied. raw must not change while the
+// Document is in use.
 func Parse(raw []byte) (*Document, error) {
 	d := &Document{}
-	if err := sjson.Unmarshal(raw, &d.fields); err != nil {
+	rest, err := sjson.Parse(raw, &d.fields, sjson.DontCopyRawMessage)
+	if err == nil && len(bytes.TrimSpace(rest)) > 0 {
+		err = fmt.Errorf("%d bytes after the document", len(bytes.TrimSpace(rest)))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidCart, err)
 	}
 	if d.fields == nil {
@@ -252,63 +266,55 @@ func (d *Document) appendItems(items []command.Item) error {
 		newLines = append(newLines, raw)
 		d.views = append(d.views, lineView{Quantity: l.Quantity, Amount: l.Amount, TaxCode: l.TaxCode})
 	}
-	d.fields["line_items"] = spliceArray(d.fields["line_items"], newLines)
+	d.added = append(d.added, newLines...)
 	return nil
 }
 
-// spliceArray appends elems to the JSON array arr without re-encoding the
-// elements already there. arr may be empty or null.
-func spliceArray(arr json.RawMessage, elems [][]byte) json.RawMessage {
+// arrayBody is the elements of the JSON array arr, as written between its
+// brackets; empty when arr is empty, null or not an array.
+func arrayBody(arr json.RawMessage) []byte {
 	arr = bytes.TrimSpace(arr)
 	if len(arr) < 2 || arr[0] != '[' {
-		arr = []byte("[]")
+		return nil
 	}
-	body := bytes.TrimSpace(arr[1 : len(arr)-1])
-	size := len(body) + 2
-	for _, e := range elems {
-		size += len(e) + 1
-	}
-	out := make([]byte, 0, size)
-	out = append(out, '[')
-	out = append(out, body...)
+	return bytes.TrimSpace(arr[1 : len(arr)-1])
+}
+
+// splicedLen is the length of appendSpliced's output.
+func splicedLen(arr json.RawMessage, elems [][]byte) int {
+	body := arrayBody(arr)
+	n := len(body) + 2
 	for i, e := range elems {
 		if i > 0 || len(body) > 0 {
-			out = append(out, ',')
+			n++
 		}
-		out = append(out, e...)
+		n += len(e)
 	}
-	return append(out, ']')
+	return n
+}
+
+// appendSpliced appends to b the JSON array arr with elems after its own
+// elements, without re-encoding those. arr may be empty or null.
+func appendSpliced(b []byte, arr json.RawMessage, elems [][]byte) []byte {
+	body := arrayBody(arr)
+	b = append(b, '[')
+	b = append(b, body...)
+	for i, e := range elems {
+		if i > 0 || len(body) > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, ']')
 }
 
 // Encode writes the document with its modelled fields and updated_at set to
 // now, keys sorted so that equal documents encode equally.
 func (d *Document) Encode(now time.Time) ([]byte, error) {
-	d.setString("updated_at", now.UTC().Format(time.RFC3339Nano))
-	if _, had := d.fields["status"]; had || d.status != "" {
-		d.setString("status", d.status)
-	}
-	if err := d.set(AppliedIDsField, d.applied); err != nil {
+	keys, size, err := d.prepare(now)
+	if err != nil {
 		return nil, err
 	}
-	// The typed fields are the truth: whatever a cached document carried
-	// in these fields must not outlive them.
-	if len(d.rejected) == 0 {
-		delete(d.fields, RejectedIDsField)
-	} else if err := d.set(RejectedIDsField, d.rejected); err != nil {
-		return nil, err
-	}
-	if d.epoch.IsZero() {
-		delete(d.fields, WriterEpochField)
-	} else {
-		d.fields[WriterEpochField] = appendEpoch(nil, d.epoch)
-	}
-	keys := make([]string, 0, len(d.fields))
-	size := 2
-	for k, v := range d.fields {
-		keys = append(keys, k)
-		size += len(k) + len(v) + 4
-	}
-	sort.Strings(keys)
 	buf := make([]byte, 0, size)
 	buf = append(buf, '{')
 	for i, k := range keys {
@@ -317,9 +323,68 @@ func (d *Document) Encode(now time.Time) ([]byte, error) {
 		}
 		buf = appendString(buf, k)
 		buf = append(buf, ':')
-		buf = append(buf, d.fields[k]...)
+		if k == "line_items" {
+			buf = appendSpliced(buf, d.fields[k], d.added)
+		} else {
+			buf = append(buf, d.fields[k]...)
+		}
 	}
 	return append(buf, '}'), nil
+}
+
+// EncodedLen is the length of what Encode(now) returns, measured without
+// writing the document out: the size limit is checked after every command
+// of a batch, and a large cart would otherwise be copied for each.
+func (d *Document) EncodedLen(now time.Time) (int, error) {
+	_, size, err := d.prepare(now)
+	return size, err
+}
+
+// prepare sets the modelled fields and updated_at to what Encode writes,
+// and returns the keys in the order Encode writes them and the exact
+// length of its output.
+func (d *Document) prepare(now time.Time) (keys []string, size int, err error) {
+	d.setString("updated_at", now.UTC().Format(time.RFC3339Nano))
+	if _, had := d.fields["status"]; had || d.status != "" {
+		d.setString("status", d.status)
+	}
+	if err := d.set(AppliedIDsField, d.applied); err != nil {
+		return nil, 0, err
+	}
+	// The typed fields are the truth: whatever a cached document carried
+	// in these fields must not outlive them.
+	if len(d.rejected) == 0 {
+		delete(d.fields, RejectedIDsField)
+	} else if err := d.set(RejectedIDsField, d.rejected); err != nil {
+		return nil, 0, err
+	}
+	if d.epoch.IsZero() {
+		delete(d.fields, WriterEpochField)
+	} else {
+		d.fields[WriterEpochField] = appendEpoch(nil, d.epoch)
+	}
+	if len(d.added) > 0 {
+		if _, ok := d.fields["line_items"]; !ok {
+			d.fields["line_items"] = json.RawMessage("[]")
+		}
+	}
+	keys = make([]string, 0, len(d.fields))
+	size = 2 // the braces
+	var scratch [64]byte
+	for k, v := range d.fields {
+		keys = append(keys, k)
+		if len(keys) > 1 {
+			size++ // the comma before it
+		}
+		size += len(appendString(scratch[:0], k)) + 1 // the key and its colon
+		if k == "line_items" {
+			size += splicedLen(v, d.added)
+		} else {
+			size += len(v)
+		}
+	}
+	sort.Strings(keys)
+	return keys, size, nil
 }
 
 // appendEpoch appends e as WriterEpochField's JSON object, without

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/budget"
 	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/setting"
 	"github.com/cartworker/cartworker/internal/statepool"
@@ -64,6 +65,12 @@ type Config struct {
 	// refusal would come only after the save. A delete always applies.
 	// Default: DefaultMaxCartBytes.
 	MaxCartBytes int
+	// Held bounds the bytes of the documents the updates hold at once:
+	// each read-modify-write takes HeldPerByte bytes of it per byte it
+	// read before it parses them, and gives them back once it has written,
+	// waiting while they would take it past its total. The worker gives it
+	// three quarters of WORKER_MAX_HELD_BYTES. Default (nil): unbounded.
+	Held *budget.Bytes
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -244,6 +251,11 @@ func (c *Carts) updateBatch(ctx context.Context, cartID string, epoch Epoch, ste
 	if err != nil {
 		return nil, err
 	}
+	held := heldFor(len(st.raw.Value))
+	if err := c.cfg.Held.Take(ctx, held); err != nil {
+		return nil, fmt.Errorf("cart %s: wait for memory to apply it: %w", cartID, err)
+	}
+	defer c.cfg.Held.Give(held)
 	p, err := c.plan(cartID, st, epoch, steps)
 	if err != nil {
 		return nil, err
@@ -316,8 +328,8 @@ const (
 // read. It does no I/O.
 //
 // The size limit is checked on the document plan encodes for the save, once
-// for the batch: encoding after every step would cost the common case a
-// full encode of a cart per command. Only when that document, or a cart a
+// for the batch: measuring after every step would cost the common case an
+// encoding of the cart's handled ids per command. Only when that document, or a cart a
 // later step of the batch replaced or deleted, is over MaxCartBytes are the
 // steps applied again, from a fresh parse of what st read, each one's cart
 // measured (sized), so that exactly the steps that would take the cart over
@@ -383,9 +395,9 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 	// made: cur is a cart a step of this batch made (changed in place or
 	// replaced), not the one st read.
 	made := false
-	// before is cur encoded as it stands, for sized: nil for no cart, and
-	// stale once a step changes cur or the handled ids.
-	var before []byte
+	// before is the size of cur encoded as it stands, for sized: 0 for no
+	// cart, and stale once a step changes cur or the handled ids.
+	before := 0
 	fresh := false
 	for i, s := range steps {
 		if containsID(r.history, s.CmdID) {
@@ -397,10 +409,16 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 		}
 		if sized && !fresh {
 			var err error
-			if before, err = c.encode(r.cur, r.history, r.rejected, epoch, now); err != nil {
+			if before, err = c.size(r.cur, r.history, r.rejected, epoch, now); err != nil {
 				return applied{}, err
 			}
 			fresh = true
+		}
+		// A step refused for the size it would take the cart to is
+		// undone: a cart changed in place goes back to this checkpoint.
+		undo := func() {}
+		if sized && r.cur != nil {
+			undo = r.cur.Checkpoint()
 		}
 		next, err := s.Change(r.cur)
 		if err != nil {
@@ -414,11 +432,11 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 		if !sized && made && next != r.cur && !r.overLimit {
 			// The cart a step of this batch made is replaced or deleted,
 			// so the check on what the batch saves would not see it.
-			b, err := c.encode(r.cur, r.history, r.rejected, epoch, now)
+			n, err := c.size(r.cur, r.history, r.rejected, epoch, now)
 			if err != nil {
 				return applied{}, err
 			}
-			r.overLimit = len(b) > c.cfg.MaxCartBytes
+			r.overLimit = n > c.cfg.MaxCartBytes
 		}
 		history, rejected := r.history, r.rejected
 		if next != nil && next != r.cur {
@@ -430,20 +448,16 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 		}
 		history = append(history, s.CmdID)
 		if sized {
-			after, err := c.encode(next, history, rejected, epoch, now)
+			after, err := c.size(next, history, rejected, epoch, now)
 			if err != nil {
 				return applied{}, err
 			}
-			if len(after) > c.cfg.MaxCartBytes && len(after) > len(before) {
-				r.out[i].Err = &cart.TooLargeError{Size: len(after), Limit: c.cfg.MaxCartBytes}
+			if after > c.cfg.MaxCartBytes && after > before {
+				r.out[i].Err = &cart.TooLargeError{Size: after, Limit: c.cfg.MaxCartBytes}
 				r.record(s.CmdID, command.CodeCartTooLarge)
 				fresh = false
 				if next == r.cur {
-					// The step changed the cart in place: put back the
-					// cart as it was before it.
-					if r.cur, err = cart.Parse(before); err != nil {
-						return applied{}, err
-					}
+					undo() // the step changed the cart in place
 				}
 				continue
 			}
@@ -466,13 +480,13 @@ func (r *applied) record(id, code string) {
 	r.recorded = true
 }
 
-// encode returns cur as a save would store it with history and rejected
-// as they stand, nil for no cart: what the size limit is checked on. It
-// changes cur's handled ids and epoch, which the save sets again, and
-// neither history nor rejected.
-func (c *Carts) encode(cur *cart.Document, history []string, rejected map[string]string, epoch Epoch, now time.Time) ([]byte, error) {
+// size returns the length of cur as a save would store it with history
+// and rejected as they stand, 0 for no cart: what the size limit is
+// checked on. It changes cur's handled ids and epoch, which the save sets
+// again, and neither history nor rejected.
+func (c *Carts) size(cur *cart.Document, history []string, rejected map[string]string, epoch Epoch, now time.Time) (int, error) {
 	if cur == nil {
-		return nil, nil
+		return 0, nil
 	}
 	if len(rejected) > 0 {
 		rejected = maps.Clone(rejected)
@@ -481,7 +495,7 @@ func (c *Carts) encode(cur *cart.Document, history []string, rejected map[string
 	cur.SetApplied(history)
 	cur.SetRejected(rejected)
 	cur.SetEpoch(cart.Epoch(epoch))
-	return cur.Encode(now)
+	return cur.EncodedLen(now)
 }
 
 // build makes the write that stores what r applied to what st read.

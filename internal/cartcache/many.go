@@ -3,6 +3,7 @@ package cartcache
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/statepool"
@@ -12,6 +13,15 @@ import (
 // saves in several calls. daprd refuses a request over its max-body-size
 // (4 MiB by default), so one call stays well under that.
 const MaxBulkBytes = 1 << 20
+
+// HeldPerByte is what a read-modify-write holds per byte of the documents
+// it read, counted against Config.Held: what was read (which the parsed
+// cart points into), the document encoded for the save, and the save's
+// request as the state client sends it.
+const HeldPerByte = 3
+
+// heldFor is what a read-modify-write of read bytes takes of Config.Held.
+func heldFor(read int) int64 { return int64(read) * HeldPerByte }
 
 // CartBatch is one cart's commands, in order, for ApplyCarts.
 type CartBatch struct {
@@ -72,13 +82,17 @@ func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult
 		return c.eachOnItsOwn(ctx, carts)
 	}
 	res := make([]CartResult, len(carts))
-	plans, err := c.planCarts(ctx, carts, res)
+	plans, held, err := c.planCarts(ctx, carts, res)
 	if errors.Is(err, statepool.ErrResourceExhausted) {
 		// The carts together are more than daprd sends in one answer:
 		// each on its own, then.
 		return c.eachOnItsOwn(ctx, carts)
 	}
-	var saves []int
+	// Deletes, and the carts a bulk save left to settle on their own, go
+	// through UpdateBatchAt once the bulk saves are done and what they
+	// held of Config.Held is given back: each takes its own share, and
+	// taking one while holding another could wait for itself.
+	var saves, deletes, again []int
 	for i, p := range plans {
 		switch {
 		case res[i].Err != nil:
@@ -87,7 +101,7 @@ func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult
 		case p.write == writeDelete:
 			// A delete writes a tombstone, then deletes guarded by the
 			// ETag: two ordered calls that a bulk save cannot make.
-			res[i].Outcomes, res[i].Err = c.UpdateBatchAt(ctx, carts[i].CartID, carts[i].Epoch, carts[i].Steps)
+			deletes = append(deletes, i)
 		default:
 			res[i].Outcomes = p.out
 		}
@@ -98,8 +112,19 @@ func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult
 			size += len(plans[saves[n]].doc)
 			n++
 		}
-		c.saveCarts(ctx, carts, plans, saves[:n], res)
+		again = append(again, c.saveCarts(ctx, plans, saves[:n], res)...)
 		saves = saves[n:]
+	}
+	c.cfg.Held.Give(held)
+	for _, i := range deletes {
+		res[i].Outcomes, res[i].Err = c.UpdateBatchAt(ctx, carts[i].CartID, carts[i].Epoch, carts[i].Steps)
+	}
+	for _, i := range again {
+		out, err := c.UpdateBatchAt(ctx, carts[i].CartID, carts[i].Epoch, carts[i].Steps)
+		if err == nil && savedBefore(plans[i].out, out) {
+			out = plans[i].out
+		}
+		res[i].Outcomes, res[i].Err = out, err
 	}
 	return res
 }
@@ -116,18 +141,29 @@ func (c *Carts) eachOnItsOwn(ctx context.Context, carts []CartSteps) []CartResul
 // planCarts reads the carts in one bulk call, and their tombstones in
 // another where a cart is missing, and plans each. A cart that could not be
 // read or planned gets its error in res; the bulk read's own error, which
-// every cart then has, is returned too.
-func (c *Carts) planCarts(ctx context.Context, carts []CartSteps, res []CartResult) ([]plan, error) {
+// every cart then has, is returned too. What it returns, held, it took of
+// Config.Held for what it read, and the caller gives back.
+func (c *Carts) planCarts(ctx context.Context, carts []CartSteps, res []CartResult) (plans []plan, held int64, err error) {
 	keys := make([]string, len(carts))
 	for i, cs := range carts {
 		keys[i] = cs.CartID
 	}
 	entries, err := c.store.GetBulk(ctx, keys)
+	if err == nil {
+		read := 0
+		for _, e := range entries {
+			read += len(e.Value)
+		}
+		held = heldFor(read)
+		if err = c.cfg.Held.Take(ctx, held); err != nil {
+			held, err = 0, fmt.Errorf("wait for memory to apply %d carts: %w", len(carts), err)
+		}
+	}
 	if err != nil {
 		for i := range res {
 			res[i].Err = err
 		}
-		return nil, err
+		return nil, 0, err
 	}
 	var missing []int
 	for i, e := range entries {
@@ -136,7 +172,7 @@ func (c *Carts) planCarts(ctx context.Context, carts []CartSteps, res []CartResu
 		}
 	}
 	tombs := c.tombstones(ctx, carts, missing, res)
-	plans := make([]plan, len(carts))
+	plans = make([]plan, len(carts))
 	for i, e := range entries {
 		switch {
 		case res[i].Err != nil:
@@ -154,7 +190,7 @@ func (c *Carts) planCarts(ctx context.Context, carts []CartSteps, res []CartResu
 			plans[i], res[i].Err = c.plan(carts[i].CartID, st, carts[i].Epoch, carts[i].Steps)
 		}
 	}
-	return plans, nil
+	return plans, held, nil
 }
 
 // tombstones reads the tombstones of the missing carts in one bulk call and
@@ -186,11 +222,13 @@ func (c *Carts) tombstones(ctx context.Context, carts []CartSteps, missing []int
 }
 
 // saveCarts saves the planned carts at idx in one bulk call and records
-// their results. After a conflict each cart is settled on its own (see
-// UpdateCarts), and so after daprd refused the call as too large when it
-// held several carts: the refusal is final for the cart at fault, but the
-// call does not say which one that is, and the others must not share it.
-func (c *Carts) saveCarts(ctx context.Context, carts []CartSteps, plans []plan, idx []int, res []CartResult) {
+// their results, and returns the carts to settle on their own (see
+// UpdateCarts): every one after a conflict, and every one after daprd
+// refused the call as too large when it held several carts: the refusal
+// is final for the cart at fault, but the call does not say which one
+// that is, and the others must not share it. The saved documents are let
+// go.
+func (c *Carts) saveCarts(ctx context.Context, plans []plan, idx []int, res []CartResult) (again []int) {
 	items := make([]statepool.SaveItem, len(idx))
 	for j, i := range idx {
 		items[j] = statepool.SaveItem{Key: plans[i].key, Value: plans[i].doc, Opts: plans[i].opts}
@@ -198,19 +236,17 @@ func (c *Carts) saveCarts(ctx context.Context, carts []CartSteps, plans []plan, 
 	err := c.store.SaveBulk(ctx, items)
 	onItsOwn := errors.Is(err, statepool.ErrETagMismatch) || (len(idx) > 1 && errors.Is(err, statepool.ErrTooLarge))
 	for _, i := range idx {
+		plans[i].doc = nil
 		switch {
 		case err == nil:
 			res[i].Outcomes = plans[i].out
 		case onItsOwn:
-			out, err := c.UpdateBatchAt(ctx, carts[i].CartID, carts[i].Epoch, carts[i].Steps)
-			if err == nil && savedBefore(plans[i].out, out) {
-				out = plans[i].out
-			}
-			res[i].Outcomes, res[i].Err = out, err
+			again = append(again, i)
 		default:
 			res[i].Err = err
 		}
 	}
+	return again
 }
 
 // savedBefore reports whether again, the outcomes of a fresh attempt at a

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/budget"
 	"github.com/cartworker/cartworker/internal/cart"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/consumer"
@@ -76,6 +77,10 @@ type Config struct {
 	// variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_*, OTEL_TRACES_*,
 	// OTEL_SDK_DISABLED).
 	Telemetry telemetry.Config
+
+	// MaxHeldBytes bounds the bytes of commands and carts the instance
+	// holds at once (WORKER_MAX_HELD_BYTES), split by budget.Split.
+	MaxHeldBytes int
 
 	// HTTPAddr serves /healthz, /readyz and /metrics (WORKER_HTTP_ADDR).
 	HTTPAddr string
@@ -201,6 +206,7 @@ func (c *Config) bind(fs *flag.FlagSet, defaults bool) []binding {
 	str(&tl.SamplerArg, "", binding{env: "OTEL_TRACES_SAMPLER_ARG", flag: "otel-traces-sampler-arg", field: "telemetry.SamplerArg", optional: true}, "ratio of the traceidratio samplers, 0 to 1 (default 1)")
 	boolean(&tl.Disabled, binding{env: "OTEL_SDK_DISABLED", flag: "otel-sdk-disabled", field: "telemetry.Disabled"}, "export no spans, whatever the endpoints (trace context is still forwarded)")
 
+	num(&c.MaxHeldBytes, budget.DefaultTotal, binding{env: "WORKER_MAX_HELD_BYTES", flag: "max-held-bytes", field: "MaxHeldBytes"}, "most bytes of commands and carts this instance holds at once: a quarter for the command bodies fetched and not yet settled, the rest for the carts being applied (3 bytes per stored byte); the Go runtime's soft memory limit is set 12 MiB above it unless GOMEMLIMIT is set")
 	str(&c.HTTPAddr, DefaultHTTPAddr, binding{env: "WORKER_HTTP_ADDR", flag: "http-addr", field: "HTTPAddr"}, "address of /healthz, /readyz and /metrics")
 	boolean(&c.Pprof, binding{env: "WORKER_PPROF", flag: "pprof", field: "Pprof"}, "also serve /debug/pprof on the HTTP address")
 	str(&c.LogLevel, "info", binding{env: "LOG_LEVEL", flag: "log-level", field: "LogLevel"}, "debug, info, warn or error")
@@ -306,6 +312,9 @@ func (c *Config) validate(bindings []binding) error {
 	if c.DaprGRPCPort > 65535 {
 		bad("DaprGRPCPort", "%d is not a port", c.DaprGRPCPort)
 	}
+	if c.MaxHeldBytes < budget.MinTotal {
+		bad("MaxHeldBytes", "%d: want at least %d bytes (1 MiB)", c.MaxHeldBytes, budget.MinTotal)
+	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("HTTPAddr", "%q: want host:port such as :8080", c.HTTPAddr)
 	}
@@ -351,6 +360,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("concurrency", c.Consumer.Concurrency),
 		slog.Int("batch_carts", c.Consumer.BatchCarts),
 		slog.Int("max_cart_bytes", c.Carts.MaxCartBytes),
+		slog.Int("max_held_bytes", c.MaxHeldBytes),
 		slog.Int("partitions", c.Consumer.Partitions),
 		slog.String("shutdown_timeout", c.Consumer.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartworker/cartworker/internal/budget"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/natsconn/natstest"
 	"github.com/cartworker/cartworker/internal/statepool"
@@ -102,6 +103,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"WORKER_MAX_CART_BYTES": "0"}, "WORKER_MAX_CART_BYTES"},
 		{map[string]string{"WORKER_MAX_CART_BYTES": "-1"}, "WORKER_MAX_CART_BYTES"},
 		{map[string]string{"WORKER_MAX_CART_BYTES": "2MiB"}, "WORKER_MAX_CART_BYTES"},
+		{map[string]string{"WORKER_MAX_HELD_BYTES": "0"}, "WORKER_MAX_HELD_BYTES"},
+		{map[string]string{"WORKER_MAX_HELD_BYTES": "65536"}, "WORKER_MAX_HELD_BYTES"},
+		{map[string]string{"WORKER_MAX_HELD_BYTES": "16MiB"}, "WORKER_MAX_HELD_BYTES"},
 		{map[string]string{"CART_STATE_STORE": "a/b"}, "CART_STATE_STORE"},
 		{map[string]string{"DAPR_HTTP_PORT": "70000"}, "DAPR_HTTP_PORT"},
 		{map[string]string{"WORKER_CONCURRENCY": "5000"}, "WORKER_CONCURRENCY"},
@@ -262,4 +266,17 @@ func TestNATSSecuritySettings(t *testing.T) {
 			require.NotContains(t, err.Error(), user.Seed(t))
 		})
 	}
+}
+
+// The memory setting binds like every setting and defaults to budget's
+// default.
+func TestMaxHeldBytes(t *testing.T) {
+	c, err := Load(nil, env(nil), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, budget.DefaultTotal, c.MaxHeldBytes)
+	require.Equal(t, 16<<20, c.MaxHeldBytes)
+
+	c, err = Load(nil, env(map[string]string{"WORKER_MAX_HELD_BYTES": "33554432"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 32<<20, c.MaxHeldBytes)
 }

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/internal/budget"
 	"github.com/cartworker/cartworker/internal/setting"
 )
 
@@ -138,6 +139,14 @@ type Config struct {
 	// still forwarded to the state store, its outcome event and its dead
 	// letter.
 	TracerProvider trace.TracerProvider
+	// Held bounds the bytes of the commands this instance holds, running
+	// or queued behind their cart: each counts its body, subject and
+	// headers and HeldOverhead, from when it is handed to the pool until it
+	// is settled, and a puller with more to hand over waits while it
+	// would take Held past its total (as it waits for Buffer). The worker
+	// gives it a quarter of WORKER_MAX_HELD_BYTES. Default (nil):
+	// unbounded but for Buffer.
+	Held *budget.Bytes
 }
 
 func (c Config) withDefaults() Config {

@@ -1,10 +1,13 @@
 package consumer
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cartworker/cartworker/internal/budget"
 )
 
 // keyedPool runs a handler on at most workers goroutines, one batch of a key
@@ -20,8 +23,9 @@ import (
 // more to come, so a pool with goroutines to spare hands over one cart at a
 // time, and a busy one, whose carts queue, hands over many.
 //
-// The messages held (queued or running) are bounded separately, by buffer:
-// a cart's backlog can only form into a batch if the instance holds it.
+// The messages held (queued or running) are bounded separately, by buffer
+// and by bytes (held): a cart's backlog can only form into a batch if the
+// instance holds it.
 type keyedPool struct {
 	handle func([][]jetstream.Msg)
 	// limit bounds a batch: at most max messages and, past the first,
@@ -31,8 +35,10 @@ type keyedPool struct {
 	keys int
 	// idle counts the goroutines waiting for a key.
 	idle atomic.Int32
-	// slots bounds the messages held: queued or running.
+	// slots bounds the messages held: queued or running; held, when set,
+	// bounds their bytes (heldBytes).
 	slots chan struct{}
+	held  *budget.Bytes
 	// ready hands a key with queued messages to a free goroutine. Every key
 	// in it holds at least one slot, so a buffer's worth of places is
 	// enough and submit never blocks on it.
@@ -44,12 +50,13 @@ type keyedPool struct {
 	wg     sync.WaitGroup
 }
 
-// newKeyedPool starts workers goroutines. buffer bounds the messages held;
-// batchMax and batchMaxBytes bound a cart's batch, keys the carts of one
-// handler call.
-func newKeyedPool(workers, buffer, batchMax, batchMaxBytes, keys int, handle func([][]jetstream.Msg)) *keyedPool {
+// newKeyedPool starts workers goroutines. buffer and held bound the
+// messages held (held may be nil); batchMax and batchMaxBytes bound a
+// cart's batch, keys the carts of one handler call.
+func newKeyedPool(workers, buffer int, held *budget.Bytes, batchMax, batchMaxBytes, keys int, handle func([][]jetstream.Msg)) *keyedPool {
 	p := &keyedPool{
 		handle:   handle,
+		held:     held,
 		max:      batchMax,
 		maxBytes: batchMaxBytes,
 		keys:     max(1, keys),
@@ -72,11 +79,14 @@ func newKeyedPool(workers, buffer, batchMax, batchMaxBytes, keys int, handle fun
 	return p
 }
 
-// submit queues msg under key, blocking while buffer messages are held.
-// Every partition's puller calls it concurrently; it must not be called
-// after close.
+// submit queues msg under key, blocking while buffer messages, or held's
+// total of bytes, are held. Every partition's puller calls it
+// concurrently; it must not be called after close.
 func (p *keyedPool) submit(key string, msg jetstream.Msg) {
 	p.slots <- struct{}{}
+	// Without a context this cannot fail: it waits for the handlers, which
+	// settle what is held whatever happens.
+	_ = p.held.Take(context.Background(), p.heldBytes(msg))
 	p.mu.Lock()
 	q, active := p.queues[key]
 	p.queues[key] = append(q, msg)
@@ -94,17 +104,21 @@ func (p *keyedPool) run(key string) {
 	for len(keys) > 0 {
 		keys = p.more(keys)
 		batches := make([][]jetstream.Msg, len(keys))
-		n := 0
+		n, size := 0, int64(0)
 		p.mu.Lock()
 		for i, k := range keys {
 			batches[i] = p.next(k)
 			n += len(batches[i])
+			for _, m := range batches[i] {
+				size += p.heldBytes(m)
+			}
 		}
 		p.mu.Unlock()
 		p.handle(batches)
 		for range n {
 			<-p.slots
 		}
+		p.held.Give(size)
 		// Keep the keys with more queued; the rest are done.
 		p.mu.Lock()
 		left := keys[:0]
@@ -159,4 +173,23 @@ func (p *keyedPool) next(key string) []jetstream.Msg {
 func (p *keyedPool) close() {
 	close(p.ready)
 	p.wg.Wait()
+}
+
+// HeldOverhead is what a held message counts for beyond its body, subject
+// and headers (Config.Held): the client's and the worker's structures
+// around it.
+const HeldOverhead = 1 << 10
+
+// heldBytes is what msg counts for in Config.Held; nothing without one.
+func (p *keyedPool) heldBytes(msg jetstream.Msg) int64 {
+	if p.held == nil {
+		return 0
+	}
+	n := len(msg.Data()) + len(msg.Subject()) + len(msg.Reply()) + HeldOverhead
+	for k, vs := range msg.Headers() {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return int64(n)
 }

@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cartworker/cartworker/internal/budget"
 )
 
 // seqMsg is a stand-in message: the pool only passes messages through,
@@ -20,7 +23,12 @@ type seqMsg struct {
 	body []byte
 }
 
-func (m seqMsg) Data() []byte { return m.body }
+func (m seqMsg) Data() []byte    { return m.body }
+func (m seqMsg) Subject() string { return "cart.cmd." + m.key }
+func (m seqMsg) Reply() string   { return "" }
+func (m seqMsg) Headers() nats.Header {
+	return nats.Header{"Nats-Msg-Id": {m.key + strconv.Itoa(m.seq)}}
+}
 
 func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 	const n, keys, perKey = 4, 12, 25
@@ -31,7 +39,7 @@ func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 		inFlight atomic.Int32
 		maxSeen  atomic.Int32
 	)
-	p := newKeyedPool(n, n, 1, 1<<20, 1, func(bs [][]jetstream.Msg) {
+	p := newKeyedPool(n, n, nil, 1, 1<<20, 1, func(bs [][]jetstream.Msg) {
 		require.Len(t, bs, 1, "one cart at a time")
 		b := bs[0]
 		require.Len(t, b, 1, "batches of one")
@@ -75,7 +83,7 @@ func TestKeyedPoolOrderBoundAndParallelism(t *testing.T) {
 func TestKeyedPoolOneHotKeyDoesNotBlockOthers(t *testing.T) {
 	release := make(chan struct{})
 	done := make(chan string, 8)
-	p := newKeyedPool(2, 2, 1, 1<<20, 4, func(bs [][]jetstream.Msg) {
+	p := newKeyedPool(2, 2, nil, 1, 1<<20, 4, func(bs [][]jetstream.Msg) {
 		sm := bs[0][0].(seqMsg)
 		if sm.key == "hot" {
 			<-release
@@ -102,7 +110,7 @@ func TestKeyedPoolBatchesWhatQueued(t *testing.T) {
 		mu      sync.Mutex
 		batches [][]int
 	)
-	p := newKeyedPool(1, 16, 4, 30, 4, func(bs [][]jetstream.Msg) {
+	p := newKeyedPool(1, 16, nil, 4, 30, 4, func(bs [][]jetstream.Msg) {
 		b := bs[0]
 		if b[0].(seqMsg).seq == 0 {
 			close(started)
@@ -140,7 +148,7 @@ func TestKeyedPoolHandsWaitingCartsOverTogether(t *testing.T) {
 		mu    sync.Mutex
 		calls [][]string
 	)
-	p := newKeyedPool(1, 64, 2, 1<<20, 3, func(bs [][]jetstream.Msg) {
+	p := newKeyedPool(1, 64, nil, 2, 1<<20, 3, func(bs [][]jetstream.Msg) {
 		if bs[0][0].(seqMsg).key == "first" {
 			close(started)
 			<-release
@@ -172,4 +180,43 @@ func TestKeyedPoolHandsWaitingCartsOverTogether(t *testing.T) {
 		{"d0", "d1"},
 		{"d2"},
 	}, calls)
+}
+
+// The bytes held bound the pool as its buffer does: a puller with a
+// message that would take them past Config.Held waits until a batch is
+// settled, and every byte taken is given back.
+func TestKeyedPoolBoundsTheBytesHeld(t *testing.T) {
+	msg := func(seq int) seqMsg { return seqMsg{key: "c", seq: seq, body: make([]byte, 1000)} }
+	unbounded, _ := budget.New(1 << 40)
+	one := (&keyedPool{held: unbounded}).heldBytes(msg(0))
+	require.Greater(t, one, int64(1000+HeldOverhead), "body, overhead, subject and headers")
+	held, err := budget.New(3 * one) // three messages of one-digit seqs
+	require.NoError(t, err)
+	started, release := make(chan struct{}), make(chan struct{})
+	p := newKeyedPool(1, 64, held, 1, 1<<20, 1, func(bs [][]jetstream.Msg) {
+		if bs[0][0].(seqMsg).seq == 0 {
+			close(started)
+			<-release
+		}
+	})
+	p.submit("c", msg(0))
+	<-started
+	p.submit("c", msg(1))
+	submitted := make(chan struct{})
+	go func() {
+		p.submit("c", msg(2)) // the third fits
+		p.submit("c", msg(3)) // the fourth waits for the first to settle
+		close(submitted)
+	}()
+	require.Eventually(t, func() bool { return held.Waiting() == 1 }, 5*time.Second, time.Millisecond,
+		"the fourth message should wait for bytes")
+	select {
+	case <-submitted:
+		t.Fatal("submitted past the bytes held")
+	default:
+	}
+	close(release)
+	<-submitted
+	p.close()
+	require.Zero(t, held.Held(), "every byte taken is given back")
 }

@@ -129,7 +129,7 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 		bg.Wait()
 	}()
 
-	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.BatchMax, w.cfg.BatchMaxBytes, w.cfg.BatchCarts, func(batches [][]jetstream.Msg) {
+	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.Held, w.cfg.BatchMax, w.cfg.BatchMaxBytes, w.cfg.BatchCarts, func(batches [][]jetstream.Msg) {
 		w.handleGroup(r, batches)
 		for _, msgs := range batches {
 			w.cfg.Observer.InFlight(-len(msgs))

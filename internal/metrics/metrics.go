@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/budget"
 	"github.com/cartworker/cartworker/internal/consumer"
 	"github.com/cartworker/cartworker/internal/statepool"
 )
@@ -43,7 +44,13 @@ type Metrics struct {
 	// readyCheck is the instance's readiness check, which the ready gauge
 	// runs at every scrape.
 	readyCheck atomic.Pointer[func() error]
+	// held are the instance's budgets of WORKER_MAX_HELD_BYTES by share,
+	// which the held gauges read at every scrape.
+	held map[string]*atomic.Pointer[budget.Bytes]
 }
+
+// heldShares are the shares of WORKER_MAX_HELD_BYTES, as labelled.
+var heldShares = []string{"commands", "carts"}
 
 var _ consumer.Observer = (*Metrics)(nil)
 
@@ -130,6 +137,24 @@ func New() *Metrics {
 		}
 		return 0
 	})
+	m.held = map[string]*atomic.Pointer[budget.Bytes]{}
+	for _, share := range heldShares {
+		b := &atomic.Pointer[budget.Bytes]{}
+		m.held[share] = b
+		labels := prometheus.Labels{"share": share}
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        "cartworker_held_bytes",
+				Help:        "Bytes the instance holds now of WORKER_MAX_HELD_BYTES, by share: command bodies fetched and not yet settled, and cart documents being applied.",
+				ConstLabels: labels,
+			}, func() float64 { return float64(b.Load().Held()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        "cartworker_held_max_bytes",
+				Help:        "The share of WORKER_MAX_HELD_BYTES the instance may hold; one command or cart larger than it is taken alone.",
+				ConstLabels: labels,
+			}, func() float64 { return float64(b.Load().Total()) }),
+		)
+	}
 	m.reg.MustRegister(
 		m.commands, m.duration, m.stateRequests, m.dials, m.breakerState, m.redeliveries, m.deadLetters, m.batchSize, m.applyCarts,
 		m.inflight, m.dlqDepth, m.stateDuration, m.buildInfo, m.pending, m.oldest, m.ready,
@@ -179,6 +204,13 @@ func (m *Metrics) OldestUnacked(ages map[int]time.Duration) {
 // check (nil when ready), at every scrape; before it is called the gauge
 // reads 0.
 func (m *Metrics) ReadyFrom(check func() error) { m.readyCheck.Store(&check) }
+
+// HeldFrom makes the held gauges read the budgets of the commands and the
+// carts the instance holds (budget.Split).
+func (m *Metrics) HeldFrom(commands, carts *budget.Bytes) {
+	m.held["commands"].Store(commands)
+	m.held["carts"].Store(carts)
+}
 
 // SetBuildInfo records the build's version and VCS revision, as read from
 // the binary by runtime/debug; an empty version or revision is exported as

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/internal/breaker"
+	"github.com/cartworker/cartworker/internal/budget"
 )
 
 func TestMetricsRecordAndServe(t *testing.T) {
@@ -68,11 +70,19 @@ func TestOperatorGauges(t *testing.T) {
 	m.DeadLetterDepth(7)
 	m.SetBuildInfo("v1.2.3", "", "go1.26")
 	m.StateHooks().OnRequest("get", "OK", 3*time.Millisecond)
+	commands, carts, err := budget.Split(16 << 20)
+	require.NoError(t, err)
+	m.HeldFrom(commands, carts)
+	require.NoError(t, carts.Take(context.Background(), 1000))
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	for _, line := range []string{
 		"cartworker_inflight_commands 1",
+		`cartworker_held_bytes{share="carts"} 1000`,
+		`cartworker_held_bytes{share="commands"} 0`,
+		`cartworker_held_max_bytes{share="carts"} 1.2582912e+07`,
+		`cartworker_held_max_bytes{share="commands"} 4.194304e+06`,
 		"cartworker_consumer_pending_messages 42",
 		"cartworker_dead_letter_stream_messages 7",
 		`cartworker_build_info{goversion="go1.26",revision="unknown",version="v1.2.3"} 1`,
