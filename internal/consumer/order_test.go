@@ -846,8 +846,10 @@ type natsTap struct {
 
 	mu     sync.Mutex
 	filter func(subject string, payload []byte) bool
-	conns  map[net.Conn]struct{}
-	closed bool
+	// reroute, when set, may send a publish to another subject instead.
+	reroute func(subject string) (string, bool)
+	conns   map[net.Conn]struct{}
+	closed  bool
 }
 
 func startNATSTap(t *testing.T, srv *server.Server) *natsTap {
@@ -874,6 +876,28 @@ func (p *natsTap) setFilter(f func(subject string, payload []byte) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.filter = f
+}
+
+// setReroute sets the rerouting of publishes: one for which f reports true
+// goes to the subject it returns instead. nil reroutes none.
+func (p *natsTap) setReroute(f func(subject string) (string, bool)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reroute = f
+}
+
+// rerouted returns the subject a publish to subject goes to.
+func (p *natsTap) rerouted(subject []byte) []byte {
+	p.mu.Lock()
+	f := p.reroute
+	p.mu.Unlock()
+	if f == nil {
+		return subject
+	}
+	if to, ok := f(string(subject)); ok {
+		return []byte(to)
+	}
+	return subject
 }
 
 func (p *natsTap) drop(subject string, payload []byte) bool {
@@ -942,6 +966,10 @@ func (p *natsTap) fromClient(dst, src net.Conn) {
 			if p.drop(string(f[1]), body[:n]) {
 				continue
 			}
+			if to := p.rerouted(f[1]); !bytes.Equal(to, f[1]) {
+				f[1] = to
+				line = append(bytes.Join(f, []byte(" ")), '\r', '\n')
+			}
 			line = append(line, body...)
 		}
 		if _, err := dst.Write(line); err != nil {
@@ -963,4 +991,39 @@ func (p *natsTap) hangUp(a, b net.Conn) {
 	p.mu.Unlock()
 	_ = a.Close()
 	_ = b.Close()
+}
+
+// An instance that holds a partition but cannot fetch from it (here a tap
+// sends its pull requests where no consumer leader answers, as when the
+// stream or its consumer has no leader) reports it: after one AckWait,
+// Ready names the stream. It keeps its lease and its gate (a stream
+// without a leader is no fault of this instance, and handing the
+// partition away would only move the stall), and once fetching works
+// again it is ready and applies what was published meanwhile.
+func TestReadyNamesAStreamItCannotFetchFrom(t *testing.T) {
+	e := newEnv(t)
+	tap := startNATSTap(t, e.srv)
+	r := e.launch(t, tap.connect(t, "stalled"), nil, nil, consumer.Config{Partitions: 1, AckWait: consumer.MinAckWait}, nil)
+	e.waitLeases(t, 1)
+	holder := e.leaseHolder(t, 0)
+	eventually(t, func() bool { return r.w.Ready() == nil }, waitFor, tick, "ready at start")
+
+	nowhere := pullRequests + command.StreamCommands + ".nobody-leads-this"
+	tap.setReroute(func(subject string) (string, bool) {
+		return nowhere, strings.HasPrefix(subject, pullRequests+command.StreamCommands+".")
+	})
+	stalled := time.Now()
+	var notReady error
+	eventually(t, func() bool { notReady = r.w.Ready(); return notReady != nil }, waitFor, tick,
+		"never reported the stream it cannot fetch from")
+	require.GreaterOrEqual(t, time.Since(stalled), consumer.MinAckWait, "reported before one AckWait of failed fetches")
+	require.ErrorContains(t, notReady, "stream "+command.StreamCommands+": cannot fetch")
+	require.Equal(t, holder, e.leaseHolder(t, 0), "the instance keeps its partition while it cannot fetch")
+	e.publishCmd(t, cacheCmd("s1", ""))
+
+	tap.setReroute(nil)
+	e.events.waitApplied(t, "cache-s1")
+	eventually(t, func() bool { return r.w.Ready() == nil }, waitFor, tick, "ready again once fetching works")
+	require.Equal(t, holder, e.leaseHolder(t, 0))
+	e.waitSettled(t)
 }
