@@ -1,6 +1,7 @@
 // Command worker is cartworker: it pulls cart commands from NATS JetStream
 // and applies them to carts in a Dapr state store through one pooled,
-// circuit-broken HTTP client. Run it with -h for every setting.
+// circuit-broken state client (daprd's gRPC API by default, or its HTTP
+// API). Run it with -h for every setting.
 package main
 
 import (

@@ -19,121 +19,167 @@ var recomputed = []string{"sales", "taxes", "subtotal_amount", "balance_amount"}
 // ErrAmountOverflow before anything is written, so no stored total is ever
 // wrong.
 func (d *Document) recompute(table TaxTable) error {
-	type group struct {
-		target money.Amount
-		qty    int
+	sum, err := d.sumLines(table)
+	if err != nil {
+		return err
 	}
-	groups := map[string]*group{}
-	var (
-		subtotal money.Amount
-		qty      int
-		err      error
-	)
+	taxes, external, err := taxesOf(table, sum.groups)
+	if err != nil {
+		return err
+	}
+	t, err := d.totals(sum, external)
+	if err != nil {
+		return err
+	}
+	return d.writeTotals(t, taxes)
+}
+
+// taxGroup is the lines of one tax code: their taxable amount and quantity.
+type taxGroup struct {
+	target money.Amount
+	qty    int
+}
+
+// lineSums are the sums over the lines that are not cancelled.
+type lineSums struct {
+	subtotal money.Amount
+	qty      int
+	groups   map[string]*taxGroup
+}
+
+// sumLines sums the lines that are not cancelled: the subtotal, the
+// quantity, and by tax code the amount taxed (after the discounts
+// allocated to each line) and its quantity. A line with a tax code the
+// table does not have is ErrUnknownTaxCode.
+func (d *Document) sumLines(table TaxTable) (lineSums, error) {
+	sum := lineSums{groups: map[string]*taxGroup{}}
+	var err error
 	for i, l := range d.views {
 		if l.IsCancelled {
 			continue
 		}
 		line := i + 1
-		if subtotal, err = addAmount(subtotal, l.Amount, "subtotal"); err != nil {
-			return err
+		if sum.subtotal, err = addAmount(sum.subtotal, l.Amount, "subtotal"); err != nil {
+			return lineSums{}, err
 		}
-		if qty, err = addQuantity(qty, l.Quantity, "total quantity"); err != nil {
-			return err
+		if sum.qty, err = addQuantity(sum.qty, l.Quantity, "total quantity"); err != nil {
+			return lineSums{}, err
 		}
 		target := l.Amount
 		for _, a := range l.DiscountsAllocated {
 			if target, err = subAmount(target, a.Amount, "tax target"); err != nil {
-				return fmt.Errorf("line %d: %w", line, err)
+				return lineSums{}, fmt.Errorf("line %d: %w", line, err)
 			}
 		}
 		if _, ok := table[l.TaxCode]; !ok {
-			return fmt.Errorf("%w: %q on line %d", ErrUnknownTaxCode, l.TaxCode, line)
+			return lineSums{}, fmt.Errorf("%w: %q on line %d", ErrUnknownTaxCode, l.TaxCode, line)
 		}
-		g := groups[l.TaxCode]
+		g := sum.groups[l.TaxCode]
 		if g == nil {
-			g = &group{}
-			groups[l.TaxCode] = g
+			g = &taxGroup{}
+			sum.groups[l.TaxCode] = g
 		}
 		if g.target, err = addAmount(g.target, target, "tax target"); err != nil {
-			return fmt.Errorf("tax code %q: %w", l.TaxCode, err)
+			return lineSums{}, fmt.Errorf("tax code %q: %w", l.TaxCode, err)
 		}
 		if g.qty, err = addQuantity(g.qty, l.Quantity, "tax target quantity"); err != nil {
-			return fmt.Errorf("tax code %q: %w", l.TaxCode, err)
+			return lineSums{}, fmt.Errorf("tax code %q: %w", l.TaxCode, err)
 		}
 	}
+	return sum, nil
+}
+
+// taxesOf computes the tax of each group, in the table's order, and the sum
+// of the external ones, which is added to the total (internal taxes are
+// inside the prices).
+func taxesOf(table TaxTable, groups map[string]*taxGroup) (taxes []Tax, external money.Amount, err error) {
 	codes := make([]string, 0, len(groups))
 	for c := range groups {
 		codes = append(codes, c)
 	}
 	sort.Slice(codes, func(i, j int) bool { return table[codes[i]].No < table[codes[j]].No })
-	taxes := make([]Tax, 0, len(codes))
-	var external money.Amount
+	taxes = make([]Tax, 0, len(codes))
 	for _, c := range codes {
 		r, g := table[c], groups[c]
 		amt, err := r.amount(g.target)
 		if err != nil {
-			return err
+			return nil, money.Amount{}, err
 		}
 		if r.Type == TaxExternal {
 			if external, err = addAmount(external, amt, "tax amount"); err != nil {
-				return err
+				return nil, money.Amount{}, err
 			}
 		}
 		if err := storable(g.target, "tax target"); err != nil {
-			return fmt.Errorf("tax code %q: %w", c, err)
+			return nil, money.Amount{}, fmt.Errorf("tax code %q: %w", c, err)
 		}
 		if err := storable(amt, "tax"); err != nil {
-			return fmt.Errorf("tax code %q: %w", c, err)
+			return nil, money.Amount{}, fmt.Errorf("tax code %q: %w", c, err)
 		}
 		if err := storableQuantity(g.qty, "tax target quantity"); err != nil {
-			return fmt.Errorf("tax code %q: %w", c, err)
+			return nil, money.Amount{}, fmt.Errorf("tax code %q: %w", c, err)
 		}
 		taxes = append(taxes, Tax{
 			TaxNo: r.No, TaxCode: c, TaxType: r.Type, TaxName: r.Name,
 			TaxAmount: amt, TargetAmount: g.target, TargetQuantity: g.qty,
 		})
 	}
+	return taxes, external, nil
+}
 
+// cartTotals are the totals recompute writes.
+type cartTotals struct {
+	subtotal, total, external, withTax, balance money.Amount
+	qty                                         int
+}
+
+// totals computes the total (the subtotal less the subtotal discounts), the
+// total with the external taxes, and the balance left after the payments,
+// and checks that each can be stored exactly.
+func (d *Document) totals(sum lineSums, external money.Amount) (cartTotals, error) {
+	t := cartTotals{subtotal: sum.subtotal, total: sum.subtotal, external: external, qty: sum.qty}
 	var subDiscounts []discount
 	if err := d.decodeField("subtotal_discounts", &subDiscounts); err != nil {
-		return err
+		return cartTotals{}, err
 	}
-	total := subtotal
+	var err error
 	for _, s := range subDiscounts {
-		if total, err = subAmount(total, s.Amount, "total"); err != nil {
-			return err
+		if t.total, err = subAmount(t.total, s.Amount, "total"); err != nil {
+			return cartTotals{}, err
 		}
 	}
 	var payments []payment
 	if err := d.decodeField("payments", &payments); err != nil {
-		return err
+		return cartTotals{}, err
 	}
-	withTax, err := addAmount(total, external, "total with tax")
-	if err != nil {
-		return err
+	if t.withTax, err = addAmount(t.total, external, "total with tax"); err != nil {
+		return cartTotals{}, err
 	}
-	balance := withTax
+	t.balance = t.withTax
 	for _, p := range payments {
-		if balance, err = subAmount(balance, p.Amount, "balance"); err != nil {
-			return err
+		if t.balance, err = subAmount(t.balance, p.Amount, "balance"); err != nil {
+			return cartTotals{}, err
 		}
 	}
-
 	for _, v := range [...]struct {
 		what string
 		a    money.Amount
 	}{
-		{"subtotal", subtotal}, {"total", total}, {"tax amount", external},
-		{"total with tax", withTax}, {"balance", balance},
+		{"subtotal", t.subtotal}, {"total", t.total}, {"tax amount", t.external},
+		{"total with tax", t.withTax}, {"balance", t.balance},
 	} {
 		if err := storable(v.a, v.what); err != nil {
-			return err
+			return cartTotals{}, err
 		}
 	}
-	if err := storableQuantity(qty, "total quantity"); err != nil {
-		return err
+	if err := storableQuantity(t.qty, "total quantity"); err != nil {
+		return cartTotals{}, err
 	}
+	return t, nil
+}
 
+// writeTotals sets the fields recompute rewrites.
+func (d *Document) writeTotals(t cartTotals, taxes []Tax) error {
 	// sales carries fields this package does not model (change_amount,
 	// is_cancelled, ...): merge into it rather than replacing it.
 	sales := map[string]json.RawMessage{}
@@ -141,10 +187,10 @@ func (d *Document) recompute(table TaxTable) error {
 		return err
 	}
 	for k, v := range map[string]any{
-		"total_amount":          total,
-		"tax_amount":            external,
-		"total_amount_with_tax": withTax,
-		"total_quantity":        qty,
+		"total_amount":          t.total,
+		"tax_amount":            t.external,
+		"total_amount_with_tax": t.withTax,
+		"total_quantity":        t.qty,
 	} {
 		b, err := sjson.Marshal(v)
 		if err != nil {
@@ -158,10 +204,10 @@ func (d *Document) recompute(table TaxTable) error {
 	if err := d.set("taxes", taxes); err != nil {
 		return err
 	}
-	if err := d.set("subtotal_amount", subtotal); err != nil {
+	if err := d.set("subtotal_amount", t.subtotal); err != nil {
 		return err
 	}
-	return d.set("balance_amount", balance)
+	return d.set("balance_amount", t.balance)
 }
 
 // addAmount returns a + b, or ErrAmountOverflow naming the total it was

@@ -142,19 +142,11 @@ type Change func(cur *cart.Document) (*cart.Document, error)
 func TombstoneKey(cartID string) string { return cartID + ":tombstone" }
 
 // Apply applies a validated command: Update with the cart rules of
-// cart.Apply. Its errors are Update's.
+// cart.Apply. Its errors are Update's. It is the API of a caller that
+// applies one command at a time (the Watermill peer); the worker applies
+// batches with ApplyCarts.
 func (c *Carts) Apply(ctx context.Context, cmd command.Command) (Result, error) {
 	return c.Update(ctx, cmd.CartID, cmd.ID, c.change(cmd))
-}
-
-// ApplyBatch applies several validated commands of one cart in order in one
-// read-modify-write: UpdateBatch with the cart rules of cart.Apply.
-func (c *Carts) ApplyBatch(ctx context.Context, cartID string, cmds []command.Command) ([]Outcome, error) {
-	steps := make([]Step, len(cmds))
-	for i, cmd := range cmds {
-		steps[i] = Step{CmdID: cmd.ID, Change: c.change(cmd)}
-	}
-	return c.UpdateBatch(ctx, cartID, steps)
 }
 
 func (c *Carts) change(cmd command.Command) Change {

@@ -62,6 +62,13 @@ func (e *env) cart(t *testing.T, id string) map[string]any {
 	return m
 }
 
+// applyBatch applies several validated commands of one cart in order in
+// one read-modify-write, as the worker does: ApplyCarts of one cart.
+func applyBatch(ctx context.Context, c *cartcache.Carts, cartID string, cmds []command.Command) ([]cartcache.Outcome, error) {
+	r := c.ApplyCarts(ctx, []cartcache.CartBatch{{CartID: cartID, Cmds: cmds}})[0]
+	return r.Outcomes, r.Err
+}
+
 func cacheCmd(id, cart string) command.Command {
 	return command.Command{ID: "cache-" + id, Type: command.TypeCache, CartID: id, TenantID: "T1", StoreCode: "S1", TerminalNo: 1, Cart: json.RawMessage(cart)}
 }
@@ -441,7 +448,7 @@ func TestApplyBatchOneSaveEachCommandItsOutcome(t *testing.T) {
 	etag, _ := e.fake.ETag("c1")
 	saves := e.fake.Requests("save")
 
-	out, err := e.svc.ApplyBatch(ctx, "c1", []command.Command{
+	out, err := applyBatch(ctx, e.svc, "c1", []command.Command{
 		addCmd("a1", "c1", item("B", 2, "10", "01")),
 		addCmd("bad", "c1", item("C", 1, "5", "99")),  // unknown tax code
 		addCmd("a0", "c1", item("A", 1, "100", "01")), // applied before
@@ -483,7 +490,7 @@ func TestApplyBatchDeletes(t *testing.T) {
 	ctx := context.Background()
 	e.apply(t, cacheCmd("c1", ""))
 	del := command.Command{ID: "d1", Type: command.TypeDelete, CartID: "c1"}
-	out, err := e.svc.ApplyBatch(ctx, "c1", []command.Command{
+	out, err := applyBatch(ctx, e.svc, "c1", []command.Command{
 		addCmd("a1", "c1", item("B", 1, "10", "01")),
 		del,
 		addCmd("a2", "c1", item("B", 1, "10", "01")),
@@ -503,7 +510,7 @@ func TestApplyBatchDeletes(t *testing.T) {
 
 	recache := cacheCmd("c1", "")
 	recache.ID = "cache-2"
-	out, err = e.svc.ApplyBatch(ctx, "c1", []command.Command{del, recache, addCmd("a3", "c1", item("E", 1, "1", "00"))})
+	out, err = applyBatch(ctx, e.svc, "c1", []command.Command{del, recache, addCmd("a3", "c1", item("E", 1, "1", "00"))})
 	require.NoError(t, err)
 	require.True(t, out[0].Duplicate, "the tombstone remembers d1")
 	require.NoError(t, out[1].Err)

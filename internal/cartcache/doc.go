@@ -1,9 +1,13 @@
-// Package cartcache keeps carts in a Dapr state store. Update is its one
-// way to change a cart: it reads the cart, skips a command it has already
-// handled, lets a pure function (internal/cart) compute the next cart, and
-// saves it guarded by the ETag it read, re-reading after a conflicting
-// write. UpdateBatchAt and UpdateCarts do the same for several commands
-// and several carts in one read and one save.
+// Package cartcache keeps carts in a Dapr state store. Every change of a
+// cart is a read-modify-write that storage owns: read the cart, skip a
+// command it has already handled, let a pure function (internal/cart)
+// compute the next cart, and save it guarded by the ETag it read,
+// re-reading after a conflicting write. UpdateBatchAt does it for several
+// commands of one cart in one read and one save, UpdateCarts for several
+// carts at once, and ApplyCarts, what the worker calls, is UpdateCarts with
+// the cart rules. Apply (Update for one command) is the same for a caller
+// that applies one command at a time, such as the Watermill peer in
+// bench/watermillpeer.
 //
 // The ids of the commands already handled travel inside the document, in
 // the same guarded save, so a redelivered or republished command is

@@ -52,13 +52,13 @@ func TestUpdatesHoldTheirDocumentsBytes(t *testing.T) {
 
 	errs := make(chan error, 2)
 	go func() {
-		_, err := carts.ApplyBatch(ctx, "a", []command.Command{addCmd("a2", "a", item("X", 1, "1", "01"))})
+		_, err := applyBatch(ctx, carts, "a", []command.Command{addCmd("a2", "a", item("X", 1, "1", "01"))})
 		errs <- err
 	}()
 	<-gate.saving
 	require.Equal(t, held.Total(), held.Held(), "cart a holds its read three times over")
 	go func() {
-		_, err := carts.ApplyBatch(ctx, "b", []command.Command{addCmd("b2", "b", item("Y", 1, "1", "01"))})
+		_, err := applyBatch(ctx, carts, "b", []command.Command{addCmd("b2", "b", item("Y", 1, "1", "01"))})
 		errs <- err
 	}()
 	require.Eventually(t, func() bool { return held.Waiting() == 1 }, 5*time.Second, time.Millisecond,

@@ -74,7 +74,7 @@ func oneByOne(t *testing.T, svc *cartcache.Carts, cmds []command.Command) []cart
 	t.Helper()
 	var out []cartcache.Outcome
 	for _, cmd := range cmds {
-		o, err := svc.ApplyBatch(context.Background(), cmd.CartID, []command.Command{cmd})
+		o, err := applyBatch(context.Background(), svc, cmd.CartID, []command.Command{cmd})
 		require.NoError(t, err)
 		out = append(out, o...)
 	}
@@ -160,7 +160,7 @@ func TestCartSizeLimitEdgesBatch(t *testing.T) {
 	svc, spy := limited(e, size)
 	_, err := svc.Apply(ctx, cacheCmd("c1", ""))
 	require.NoError(t, err)
-	out, err := svc.ApplyBatch(ctx, "c1", cmds)
+	out, err := applyBatch(ctx, svc, "c1", cmds)
 	require.NoError(t, err)
 	require.NoError(t, out[0].Err)
 	require.NoError(t, out[1].Err, "exactly at the limit")
@@ -170,7 +170,7 @@ func TestCartSizeLimitEdgesBatch(t *testing.T) {
 	svc, _ = limited(e, size-1)
 	_, err = svc.Apply(ctx, cacheCmd("c1", ""))
 	require.NoError(t, err)
-	out, err = svc.ApplyBatch(ctx, "c1", cmds)
+	out, err = applyBatch(ctx, svc, "c1", cmds)
 	require.NoError(t, err)
 	require.NoError(t, out[0].Err, "the command before the crossing applies")
 	requireTooLarge(t, out[1].Err, size, size-1)
@@ -218,7 +218,7 @@ func TestCartSizeLimitBatchIsAsOneByOne(t *testing.T) {
 				_, err := svc.Apply(ctx, cacheCmd("c1", ""))
 				require.NoError(t, err)
 			}
-			got, err := bsvc.ApplyBatch(ctx, "c1", cmds)
+			got, err := applyBatch(ctx, bsvc, "c1", cmds)
 			require.NoError(t, err)
 			want := oneByOne(t, ssvc, cmds)
 			require.Len(t, got, len(want))
@@ -274,7 +274,7 @@ func TestCartOverTheLimitTakesNothingThatGrowsIt(t *testing.T) {
 	require.Less(t, spy.size("c1"), len(raw))
 	require.Greater(t, spy.size("c1"), 200, "still over the limit")
 
-	out, err := svc.ApplyBatch(ctx, "c2", []command.Command{addCmd("b2", "c2", lines(1, "B")...), del("d2", "c2")})
+	out, err := applyBatch(ctx, svc, "c2", []command.Command{addCmd("b2", "c2", lines(1, "B")...), del("d2", "c2")})
 	require.NoError(t, err)
 	require.ErrorIs(t, out[0].Err, cart.ErrCartTooLarge)
 	require.NoError(t, out[1].Err, "a delete applies")

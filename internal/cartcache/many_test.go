@@ -53,7 +53,7 @@ func TestApplyCartsIsTwoCallsAndAppliesEachCartAsOnItsOwn(t *testing.T) {
 	require.Equal(t, saves+1, e.fake.Requests(daprfake.OpSave), "one bulk save for c1, c2 and c3, and c4's tombstone recording its refusal")
 	require.Len(t, res, len(batches))
 	for i, b := range batches {
-		out, err := ref.svc.ApplyBatch(ctx, b.CartID, b.Cmds)
+		out, err := applyBatch(ctx, ref.svc, b.CartID, b.Cmds)
 		require.NoError(t, err)
 		require.NoError(t, res[i].Err, b.CartID)
 		require.Len(t, res[i].Outcomes, len(out), b.CartID)

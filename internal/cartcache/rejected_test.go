@@ -162,7 +162,7 @@ func TestRefusedBeforeItsCartStaysRefusedAfterTheCache(t *testing.T) {
 func TestRefusalBeforeACacheInOneBatch(t *testing.T) {
 	e := newEnv(t, cartcache.Config{})
 	add := addCmd("x", "c1", item("A", 1, "10", "00"))
-	out, err := e.svc.ApplyBatch(context.Background(), "c1", []command.Command{add, cacheCmd("c1", ""), add})
+	out, err := applyBatch(context.Background(), e.svc, "c1", []command.Command{add, cacheCmd("c1", ""), add})
 	require.NoError(t, err)
 	require.ErrorIs(t, out[0].Err, cart.ErrCartNotFound)
 	require.NoError(t, out[1].Err)
@@ -204,7 +204,7 @@ func TestRejectionsAreBoundedWithTheHistory(t *testing.T) {
 	for i := range adds {
 		adds[i] = addCmd("a"+strconv.Itoa(i), "c1", item("A", 1, "1", "00"))
 	}
-	out, err := e.svc.ApplyBatch(ctx, "c1", adds)
+	out, err := applyBatch(ctx, e.svc, "c1", adds)
 	require.NoError(t, err)
 	for _, o := range out {
 		require.ErrorIs(t, o.Err, cart.ErrInvalidState)
@@ -222,7 +222,7 @@ func TestRejectionsAreBoundedWithTheHistory(t *testing.T) {
 		cmds[i] = cacheCmd("c1", `{"status":"Paying"}`)
 		cmds[i].ID = "r" + strconv.Itoa(i)
 	}
-	_, err = e.svc.ApplyBatch(ctx, "c1", cmds)
+	_, err = applyBatch(ctx, e.svc, "c1", cmds)
 	require.NoError(t, err)
 	c = e.cart(t, "c1")
 	ids := c[cart.AppliedIDsField].([]any)
@@ -237,7 +237,7 @@ func TestRejectionsAreBoundedWithTheHistory(t *testing.T) {
 		require.True(t, listed[id], "%s has a code but is no longer listed", id)
 	}
 
-	out, err = e.svc.ApplyBatch(ctx, "c1", []command.Command{adds[len(adds)-1], adds[recaches+4]})
+	out, err = applyBatch(ctx, e.svc, "c1", []command.Command{adds[len(adds)-1], adds[recaches+4]})
 	require.NoError(t, err)
 	requirePrior(t, out[0], command.CodeInvalidState)
 	require.ErrorIs(t, out[1].Err, cart.ErrInvalidState, "forgotten: refused afresh")
@@ -250,7 +250,7 @@ func TestRejectionsAreBoundedWithTheHistory(t *testing.T) {
 func TestOldDocumentsWithoutRejections(t *testing.T) {
 	e := newEnv(t, cartcache.Config{})
 	e.fake.Put("c1", []byte(`{"cart_id":"c1","status":"Idle","line_items":[],"applied_command_ids":["cache-c1","a0"]}`))
-	out, err := e.svc.ApplyBatch(context.Background(), "c1", []command.Command{
+	out, err := applyBatch(context.Background(), e.svc, "c1", []command.Command{
 		addCmd("a0", "c1", item("A", 1, "1", "00")),
 		addCmd("a1", "c1", item("A", 1, "1", "00")),
 	})
