@@ -238,12 +238,11 @@ func runDLQReplay(ctx context.Context, c *cli, args []string) error {
 			"twice within the stream's duplicate window (2m) publishes it once. A command that was\n"+
 			"dead-lettered as invalid is unchanged, so it is most likely dead-lettered again.")
 	var (
-		seq      uint64
-		all      bool
-		keep     bool
-		no       = f.natsFlags()
-		timeout  = f.timeoutFlag("how long replaying may take")
-		replayed int
+		seq     uint64
+		all     bool
+		keep    bool
+		no      = f.natsFlags()
+		timeout = f.timeoutFlag("how long replaying may take")
 	)
 	f.fs.Uint64Var(&seq, "seq", 0, "replay the dead letter at stream sequence `seq`")
 	f.fs.BoolVar(&all, "all", false, "replay every dead letter stored when the command starts")
@@ -280,9 +279,15 @@ func runDLQReplay(ctx context.Context, c *cli, args []string) error {
 		return c.replay(ctx, s, st, m, keep)
 	}
 
+	return c.replayAll(ctx, s, st, keep)
+}
+
+// replayAll replays every dead letter stored when it starts.
+func (c *cli) replayAll(ctx context.Context, s *session, st jetstream.Stream, keep bool) error {
 	// Only what is stored now: a replay that is dead-lettered again lands
 	// after last and must not be replayed in a loop.
 	state := st.CachedInfo().State
+	replayed := 0
 	var errs []error
 	for next := state.FirstSeq; state.Msgs > 0 && next <= state.LastSeq; {
 		m, err := nextDeadLetter(ctx, st, next)

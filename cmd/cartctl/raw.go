@@ -67,15 +67,10 @@ func runPublishRaw(ctx context.Context, c *cli, args []string) error {
 	// A cart id the worker cannot use gets no event: it is dead-lettered
 	// as _invalid_.
 	if wait && isCommand && command.ValidCartID(cartID) {
-		events, err = s.nc.SubscribeSync(s.subjects.CartEvents(cartID))
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", s.subjects.CartEvents(cartID), err)
+		if events, err = s.subscribeEvents(ctx, cartID); err != nil {
+			return err
 		}
 		defer func() { _ = events.Unsubscribe() }()
-		// The server must hold the interest before the worker can answer.
-		if err := s.nc.FlushWithContext(ctx); err != nil {
-			return fmt.Errorf("subscribe %s: %w", s.subjects.CartEvents(cartID), err)
-		}
 	}
 
 	msg := nats.NewMsg(subject)
@@ -165,4 +160,20 @@ func publishableSubject(s string) bool {
 		}
 	}
 	return true
+}
+
+// subscribeEvents subscribes to cart cartID's outcome events, and returns
+// once the server holds the interest, so that the worker's answer cannot
+// come before it.
+func (s *session) subscribeEvents(ctx context.Context, cartID string) (*nats.Subscription, error) {
+	subject := s.subjects.CartEvents(cartID)
+	events, err := s.nc.SubscribeSync(subject)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	if err := s.nc.FlushWithContext(ctx); err != nil {
+		_ = events.Unsubscribe()
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	return events, nil
 }

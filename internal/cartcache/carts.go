@@ -392,11 +392,7 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 	before := 0
 	fresh := false
 	for i, s := range steps {
-		if containsID(r.history, s.CmdID) {
-			r.out[i].Duplicate = true
-			if code, ok := r.rejected[s.CmdID]; ok {
-				r.out[i].Err = &PriorRejection{Code: code}
-			}
+		if r.duplicate(i, s.CmdID) {
 			continue
 		}
 		if sized && !fresh {
@@ -424,11 +420,9 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 		if !sized && made && next != r.cur && !r.overLimit {
 			// The cart a step of this batch made is replaced or deleted,
 			// so the check on what the batch saves would not see it.
-			n, err := c.size(r.cur, r.history, r.rejected, epoch, now)
-			if err != nil {
+			if err := c.noteOverLimit(&r, epoch, now); err != nil {
 				return applied{}, err
 			}
-			r.overLimit = n > c.cfg.MaxCartBytes
 		}
 		history, rejected := r.history, r.rejected
 		if next != nil && next != r.cur {
@@ -444,9 +438,7 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 			if err != nil {
 				return applied{}, err
 			}
-			if after > c.cfg.MaxCartBytes && after > before {
-				r.out[i].Err = &cart.TooLargeError{Size: after, Limit: c.cfg.MaxCartBytes}
-				r.record(s.CmdID, command.CodeCartTooLarge)
+			if r.refuseTooLarge(i, s.CmdID, after, before, c.cfg.MaxCartBytes) {
 				fresh = false
 				if next == r.cur {
 					undo() // the step changed the cart in place
@@ -463,6 +455,43 @@ func (c *Carts) apply(st stored, epoch Epoch, now time.Time, steps []Step, sized
 		r.cur, r.changed = next, true
 	}
 	return r, nil
+}
+
+// noteOverLimit sets r.overLimit when r's cart, as it stands, is over
+// MaxCartBytes.
+func (c *Carts) noteOverLimit(r *applied, epoch Epoch, now time.Time) error {
+	n, err := c.size(r.cur, r.history, r.rejected, epoch, now)
+	if err != nil {
+		return err
+	}
+	r.overLimit = n > c.cfg.MaxCartBytes
+	return nil
+}
+
+// duplicate reports whether step i, command id, was handled before, and
+// then gives it the outcome of a duplicate: applied, or refused again with
+// the code it was refused with.
+func (r *applied) duplicate(i int, id string) bool {
+	if !containsID(r.history, id) {
+		return false
+	}
+	r.out[i].Duplicate = true
+	if code, ok := r.rejected[id]; ok {
+		r.out[i].Err = &PriorRejection{Code: code}
+	}
+	return true
+}
+
+// refuseTooLarge refuses step i, command id, and records the refusal, when
+// the cart it leaves would be over limit bytes and larger than before it;
+// it reports whether it did.
+func (r *applied) refuseTooLarge(i int, id string, after, before, limit int) bool {
+	if after <= limit || after <= before {
+		return false
+	}
+	r.out[i].Err = &cart.TooLargeError{Size: after, Limit: limit}
+	r.record(id, command.CodeCartTooLarge)
+	return true
 }
 
 // record records the rejection of command id with code.
