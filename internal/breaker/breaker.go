@@ -1,8 +1,11 @@
 // Package breaker guards the Dapr state store with a circuit breaker.
 //
-// Breaker decorates a cartcache.Store with one sony/gobreaker breaker shared by Get,
-// Save and Delete, so a sick sidecar is detected whichever operation hits it
-// first. While the breaker is open calls fail fast with ErrOpen instead of
+// Breaker decorates a cartcache.Store with one sony/gobreaker breaker shared by
+// all its calls, Get, Save and Delete and the bulk GetBulk and SaveBulk, so a
+// sick sidecar is detected whichever operation hits it first. A bulk call
+// counts once, like any other call; a GetBulk in which a key failed on its
+// own (anything but statepool.ErrNotFound) fails as a whole with that key's
+// error. While the breaker is open calls fail fast with ErrOpen instead of
 // piling up on timeouts. Which errors count against the store is decided by
 // IsFailure.
 package breaker

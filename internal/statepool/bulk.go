@@ -4,14 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
-	"time"
 
-	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
-	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	sjson "github.com/segmentio/encoding/json"
-	"google.golang.org/grpc/codes"
 )
 
 // Operation names of the bulk calls, reported to Hooks.OnRequest and in
@@ -81,13 +76,7 @@ func (c *Client) GetBulk(ctx context.Context, keys []string) ([]BulkEntry, error
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	if c.oneByOne {
-		return OneByOne{c}.GetBulk(ctx, keys)
-	}
-	if c.rpc != nil {
-		return c.getBulkGRPC(ctx, keys)
-	}
-	return c.getBulkHTTP(ctx, keys)
+	return c.backend.getBulk(ctx, c.newCall(OpGetBulk, keys[0]), keys)
 }
 
 // SaveBulk writes items in one call. daprd writes each item on its own, in
@@ -112,93 +101,7 @@ func (c *Client) SaveBulk(ctx context.Context, items []SaveItem) error {
 	if len(items) == 0 {
 		return nil
 	}
-	if c.oneByOne {
-		return OneByOne{c}.SaveBulk(ctx, items)
-	}
-	if c.rpc != nil {
-		return c.saveBulkGRPC(ctx, items)
-	}
-	return c.postSave(ctx, OpSaveBulk, items[0].Key, func(b []byte) []byte {
-		b = append(b, '[')
-		for i, it := range items {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendSaveItem(b, it.Key, it.Value, it.Opts)
-		}
-		return append(b, ']')
-	})
-}
-
-// bulkGetItem is one element of the HTTP bulk get answer.
-type bulkGetItem struct {
-	Key   string           `json:"key"`
-	Data  sjson.RawMessage `json:"data"`
-	ETag  *string          `json:"etag"`
-	Error string           `json:"error"`
-}
-
-func (c *Client) getBulkHTTP(ctx context.Context, keys []string) ([]BulkEntry, error) {
-	start := time.Now()
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-
-	reqBody, err := sjson.Marshal(struct {
-		Keys []string `json:"keys"`
-	}{keys})
-	if err != nil {
-		return nil, wrap(OpGetBulk, keys[0], err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.keyPrefix+"bulk", bytes.NewReader(reqBody))
-	if err != nil {
-		return nil, wrap(OpGetBulk, keys[0], err)
-	}
-	req.Header[headerContentType] = jsonContentType
-	c.setAuth(req)
-	resp, err := c.doer.Do(req)
-	if err != nil {
-		return nil, c.transportErr(OpGetBulk, keys[0], start, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, c.statusErr(OpGetBulk, keys[0], start, resp)
-	}
-	body, err := readBody(resp)
-	if err != nil {
-		return nil, c.transportErr(OpGetBulk, keys[0], start, err)
-	}
-	c.report(OpGetBulk, start, resp.StatusCode)
-	var items []bulkGetItem
-	if err := sjson.Unmarshal(body, &items); err != nil {
-		return nil, wrap(OpGetBulk, keys[0], fmt.Errorf("decode answer: %w", err))
-	}
-	return matchBulk(keys, len(items), func(i int) (string, []byte, string, string) {
-		it := items[i]
-		etag := ""
-		if it.ETag != nil {
-			etag = *it.ETag
-		}
-		return it.Key, it.Data, etag, it.Error
-	})
-}
-
-func (c *Client) getBulkGRPC(ctx context.Context, keys []string) ([]BulkEntry, error) {
-	if c.rpc.closed.Load() {
-		return nil, wrap(OpGetBulk, keys[0], ErrClosed)
-	}
-	start := time.Now()
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	resp, err := c.rpc.api.GetBulkState(ctx, &runtimev1pb.GetBulkStateRequest{StoreName: c.store, Keys: keys})
-	if err != nil {
-		return nil, c.rpcErr(ctx, OpGetBulk, keys[0], start, err, nil)
-	}
-	c.reportCode(OpGetBulk, start, codes.OK)
-	items := resp.GetItems()
-	return matchBulk(keys, len(items), func(i int) (string, []byte, string, string) {
-		it := items[i]
-		return it.GetKey(), it.GetData(), it.GetEtag(), it.GetError()
-	})
+	return c.backend.saveBulk(ctx, c.newCall(OpSaveBulk, items[0].Key), items)
 }
 
 // matchBulk lines daprd's n answers up with keys. daprd answers in the
@@ -231,26 +134,3 @@ func matchBulk(keys []string, n int, item func(i int) (key string, data []byte, 
 }
 
 var jsonNull = []byte("null")
-
-func (c *Client) saveBulkGRPC(ctx context.Context, items []SaveItem) error {
-	if c.rpc.closed.Load() {
-		return wrap(OpSaveBulk, items[0].Key, ErrClosed)
-	}
-	start := time.Now()
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-
-	// One allocation for every item's messages.
-	ms := make([]saveMessages, len(items))
-	states := make([]*commonv1pb.StateItem, len(items))
-	for i, it := range items {
-		ms[i].fill(it.Key, it.Value, it.Opts)
-		states[i] = &ms[i].item
-	}
-	req := &runtimev1pb.SaveStateRequest{StoreName: c.store, States: states}
-	if _, err := c.rpc.api.SaveState(ctx, req); err != nil {
-		return c.rpcErr(ctx, OpSaveBulk, items[0].Key, start, err, ErrETagMismatch)
-	}
-	c.reportCode(OpSaveBulk, start, codes.OK)
-	return nil
-}

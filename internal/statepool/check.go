@@ -4,17 +4,16 @@ import (
 	"context"
 	"fmt"
 	"strings"
-
-	sjson "github.com/segmentio/encoding/json"
 )
 
 // OpCheck names Check in StatusError.Op and Hooks.OnRequest.
 const OpCheck = "check"
 
-// maxMetadataBody bounds the metadata document Check reads. A sidecar lists
-// every component, subscription and actor type there; a megabyte is far
-// more than any real one.
-const maxMetadataBody = 1 << 20
+// component is a component daprd's metadata lists.
+type component struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
 
 // Check reports whether daprd can serve this client's store: it answers, it
 // accepts the API token, and its metadata lists a state store of the
@@ -28,42 +27,25 @@ const maxMetadataBody = 1 << 20
 // briefly down (Redis restarting) still passes: that is the breaker's
 // business.
 func (c *Client) Check(ctx context.Context) error {
-	if c.rpc != nil {
-		return c.checkGRPC(ctx)
-	}
-	body, _, err := c.get(ctx, OpCheck, "", c.metadataURL, nil)
+	comps, err := c.backend.components(ctx, c.newCall(OpCheck, ""))
 	if err != nil {
 		return err
 	}
-	var md struct {
-		Components []struct {
-			Name string `json:"name"`
-			Type string `json:"type"`
-		} `json:"components"`
-	}
-	if len(body) > maxMetadataBody {
-		body = body[:maxMetadataBody]
-	}
-	if err := sjson.Unmarshal(body, &md); err != nil {
-		return fmt.Errorf("statepool: daprd metadata: %w", err)
-	}
-	comps := md.Components
-	return c.storeListed(len(comps), func(i int) (string, string) { return comps[i].Name, comps[i].Type })
+	return c.storeListed(comps)
 }
 
-// storeListed reports whether the n components that component(i) describes
-// by name and type include a state store of the client's store name.
-func (c *Client) storeListed(n int, component func(i int) (name, typ string)) error {
+// storeListed reports whether comps include a state store of the client's
+// store name.
+func (c *Client) storeListed(comps []component) error {
 	var stores []string
-	for i := range n {
-		name, typ := component(i)
-		if !strings.HasPrefix(typ, "state.") {
+	for _, comp := range comps {
+		if !strings.HasPrefix(comp.Type, "state.") {
 			continue
 		}
-		if name == c.store {
+		if comp.Name == c.store {
 			return nil
 		}
-		stores = append(stores, name)
+		stores = append(stores, comp.Name)
 	}
 	if len(stores) == 0 {
 		return fmt.Errorf("%w: %q: daprd has no state store", ErrStoreNotFound, c.store)

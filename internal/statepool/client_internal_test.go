@@ -66,8 +66,8 @@ func TestAppendSaveBody(t *testing.T) {
 }
 
 func TestSaveBufferReusedAfterRelease(t *testing.T) {
-	c := &Client{}
-	b := c.newBody()
+	h := &httpBackend{}
+	b := h.newBody()
 	b.data = append(b.data, "x"...)
 	r := b.reader()
 	b.release()

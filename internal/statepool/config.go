@@ -149,15 +149,17 @@ type Hooks struct {
 	OnDial func()
 
 	// OnRequest fires once per state call sent to Dapr with op "get",
-	// "save", "delete" or "check". With ProtocolHTTP, code is the HTTP
-	// status ("200", "409", ...), or "timeout" or "error" when no complete
-	// response arrived. With ProtocolGRPC, code is the name of the gRPC
-	// status code as google.golang.org/grpc/codes spells it ("OK",
-	// "Aborted", "Unavailable", "DeadlineExceeded", "Unauthenticated",
-	// ...), including for the client's own timeouts and cancellations; a
-	// missing key is "OK", as daprd answers it. Calls rejected before
-	// sending (empty key, invalid JSON, a closed client) do not fire. d is
-	// the call's duration, from the client's start to its answer or error.
+	// "save", "delete", "get_bulk", "save_bulk" or "check" (ModePerRequest
+	// sends a bulk call as a "get" or "save" per key). With ProtocolHTTP,
+	// code is the HTTP status ("200", "409", ...), or "timeout" or "error"
+	// when no complete response arrived. With ProtocolGRPC, code is the
+	// name of the gRPC status code as google.golang.org/grpc/codes spells
+	// it ("OK", "Aborted", "Unavailable", "DeadlineExceeded",
+	// "Unauthenticated", ...), including for the client's own timeouts and
+	// cancellations; a missing key is "OK", as daprd answers it. Calls
+	// rejected before sending (empty key, invalid JSON, a closed client) do
+	// not fire. d is the call's duration, from the client's start to its
+	// answer or error.
 	OnRequest func(op, code string, d time.Duration)
 }
 

@@ -11,10 +11,17 @@
 // benchmarks can compare the two.
 //
 // Client speaks the subset of the API the cart worker needs (get, save with
-// first-write concurrency and TTL, delete, and a metadata check) and maps
-// Dapr's HTTP status codes and gRPC status codes onto the same sentinel
-// errors in errors.go, so that callers and the contract suite in
-// internal/statetest cannot tell the protocols apart. Answers with no
-// sentinel are a *StatusError (HTTP) or a *GRPCError (gRPC). It never logs;
-// callers decide what an error is worth.
+// first-write concurrency and TTL, delete, bulk get and save, and a
+// metadata check) and maps Dapr's HTTP status codes and gRPC status codes
+// onto the same sentinel errors in errors.go, so that callers and the
+// contract suite in internal/statetest cannot tell the protocols apart.
+// Answers with no sentinel are a *StatusError (HTTP) or a *GRPCError
+// (gRPC). It never logs; callers decide what an error is worth.
+//
+// What every protocol shares is Client's, in client.go: the argument
+// checks, the per-call timeout and the Hooks.OnRequest reports. One backend
+// per transport does the rest, mapping daprd's answers onto those errors:
+// httpBackend (http.go), grpcBackend (grpc.go), and perRequestBackend
+// (onebyone.go), ModePerRequest's HTTP backend, which makes a bulk call one
+// call per key.
 package statepool

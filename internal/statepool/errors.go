@@ -91,7 +91,8 @@ const maxErrorBody = 256
 // StatusError is returned when Dapr answers with a status the operation does
 // not expect and that has no sentinel of its own.
 type StatusError struct {
-	// Op is the operation: "get", "save", "delete" or "check".
+	// Op is the operation: OpGet, OpSave, OpDelete, OpGetBulk, OpSaveBulk
+	// or OpCheck.
 	Op string
 	// Key is the state key the call was for.
 	Key string

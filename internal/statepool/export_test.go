@@ -12,5 +12,6 @@ func NewWithDoer(d interface {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return newClient(d, func() {}, cfg.withDefaults()), nil
+	cfg = cfg.withDefaults()
+	return newClient(newHTTPBackend(d, func() {}, cfg), cfg), nil
 }

@@ -11,7 +11,6 @@ import (
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
-	sjson "github.com/segmentio/encoding/json"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -54,17 +53,20 @@ const flowWindow = 1 << 20
 // than its max-body-size, 4 MiB unless its operator raised it.
 const maxRecvMsg = 64 << 20
 
-// grpcConn is a Client's one gRPC channel to daprd.
-type grpcConn struct {
+// grpcBackend calls daprd's gRPC API over the Client's one channel.
+type grpcBackend struct {
 	conn   *grpc.ClientConn
 	api    runtimev1pb.DaprClient
+	store  string
 	closed atomic.Bool
 }
 
-// newGRPCConn creates the channel; it dials lazily, on the first call, so
-// New succeeds with daprd not yet up, as with HTTP. cfg has its defaults
-// applied and has passed Validate.
-func newGRPCConn(cfg Config) (*grpcConn, error) {
+var _ backend = (*grpcBackend)(nil)
+
+// newGRPCBackend creates the channel; it dials lazily, on the first call,
+// so New succeeds with daprd not yet up, as with HTTP. cfg has its
+// defaults applied and has passed Validate.
+func newGRPCBackend(cfg Config) (*grpcBackend, error) {
 	target, err := parseGRPCEndpoint(cfg.GRPCEndpoint)
 	if err != nil {
 		return nil, err
@@ -104,10 +106,10 @@ func newGRPCConn(cfg Config) (*grpcConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &grpcConn{conn: conn, api: runtimev1pb.NewDaprClient(conn)}, nil
+	return &grpcBackend{conn: conn, api: runtimev1pb.NewDaprClient(conn), store: cfg.StoreName}, nil
 }
 
-func (g *grpcConn) close() {
+func (g *grpcBackend) close() {
 	if g.closed.CompareAndSwap(false, true) {
 		_ = g.conn.Close()
 	}
@@ -142,18 +144,15 @@ type (
 	}
 )
 
-func (c *Client) getGRPC(ctx context.Context, key string) (Entry, error) {
-	if c.rpc.closed.Load() {
-		return Entry{}, wrap(OpGet, key, ErrClosed)
-	}
-	start := time.Now()
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	resp, err := c.rpc.api.GetState(ctx, &runtimev1pb.GetStateRequest{StoreName: c.store, Key: key})
+func (g *grpcBackend) get(ctx context.Context, k call) (Entry, error) {
+	var resp *runtimev1pb.GetStateResponse
+	err := g.send(ctx, k, nil, func(ctx context.Context) (err error) {
+		resp, err = g.api.GetState(ctx, &runtimev1pb.GetStateRequest{StoreName: g.store, Key: k.key})
+		return err
+	})
 	if err != nil {
-		return Entry{}, c.rpcErr(ctx, OpGet, key, start, err, nil)
+		return Entry{}, err
 	}
-	c.reportCode(OpGet, start, codes.OK)
 	// daprd answers a missing key with OK, no data and no ETag.
 	if len(resp.GetData()) == 0 {
 		return Entry{}, ErrNotFound
@@ -161,31 +160,19 @@ func (c *Client) getGRPC(ctx context.Context, key string) (Entry, error) {
 	return Entry{Value: resp.GetData(), ETag: resp.GetEtag()}, nil
 }
 
-// saveGRPC sends the value as raw bytes, without a contentType: daprd stores
+// save sends the value as raw bytes, without a contentType: daprd stores
 // them as they are, where the HTTP API decodes the JSON and encodes it
 // again. Either reads back as the same JSON document.
-func (c *Client) saveGRPC(ctx context.Context, key string, value []byte, opts SaveOptions) error {
-	if !sjson.Valid(value) {
-		return ErrInvalidValue
-	}
-	if c.rpc.closed.Load() {
-		return wrap(OpSave, key, ErrClosed)
-	}
-	start := time.Now()
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-
+func (g *grpcBackend) save(ctx context.Context, k call, value []byte, opts SaveOptions) error {
 	m := new(saveMessages)
-	m.fill(key, value, opts)
+	m.fill(k.key, value, opts)
 	m.states[0] = &m.item
-	m.req.StoreName = c.store
+	m.req.StoreName = g.store
 	m.req.States = m.states[:]
-
-	if _, err := c.rpc.api.SaveState(ctx, &m.req); err != nil {
-		return c.rpcErr(ctx, OpSave, key, start, err, ErrETagMismatch)
-	}
-	c.reportCode(OpSave, start, codes.OK)
-	return nil
+	return g.send(ctx, k, ErrETagMismatch, func(ctx context.Context) error {
+		_, err := g.api.SaveState(ctx, &m.req)
+		return err
+	})
 }
 
 // fill sets the item for a save of value at key with opts.
@@ -204,61 +191,102 @@ func (m *saveMessages) fill(key string, value []byte, opts SaveOptions) {
 	}
 }
 
-func (c *Client) deleteGRPC(ctx context.Context, key, etag string) error {
-	if c.rpc.closed.Load() {
-		return wrap(OpDelete, key, ErrClosed)
+// saveBulk is save's SaveState with every item in it.
+func (g *grpcBackend) saveBulk(ctx context.Context, k call, items []SaveItem) error {
+	// One allocation for every item's messages.
+	ms := make([]saveMessages, len(items))
+	states := make([]*commonv1pb.StateItem, len(items))
+	for i, it := range items {
+		ms[i].fill(it.Key, it.Value, it.Opts)
+		states[i] = &ms[i].item
 	}
-	start := time.Now()
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
+	req := &runtimev1pb.SaveStateRequest{StoreName: g.store, States: states}
+	return g.send(ctx, k, ErrETagMismatch, func(ctx context.Context) error {
+		_, err := g.api.SaveState(ctx, req)
+		return err
+	})
+}
 
+func (g *grpcBackend) delete(ctx context.Context, k call, etag string) error {
 	m := new(deleteMessages)
-	m.req.StoreName = c.store
-	m.req.Key = key
+	m.req.StoreName = g.store
+	m.req.Key = k.key
 	if etag != "" {
 		m.etag.Value = etag
 		m.opts.Concurrency = commonv1pb.StateOptions_CONCURRENCY_FIRST_WRITE
 		m.req.Etag, m.req.Options = &m.etag, &m.opts
 	}
-	if _, err := c.rpc.api.DeleteState(ctx, &m.req); err != nil {
-		return c.rpcErr(ctx, OpDelete, key, start, err, ErrETagMismatch)
-	}
-	c.reportCode(OpDelete, start, codes.OK)
-	return nil
+	return g.send(ctx, k, ErrETagMismatch, func(ctx context.Context) error {
+		_, err := g.api.DeleteState(ctx, &m.req)
+		return err
+	})
 }
 
-// checkGRPC is Check over GetMetadata, which daprd guards with the API token
-// like the state calls.
-func (c *Client) checkGRPC(ctx context.Context) error {
-	if c.rpc.closed.Load() {
-		return wrap(OpCheck, "", ErrClosed)
-	}
-	start := time.Now()
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	md, err := c.rpc.api.GetMetadata(ctx, &runtimev1pb.GetMetadataRequest{})
+func (g *grpcBackend) getBulk(ctx context.Context, k call, keys []string) ([]BulkEntry, error) {
+	var resp *runtimev1pb.GetBulkStateResponse
+	err := g.send(ctx, k, nil, func(ctx context.Context) (err error) {
+		resp, err = g.api.GetBulkState(ctx, &runtimev1pb.GetBulkStateRequest{StoreName: g.store, Keys: keys})
+		return err
+	})
 	if err != nil {
-		return c.rpcErr(ctx, OpCheck, "", start, err, nil)
+		return nil, err
 	}
-	c.reportCode(OpCheck, start, codes.OK)
-	comps := md.GetRegisteredComponents()
-	return c.storeListed(len(comps), func(i int) (string, string) { return comps[i].GetName(), comps[i].GetType() })
+	items := resp.GetItems()
+	return matchBulk(keys, len(items), func(i int) (string, []byte, string, string) {
+		it := items[i]
+		return it.GetKey(), it.GetData(), it.GetEtag(), it.GetError()
+	})
+}
+
+// components asks the GetMetadata RPC, which daprd guards with the API
+// token like the state calls.
+func (g *grpcBackend) components(ctx context.Context, k call) ([]component, error) {
+	var md *runtimev1pb.GetMetadataResponse
+	err := g.send(ctx, k, nil, func(ctx context.Context) (err error) {
+		md, err = g.api.GetMetadata(ctx, &runtimev1pb.GetMetadataRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	listed := md.GetRegisteredComponents()
+	comps := make([]component, len(listed))
+	for i, rc := range listed {
+		comps[i] = component{Name: rc.GetName(), Type: rc.GetType()}
+	}
+	return comps, nil
+}
+
+// send makes call k as the one RPC rpc sends: not at all once the channel
+// is closed (ErrClosed), otherwise bounded by the call's timeout and
+// reported. mismatch is what Aborted means for the call, as for rpcErr.
+func (g *grpcBackend) send(ctx context.Context, k call, mismatch error, rpc func(context.Context) error) error {
+	if g.closed.Load() {
+		return k.wrap(ErrClosed)
+	}
+	ctx, cancel := k.bound(ctx)
+	defer cancel()
+	if err := rpc(ctx); err != nil {
+		return g.rpcErr(ctx, k, err, mismatch)
+	}
+	k.report(codes.OK.String())
+	return nil
 }
 
 // rpcErr turns a failed call's error into the client's errors and reports
 // the call. mismatch, when set, is what Aborted means for the operation:
 // daprd answers an ETag mismatch with it.
-func (c *Client) rpcErr(ctx context.Context, op, key string, start time.Time, err error, mismatch error) error {
+func (g *grpcBackend) rpcErr(ctx context.Context, k call, err error, mismatch error) error {
 	st, _ := status.FromError(err)
 	code := st.Code()
-	c.reportCode(op, start, code)
+	k.report(code.String())
 	// The call's own deadline or its caller's cancellation: report it as
-	// the context's error, as the HTTP client does, so that errors.Is and
+	// the context's error, as the HTTP backend does, so that errors.Is and
 	// the breaker see a timeout or a cancellation.
 	if code == codes.DeadlineExceeded || code == codes.Canceled {
 		awaitDeadline(ctx, code)
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return wrap(op, key, ctxErr)
+			return k.wrap(ctxErr)
 		}
 	}
 	if code == codes.Aborted && mismatch != nil {
@@ -266,8 +294,8 @@ func (c *Client) rpcErr(ctx context.Context, op, key string, start time.Time, er
 	}
 	reason := errorInfoReason(st)
 	return &GRPCError{
-		Op:        op,
-		Key:       key,
+		Op:        k.op,
+		Key:       k.key,
 		Code:      code,
 		Message:   st.Message(),
 		ErrorCode: reason,
@@ -279,7 +307,7 @@ func (c *Client) rpcErr(ctx context.Context, op, key string, start time.Time, er
 		// status made by the client never has: the channel's state alone
 		// can lag the call, since gRPC lets calls through the new
 		// connection a moment before it reports the state Ready.
-		unreachable: code == codes.Unavailable && reason == "" && c.rpc.conn.GetState() != connectivity.Ready,
+		unreachable: code == codes.Unavailable && reason == "" && g.conn.GetState() != connectivity.Ready,
 	}
 }
 
@@ -312,17 +340,12 @@ func errorInfoReason(st *status.Status) string {
 	return ""
 }
 
-func (c *Client) reportCode(op string, start time.Time, code codes.Code) {
-	if c.hooks.OnRequest != nil {
-		c.hooks.OnRequest(op, code.String(), time.Since(start))
-	}
-}
-
 // GRPCError is returned when daprd's gRPC API answers a call with a status
 // the operation does not expect and that has no sentinel of its own, or
 // when the channel cannot reach daprd. It is the gRPC twin of StatusError.
 type GRPCError struct {
-	// Op is the operation: "get", "save", "delete" or "check".
+	// Op is the operation: OpGet, OpSave, OpDelete, OpGetBulk, OpSaveBulk
+	// or OpCheck.
 	Op string
 	// Key is the state key the call was for.
 	Key string

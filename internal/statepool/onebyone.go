@@ -38,3 +38,20 @@ func (s OneByOne) SaveBulk(ctx context.Context, items []SaveItem) error {
 	}
 	return first
 }
+
+// perRequestBackend is the ModePerRequest backend: the HTTP backend, whose
+// doer opens a connection per call (perRequestDoer), making each bulk call
+// one call per key, as upstream's service did. OneByOne makes those calls
+// through the Client's Get and Save, so each key is a call of its own,
+// bounded by its own RequestTimeout and reported as a get or a save.
+type perRequestBackend struct{ *httpBackend }
+
+var _ backend = perRequestBackend{}
+
+func (p perRequestBackend) getBulk(ctx context.Context, k call, keys []string) ([]BulkEntry, error) {
+	return OneByOne{k.client}.GetBulk(ctx, keys)
+}
+
+func (p perRequestBackend) saveBulk(ctx context.Context, k call, items []SaveItem) error {
+	return OneByOne{k.client}.SaveBulk(ctx, items)
+}
