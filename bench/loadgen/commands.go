@@ -36,8 +36,10 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// usageError is a mistake on the command line: loadgen exits 2 for it.
 type usageError struct{ error }
 
+// Unwrap returns the mistake.
 func (u usageError) Unwrap() error { return u.error }
 
 type subcommand struct {

@@ -2,16 +2,28 @@
 // `make bench` (scripts/bench.sh) drives it; each subcommand is also usable
 // on its own:
 //
-//	loadgen run      the upstream locust scenario through NATS and the worker
-//	                 (one mode, scenario, user count and round); writes a run
-//	loadgen ceiling  the same state calls straight to daprd through the
-//	                 worker's pooled HTTP client, no NATS and no worker
-//	loadgen capture  builds one 20-line cart through the worker and saves
-//	                 the documents it stored, for the ceiling and the peer
-//	loadgen memory   prints the backlog drains' peak RSS against a budget
-//	loadgen report   aggregates runs into bench/REPORT.md, results.json and
-//	                 the latency chart
-//	loadgen free-ports, wait, fetch   small helpers for scripts/bench.sh
+//	loadgen run        the upstream locust scenario through NATS and the
+//	                   worker (one mode, scenario, user count and round);
+//	                   writes a run
+//	loadgen ceiling    the same state calls straight to daprd through the
+//	                   worker's pooled HTTP client, no NATS and no worker
+//	loadgen backlog    publishes a backlog while the consumer is stopped,
+//	                   launches it, times the drain and checks every cart
+//	                   read back through Dapr; writes a drain
+//	loadgen capture    builds one 20-line cart through the worker and saves
+//	                   the documents it stored, for the ceiling and the peer
+//	loadgen memory     prints the backlog drains' peak RSS against a budget
+//	                   (make bench-memory)
+//	loadgen report     aggregates runs and drains into bench/REPORT.md,
+//	                   results.json and the latency chart
+//	loadgen otlp-sink  receives the traced worker's OTLP/HTTP spans and
+//	                   counts them (the tracing rounds' collector)
+//	loadgen free-ports, loadgen wait, loadgen fetch
+//	                   small helpers for scripts/bench.sh
+//
+// loadgen parses the flags and runs things; what the report computes and
+// renders (results, floors, tables, chart) is package bench/report, and the
+// scenario driver, recorder and run format are package bench/loadkit.
 //
 // The scenario: each user creates a cart (cache), adds 20 items one at a
 // time (add-item) and deletes it (delete), waiting for each command's

@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
+
+	"github.com/cartworker/cartworker/bench/report"
 )
 
 // runMemory prints every backlog drain's peak RSS and fails when one is
@@ -17,14 +18,14 @@ func runMemory(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	runs, err := readBacklog(*dir)
+	runs, err := report.ReadBacklog(*dir)
 	if err != nil {
 		return err
 	}
 	if len(runs) == 0 {
 		return usageError{errors.New("-backlog: no drains found")}
 	}
-	over, failed := memoryTable(stdout, runs, *budget)
+	over, failed := report.MemoryTable(stdout, runs, *budget)
 	switch {
 	case failed > 0:
 		return fmt.Errorf("%d drain(s) did not complete", failed)
@@ -32,25 +33,4 @@ func runMemory(_ context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%d drain(s) over the %.0f MiB budget", over, *budget)
 	}
 	return nil
-}
-
-// memoryTable writes one line per drain and counts those over budget and
-// those that did not complete.
-func memoryTable(w io.Writer, runs []*BacklogRun, budget float64) (over, failed int) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "drain\tconsumer\tround\tcommands\tapplied\trefused\tcommands/s\tpeak RSS\tbudget\t")
-	for _, r := range runs {
-		verdict := "ok"
-		switch {
-		case !r.Complete():
-			verdict, failed = "FAILED: "+r.Failure(), failed+1
-		case r.PeakRSSMiB > budget:
-			verdict, over = "OVER", over+1
-		}
-		fmt.Fprintf(tw, "%s (%d × %d)\t%s\t%d\t%d\t%d\t%d\t%.0f\t%.1f MiB\t%s\t\n",
-			r.Scenario, r.Carts, r.AddItemsPerCart, r.Mode, r.Round, r.Commands, r.Applied, r.Refused,
-			r.CommandsPerS, r.PeakRSSMiB, verdict)
-	}
-	_ = tw.Flush()
-	return over, failed
 }

@@ -1,23 +1,35 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/cartworker/cartworker/bench/report"
 )
 
-// Worker metrics read around each run.
+// Worker metrics read around each run and after each drain.
 const (
 	metricDials      = "cartworker_state_connections_opened_total"
 	metricStateCalls = "cartworker_state_requests_total"
-	metricHandleSum  = "cartworker_command_duration_seconds_sum"
-	metricHandleN    = "cartworker_command_duration_seconds_count"
+	metricHandle     = "cartworker_command_duration_seconds"
+	// metricBatchSize is the worker's histogram of commands per
+	// read-modify-write, and metricApplyCarts of carts per apply.
+	metricBatchSize  = "cartworker_batch_size"
+	metricApplyCarts = "cartworker_apply_carts"
 )
+
+// maxMetricsBytes bounds a /metrics page read.
+const maxMetricsBytes = 8 << 20
 
 // workerCounters are the worker's cumulative counters at one moment.
 type workerCounters struct {
@@ -41,6 +53,15 @@ func scrapeWorker(ctx context.Context, url string) (workerCounters, error) {
 	return parseWorkerMetrics(strings.NewReader(body))
 }
 
+// scrapeHistogram reads the histogram metric from a /metrics URL.
+func scrapeHistogram(ctx context.Context, url, metric string) (*report.BatchSizes, error) {
+	body, err := getBody(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return parseHistogram(strings.NewReader(body), metric)
+}
+
 // getBody GETs url (a /metrics page) within 3 seconds.
 func getBody(ctx context.Context, url string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -57,73 +78,155 @@ func getBody(ctx context.Context, url string) (string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBytes))
 	return string(b), err
 }
 
-// parseWorkerMetrics reads the Prometheus text format: the dial counter, and
-// the state call counter summed over its labels.
+// parseMetrics reads the metric families of a page in the Prometheus text
+// format.
+func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	// A parser holds its state while it reads, so each page gets its own.
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(io.LimitReader(r, maxMetricsBytes))
+	if err != nil {
+		return nil, fmt.Errorf("parsing metrics: %w", err)
+	}
+	return families, nil
+}
+
+// parseWorkerMetrics reads the dial counter, the state call counter summed
+// over its labels (the failed calls apart) and the command handling time's
+// sum and count.
 func parseWorkerMetrics(r io.Reader) (workerCounters, error) {
+	families, err := parseMetrics(r)
+	if err != nil {
+		return workerCounters{}, err
+	}
 	var c workerCounters
-	foundDials := false
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, value, ok := splitSample(line)
-		if !ok {
-			continue
-		}
-		switch name {
-		case metricDials:
-			c.Dials = int64(value)
-			foundDials = true
-		case metricStateCalls:
-			c.StateCalls += int64(value)
-			// HTTP answers 200 or 204; over gRPC a call succeeds with "OK".
-			if !strings.Contains(line, `code="200"`) && !strings.Contains(line, `code="204"`) && !strings.Contains(line, `code="OK"`) {
-				c.StateFailures += int64(value)
-			}
-		case metricHandleSum:
-			c.HandleS += value
-		case metricHandleN:
-			c.Handled += int64(value)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return c, err
-	}
-	if !foundDials {
+	dials, ok := families[metricDials]
+	if !ok {
 		return c, fmt.Errorf("no %s in the worker's metrics", metricDials)
+	}
+	for _, m := range dials.GetMetric() {
+		c.Dials += int64(sampleValue(m))
+	}
+	for _, m := range families[metricStateCalls].GetMetric() {
+		v := int64(sampleValue(m))
+		c.StateCalls += v
+		if !stateCallOK(labelValue(m, "code")) {
+			c.StateFailures += v
+		}
+	}
+	if h := histogramOf(families, metricHandle); h != nil {
+		c.HandleS, c.Handled = h.Sum, int64(h.Count)
 	}
 	return c, nil
 }
 
-// splitSample splits `name{labels} value [timestamp]`.
-func splitSample(line string) (string, float64, bool) {
-	nameEnd := strings.IndexAny(line, "{ ")
-	if nameEnd < 0 {
-		return "", 0, false
-	}
-	name := line[:nameEnd]
-	rest := line[nameEnd:]
-	if rest[0] == '{' {
-		close := strings.LastIndexByte(rest, '}')
-		if close < 0 {
-			return "", 0, false
-		}
-		rest = rest[close+1:]
-	}
-	f := strings.Fields(rest)
-	if len(f) == 0 {
-		return "", 0, false
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
+// stateCallOK reports whether a state call's code is a success: HTTP
+// answers 200 or 204; over gRPC a call succeeds with "OK".
+func stateCallOK(code string) bool {
+	return code == "200" || code == "204" || code == "OK"
+}
+
+// parseHistogram reads the histogram metric (cartworker_batch_size,
+// cartworker_apply_carts) from the Prometheus text format, summed over any
+// labels besides le; nil when it is absent.
+func parseHistogram(r io.Reader, metric string) (*report.BatchSizes, error) {
+	families, err := parseMetrics(r)
 	if err != nil {
-		return "", 0, false
+		return nil, err
 	}
-	return name, v, true
+	return histogramOf(families, metric), nil
+}
+
+// histogramOf sums the histogram metric over its label sets (all but le);
+// nil when the page has none of it. A histogram the page gives no "# TYPE"
+// line parses as three untyped families, metric_bucket, metric_sum and
+// metric_count; they are read too.
+func histogramOf(families map[string]*dto.MetricFamily, metric string) *report.BatchSizes {
+	buckets := map[string]float64{}
+	var sum, count float64
+	found := false
+	if mf := families[metric]; mf.GetType() == dto.MetricType_HISTOGRAM {
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			sum += h.GetSampleSum()
+			count += histogramCount(h)
+			for _, b := range h.GetBucket() {
+				buckets[boundText(b.GetUpperBound())] += bucketCount(b)
+			}
+			found = true
+		}
+	}
+	for _, m := range families[metric+"_bucket"].GetMetric() {
+		if le := labelValue(m, "le"); le != "" {
+			buckets[le] += sampleValue(m)
+			found = true
+		}
+	}
+	for _, m := range families[metric+"_sum"].GetMetric() {
+		sum += sampleValue(m)
+		found = true
+	}
+	for _, m := range families[metric+"_count"].GetMetric() {
+		count += sampleValue(m)
+		found = true
+	}
+	if !found {
+		return nil
+	}
+	var bs []report.Bucket
+	for le, c := range buckets {
+		bs = append(bs, report.Bucket{LE: le, Count: c})
+	}
+	return report.NewBatchSizes(bs, sum, count)
+}
+
+// sampleValue is the value of a counter, gauge or untyped sample.
+func sampleValue(m *dto.Metric) float64 {
+	switch {
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue()
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue()
+	default:
+		return m.GetUntyped().GetValue()
+	}
+}
+
+// histogramCount is a histogram's observations, given as an integer or,
+// for a float histogram, a float.
+func histogramCount(h *dto.Histogram) float64 {
+	if h.SampleCountFloat != nil {
+		return h.GetSampleCountFloat()
+	}
+	return float64(h.GetSampleCount())
+}
+
+// bucketCount is a bucket's cumulative count, integer or float.
+func bucketCount(b *dto.Bucket) float64 {
+	if b.CumulativeCountFloat != nil {
+		return b.GetCumulativeCountFloat()
+	}
+	return float64(b.GetCumulativeCount())
+}
+
+// boundText is a bucket bound as the text format writes it in le ("+Inf",
+// "0.005", "128"), so that the drains' bucket names match the page's.
+func boundText(v float64) string {
+	if math.IsInf(v, 1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
+// labelValue is the value of label name of a sample, "" without it.
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }

@@ -26,6 +26,8 @@ type workerScenario struct {
 	seq atomic.Int64
 }
 
+// Do implements loadkit.Scenario: it publishes the command and waits for
+// its outcome event.
 func (w *workerScenario) Do(ctx context.Context, typ, cartID string, line int) error {
 	_, err := w.pub.PublishAndWait(ctx, w.command(typ, cartID, line))
 	return err
@@ -79,6 +81,9 @@ func connectPublisher(ctx context.Context, url, prefix string, timeout time.Dura
 	}, nil
 }
 
+// runWorker runs the scenario through NATS and the worker (or the
+// Watermill peer) for one mode, scenario, user count and round, and writes
+// the run.
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", stderr)
 	var d driveFlags
@@ -87,9 +92,10 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	prefix := fs.String("prefix", command.DefaultPrefix, "subject prefix (CART_SUBJECT_PREFIX)")
 	mode := fs.String("mode", loadkit.ModePooled, "label of what consumes the commands: "+strings.Join(natsModes(), ", "))
 	client := fs.String("client", "", "description of the consumer, recorded in the run (default: the worker with its state client mode)")
-	metricsURL := fs.String("worker-metrics", "", "worker /metrics URL, read before and after the run for dials")
+	var probe workerProbe
+	fs.StringVar(&probe.metricsURL, "worker-metrics", "", "worker /metrics URL, read before and after the run for dials")
 	pid := fs.Int("worker-pid", 0, "worker process id, sampled for RSS and CPU")
-	spansURL := fs.String("spans", "", "span count URL of 'loadgen otlp-sink', read before and after the run (with -worker-metrics: spans per command)")
+	fs.StringVar(&probe.spansURL, "spans", "", "span count URL of 'loadgen otlp-sink', read before and after the run (with -worker-metrics: spans per command)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -111,53 +117,80 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *client != "" {
 		run.Client = *client
 	}
-	var before workerCounters
-	haveMetrics := *metricsURL != ""
-	if haveMetrics {
-		if before, err = scrapeWorker(ctx, *metricsURL); err != nil {
-			return fmt.Errorf("worker metrics before the run: %w", err)
-		}
-	}
-	var spansBefore int64
-	if *spansURL != "" {
-		if spansBefore, err = settledSpanCount(ctx, *spansURL, 10*time.Second); err != nil {
-			return fmt.Errorf("span count before the run: %w", err)
-		}
+	if err := probe.before(ctx); err != nil {
+		return err
 	}
 	sampler := loadkit.StartSampler(*pid, 200*time.Millisecond, d.watch)
 	run.StartedAt = time.Now().UTC()
 	rec, _, end := loadkit.Drive(ctx, &workerScenario{pub: pub}, cfg)
 	sampler.Stop(run)
 	rec.Fill(run, end)
-	if haveMetrics {
-		// The worker counts a call when it completes; outcome events are
-		// sent after that, so the counters are complete by now.
-		after, err := scrapeWorker(context.WithoutCancel(ctx), *metricsURL)
-		if err != nil {
-			// Keep the latencies; the dials of this run are unknown.
-			fmt.Fprintf(stderr, "loadgen: warning: worker metrics after the run: %v\n", err)
-		} else {
-			run.Dials = int64p(after.Dials - before.Dials)
-			run.StateCalls = int64p(after.StateCalls - before.StateCalls)
-			run.DialsTotal = int64p(after.Dials)
-			run.StateFailures = int64p(after.StateFailures - before.StateFailures)
-			if n := after.Handled - before.Handled; n > 0 {
-				run.WorkerHandleMS = (after.HandleS - before.HandleS) / float64(n) * 1000
-				if *spansURL != "" {
-					spans, err := settledSpanCount(context.WithoutCancel(ctx), *spansURL, 10*time.Second)
-					if err != nil {
-						fmt.Fprintf(stderr, "loadgen: warning: span count after the run: %v\n", err)
-					} else {
-						run.SpansPerCommand = f64(float64(spans-spansBefore) / float64(n))
-					}
-				}
-			}
-		}
-	}
+	probe.after(context.WithoutCancel(ctx), run, stderr)
 	if err := d.write(run, stdout, stderr); err != nil {
 		return err
 	}
 	return ctx.Err()
+}
+
+// workerProbe reads the worker's counters, and the span count of the
+// OTLP sink the worker exports to, before and after a run; either URL may
+// be "" for none.
+type workerProbe struct {
+	metricsURL, spansURL string
+	counters             workerCounters
+	spans                int64
+}
+
+// before takes the readings the run's figures start from.
+func (p *workerProbe) before(ctx context.Context) error {
+	var err error
+	if p.metricsURL != "" {
+		if p.counters, err = scrapeWorker(ctx, p.metricsURL); err != nil {
+			return fmt.Errorf("worker metrics before the run: %w", err)
+		}
+	}
+	if p.spansURL != "" {
+		if p.spans, err = settledSpanCount(ctx, p.spansURL, 10*time.Second); err != nil {
+			return fmt.Errorf("span count before the run: %w", err)
+		}
+	}
+	return nil
+}
+
+// after records the run's dials, state calls, handling time and spans per
+// command. A reading that fails leaves its figures unknown and the
+// latencies kept, with a warning on stderr.
+func (p *workerProbe) after(ctx context.Context, run *loadkit.Run, stderr io.Writer) {
+	if p.metricsURL == "" {
+		return
+	}
+	// The worker counts a call when it completes; outcome events are
+	// sent after that, so the counters are complete by now.
+	after, err := scrapeWorker(ctx, p.metricsURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: warning: worker metrics after the run: %v\n", err)
+		return
+	}
+	before := p.counters
+	run.Dials = int64p(after.Dials - before.Dials)
+	run.StateCalls = int64p(after.StateCalls - before.StateCalls)
+	run.DialsTotal = int64p(after.Dials)
+	run.StateFailures = int64p(after.StateFailures - before.StateFailures)
+	n := after.Handled - before.Handled
+	if n <= 0 {
+		return
+	}
+	run.WorkerHandleMS = (after.HandleS - before.HandleS) / float64(n) * 1000
+	if p.spansURL == "" {
+		return
+	}
+	spans, err := settledSpanCount(ctx, p.spansURL, 10*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: warning: span count after the run: %v\n", err)
+		return
+	}
+	perCommand := float64(spans-p.spans) / float64(n)
+	run.SpansPerCommand = &perCommand
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

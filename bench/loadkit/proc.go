@@ -235,6 +235,7 @@ func (s *Sampler) Stop(run *Run) {
 // watches.
 type PIDs map[string]int
 
+// String implements flag.Value: the pairs as name=pid, comma separated.
 func (p PIDs) String() string {
 	var parts []string
 	for k, v := range p {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -199,6 +200,25 @@ func ReadRun(path string) (*Run, error) {
 		return nil, fmt.Errorf("%s: not a loadkit run (mode %q, scenario %q, users %d)", path, r.Mode, r.Scenario, r.Users)
 	}
 	return &r, nil
+}
+
+// ReadRuns reads every run (*.json) in dir, in file name order; none when
+// dir holds none.
+func ReadRuns(dir string) ([]*Run, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(paths)
+	var runs []*Run
+	for _, p := range paths {
+		r, err := ReadRun(p)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	return runs, nil
 }
 
 // maxErrorExamples bounds Run.ErrorExamples.

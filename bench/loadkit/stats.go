@@ -213,126 +213,176 @@ func modeRank(m string) int {
 	return len(Modes)
 }
 
+// aggregateGroup makes the points of one mode, scenario and user count, one
+// per command type, from its runs (sorted here by round).
 func aggregateGroup(k PointKey, runs []*Run) []Point {
 	sort.Slice(runs, func(i, j int) bool { return runs[i].Round < runs[j].Round })
-	// Per-point (all types) figures.
-	dials, calls, total, fails := int64(0), int64(0), int64(-1), int64(-1)
+	g := totalsOf(runs)
+	var out []Point
+	for _, typ := range typesOf(runs) {
+		if p, ok := typePoint(k, typ, runs, g); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// groupTotals are a point's figures over all its command types, summed
+// over its runs.
+type groupTotals struct {
+	// dials and calls are -1 when a run did not know them; total and
+	// fails are -1 when none did.
+	dials, calls, total, fails int64
+	rss, window, elapsed       float64
+	// CPU seconds of the worker, the load generator, the whole machine
+	// and each watched process; busyWeighted is the machine's busy % times
+	// each run's elapsed time.
+	wcpu, lcpu, hostCPU, busyWeighted float64
+	procCPU                           map[string]float64
+	// handle is the sum of the runs' mean handling times, nHandle how many
+	// runs had one.
+	handle  float64
+	nHandle int
+	sat     bool
+	rounds  int
+}
+
+// totalsOf sums the figures of runs that every command type of their point
+// shares.
+func totalsOf(runs []*Run) groupTotals {
+	g := groupTotals{total: -1, fails: -1, procCPU: map[string]float64{}, rounds: len(runs)}
 	dialsKnown, callsKnown := true, true
-	var rss, window, elapsed, wcpu, lcpu, busyWeighted, hostCPU, handle float64
-	nHandle := 0
-	procCPU := map[string]float64{}
-	sat := false
 	for _, r := range runs {
-		hostCPU += r.HostCPUS
+		g.hostCPU += r.HostCPUS
 		if r.WorkerHandleMS > 0 {
-			handle += r.WorkerHandleMS
-			nHandle++
+			g.handle += r.WorkerHandleMS
+			g.nHandle++
 		}
 		for name, c := range r.ProcCPUS {
-			procCPU[name] += c
+			g.procCPU[name] += c
 		}
 		if r.Dials == nil {
 			dialsKnown = false
 		} else {
-			dials += *r.Dials
+			g.dials += *r.Dials
 		}
 		if r.StateCalls == nil {
 			callsKnown = false
 		} else {
-			calls += *r.StateCalls
+			g.calls += *r.StateCalls
 		}
 		if r.StateFailures != nil {
-			fails = max(fails, 0) + *r.StateFailures
+			g.fails = max(g.fails, 0) + *r.StateFailures
 		}
 		if r.DialsTotal != nil {
-			total = max(total, *r.DialsTotal)
+			g.total = max(g.total, *r.DialsTotal)
 		}
-		rss = max(rss, r.WorkerRSSMaxMiB)
-		window += r.WindowS
-		elapsed += r.ElapsedS
-		wcpu += r.WorkerCPUS
-		lcpu += r.LoadgenCPUS
-		busyWeighted += r.HostBusyPct * r.ElapsedS
-		sat = sat || r.Saturation
+		g.rss = max(g.rss, r.WorkerRSSMaxMiB)
+		g.window += r.WindowS
+		g.elapsed += r.ElapsedS
+		g.wcpu += r.WorkerCPUS
+		g.lcpu += r.LoadgenCPUS
+		g.busyWeighted += r.HostBusyPct * r.ElapsedS
+		g.sat = g.sat || r.Saturation
 	}
 	if !dialsKnown {
-		dials = -1
+		g.dials = -1
 	}
 	if !callsKnown {
-		calls = -1
+		g.calls = -1
 	}
-	pct := func(cpu float64) float64 {
-		if elapsed <= 0 {
-			return 0
-		}
-		return cpu / elapsed * 100
-	}
-	busy := 0.0
-	if elapsed > 0 {
-		busy = busyWeighted / elapsed
-	}
-	if nHandle > 0 {
-		handle /= float64(nHandle)
-	}
-	var procPct map[string]float64
-	if len(procCPU) > 0 && elapsed > 0 {
-		procPct = map[string]float64{}
-		accounted := lcpu
-		for name, c := range procCPU {
-			procPct[name] = pct(c)
-			accounted += c
-		}
-		procPct["loadgen"] = pct(lcpu)
-		procPct["other"] = pct(max(0, hostCPU-accounted))
-	}
+	return g
+}
 
-	var out []Point
-	for _, typ := range typesOf(runs) {
-		var all []int64
-		var thr, p99s []float64
-		var counts []int
-		errs := 0
-		for _, r := range runs {
-			lat := r.LatenciesUS[typ]
-			all = append(all, lat...)
-			thr = append(thr, r.Throughput(typ))
-			p99s = append(p99s, Summarize(lat).P99MS)
-			counts = append(counts, len(lat))
-			errs += r.Errors[typ]
-		}
-		if len(all) == 0 && errs == 0 {
-			continue
-		}
-		s := Summarize(all)
-		out = append(out, Point{
-			Mode: k.Mode, Scenario: k.Scenario, Users: k.Users, Type: typ,
-			P50MS: s.P50MS, P90MS: s.P90MS, P95MS: s.P95MS, P99MS: s.P99MS, MaxMS: s.MaxMS, MeanMS: s.MeanMS,
-			Count:              s.Count,
-			ThroughputPerS:     Median(thr),
-			ThroughputRounds:   thr,
-			P99RoundsMS:        p99s,
-			CountRounds:        counts,
-			P99RoundMinMS:      slices.Min(p99s),
-			P99RoundMedianMS:   Median(p99s),
-			P99RoundMaxMS:      slices.Max(p99s),
-			P99SpreadPct:       Spread(p99s),
-			Errors:             errs,
-			Dials:              dials,
-			StateCalls:         calls,
-			StateFailures:      fails,
-			DialsTotal:         total,
-			Rounds:             len(runs),
-			Saturation:         sat,
-			WorkerRSSMiB:       rss,
-			WorkerCPUPct:       pct(wcpu),
-			LoadgenCPUPct:      pct(lcpu),
-			HostBusyPct:        busy,
-			WindowS:            window,
-			ProcCPUPct:         procPct,
-			WorkerHandleMeanMS: handle,
-		})
+// pct is cpu seconds in % of one core over the runs' elapsed time.
+func (g groupTotals) pct(cpu float64) float64 {
+	if g.elapsed <= 0 {
+		return 0
 	}
+	return cpu / g.elapsed * 100
+}
+
+// busy is the machine's busy %, weighted by each run's elapsed time.
+func (g groupTotals) busy() float64 {
+	if g.elapsed <= 0 {
+		return 0
+	}
+	return g.busyWeighted / g.elapsed
+}
+
+// meanHandle is the worker's mean handling time over the runs that had
+// one.
+func (g groupTotals) meanHandle() float64 {
+	if g.nHandle == 0 {
+		return g.handle
+	}
+	return g.handle / float64(g.nHandle)
+}
+
+// procPct is each watched process's CPU in % of one core, with "loadgen"
+// and "other" (what the machine was busy with besides them); nil when no
+// process was watched.
+func (g groupTotals) procPct() map[string]float64 {
+	if len(g.procCPU) == 0 || g.elapsed <= 0 {
+		return nil
+	}
+	out := map[string]float64{}
+	accounted := g.lcpu
+	for name, c := range g.procCPU {
+		out[name] = g.pct(c)
+		accounted += c
+	}
+	out["loadgen"] = g.pct(g.lcpu)
+	out["other"] = g.pct(max(0, g.hostCPU-accounted))
 	return out
+}
+
+// typePoint is the point of one command type; false when no round has a
+// sample or an error of it.
+func typePoint(k PointKey, typ string, runs []*Run, g groupTotals) (Point, bool) {
+	var all []int64
+	var thr, p99s []float64
+	var counts []int
+	errs := 0
+	for _, r := range runs {
+		lat := r.LatenciesUS[typ]
+		all = append(all, lat...)
+		thr = append(thr, r.Throughput(typ))
+		p99s = append(p99s, Summarize(lat).P99MS)
+		counts = append(counts, len(lat))
+		errs += r.Errors[typ]
+	}
+	if len(all) == 0 && errs == 0 {
+		return Point{}, false
+	}
+	s := Summarize(all)
+	return Point{
+		Mode: k.Mode, Scenario: k.Scenario, Users: k.Users, Type: typ,
+		P50MS: s.P50MS, P90MS: s.P90MS, P95MS: s.P95MS, P99MS: s.P99MS, MaxMS: s.MaxMS, MeanMS: s.MeanMS,
+		Count:              s.Count,
+		ThroughputPerS:     Median(thr),
+		ThroughputRounds:   thr,
+		P99RoundsMS:        p99s,
+		CountRounds:        counts,
+		P99RoundMinMS:      slices.Min(p99s),
+		P99RoundMedianMS:   Median(p99s),
+		P99RoundMaxMS:      slices.Max(p99s),
+		P99SpreadPct:       Spread(p99s),
+		Errors:             errs,
+		Dials:              g.dials,
+		StateCalls:         g.calls,
+		StateFailures:      g.fails,
+		DialsTotal:         g.total,
+		Rounds:             g.rounds,
+		Saturation:         g.sat,
+		WorkerRSSMiB:       g.rss,
+		WorkerCPUPct:       g.pct(g.wcpu),
+		LoadgenCPUPct:      g.pct(g.lcpu),
+		HostBusyPct:        g.busy(),
+		WindowS:            g.window,
+		ProcCPUPct:         g.procPct(),
+		WorkerHandleMeanMS: g.meanHandle(),
+	}, true
 }
 
 // typesOf returns the command types present in runs: Types first, in order,

@@ -61,6 +61,7 @@ type sdkStore struct {
 
 var _ statepool.Single = (*sdkStore)(nil)
 
+// Get implements statepool.Single: a missing key is statepool.ErrNotFound.
 func (o *sdkStore) Get(ctx context.Context, key string) (statepool.Entry, error) {
 	o.calls.Add(1)
 	item, err := o.c.GetState(ctx, o.store, key, nil)
@@ -74,6 +75,7 @@ func (o *sdkStore) Get(ctx context.Context, key string) (statepool.Entry, error)
 	return statepool.Entry{Value: item.Value, ETag: item.Etag}, nil
 }
 
+// Save implements statepool.Single, guarded by the ETag when opts has one.
 func (o *sdkStore) Save(ctx context.Context, key string, value []byte, opts statepool.SaveOptions) error {
 	o.calls.Add(1)
 	var meta map[string]string
@@ -88,6 +90,8 @@ func (o *sdkStore) Save(ctx context.Context, key string, value []byte, opts stat
 	return o.c.SaveState(ctx, o.store, key, value, meta)
 }
 
+// Delete implements statepool.Single, guarded by etag when it is not "";
+// a key already gone is no error.
 func (o *sdkStore) Delete(ctx context.Context, key, etag string) error {
 	o.calls.Add(1)
 	if etag == "" {
@@ -101,6 +105,29 @@ func (o *sdkStore) Delete(ctx context.Context, key, etag string) error {
 	return err
 }
 
+// dialSDK connects the go-sdk client to addr and counts the TCP
+// connections it opens.
+func dialSDK(ctx context.Context, addr string) (dapr.Client, *atomic.Int64, error) {
+	// The SDK logs its start-up on stdout; keep it quiet.
+	dapr.SetLogger(nil)
+	dials := &atomic.Int64{}
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := dapr.NewClientWithAddressContext(cctx, addr, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+		conn, err := dialer.DialContext(ctx, "tcp", a)
+		if err == nil {
+			dials.Add(1)
+		}
+		return conn, err
+	}))
+	if err != nil {
+		return nil, nil, fmt.Errorf("go-sdk client for %s: %w", addr, err)
+	}
+	return c, dials, nil
+}
+
+// run drives the scenario through the go-sdk and writes the run.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sdkpeer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -147,21 +174,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
-	// The SDK logs its start-up on stdout; keep it quiet.
-	dapr.SetLogger(nil)
-	var dials atomic.Int64
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	c, err := dapr.NewClientWithAddressContext(cctx, *addr, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
-		conn, err := dialer.DialContext(ctx, "tcp", a)
-		if err == nil {
-			dials.Add(1)
-		}
-		return conn, err
-	}))
+	c, dials, err := dialSDK(ctx, *addr)
 	if err != nil {
-		return fmt.Errorf("go-sdk client for %s: %w", *addr, err)
+		return err
 	}
 	defer c.Close()
 	st := &sdkStore{c: c, store: *store}
@@ -185,6 +200,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return ctx.Err()
 }
 
+// sdkVersion is the go-sdk version compiled in.
 func sdkVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, m := range bi.Deps {

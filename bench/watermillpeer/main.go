@@ -109,17 +109,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
+// run runs the peer until ctx ends.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	logger, err := newLogger(cfg.logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	logger := watermill.NewSlogLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
-
 	store, closeStore, err := newStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -135,8 +134,54 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := ensureStream(ctx, nc, subjects, cfg.partitions); err != nil {
 		return err
 	}
+	sub, err := newSubscriber(nc, subjects, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	// Outcome events are core NATS messages, as the worker sends them.
+	pub, err := wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
+		Marshaler: &wmnats.NATSMarshaler{},
+		JetStream: wmnats.JetStreamConfig{Disabled: true},
+	}, logger)
+	if err != nil {
+		return fmt.Errorf("watermill publisher: %w", err)
+	}
+	router, err := newRouter(logger)
+	if err != nil {
+		return err
+	}
+	h := &handler{carts: cartcache.New(store, cartcache.Config{}), subjects: subjects, pub: pub}
+	for p := range cfg.partitions {
+		router.AddConsumerHandler(fmt.Sprintf("cart-commands-p%02d", p), subjects.Partition(p), sub, h.handle)
+	}
 
-	// One durable consumer per partition, one message in flight each.
+	var ready atomic.Bool
+	if cfg.httpAddr != "" {
+		stopHTTP, err := serveReady(cfg.httpAddr, &ready)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP()
+	}
+	go markRunning(ctx, router, &ready, logger, cfg)
+	// Run returns when ctx ends (SIGTERM), after the handlers finished.
+	return router.Run(ctx)
+}
+
+// newLogger is Watermill's logger over slog, at level ("debug", "info",
+// "warn" or "error").
+func newLogger(level string, stderr io.Writer) (watermill.LoggerAdapter, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	return watermill.NewSlogLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: l}))), nil
+}
+
+// newSubscriber subscribes to the command stream with one durable consumer
+// per partition, one message in flight each.
+func newSubscriber(nc *nats.Conn, subjects command.Subjects, cfg config, logger watermill.LoggerAdapter) (*wmnats.Subscriber, error) {
 	durables := map[string]string{}
 	for p := range cfg.partitions {
 		durables[subjects.Partition(p)] = fmt.Sprintf("wm-peer-p%02d", p)
@@ -160,21 +205,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		},
 	}, logger)
 	if err != nil {
-		return fmt.Errorf("watermill subscriber: %w", err)
+		return nil, fmt.Errorf("watermill subscriber: %w", err)
 	}
-	defer sub.Close()
-	// Outcome events are core NATS messages, as the worker sends them.
-	pub, err := wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
-		Marshaler: &wmnats.NATSMarshaler{},
-		JetStream: wmnats.JetStreamConfig{Disabled: true},
-	}, logger)
-	if err != nil {
-		return fmt.Errorf("watermill publisher: %w", err)
-	}
+	return sub, nil
+}
 
+// newRouter is the Watermill router with the usual middleware: Retry, then
+// Recoverer.
+func newRouter(logger watermill.LoggerAdapter) (*message.Router, error) {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 20 * time.Second}, logger)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("watermill router: %w", err)
 	}
 	router.AddMiddleware(
 		middleware.Retry{
@@ -186,34 +227,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}.Middleware,
 		middleware.Recoverer,
 	)
-	h := &handler{carts: cartcache.New(store, cartcache.Config{}), subjects: subjects, pub: pub}
-	for p := range cfg.partitions {
-		router.AddConsumerHandler(fmt.Sprintf("cart-commands-p%02d", p), subjects.Partition(p), sub, h.handle)
-	}
+	return router, nil
+}
 
-	var ready atomic.Bool
-	if cfg.httpAddr != "" {
-		stopHTTP, err := serveReady(cfg.httpAddr, &ready)
-		if err != nil {
-			return err
-		}
-		defer stopHTTP()
+// markRunning sets ready once the router runs (every subscription up), or
+// returns when ctx ends first.
+func markRunning(ctx context.Context, router *message.Router, ready *atomic.Bool, logger watermill.LoggerAdapter, cfg config) {
+	select {
+	case <-router.Running():
+		ready.Store(true)
+		logger.Info("watermillpeer running", watermill.LogFields{
+			"protocol": cfg.protocol, "partitions": cfg.partitions, "watermill": moduleVersion("github.com/ThreeDotsLabs/watermill"),
+		})
+	case <-ctx.Done():
 	}
-	go func() {
-		select {
-		case <-router.Running():
-			ready.Store(true)
-			logger.Info("watermillpeer running", watermill.LogFields{
-				"protocol": cfg.protocol, "partitions": cfg.partitions, "watermill": moduleVersion("github.com/ThreeDotsLabs/watermill"),
-			})
-		case <-ctx.Done():
-		}
-	}()
-	// Run returns when ctx ends (SIGTERM), after the handlers finished.
-	if err := router.Run(ctx); err != nil {
-		return err
-	}
-	return nil
 }
 
 // serveReady answers /readyz with 200 once ready is set, and /healthz

@@ -1,13 +1,10 @@
-package main
+package report
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"encoding/xml"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,25 +92,39 @@ func fakeBacklog() []*BacklogRun {
 	return []*BacklogRun{w1, w2, mk(loadkit.ModeWatermill, 1, 400, true)}
 }
 
-func testInput() reportInput {
-	in := reportInput{
-		backlog: fakeBacklog(), wmProtocol: "grpc", pacedSamples: 150,
-		wmPeer: Peer{Available: true, Client: "bench/watermillpeer"},
-		runs:   fakeBench(), docs: loadkit.SyntheticDocs(), poolLimit: 50, conc: 16,
-		machine: Machine{Cores: 2, CPUModel: "Test CPU", GoVersion: "go1.26"},
-		now:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		peer:    Peer{Available: true, Client: "github.com/dapr/go-sdk v1.14.2"},
+func testInput() Input {
+	return Input{
+		Backlog: fakeBacklog(), WatermillProtocol: "grpc", PacedSamples: 150,
+		WatermillPeer: Peer{Available: true, Client: "bench/watermillpeer"},
+		Runs:          fakeBench(), Docs: loadkit.SyntheticDocs(), PoolLimit: 50, Concurrency: 16,
+		Machine:  Machine{Cores: 2, CPUModel: "Test CPU", GoVersion: "go1.26"},
+		Now:      time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		Peer:     Peer{Available: true, Client: "github.com/dapr/go-sdk v1.14.2"},
+		Versions: []Version{{Name: "daprd", Value: "1.18.0"}},
 	}
-	_ = in.versions.Set("daprd=1.18.0")
-	return in
 }
 
 func TestBuildReportResults(t *testing.T) {
-	res, md, svg, err := buildReport(testInput())
+	res, md, svg, err := Build(testInput())
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkSaturation(t, res)
+	checkRatios(t, res)
+	checkFloors(t, res)
+	checkResultsKeys(t, res)
+	report := string(md)
+	for _, s := range wantReportLines() {
+		if !strings.Contains(report, s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+	checkSVG(t, svg)
+}
 
+// checkSaturation checks the run's configuration and saturation figures.
+func checkSaturation(t *testing.T, res Results) {
+	t.Helper()
 	if res.Config.SaturationUsers != 64 || len(res.Config.Users) != 2 || res.Config.Rounds != 2 {
 		t.Fatalf("config %+v", res.Config)
 	}
@@ -128,6 +139,12 @@ func TestBuildReportResults(t *testing.T) {
 	if res.WorkerRSSMiB15u == nil || *res.WorkerRSSMiB15u != 20 {
 		t.Fatalf("rss15 %v", res.WorkerRSSMiB15u)
 	}
+}
+
+// checkRatios checks the pooled / per-request, HTTP / go-sdk and paced
+// pooled / ceiling ratios.
+func checkRatios(t *testing.T, res Results) {
+	t.Helper()
 	// Paced 15u: pooled p99 is the 99th of 50..5000 µs = 4.95 ms; per-request 49.5 ms.
 	var paced15 *ModeRatio
 	for i, r := range res.Ratios.PooledOverPerRequest {
@@ -145,6 +162,11 @@ func TestBuildReportResults(t *testing.T) {
 	if got := res.Ratios.PacedPooledOverCeiling; len(got) != 2 || *got[1].P50Ratio != 2 || *got[1].P99Ratio != 2 || got[1].Users != 15 {
 		t.Fatalf("paced pooled/ceiling %+v", got)
 	}
+}
+
+// checkFloors checks the issue's floors.
+func checkFloors(t *testing.T, res Results) {
+	t.Helper()
 	floors := map[string]Floor{}
 	for _, f := range res.Floors {
 		floors[f.Name] = f
@@ -166,16 +188,27 @@ func TestBuildReportResults(t *testing.T) {
 	if *floors["connections opened by the pooled worker over the whole run"].Value != 12 {
 		t.Errorf("pooled dials %v", *floors["connections opened by the pooled worker over the whole run"].Value)
 	}
+}
 
-	// results.json has the keys the issue asks for.
+// resultsDoc is res as results.json holds it, decoded without its types.
+func resultsDoc(t *testing.T, res Results) map[string]any {
+	t.Helper()
 	b, err := json.Marshal(res)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var generic map[string]any
-	if err := json.Unmarshal(b, &generic); err != nil {
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
+	return doc
+}
+
+// checkResultsKeys checks that results.json has the keys the issue asks
+// for.
+func checkResultsKeys(t *testing.T, res Results) {
+	t.Helper()
+	generic := resultsDoc(t, res)
 	for _, k := range []string{"points", "saturation", "worker_rss_mib_15u"} {
 		if _, ok := generic[k]; !ok {
 			t.Errorf("results.json lacks %q", k)
@@ -193,9 +226,11 @@ func TestBuildReportResults(t *testing.T) {
 			t.Errorf("saturation lacks %q", k)
 		}
 	}
+}
 
-	report := string(md)
-	for _, s := range []string{
+// wantReportLines are lines REPORT.md must hold for testInput.
+func wantReportLines() []string {
+	return []string{
 		"# cartworker load benchmark", "Test CPU", "| cores | 2 |", "daprd | 1.18.0",
 		"**Earlier floors: 6 passed, 0 failed, 0 not measured.**",
 		"**Faster than a direct Dapr client: 2 floor(s) passed, 4 missed, 0 not measured.**",
@@ -230,12 +265,7 @@ func TestBuildReportResults(t *testing.T) {
 		// loadgen 10 %, other (2.4-0.75-0.5-0.03-0.15)/1.5 = 65 %.
 		"| mode | worker-pooled | daprd | extra | loadgen | other | machine busy |",
 		"| pooled | 33 | 50 | 2 | 10 | 65 | 160 % |",
-	} {
-		if !strings.Contains(report, s) {
-			t.Errorf("report lacks %q", s)
-		}
 	}
-	checkSVG(t, svg)
 }
 
 func checkSVG(t *testing.T, svg []byte) {
@@ -272,14 +302,14 @@ func checkSVG(t *testing.T, svg []byte) {
 func TestReportWithMissingModes(t *testing.T) {
 	in := testInput()
 	var runs []*loadkit.Run
-	for _, r := range in.runs {
+	for _, r := range in.Runs {
 		if r.Mode == loadkit.ModePooled && r.Scenario == loadkit.ScenarioPaced {
 			runs = append(runs, r)
 		}
 	}
-	in.runs = runs
-	in.peer = Peer{Reason: "not available: test"}
-	res, md, svg, err := buildReport(in)
+	in.Runs = runs
+	in.Peer = Peer{Reason: "not available: test"}
+	res, md, svg, err := Build(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,33 +329,6 @@ func TestReportWithMissingModes(t *testing.T) {
 	}
 }
 
-func TestRunReportWritesFiles(t *testing.T) {
-	dir := t.TempDir()
-	raw := filepath.Join(dir, "raw")
-	if err := os.Mkdir(raw, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range fakeBench() {
-		if err := r.WriteFile(filepath.Join(raw, strings.Repeat("r", i+1)+".json")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out := filepath.Join(dir, "out")
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"report", "-raw", raw, "-out", out, "-peer", "ok", "-version", "daprd=1.18.0"}, &stdout, &stderr)
-	if err != nil {
-		t.Fatalf("%v: %s", err, stderr.String())
-	}
-	for _, f := range []string{reportFile, resultsFile, chartFile} {
-		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
-			t.Errorf("%s: %v", f, err)
-		}
-	}
-	if !strings.Contains(stdout.String(), "pass") {
-		t.Errorf("stdout: %s", stdout.String())
-	}
-}
-
 func TestFormatting(t *testing.T) {
 	for in, want := range map[float64]string{0: "0", 3.14159: "3.14", 15.86: "15.9", 4200: "4,200", 123456.7: "123,457"} {
 		if got := ms(in); got != want {
@@ -340,92 +343,14 @@ func TestFormatting(t *testing.T) {
 	}
 }
 
-func TestParseWorkerMetrics(t *testing.T) {
-	text := `# HELP cartworker_state_connections_opened_total TCP connections dialled to Dapr.
-# TYPE cartworker_state_connections_opened_total counter
-cartworker_state_connections_opened_total 7
-cartworker_state_requests_total{code="200",op="get"} 1200
-cartworker_state_requests_total{code="204",op="save"} 1.2e+03
-cartworker_state_requests_total{code="timeout",op="delete"} 3
-cartworker_state_requests_total{code="OK",op="get"} 5
-cartworker_state_requests_total{code="Aborted",op="save"} 2
-cartworker_commands_total{outcome="applied",type="add-item"} 999
-cartworker_command_duration_seconds_bucket{type="add-item",le="0.001"} 3
-cartworker_command_duration_seconds_sum{type="add-item"} 1.5
-cartworker_command_duration_seconds_count{type="add-item"} 300
-cartworker_command_duration_seconds_sum{type="cache"} 0.5
-cartworker_command_duration_seconds_count{type="cache"} 100
-`
-	c, err := parseWorkerMetrics(strings.NewReader(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Dials != 7 || c.StateCalls != 2410 || c.StateFailures != 5 || c.HandleS != 2 || c.Handled != 400 {
-		t.Fatalf("%+v", c)
-	}
-	if _, err := parseWorkerMetrics(strings.NewReader("up 1\n")); err == nil {
-		t.Fatal("missing dial metric not reported")
-	}
-}
-
-func TestDriveFlagsValidate(t *testing.T) {
-	for _, args := range [][]string{
-		{"-scenario", "bursty"},
-		{"-users", "0"},
-		{"-duration", "0s"},
-		{"-scenario", "paced", "-think", "0s"},
-	} {
-		fs := newFlagSet("t", io.Discard)
-		var d driveFlags
-		d.register(fs)
-		if err := fs.Parse(args); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := d.config(); err == nil {
-			t.Errorf("%v accepted", args)
-		}
-	}
-	fs := newFlagSet("t", io.Discard)
-	var d driveFlags
-	d.register(fs)
-	_ = fs.Parse([]string{"-scenario", "closed-loop", "-think", "1s"})
-	cfg, err := d.config()
-	if err != nil || cfg.Think != 0 {
-		t.Fatalf("closed-loop must ignore think: %v %v", cfg.Think, err)
-	}
-}
-
-func TestUnknownSubcommand(t *testing.T) {
-	err := run(context.Background(), []string{"explode"}, io.Discard, io.Discard)
-	var u usageError
-	if err == nil || !asUsage(err, &u) {
-		t.Fatalf("got %v", err)
-	}
-}
-
-func asUsage(err error, u *usageError) bool {
-	v, ok := err.(usageError)
-	if ok {
-		*u = v
-	}
-	return ok
-}
-
 // An external check reads these keys of results.json; they must be there
 // with the figures they name.
 func TestResultsKeysTheExternalCheckReads(t *testing.T) {
-	res, _, _, err := buildReport(testInput())
+	res, _, _, err := Build(testInput())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := resultsDoc(t, res)
 	get := func(path ...string) any {
 		var v any = doc
 		for _, k := range path {

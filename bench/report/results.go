@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"math"
@@ -188,11 +188,14 @@ type Upstream struct {
 	BeforeOneP99 float64 `json:"before_1u_p99_ms"`
 }
 
-var upstreamFigures = Upstream{
-	Users: 15, BeforeP50MS: 67, BeforeP99MS: 4200, BeforeReqS: 3.45,
-	AfterP50MS: 69, AfterP99MS: 680, AfterReqS: 2.63, ThinkS: 3,
-	BeforeOneP50: 63, BeforeOneP99: 1300,
-	Source: "kugelpos-backend's locust 'add item' runs on one machine; before = a new session per request, after = session and gRPC channel pooling, 10-minute runs",
+// upstreamFigures are the Python service's published figures.
+func upstreamFigures() Upstream {
+	return Upstream{
+		Users: 15, BeforeP50MS: 67, BeforeP99MS: 4200, BeforeReqS: 3.45,
+		AfterP50MS: 69, AfterP99MS: 680, AfterReqS: 2.63, ThinkS: 3,
+		BeforeOneP50: 63, BeforeOneP99: 1300,
+		Source: "kugelpos-backend's locust 'add item' runs on one machine; before = a new session per request, after = session and gRPC channel pooling, 10-minute runs",
+	}
 }
 
 // Floors of the issue.
@@ -227,42 +230,77 @@ func p50(p loadkit.Point) float64 { return p.P50MS }
 func p99(p loadkit.Point) float64 { return p.P99MS }
 func thr(p loadkit.Point) float64 { return p.ThroughputPerS }
 
-// computeResults derives the saturation point, ratios and floors from the
-// points.
-func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int) (Saturation, Ratios, []Floor, *float64, *float64) {
-	sat := Saturation{Users: satUsers, Transport: string(statepool.DefaultProtocol)}
-	cl := loadkit.ScenarioClosed
-	add := loadkit.TypeAddItem
-	if satUsers > 0 {
-		sat.WorkerAddItemPerS = field(points, loadkit.ModePooled, cl, satUsers, add, thr)
-		sat.PerRequestAddItemPerS = field(points, loadkit.ModePerRequest, cl, satUsers, add, thr)
-		sat.CeilingAddItemPerS = field(points, loadkit.ModeCeiling, cl, satUsers, add, thr)
-		sat.GoSDKAddItemPerS = field(points, loadkit.ModeGoSDK, cl, satUsers, add, thr)
-		sat.WorkerGRPCAddItemPerS = field(points, loadkit.ModeWorkerGRPC, cl, satUsers, add, thr)
-		sat.WorkerHTTPAddItemPerS = field(points, loadkit.ModeWorkerHTTP, cl, satUsers, add, thr)
-		sat.WatermillAddItemPerS = field(points, loadkit.ModeWatermill, cl, satUsers, add, thr)
-		sat.WorkerOverPerRequest = ratio(sat.WorkerAddItemPerS, sat.PerRequestAddItemPerS)
-		sat.WorkerOverCeiling = ratio(sat.WorkerAddItemPerS, sat.CeilingAddItemPerS)
-		sat.WorkerAddItemP99MS = field(points, loadkit.ModePooled, cl, satUsers, add, p99)
-		sat.PerRequestAddItemP99MS = field(points, loadkit.ModePerRequest, cl, satUsers, add, p99)
-		sat.WorkerCPUPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.WorkerCPUPct })
-		sat.PerRequestWorkerCPUPct = field(points, loadkit.ModePerRequest, cl, satUsers, add, func(p loadkit.Point) float64 { return p.WorkerCPUPct })
-		sat.SaturationHostBusyPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.HostBusyPct })
-		sat.SaturationLoadgenCPUPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.LoadgenCPUPct })
-		sat.WorkerCommandsPerS = commandsPerS(points, loadkit.ModePooled, cl, satUsers)
-		sat.PerRequestCommandsPerS = commandsPerS(points, loadkit.ModePerRequest, cl, satUsers)
-		sat.CeilingCommandsPerS = commandsPerS(points, loadkit.ModeCeiling, cl, satUsers)
-		// CPU per command: a busy worker's cost, independent of how much
-		// CPU the rest of the machine left it.
-		sat.WorkerPerCommandCPUMS = cpuPerCommand(sat.WorkerCPUPct, sat.WorkerCommandsPerS)
-		sat.PerRequestCPUMSPerComm = cpuPerCommand(sat.PerRequestWorkerCPUPct, sat.PerRequestCommandsPerS)
-	}
+// workerCPU and workerRSS read a point's consumer process figures.
+func workerCPU(p loadkit.Point) float64 { return p.WorkerCPUPct }
+func workerRSS(p loadkit.Point) float64 { return p.WorkerRSSMiB }
 
-	var r Ratios
+// computeResults derives the saturation point, ratios and floors from the
+// points, and the pooled and per-request workers' largest RSS at 15 users.
+func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int) (Saturation, Ratios, []Floor, *float64, *float64) {
+	sat := saturationOf(points, satUsers)
+	r := Ratios{
+		PooledOverPerRequest:        pooledOverPerRequest(points, users, satUsers),
+		PacedPooledOverCeiling:      clientRatios(points, loadkit.ScenarioPaced, users, loadkit.ModePooled, loadkit.ModeCeiling, true),
+		WorkerSaturationOverCeiling: sat.WorkerOverCeiling,
+		HTTPOverGoSDK:               clientRatios(points, loadkit.ScenarioClosed, withSaturation(users, satUsers), loadkit.ModeCeiling, loadkit.ModeGoSDK, false),
+	}
+	rss15 := maxOver(points, loadkit.ModePooled, 15, workerRSS)
+	rss15req := maxOver(points, loadkit.ModePerRequest, 15, workerRSS)
+	return sat, r, issueFloors(points, sat, rss15, poolLimit), rss15, rss15req
+}
+
+// saturationOf reads the closed-loop point at satUsers of every mode; only
+// the transport is known without one.
+func saturationOf(points []loadkit.Point, satUsers int) Saturation {
+	sat := Saturation{Users: satUsers, Transport: string(statepool.DefaultProtocol)}
+	if satUsers <= 0 {
+		return sat
+	}
+	cl, add := loadkit.ScenarioClosed, loadkit.TypeAddItem
+	sat.WorkerAddItemPerS = field(points, loadkit.ModePooled, cl, satUsers, add, thr)
+	sat.PerRequestAddItemPerS = field(points, loadkit.ModePerRequest, cl, satUsers, add, thr)
+	sat.CeilingAddItemPerS = field(points, loadkit.ModeCeiling, cl, satUsers, add, thr)
+	sat.GoSDKAddItemPerS = field(points, loadkit.ModeGoSDK, cl, satUsers, add, thr)
+	sat.WorkerGRPCAddItemPerS = field(points, loadkit.ModeWorkerGRPC, cl, satUsers, add, thr)
+	sat.WorkerHTTPAddItemPerS = field(points, loadkit.ModeWorkerHTTP, cl, satUsers, add, thr)
+	sat.WatermillAddItemPerS = field(points, loadkit.ModeWatermill, cl, satUsers, add, thr)
+	sat.WorkerOverPerRequest = ratio(sat.WorkerAddItemPerS, sat.PerRequestAddItemPerS)
+	sat.WorkerOverCeiling = ratio(sat.WorkerAddItemPerS, sat.CeilingAddItemPerS)
+	sat.WorkerAddItemP99MS = field(points, loadkit.ModePooled, cl, satUsers, add, p99)
+	sat.PerRequestAddItemP99MS = field(points, loadkit.ModePerRequest, cl, satUsers, add, p99)
+	sat.WorkerCPUPct = field(points, loadkit.ModePooled, cl, satUsers, add, workerCPU)
+	sat.PerRequestWorkerCPUPct = field(points, loadkit.ModePerRequest, cl, satUsers, add, workerCPU)
+	sat.SaturationHostBusyPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.HostBusyPct })
+	sat.SaturationLoadgenCPUPct = field(points, loadkit.ModePooled, cl, satUsers, add, func(p loadkit.Point) float64 { return p.LoadgenCPUPct })
+	sat.WorkerCommandsPerS = commandsPerS(points, loadkit.ModePooled, cl, satUsers)
+	sat.PerRequestCommandsPerS = commandsPerS(points, loadkit.ModePerRequest, cl, satUsers)
+	sat.CeilingCommandsPerS = commandsPerS(points, loadkit.ModeCeiling, cl, satUsers)
+	// CPU per command: a busy worker's cost, independent of how much
+	// CPU the rest of the machine left it.
+	sat.WorkerPerCommandCPUMS = cpuPerCommand(sat.WorkerCPUPct, sat.WorkerCommandsPerS)
+	sat.PerRequestCPUMSPerComm = cpuPerCommand(sat.PerRequestWorkerCPUPct, sat.PerRequestCommandsPerS)
+	return sat
+}
+
+// withSaturation is users followed by the saturation users, when there are
+// any and they are not among users already.
+func withSaturation(users []int, satUsers int) []int {
+	if satUsers > 0 && !slices.Contains(users, satUsers) {
+		return append(slices.Clone(users), satUsers)
+	}
+	return users
+}
+
+// pooledOverPerRequest compares the pooled worker's add-item p99 and
+// throughput with the per-request worker's, per scenario and user count
+// (saturation included in the closed loop).
+func pooledOverPerRequest(points []loadkit.Point, users []int, satUsers int) []ModeRatio {
+	var out []ModeRatio
+	add := loadkit.TypeAddItem
 	for _, sc := range []string{loadkit.ScenarioPaced, loadkit.ScenarioClosed} {
 		us := users
-		if sc == cl && satUsers > 0 && !slices.Contains(us, satUsers) {
-			us = append(slices.Clone(us), satUsers)
+		if sc == loadkit.ScenarioClosed {
+			us = withSaturation(users, satUsers)
 		}
 		for _, u := range us {
 			pp := field(points, loadkit.ModePooled, sc, u, add, p99)
@@ -272,69 +310,66 @@ func computeResults(points []loadkit.Point, users []int, satUsers, poolLimit int
 			if pp == nil && rp == nil {
 				continue
 			}
-			r.PooledOverPerRequest = append(r.PooledOverPerRequest, ModeRatio{
+			out = append(out, ModeRatio{
 				Scenario: sc, Users: u, P99Ratio: ratio(pp, rp), ThroughputRatio: ratio(pt, rt),
 			})
 		}
 	}
+	return out
+}
+
+// clientRatios compares mode a's add-item p50 and p99 with mode b's in a
+// scenario, per user count. A user count is left out when neither mode was
+// measured at it, or, with both, when either was not.
+func clientRatios(points []loadkit.Point, scenario string, users []int, a, b string, both bool) []ClientRatio {
+	var out []ClientRatio
+	add := loadkit.TypeAddItem
 	for _, u := range users {
-		w50 := field(points, loadkit.ModePooled, loadkit.ScenarioPaced, u, add, p50)
-		c50 := field(points, loadkit.ModeCeiling, loadkit.ScenarioPaced, u, add, p50)
-		if w50 == nil || c50 == nil {
+		a50 := field(points, a, scenario, u, add, p50)
+		b50 := field(points, b, scenario, u, add, p50)
+		if (a50 == nil && b50 == nil) || (both && (a50 == nil || b50 == nil)) {
 			continue
 		}
-		r.PacedPooledOverCeiling = append(r.PacedPooledOverCeiling, ClientRatio{Users: u, P50Ratio: ratio(w50, c50),
-			P99Ratio: ratio(field(points, loadkit.ModePooled, loadkit.ScenarioPaced, u, add, p99),
-				field(points, loadkit.ModeCeiling, loadkit.ScenarioPaced, u, add, p99))})
+		out = append(out, ClientRatio{Users: u, P50Ratio: ratio(a50, b50),
+			P99Ratio: ratio(field(points, a, scenario, u, add, p99), field(points, b, scenario, u, add, p99))})
 	}
-	r.WorkerSaturationOverCeiling = sat.WorkerOverCeiling
-	cu := users
-	if satUsers > 0 && !slices.Contains(cu, satUsers) {
-		cu = append(slices.Clone(cu), satUsers)
-	}
-	for _, u := range cu {
-		h50 := field(points, loadkit.ModeCeiling, cl, u, add, p50)
-		g50 := field(points, loadkit.ModeGoSDK, cl, u, add, p50)
-		h99 := field(points, loadkit.ModeCeiling, cl, u, add, p99)
-		g99 := field(points, loadkit.ModeGoSDK, cl, u, add, p99)
-		if h50 == nil && g50 == nil {
-			continue
-		}
-		r.HTTPOverGoSDK = append(r.HTTPOverGoSDK, ClientRatio{Users: u, P50Ratio: ratio(h50, g50), P99Ratio: ratio(h99, g99)})
-	}
+	return out
+}
 
-	rss15 := maxOver(points, loadkit.ModePooled, 15, func(p loadkit.Point) float64 { return p.WorkerRSSMiB })
-	rss15req := maxOver(points, loadkit.ModePerRequest, 15, func(p loadkit.Point) float64 { return p.WorkerRSSMiB })
-
-	var floors []Floor
-	check := func(name string, v *float64, limit float64, unit string, atMost bool, detail string) {
-		f := Floor{Name: name, Value: v, Limit: limit, Unit: unit, Detail: detail, Verdict: "not measured"}
-		if v != nil {
-			if atMost {
-				f.Pass = boolp(*v <= limit)
-			} else {
-				f.Pass = boolp(*v >= limit)
-			}
-			f.Verdict = "pass"
-			if !*f.Pass {
-				f.Verdict = "FAIL"
-			}
+// issueFloor judges one of the issue's floors: v at most limit (atMost)
+// or at least it; not measured when v is nil.
+func issueFloor(name string, v *float64, limit float64, unit string, atMost bool, detail string) Floor {
+	f := Floor{Name: name, Value: v, Limit: limit, Unit: unit, Detail: detail, Verdict: "not measured"}
+	if v != nil {
+		if atMost {
+			f.Pass = boolp(*v <= limit)
+		} else {
+			f.Pass = boolp(*v >= limit)
 		}
-		floors = append(floors, f)
+		f.Verdict = "pass"
+		if !*f.Pass {
+			f.Verdict = "FAIL"
+		}
 	}
-	check("paced 15 users, pooled add-item p99", field(points, loadkit.ModePooled, loadkit.ScenarioPaced, 15, add, p99),
-		floorPacedP99MS, "ms", true, "at most")
-	check("closed-loop saturation, pooled / per-request add-item throughput", sat.WorkerOverPerRequest,
-		floorPooledOverPerReq, "×", false, "at least")
-	check("closed-loop saturation, pooled / ceiling add-item throughput", sat.WorkerOverCeiling,
-		floorPooledOverCeiling, "×", false, "at least")
+	return f
+}
+
+// issueFloors are the issue's acceptance floors, judged on the points.
+func issueFloors(points []loadkit.Point, sat Saturation, rss15 *float64, poolLimit int) []Floor {
 	pooledDials := maxOver(points, loadkit.ModePooled, 0, func(p loadkit.Point) float64 { return float64(p.DialsTotal) })
-	check("connections opened by the pooled worker over the whole run", pooledDials, float64(poolLimit), "conns", true,
-		"at most the pool limit (WORKER_STATE_MAX_CONNS)")
-	check("per-request worker: connections opened per state call", dialsPerCall(points, loadkit.ModePerRequest), 0.99, "per call", false,
-		"one per call (at least 0.99: a call that fails before connecting dials nothing)")
-	check("worker RSS at 15 users (pooled)", rss15, floorRSSMiB, "MiB", true, "at most")
-	return sat, r, floors, rss15, rss15req
+	return []Floor{
+		issueFloor("paced 15 users, pooled add-item p99", field(points, loadkit.ModePooled, loadkit.ScenarioPaced, 15, loadkit.TypeAddItem, p99),
+			floorPacedP99MS, "ms", true, "at most"),
+		issueFloor("closed-loop saturation, pooled / per-request add-item throughput", sat.WorkerOverPerRequest,
+			floorPooledOverPerReq, "×", false, "at least"),
+		issueFloor("closed-loop saturation, pooled / ceiling add-item throughput", sat.WorkerOverCeiling,
+			floorPooledOverCeiling, "×", false, "at least"),
+		issueFloor("connections opened by the pooled worker over the whole run", pooledDials, float64(poolLimit), "conns", true,
+			"at most the pool limit (WORKER_STATE_MAX_CONNS)"),
+		issueFloor("per-request worker: connections opened per state call", dialsPerCall(points, loadkit.ModePerRequest), 0.99, "per call", false,
+			"one per call (at least 0.99: a call that fails before connecting dials nothing)"),
+		issueFloor("worker RSS at 15 users (pooled)", rss15, floorRSSMiB, "MiB", true, "at most"),
+	}
 }
 
 // commandsPerS sums the throughput of every command type of a point.

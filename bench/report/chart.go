@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"bytes"
@@ -37,26 +37,42 @@ type series struct {
 	get        func(loadkit.Point) float64
 }
 
-// modeColors are the chart's colours per mode.
-var modeColors = map[string]string{
-	loadkit.ModePooled:     "#1f77b4",
-	loadkit.ModePerRequest: "#d95f02",
-	loadkit.ModeWorkerGRPC: "#7570b3",
-	loadkit.ModeWorkerHTTP: "#66a61e",
-	loadkit.ModeWatermill:  "#e7298a",
-	loadkit.ModeCeiling:    "#555555",
-	loadkit.ModeGoSDK:      "#a6761d",
+// modeColor is the chart's colour of a mode ("" for none).
+func modeColor(mode string) string {
+	switch mode {
+	case loadkit.ModePooled:
+		return "#1f77b4"
+	case loadkit.ModePerRequest:
+		return "#d95f02"
+	case loadkit.ModeWorkerGRPC:
+		return "#7570b3"
+	case loadkit.ModeWorkerHTTP:
+		return "#66a61e"
+	case loadkit.ModeWatermill:
+		return "#e7298a"
+	case loadkit.ModeCeiling:
+		return "#555555"
+	case loadkit.ModeGoSDK:
+		return "#a6761d"
+	}
+	return ""
 }
 
 // latencyModes are the modes drawn in the latency panels.
-var latencyModes = []string{loadkit.ModePooled, loadkit.ModePerRequest, loadkit.ModeCeiling, loadkit.ModeWatermill}
+func latencyModes() []string {
+	return []string{loadkit.ModePooled, loadkit.ModePerRequest, loadkit.ModeCeiling, loadkit.ModeWatermill}
+}
 
+// modeSeries are the p50 and p99 lines of a mode.
+func modeSeries(m string) []series {
+	return []series{{m, "p50", modeColor(m), "", p50}, {m, "p99", modeColor(m), "6,4", p99}}
+}
+
+// chartSeries are the lines of the latency panels.
 func chartSeries() []series {
 	var out []series
-	for _, m := range latencyModes {
-		out = append(out,
-			series{m, "p50", modeColors[m], "", p50},
-			series{m, "p99", modeColors[m], "6,4", p99})
+	for _, m := range latencyModes() {
+		out = append(out, modeSeries(m)...)
 	}
 	return out
 }
@@ -88,8 +104,8 @@ func latencyChartSVG(res Results) []byte {
 
 	// Legend: one column per mode, p50 above p99.
 	lx := 120
-	for _, m := range latencyModes {
-		for i, s := range []series{{m, "p50", modeColors[m], "", p50}, {m, "p99", modeColors[m], "6,4", p99}} {
+	for _, m := range latencyModes() {
+		for i, s := range modeSeries(m) {
 			y := legendTop + i*20
 			w(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2.5"%s/>`+"\n", lx, y, lx+34, y, s.color, dashAttr(s.dash))
 			w(`%s`, marker(float64(lx+17), float64(y), s))
@@ -100,8 +116,9 @@ func latencyChartSVG(res Results) []byte {
 
 	// A shared y range so that the panels compare at a glance.
 	lo, hi := math.Inf(1), math.Inf(-1)
+	drawn := latencyModes()
 	for _, p := range points {
-		if p.Type != loadkit.TypeAddItem || p.Count == 0 || p.Saturation || !slices.Contains(latencyModes, p.Mode) {
+		if p.Type != loadkit.TypeAddItem || p.Count == 0 || p.Saturation || !slices.Contains(drawn, p.Mode) {
 			continue
 		}
 		for _, v := range []float64{p.P50MS, p.P99MS, p.P99RoundMinMS, p.P99RoundMaxMS} {
@@ -144,6 +161,7 @@ func panelUsers(points []loadkit.Point, scenario string) []int {
 	return users
 }
 
+// dashAttr is the stroke-dasharray attribute of a dash pattern, if any.
 func dashAttr(d string) string {
 	if d == "" {
 		return ""
@@ -151,6 +169,8 @@ func dashAttr(d string) string {
 	return ` stroke-dasharray="` + d + `"`
 }
 
+// marker is a series' point marker at x, y: a dot for p50, a hollow
+// square for p99.
 func marker(x, y float64, s series) string {
 	if s.stat == "p99" {
 		return fmt.Sprintf(`<rect x="%.1f" y="%.1f" width="7" height="7" fill="#ffffff" stroke="%s" stroke-width="2"/>`+"\n", x-3.5, y-3.5, s.color)
@@ -158,86 +178,119 @@ func marker(x, y float64, s series) string {
 	return fmt.Sprintf(`<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`+"\n", x, y, s.color)
 }
 
-func drawPanel(b *bytes.Buffer, points []loadkit.Point, users []int, scenario, title string, left int, yMin, yMax float64) {
-	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	top, bottom, right := panelTop, panelTop+panelH, left+panelW
-	xMax := 1
-	for _, u := range users {
-		xMax = max(xMax, u)
-	}
-	xOf := func(u int) float64 { return float64(left) + float64(u)/float64(xMax)*float64(panelW) }
-	yOf := func(v float64) float64 {
-		f := (math.Log10(v) - math.Log10(yMin)) / (math.Log10(yMax) - math.Log10(yMin))
-		return float64(bottom) - f*float64(panelH)
-	}
-	w(`<text x="%d" y="%d" font-size="%d" text-anchor="middle">%s</text>`+"\n", left+panelW/2, top-12, axisFontPx+2, html.EscapeString(title))
-	w(`<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#444444"/>`+"\n", left, top, panelW, panelH)
+// panel is one latency panel of the chart: a scenario's add-item p50 and
+// p99 against users, on a log scale shared by the panels.
+type panel struct {
+	b          *bytes.Buffer
+	points     []loadkit.Point
+	users      []int
+	scenario   string
+	left       int
+	yMin, yMax float64
+	xMax       int
+}
 
-	// Y grid: 1, 2, 5 per decade.
-	for dec := yMin; dec < yMax*1.0001; dec *= 10 {
+// drawPanel draws the panel of scenario, titled title, with its left edge
+// at left.
+func drawPanel(b *bytes.Buffer, points []loadkit.Point, users []int, scenario, title string, left int, yMin, yMax float64) {
+	p := &panel{b: b, points: points, users: users, scenario: scenario, left: left, yMin: yMin, yMax: yMax, xMax: 1}
+	for _, u := range users {
+		p.xMax = max(p.xMax, u)
+	}
+	p.drawAxes(title)
+	if scenario == loadkit.ScenarioPaced {
+		p.drawRoundRanges()
+	}
+	for _, s := range chartSeries() {
+		p.drawSeries(s)
+	}
+}
+
+func (p *panel) w(format string, args ...any) { fmt.Fprintf(p.b, format, args...) }
+
+// xOf is the x of a user count.
+func (p *panel) xOf(u int) float64 {
+	return float64(p.left) + float64(u)/float64(p.xMax)*float64(panelW)
+}
+
+// yOf is the y of a latency, on the log scale.
+func (p *panel) yOf(v float64) float64 {
+	f := (math.Log10(v) - math.Log10(p.yMin)) / (math.Log10(p.yMax) - math.Log10(p.yMin))
+	return float64(panelTop+panelH) - f*float64(panelH)
+}
+
+// drawAxes draws the title, the frame, the y grid at 1, 2 and 5 per decade
+// and the x ticks at the user counts.
+func (p *panel) drawAxes(title string) {
+	left, top, bottom, right := p.left, panelTop, panelTop+panelH, p.left+panelW
+	p.w(`<text x="%d" y="%d" font-size="%d" text-anchor="middle">%s</text>`+"\n", left+panelW/2, top-12, axisFontPx+2, html.EscapeString(title))
+	p.w(`<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#444444"/>`+"\n", left, top, panelW, panelH)
+	for dec := p.yMin; dec < p.yMax*1.0001; dec *= 10 {
 		for _, m := range []float64{1, 2, 5} {
 			v := dec * m
-			if v > yMax*1.0001 {
+			if v > p.yMax*1.0001 {
 				break
 			}
-			y := yOf(v)
+			y := p.yOf(v)
 			color := "#e6e6e6"
 			if m == 1 {
 				color = "#c8c8c8"
 			}
-			w(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", left, y, right, y, color)
-			w(`<text x="%d" y="%.1f" font-size="%d" text-anchor="end">%s</text>`+"\n", left-6, y+4, axisFontPx, tickLabel(v))
+			p.w(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", left, y, right, y, color)
+			p.w(`<text x="%d" y="%.1f" font-size="%d" text-anchor="end">%s</text>`+"\n", left-6, y+4, axisFontPx, tickLabel(v))
 		}
 	}
-	// X ticks at the user counts.
-	for _, u := range users {
-		x := xOf(u)
-		w(`<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#e6e6e6"/>`+"\n", x, top, x, bottom)
-		w(`<text x="%.1f" y="%d" font-size="%d" text-anchor="middle">%d</text>`+"\n", x, bottom+16, axisFontPx, u)
+	for _, u := range p.users {
+		x := p.xOf(u)
+		p.w(`<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#e6e6e6"/>`+"\n", x, top, x, bottom)
+		p.w(`<text x="%.1f" y="%d" font-size="%d" text-anchor="middle">%d</text>`+"\n", x, bottom+16, axisFontPx, u)
 	}
-	w(`<text x="%d" y="%d" font-size="%d" text-anchor="middle">users</text>`+"\n", left+panelW/2, bottom+36, axisFontPx)
-	w(`<text x="%d" y="%d" font-size="%d" text-anchor="middle" transform="rotate(-90 %d %d)">latency, ms (log scale)</text>`+"\n",
+	p.w(`<text x="%d" y="%d" font-size="%d" text-anchor="middle">users</text>`+"\n", left+panelW/2, bottom+36, axisFontPx)
+	p.w(`<text x="%d" y="%d" font-size="%d" text-anchor="middle" transform="rotate(-90 %d %d)">latency, ms (log scale)</text>`+"\n",
 		left-50, top+panelH/2, axisFontPx, left-50, top+panelH/2)
+}
 
-	// The paced p99's range over rounds, one bar per mode beside the point.
-	if scenario == loadkit.ScenarioPaced {
-		for i, m := range latencyModes {
-			for _, u := range users {
-				p, ok := loadkit.Find(points, m, scenario, u, loadkit.TypeAddItem)
-				if !ok || p.Count == 0 || p.Rounds < 2 || p.P99RoundMinMS <= 0 {
-					continue
-				}
-				x := xOf(u) + float64(i-1)*5
-				w(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="3" opacity="0.45"><title>%s %d users: p99 per round %s..%s ms</title></line>`+"\n",
-					x, yOf(p.P99RoundMaxMS), x, yOf(p.P99RoundMinMS), modeColors[m], m, u, ms(p.P99RoundMinMS), ms(p.P99RoundMaxMS))
-			}
-		}
-	}
-
-	for _, s := range chartSeries() {
-		var pts [][2]float64
-		for _, u := range users {
-			p, ok := loadkit.Find(points, s.mode, scenario, u, loadkit.TypeAddItem)
-			if !ok || p.Count == 0 || s.get(p) <= 0 {
+// drawRoundRanges draws the paced p99's range over rounds, one bar per mode
+// beside the point.
+func (p *panel) drawRoundRanges() {
+	for i, m := range latencyModes() {
+		for _, u := range p.users {
+			pt, ok := loadkit.Find(p.points, m, p.scenario, u, loadkit.TypeAddItem)
+			if !ok || pt.Count == 0 || pt.Rounds < 2 || pt.P99RoundMinMS <= 0 {
 				continue
 			}
-			pts = append(pts, [2]float64{xOf(u), yOf(s.get(p))})
+			x := p.xOf(u) + float64(i-1)*5
+			p.w(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="3" opacity="0.45"><title>%s %d users: p99 per round %s..%s ms</title></line>`+"\n",
+				x, p.yOf(pt.P99RoundMaxMS), x, p.yOf(pt.P99RoundMinMS), modeColor(m), m, u, ms(pt.P99RoundMinMS), ms(pt.P99RoundMaxMS))
 		}
-		if len(pts) == 0 {
+	}
+}
+
+// drawSeries draws one line of the panel with its markers; nothing when
+// none of its points was measured.
+func (p *panel) drawSeries(s series) {
+	var pts [][2]float64
+	for _, u := range p.users {
+		pt, ok := loadkit.Find(p.points, s.mode, p.scenario, u, loadkit.TypeAddItem)
+		if !ok || pt.Count == 0 || s.get(pt) <= 0 {
 			continue
 		}
-		var path bytes.Buffer
-		for i, p := range pts {
-			cmd := "L"
-			if i == 0 {
-				cmd = "M"
-			}
-			fmt.Fprintf(&path, "%s%.1f,%.1f ", cmd, p[0], p[1])
+		pts = append(pts, [2]float64{p.xOf(u), p.yOf(s.get(pt))})
+	}
+	if len(pts) == 0 {
+		return
+	}
+	var path bytes.Buffer
+	for i, pt := range pts {
+		cmd := "L"
+		if i == 0 {
+			cmd = "M"
 		}
-		w(`<path d="%s" fill="none" stroke="%s" stroke-width="2.5"%s/>`+"\n", bytes.TrimSpace(path.Bytes()), s.color, dashAttr(s.dash))
-		for _, p := range pts {
-			w("%s", marker(p[0], p[1], s))
-		}
+		fmt.Fprintf(&path, "%s%.1f,%.1f ", cmd, pt[0], pt[1])
+	}
+	p.w(`<path d="%s" fill="none" stroke="%s" stroke-width="2.5"%s/>`+"\n", bytes.TrimSpace(path.Bytes()), s.color, dashAttr(s.dash))
+	for _, pt := range pts {
+		p.w("%s", marker(pt[0], pt[1], s))
 	}
 }
 
@@ -248,7 +301,7 @@ func throughputBars(res Results) ([]bar, float64) {
 	sat := res.Config.SaturationUsers
 	for _, m := range loadkit.Modes {
 		if v := field(res.Points, m, loadkit.ScenarioClosed, sat, loadkit.TypeAddItem, thr); v != nil {
-			bars = append(bars, bar{label: fmt.Sprintf("saturation (%d users): %s", sat, m), value: *v, color: modeColors[m]})
+			bars = append(bars, bar{label: fmt.Sprintf("saturation (%d users): %s", sat, m), value: *v, color: modeColor(m)})
 		}
 	}
 	for _, s := range res.Backlog.Summary {
@@ -256,7 +309,7 @@ func throughputBars(res Results) ([]bar, float64) {
 			continue
 		}
 		bars = append(bars, bar{label: fmt.Sprintf("%s backlog drain: %s", s.Scenario, s.Mode), value: *s.CommandsPerS,
-			color: modeColors[s.Mode], bad: !s.TotalsOK})
+			color: modeColor(s.Mode), bad: !s.TotalsOK})
 	}
 	ceiling := 0.0
 	if res.Backlog.CeilingAddItemPerS != nil {
