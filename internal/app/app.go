@@ -103,8 +103,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if !nc.IsConnected() {
 			return errors.New("NATS is not connected")
 		}
-		if guarded.State() == breaker.StateOpen {
-			return errBreakerOpen
+		if err := breakerOpen(guarded); err != nil {
+			return err
 		}
 		return w.Ready()
 	}

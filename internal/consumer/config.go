@@ -44,8 +44,10 @@ const (
 type Config struct {
 	// Subjects places commands, events and dead letters. Default prefix "cart".
 	Subjects command.Subjects
-	// Concurrency is the number of goroutines handling commands: the most
-	// applies in flight in this instance, each of up to BatchCarts carts.
+	// Concurrency is the number of goroutines handling commands. Each
+	// handles the batches of up to BatchCarts carts at a time, in one apply,
+	// and a cart's batch holds up to BatchMax of its commands: so it is the
+	// most applies in flight in this instance, not the most commands.
 	// Default DefaultConcurrency, at most MaxConcurrency.
 	Concurrency int
 	// Buffer is the most messages this instance holds: running, queued
@@ -75,21 +77,31 @@ type Config struct {
 	// stream drained. Default command.DefaultPartitions.
 	Partitions int
 	// AckWait is how long JetStream waits for an ack before redelivering
-	// to the partition's holder. Commands held longer get InProgress
-	// heartbeats every AckWait/3. A takeover does not wait for it: the new
-	// owner rewinds the partition. Default DefaultAckWait, at least
-	// MinAckWait.
+	// to the partition's holder. A command this instance holds gets an
+	// InProgress heartbeat once it has been held for a third of AckWait,
+	// and every third after, so that it never reaches it. A takeover does
+	// not wait for it: the new owner rewinds the partition. Default
+	// DefaultAckWait, at least MinAckWait.
 	AckWait time.Duration
-	// MaxDeliver is how many transient failures of a command's apply,
-	// counted across deliveries and instances (cartworker_failures), dead-
-	// letter it as max_deliveries. Attempts held by an open breaker or a
-	// fault of the environment, and publishes of its event or dead letter
-	// that fail, never count. Default DefaultMaxDeliver.
+	// MaxDeliver is how many transient failures of a command's apply
+	// dead-letter it, as max_deliveries: it counts failures, not
+	// deliveries (the consumers' own MaxDeliver is unlimited). A failure is
+	// counted for every command of a cart whose read-modify-write failed,
+	// or for the one command whose step failed, in the cartworker_failures
+	// bucket, across deliveries and instances; only when that count cannot
+	// be stored does JetStream's delivery count, plus the attempts of this
+	// hold, stand in for it. What is not the command's failure never
+	// counts: an attempt held by an open breaker or a fault of the
+	// environment, a hand-back or a Nak at shutdown, and a publish of its
+	// event or dead letter that fails (retried in place without limit). A
+	// command dead-lettered so and replayed by a rewind is dead-lettered
+	// again without an apply. The retry policy is in retry.go. Default
+	// DefaultMaxDeliver.
 	MaxDeliver int
 	// RetryBaseDelay and RetryMaxDelay bound the exponential backoff of
-	// what is retried in place: a transient failure, an event or a dead
-	// letter that could not be published. Defaults DefaultRetryBaseDelay and
-	// DefaultRetryMaxDelay.
+	// what is retried in place (retry.go): a transient failure, an event or
+	// a dead letter that could not be published. Defaults
+	// DefaultRetryBaseDelay and DefaultRetryMaxDelay.
 	RetryBaseDelay time.Duration
 	RetryMaxDelay  time.Duration
 	// Probe checks that the instance's environment can serve commands: the
@@ -128,8 +140,10 @@ type Config struct {
 	// duplicate window and subjects to at least its own; it never lowers
 	// anything nor changes storage. Off, an existing stream is only checked.
 	ManageStreams bool
-	// Logger receives one line per rejected, dead-lettered or failed command.
-	// Default slog.Default().
+	// Logger receives the worker's log lines: among them one per rejected
+	// or dead-lettered command, one per transient failure of an apply
+	// retried in place, and the first and every tenth of a publish that
+	// keeps failing. Default slog.Default().
 	Logger *slog.Logger
 	// Observer receives metrics. Default: none.
 	Observer Observer
@@ -251,27 +265,33 @@ func (c Config) Validate() error {
 // Observer receives the worker's metrics. Implementations must be safe for
 // concurrent use.
 type Observer interface {
-	// CommandDone is called once per delivery with the command type (or
-	// "unknown"), its outcome label and how long handling took. Outcomes:
-	// applied, duplicate, rejected, dead_letter, retry, breaker_open,
-	// not_ready, shutdown, fenced for a delivery dropped unsettled because
-	// its partition changed hands, and invalid for a delivery that is no
-	// JetStream message, which is logged and dropped.
+	// CommandDone is called once per delivery when it is done with, with
+	// the command type (or "unknown"), its outcome label and how long
+	// handling took, and once more for every attempt at its apply that
+	// failed transiently (retry) or was held by its environment
+	// (breaker_open, not_ready). Outcomes: applied, duplicate, rejected,
+	// dead_letter, shutdown and not_ready for a Nak, fenced for a delivery
+	// dropped unsettled because its partition changed hands, and invalid
+	// for a delivery that is no JetStream message, which is logged and
+	// dropped.
 	CommandDone(typ, outcome string, d time.Duration)
 	// Redelivered is called for every delivery after the first since the
 	// partition was last rewound (a rewind restarts the counts).
 	Redelivered()
 	// DeadLettered is called for every dead letter published.
 	DeadLettered()
-	// Batch is called for every read-modify-write of a cart with the
-	// number of commands it applied together.
+	// Batch is called for every read-modify-write of a cart whose commands
+	// are then settled one by one (it went through, and none of its steps
+	// failed transiently unless shutdown began), with the number of
+	// commands it applied together.
 	Batch(commands int)
 	// Apply is called for every call to the Applier with the number of
 	// carts it applied together.
 	Apply(carts int)
 	// InFlight is called with +1 for every command the instance takes
-	// from NATS and with minus the count of a batch once it is settled
-	// (acked, nakked or terminated).
+	// from NATS and with minus the count of a batch once the instance is
+	// done with it: settled (acked, Nak'ed or terminated), or dropped
+	// unsettled (fenced, invalid).
 	InFlight(delta int)
 	// Lag is called, every sampleEvery, with the commands not yet
 	// delivered in the partitions this instance owns.

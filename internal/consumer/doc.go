@@ -13,4 +13,13 @@
 // pulls, and the store refuses a cart write from a stale owner (its epoch
 // is lower). The handled-id list in each cart makes a replay harmless: an
 // applied command reads as a duplicate, a refused one is refused alike.
+//
+// One command's path, file by file: worker.go pulls it from its partition
+// (pull, take) into the pool (pool.go), which runs its cart's batch;
+// handle.go decodes it and applies it together with other carts' batches
+// (handle, apply), and fate.go decides and carries out its fate (conclude).
+// Beside that path: retry.go decides what follows a failure, failures.go
+// counts them, gate.go holds commands while the environment is at fault,
+// timing.go holds every delay, heartbeat.go keeps held commands alive and
+// trace.go makes the spans.
 package consumer

@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,11 +19,10 @@ import (
 
 // This file decides the fate of every delivery: Ack, Nak, Term with a copy
 // in the dead-letter stream, or nothing at all when the partition's grant
-// lapsed. decide is the decision table; the functions below it carry a
-// decision out. A step that cannot be finished now (an event or a dead
-// letter that cannot be published) is retried in place, holding its cart's
-// place: nothing is ever Nak'ed for later while the partition goes on. The
-// delays are in timing.go.
+// lapsed. decide is the decision table; conclude and the functions below it
+// carry a decision out. A publish that cannot be finished now (an event or
+// a dead letter) is retried in place by inPlace, as the retry policy
+// (retry.go) says, holding its cart's place.
 
 // Outcome labels passed to Observer.CommandDone.
 const (
@@ -58,10 +56,11 @@ const (
 	// fateDeadLetter: the command can never be applied. Copy it to the
 	// dead-letter stream, Term it, send the rejected event.
 	fateDeadLetter
-	// fateRetry: a transient failure, retried in place by apply, in
-	// handle.go, which keeps the cart's later commands behind it; it
-	// reaches conclude only as an exhaustedError, or as an error of the
-	// cart rules that no row names, which no retry can change.
+	// fateRetry: a transient failure (transient). apply, in handle.go,
+	// counts it and retries it in place until the retry policy gives up
+	// (retry.go), so it reaches conclude as an exhaustedError, which is a
+	// fateDeadLetter. carryOut dead-letters one that gets there all the
+	// same, as it does the zero fate: neither is ever acked.
 	fateRetry
 	// fateNak: not the command's doing (shutdown, or an instance that is
 	// not ready handing it back). Nak at once; nothing is counted. The
@@ -142,21 +141,14 @@ func decide(err error, stopping bool) verdict {
 	return verdict{fate: fateRetry}
 }
 
-// exhaustedError is a transient failure after which a command has failed
-// MaxDeliver times.
-type exhaustedError struct {
-	err    error
-	failed int
+// transient reports whether err is a transient failure, which decide
+// leaves to the retry policy (retry.go).
+func transient(err error) bool {
+	return err != nil && decide(err, false).fate == fateRetry
 }
 
-func (e *exhaustedError) Error() string {
-	return fmt.Sprintf("failed %d times, last: %v", e.failed, e.err)
-}
-
-func (e *exhaustedError) Unwrap() error { return e.err }
-
-// conclude carries out the fate of a delivery whose decoding or apply
-// returned err, and returns its outcome label. d.cmd is what could be
+// conclude decides the fate of a delivery whose decoding or apply returned
+// err, carries it out and returns its outcome label. d.cmd is what could be
 // decoded. A delivery whose partition grant no longer holds is left
 // unsettled, whatever its fate: an ack, a Nak or a Term of a stale holder
 // could settle a command the partition's new holder has not applied yet.
@@ -164,23 +156,19 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 	if !r.owner.Holds(d.grant) {
 		return LabelFenced
 	}
-	msg, md, cmd := d.msg, d.md, d.cmd
-	v := decide(err, r.work.Err() != nil)
+	return w.carryOut(r, d, decide(err, r.work.Err() != nil), res, err)
+}
+
+// carryOut carries out verdict v of delivery d, whose decoding or apply
+// returned res and err, and returns its outcome label.
+func (w *Worker) carryOut(r *run, d *delivery, v verdict, res cartcache.Result, err error) string {
 	switch v.fate {
 	case fateAck:
-		ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: res.Duplicate}
-		if err := w.inPlace(r, d, "outcome event", func() error { return w.emit(traced(r.work, d), ev) }); err != nil {
-			return w.giveUp(r, d, err)
-		}
-		w.settle(msg, msg.Ack(), "ack")
-		if res.Duplicate {
-			return LabelDuplicate
-		}
-		return LabelApplied
+		return w.ack(r, d, res.Duplicate)
 	case fateReject:
 		return w.reject(r, d, v.code, res.Duplicate, err)
 	case fateDeadLetter:
-		reason := err.Error()
+		reason, md := err.Error(), d.md
 		if inv := (*command.InvalidError)(nil); errors.As(err, &inv) {
 			reason = inv.Reason
 		}
@@ -193,23 +181,41 @@ func (w *Worker) conclude(r *run, d *delivery, res cartcache.Result, err error) 
 		}
 		return w.deadLetter(r, d, md, v.code, reason)
 	case fateNak:
-		w.settle(msg, msg.Nak(), "nak")
+		w.settle(d.msg, d.msg.Nak(), "nak")
 		return v.outcome
 	case fateDrop:
 		return v.outcome
 	default:
-		// The cart rules failed in a way no row names: they are pure, so
-		// no retry changes it.
-		return w.deadLetter(r, d, md, command.CodeMaxDeliveries, fmt.Sprintf("the cart rules failed: %v", err))
+		// fateRetry, or the zero fate of a verdict never assigned: the
+		// cart rules failed in a way no row names. They are pure, so no
+		// retry changes it, and an ack would lose the command.
+		return w.deadLetter(r, d, d.md, command.CodeMaxDeliveries, fmt.Sprintf("the cart rules failed: %v", err))
 	}
 }
 
-// inPlace runs publish until it succeeds, retrying in place with backoff,
-// so that the cart's later commands, queued behind d, keep their place. It
-// gives up only when the work is cut off at shutdown or d's grant lapses,
-// and returns why. A publish that fails is NATS's fault, not the command's:
-// nothing is counted towards MaxDeliver.
-func (w *Worker) inPlace(r *run, d *delivery, what string, publish func() error) error {
+// ack acks an applied command (dup: applied before) after its applied
+// event.
+func (w *Worker) ack(r *run, d *delivery, dup bool) string {
+	cmd := d.cmd
+	ev := command.Event{CommandID: cmd.ID, Type: cmd.Type, CartID: cmd.CartID, Outcome: command.OutcomeApplied, Duplicate: dup}
+	if err := w.inPlace(r, d, "outcome event", func() error { return w.emit(traced(r.work, d), ev) }); err != nil {
+		return w.conclude(r, d, cartcache.Result{}, err)
+	}
+	w.settle(d.msg, d.msg.Ack(), "ack")
+	if dup {
+		return LabelDuplicate
+	}
+	return LabelApplied
+}
+
+// inPlace runs publish until it succeeds, waiting after each failure as
+// the retry policy (afterFailure) says, so that the cart's later commands,
+// queued behind d, keep their place. It stops only when d's grant lapses
+// (errLapsed) or the work is cut off at shutdown (errPaused), and returns
+// why; its caller concludes d with it, which leaves d for the partition's
+// next holder or Naks it. A publish that fails is NATS's fault, not the
+// command's: nothing is counted towards MaxDeliver.
+func (w *Worker) inPlace(r *run, d *delivery, step string, publish func() error) error {
 	for failures := 1; ; failures++ {
 		err := publish()
 		if err == nil {
@@ -218,27 +224,14 @@ func (w *Worker) inPlace(r *run, d *delivery, what string, publish func() error)
 		if !r.owner.Holds(d.grant) {
 			return errLapsed
 		}
-		delay := w.backoff(failures)
-		if failures == 1 || failures%10 == 0 {
-			w.log.Warn(what+" not published; retrying in place, the cart's later commands wait",
-				"subject", w.subject(d.msg), "command_id", cmp.Or(d.cmd.ID, d.msg.Headers().Get(command.HeaderMsgID)),
-				"failures", failures, "retry_in", delay, "err", err)
+		delay, err := w.afterFailure(failure{step: step, d: d, batch: 1, n: failures, err: err})
+		if err != nil {
+			return err
 		}
 		if !sleepCtx(r.work, delay) {
 			return errPaused
 		}
 	}
-}
-
-// giveUp settles a delivery that inPlace gave up on: Nak'ed at shutdown
-// (the partition is handed back and its next holder rewinds it), left
-// alone when the grant lapsed.
-func (w *Worker) giveUp(r *run, d *delivery, err error) string {
-	if errors.Is(err, errLapsed) || !r.owner.Holds(d.grant) {
-		return LabelFenced
-	}
-	w.settle(d.msg, d.msg.Nak(), "nak")
-	return LabelShutdown
 }
 
 // reject acks a valid command that the cart refuses and tells the
@@ -251,7 +244,7 @@ func (w *Worker) reject(r *run, d *delivery, code string, dup bool, cause error)
 		Error: &command.EventError{Code: code, Message: cause.Error()},
 	}
 	if err := w.inPlace(r, d, "rejected event", func() error { return w.emit(traced(r.work, d), ev) }); err != nil {
-		return w.giveUp(r, d, err)
+		return w.conclude(r, d, cartcache.Result{}, err)
 	}
 	w.log.Info("command rejected", "cart_id", cmd.CartID, "command_id", cmd.ID, "type", cmd.Type, "code", code, "duplicate", dup, "err", cause)
 	w.settle(msg, msg.Ack(), "ack")
@@ -260,8 +253,8 @@ func (w *Worker) reject(r *run, d *delivery, code string, dup bool, cause error)
 
 // deadLetter copies the message to the dead-letter stream, emits a rejected
 // event when the subject names a valid cart, and terminates the original.
-// A copy that cannot be stored is retried in place: a command is never
-// dropped without a dead letter, and never Nak'ed for later while its
+// A copy that cannot be stored is retried in place (inPlace): a command is
+// never dropped without a dead letter, and never Nak'ed for later while its
 // cart's later commands go on. The body's id names the command when it
 // could be decoded; the Nats-Msg-Id header stands in otherwise. md is
 // d's metadata, with the times it was tried.
@@ -306,7 +299,7 @@ func (w *Worker) deadLetter(r *run, d *delivery, md *jetstream.MsgMetadata, code
 	}
 
 	if err := w.inPlace(r, d, "dead letter", func() error { return w.storeDeadLetter(ctx, dl) }); err != nil {
-		return w.giveUp(r, d, err)
+		return w.conclude(r, d, cartcache.Result{}, err)
 	}
 	w.cfg.Observer.DeadLettered()
 	w.log.Warn("command dead-lettered",

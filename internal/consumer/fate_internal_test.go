@@ -426,6 +426,45 @@ func TestBackoffDoublesByFailures(t *testing.T) {
 		0: 100 * time.Millisecond, 1: 100 * time.Millisecond, 2: 200 * time.Millisecond,
 		4: 800 * time.Millisecond, 7: 5 * time.Second, 100: 5 * time.Second,
 	} {
-		require.Equal(t, want, w.backoff(failures), "after %d failures", failures)
+		require.Equal(t, want, w.backoffAfter(failures), "after %d failures", failures)
+	}
+}
+
+// The zero fate is no fate: a verdict whose fate was never assigned
+// dead-letters its command, and never acks it. Every row of the table
+// assigns one.
+func TestZeroFateIsNoAck(t *testing.T) {
+	require.NotEqual(t, fateAck, fate(0))
+	for _, row := range decisions {
+		require.NotZero(t, row.fate, "the row of %v", row.err)
+	}
+
+	js, evs := &fakeJS{}, &events{}
+	w, err := New(js, evs, &applier{}, Config{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	grant := ownership.Grant{Partition: 3, Era: 5, Seq: 9}
+	msg := &jsMsg{
+		plainMsg: plainMsg{subject: "cart.pcmd.03.c1.add-item", data: []byte(`{"id":"a1"}`)},
+		headers:  nats.Header{}, delivered: 1, seq: 7,
+	}
+	md, err := msg.Metadata()
+	require.NoError(t, err)
+	d := &delivery{msg: msg, md: md, cmd: command.Command{ID: "a1", CartID: "c1", Type: command.TypeAddItem}, grant: grant}
+	r := &run{stop: context.Background(), work: context.Background(), owner: &fakeOwner{grant: grant}}
+
+	outcome := w.carryOut(r, d, verdict{}, cartcache.Result{}, errors.New("no row names this"))
+	require.Equal(t, LabelDeadLetter, outcome)
+	require.Equal(t, []string{"term with reason"}, msg.settled, "terminated, never acked")
+	require.Len(t, js.published, 1, "dead-lettered")
+}
+
+// EnvironmentFault is the one list of faults that hold commands without
+// counting them: internal/app's probe names a setting for each.
+func TestEnvironmentFault(t *testing.T) {
+	for _, err := range []error{statepool.ErrUnauthorized, statepool.ErrStoreNotFound, statepool.ErrUnreachable} {
+		require.True(t, EnvironmentFault(fmt.Errorf("call: %w", err)), "%v", err)
+	}
+	for _, err := range []error{nil, statepool.ErrBadRequest, cart.ErrInvalidCart, errors.New("dapr: connection reset")} {
+		require.False(t, EnvironmentFault(err), "%v", err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/cartworker/cartworker/internal/statepool"
 )
 
 // errNotChecked is the gate's reason before the first probe has answered.
@@ -62,20 +64,25 @@ func (g *gate) err() error {
 	return g.fault
 }
 
+// EnvironmentFault reports whether err is the fault of the instance's own
+// configuration or surroundings rather than of a command: daprd refused
+// the API token, has no such state store, or cannot be reached. A command
+// that meets one is held, uncounted, while the gate is closed on it, until
+// Config.Probe passes; a probe's error should name the setting that fixes
+// it (internal/app's does).
+func EnvironmentFault(err error) bool {
+	return errors.Is(err, statepool.ErrUnauthorized) ||
+		errors.Is(err, statepool.ErrStoreNotFound) ||
+		errors.Is(err, statepool.ErrUnreachable)
+}
+
 // Ready, Opening and HeldTooLong let the partitions' leases follow the gate
 // (ownership.Gate).
 func (g *gate) Ready() bool { return g.err() == nil }
 
-// Opening returns nil while the gate is open, else a channel closed when it
-// opens.
-func (g *gate) Opening() <-chan struct{} { return g.opening() }
-
-// HeldTooLong reports whether the instance has handed its commands back.
-func (g *gate) HeldTooLong() bool { return g.heldTooLong() }
-
-// opening returns nil while the gate is open, else a channel that is
+// Opening returns nil while the gate is open, else a channel that is
 // closed when it opens.
-func (g *gate) opening() <-chan struct{} {
+func (g *gate) Opening() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.fault == nil {
@@ -126,9 +133,9 @@ func (g *gate) set(err error) {
 	}
 }
 
-// heldTooLong reports whether the gate has been closed for longer than
+// HeldTooLong reports whether the gate has been closed for longer than
 // handBack: the instance has handed its commands back.
-func (g *gate) heldTooLong() bool {
+func (g *gate) HeldTooLong() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.fault != nil && time.Since(g.closed) >= g.handBack

@@ -16,10 +16,9 @@ import (
 	"github.com/cartworker/cartworker/internal/breaker"
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/ownership"
-	"github.com/cartworker/cartworker/internal/statepool"
 )
 
-// delivery is one message of a batch on its way through handleBatch.
+// delivery is one message of a batch on its way through handleGroup.
 type delivery struct {
 	msg jetstream.Msg
 	md  *jetstream.MsgMetadata
@@ -34,12 +33,29 @@ type delivery struct {
 	grant ownership.Grant
 }
 
+// handle is the pool's handler: it takes the batches of one or more carts
+// through handleGroup, then lets go of their messages, settled or dropped:
+// they leave the in-flight gauge, the heartbeats and their partition's
+// count of what this instance holds.
+func (w *Worker) handle(r *run, batches [][]jetstream.Msg) {
+	w.handleGroup(r, batches)
+	for _, msgs := range batches {
+		w.cfg.Observer.InFlight(-len(msgs))
+		for _, msg := range msgs {
+			r.beats.remove(msg)
+			if g := grantOf(msg); g.Partition >= 0 {
+				r.owner.Settled(g.Partition)
+			}
+		}
+	}
+}
+
 // handleGroup takes the deliveries of one or more carts, each cart's in
 // stream order, through decoding (command.Decode) and one apply of every
-// cart's valid commands together (the Applier, held while the environment
-// is at fault or retried after a transient failure); conclude, in fate.go,
-// then decides what becomes of each delivery, in its cart's order, as soon
-// as its cart is done.
+// cart's valid commands together (apply, which holds them while the
+// environment is at fault and retries them after a transient failure);
+// settleCart then concludes each delivery, in its cart's order, as soon as
+// its cart is done.
 func (w *Worker) handleGroup(r *run, batches [][]jetstream.Msg) {
 	start := time.Now()
 	all := make([][]*delivery, len(batches))
@@ -64,18 +80,9 @@ func (w *Worker) handleGroup(r *run, batches [][]jetstream.Msg) {
 			valid = append(valid, v)
 		}
 	}
-	if len(valid) == 0 {
-		return
+	if len(valid) > 0 {
+		w.apply(r, valid)
 	}
-	w.apply(r, valid, func(i int, outs []cartcache.Outcome, err error) {
-		for j, d := range valid[i] {
-			res, derr := cartcache.Result{}, err
-			if err == nil {
-				res, derr = outs[j].Result, outs[j].Err
-			}
-			d.outcome = w.conclude(r, d, res, derr)
-		}
-	})
 }
 
 // decodeBatch decodes one cart's deliveries, in order, and settles at once
@@ -180,25 +187,27 @@ var (
 )
 
 // apply applies the commands of carts, each cart's deliveries in order, in
-// one read-modify-write per cart and one call to the Applier for them all,
-// and calls settle with each cart's outcomes, or its error, as soon as that
-// cart is done. It holds the carts while the environment is at fault: they
-// are tried again once the gate reopens, and handed back for another
-// instance if this one stays not ready for handBackAfter. Neither counts as
-// a failure, so a wrong token, a missing store, an absent sidecar or an open
-// breaker never brings a command closer to a dead letter.
+// one read-modify-write per cart and one call to the Applier for them all
+// (applyOnce), and settles each cart (settleCart) as soon as it is done. It
+// holds the carts while the environment is at fault: they are tried again
+// once the gate reopens, and handed back for another instance if this one
+// stays not ready for handBackAfter. Neither counts as a failure, so a
+// wrong token, a missing store, an absent sidecar or an open breaker never
+// brings a command closer to a dead letter.
 //
-// A transient failure of a cart is counted against each of its commands
-// and retried here, after a backoff, rather than Nak'ed: the cart's later
-// commands, already held by this instance, must not overtake them. Once a
-// command has failed MaxDeliver times, its cart settles with an error that
-// fate dead-letters as max_deliveries.
+// A transient failure is counted against each command it failed (every
+// command of a cart whose read-modify-write failed, or the one whose step
+// failed) and retried here, in place, after the retry policy's delay
+// (retry.go), rather than Nak'ed: the cart's later commands, already held
+// by this instance, must not overtake them. Once the policy gives up, the
+// cart settles with an exhaustedError, which fate dead-letters as
+// max_deliveries.
 //
 // Each attempt applies only the carts whose partition grant still holds,
 // and the store refuses a cart last written under a later grant: a cart
 // settles with errLapsed or cartcache.ErrFenced then, and its commands are
 // dropped unsettled for the partition's next holder.
-func (w *Worker) apply(r *run, carts [][]*delivery, settle func(i int, outs []cartcache.Outcome, err error)) {
+func (w *Worker) apply(r *run, carts [][]*delivery) {
 	cmds := make([][]command.Command, len(carts))
 	pending := make([]int, len(carts))
 	for i, ds := range carts {
@@ -208,79 +217,95 @@ func (w *Worker) apply(r *run, carts [][]*delivery, settle func(i int, outs []ca
 			cmds[i][j] = d.cmd
 		}
 	}
-	settleAll := func(err error) {
-		for _, i := range pending {
-			settle(i, nil, err)
-		}
-	}
 	for attempt := 1; ; attempt++ {
 		if err := w.gate.waitOrHandBack(r.stop); err != nil {
-			settleAll(err)
+			w.settleCarts(r, carts, pending, err)
 			return
 		}
-		pending = w.heldCarts(r, carts, pending, settle)
-		if len(pending) == 0 {
+		if pending = w.heldCarts(r, carts, pending); len(pending) == 0 {
 			return
 		}
-		start := time.Now()
-		w.cfg.Observer.Apply(len(pending))
-		results := w.applyCarts(r.work, carts, cmds, pending)
-		var held error
-		most, next := 0, make([]int, 0, len(pending))
-		for k, i := range pending {
-			failed, fault := w.judge(r, carts[i], results[k], attempt, start, func(outs []cartcache.Outcome, err error) {
-				settle(i, outs, err)
-			})
-			switch {
-			case failed < 0:
-				continue
-			case fault != nil:
-				held = fault
-			default:
-				most = max(most, failed)
-			}
-			next = append(next, i)
-		}
-		pending = next
+		var delay time.Duration
+		var fault error
+		pending, delay, fault = w.tryCarts(r, carts, cmds, pending, attempt)
 		switch {
 		case len(pending) == 0:
 			return
-		case held != nil:
+		case fault != nil:
 			// The gate holds every cart left until the environment is
 			// back; a transient failure among them waits for it too.
-			w.gate.fail(held)
-		case !sleepCtx(r.stop, w.backoff(most)):
-			settleAll(errPaused)
+			w.gate.fail(fault)
+		case !sleepCtx(r.stop, delay):
+			w.settleCarts(r, carts, pending, errPaused)
 			return
 		}
 	}
 }
 
+// tryCarts applies the carts at pending once, the attempt-th time, and
+// judges what it made of each. It returns the carts to try again; with
+// them, the longest wait the retry policy asks for after their transient
+// failures, and the fault of the environment that holds them, if one does.
+func (w *Worker) tryCarts(r *run, carts [][]*delivery, cmds [][]command.Command, pending []int, attempt int) (
+	again []int, delay time.Duration, fault error) {
+	start := time.Now()
+	results := w.applyOnce(r, carts, cmds, pending)
+	again = make([]int, 0, len(pending))
+	for k, i := range pending {
+		retry, wait, held := w.judge(r, carts[i], results[k], attempt, start)
+		if !retry {
+			continue
+		}
+		if held != nil {
+			fault = held
+		}
+		delay = max(delay, wait)
+		again = append(again, i)
+	}
+	return again, delay, fault
+}
+
+// applyOnce applies the carts at pending in one call to the Applier: the
+// state store's bulk read-modify-write, fenced by each cart's partition
+// grant and traced as one apply span (trace.go). Its results are in the
+// order of pending.
+func (w *Worker) applyOnce(r *run, carts [][]*delivery, cmds [][]command.Command, pending []int) []cartcache.CartResult {
+	batches := make([]cartcache.CartBatch, len(pending))
+	for k, i := range pending {
+		batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i], Epoch: epochOf(carts[i][0].grant)}
+	}
+	w.cfg.Observer.Apply(len(pending))
+	ctx, end := w.startApply(r.work, carts, pending)
+	results := w.app.ApplyCarts(ctx, batches)
+	end(results)
+	return results
+}
+
 // judge settles what one attempt made of cart ds, or reports that the cart
-// must be tried again: held by fault, a fault of the environment, or after
-// a transient failure, the failed-th of its commands. failed is -1 once the
-// cart is settled.
+// must be tried again (retry): once delay has passed after a transient
+// failure, or once fault, the fault of the environment that holds it, is
+// gone.
 //
 // A transient failure is that of the cart's read-modify-write, or of one of
 // its steps (the steps before and after it applied): either way the cart is
 // tried again in place, its applied steps then reading as duplicates, until
-// its failing commands have failed MaxDeliver times.
-func (w *Worker) judge(r *run, ds []*delivery, res cartcache.CartResult, attempt int, start time.Time,
-	settle func([]cartcache.Outcome, error)) (failed int, fault error) {
+// the retry policy gives up on its failing commands.
+func (w *Worker) judge(r *run, ds []*delivery, res cartcache.CartResult, attempt int, start time.Time) (
+	retry bool, delay time.Duration, fault error) {
 	err, failing := res.Err, ds
 	if err == nil {
 		if failing, err = transientSteps(ds, res.Outcomes); err == nil || r.work.Err() != nil {
 			// Shutdown cut a failing step short: fate Naks it.
 			w.cfg.Observer.Batch(len(ds))
-			settle(res.Outcomes, nil)
-			return -1, nil
+			w.settleCart(r, ds, res.Outcomes, nil)
+			return false, 0, nil
 		}
 	}
 	switch {
 	case r.work.Err() != nil:
-		settle(nil, err)
-		return -1, nil
-	case environmentFault(err), errors.Is(err, breaker.ErrOpen):
+		w.settleCart(r, ds, nil, err)
+		return false, 0, nil
+	case EnvironmentFault(err), errors.Is(err, breaker.ErrOpen):
 		label := LabelNotReady
 		if errors.Is(err, breaker.ErrOpen) {
 			label = LabelBreakerOpen
@@ -288,34 +313,22 @@ func (w *Worker) judge(r *run, ds []*delivery, res cartcache.CartResult, attempt
 		for _, d := range ds {
 			w.cfg.Observer.CommandDone(d.typ, label, time.Since(start))
 		}
-		return 0, err
-	case decide(err, false).fate != fateRetry:
-		settle(nil, err)
-		return -1, nil
+		return true, 0, err
+	case !transient(err):
+		w.settleCart(r, ds, nil, err)
+		return false, 0, nil
 	}
-	failed = w.countFailure(r, failing, attempt)
-	if failed >= w.cfg.MaxDeliver {
-		exhausted := &exhaustedError{err: err, failed: failed}
-		if res.Err != nil {
-			settle(nil, exhausted)
-			return -1, nil
-		}
-		outs := slices.Clone(res.Outcomes)
-		for j := range outs {
-			if outs[j].Err != nil && decide(outs[j].Err, false).fate == fateRetry {
-				outs[j].Err = exhausted
-			}
-		}
-		settle(outs, nil)
-		return -1, nil
+	failed := w.countFailure(r, failing, attempt)
+	delay, gaveUp := w.afterFailure(failure{step: stepApply, d: failing[0], batch: len(ds), n: failed, err: err})
+	if gaveUp != nil {
+		outs, cause := givenUp(res, gaveUp)
+		w.settleCart(r, ds, outs, cause)
+		return false, 0, nil
 	}
-	w.log.Warn("command failed, will retry in place",
-		"subject", w.subject(failing[0].msg), "cart_id", failing[0].cmd.CartID, "command_id", failing[0].cmd.ID, "batch", len(ds),
-		"failures", failed, "retry_in", w.backoff(failed), "err", err)
 	for _, d := range ds {
 		w.cfg.Observer.CommandDone(d.typ, LabelRetry, time.Since(start))
 	}
-	return failed, nil
+	return true, delay, nil
 }
 
 // transientSteps returns the first transient error among a cart's step
@@ -324,7 +337,7 @@ func transientSteps(ds []*delivery, outs []cartcache.Outcome) ([]*delivery, erro
 	var first error
 	var failing []*delivery
 	for j, o := range outs {
-		if o.Err != nil && decide(o.Err, false).fate == fateRetry {
+		if transient(o.Err) {
 			first = cmp.Or(first, o.Err)
 			failing = append(failing, ds[j])
 		}
@@ -332,46 +345,52 @@ func transientSteps(ds []*delivery, outs []cartcache.Outcome) ([]*delivery, erro
 	return failing, first
 }
 
+// givenUp is what a cart settles with once the retry policy gave up on it
+// with err: err for the whole cart when its read-modify-write failed, else
+// its step outcomes, each transient failure among them replaced by err.
+func givenUp(res cartcache.CartResult, err error) ([]cartcache.Outcome, error) {
+	if res.Err != nil {
+		return nil, err
+	}
+	outs := slices.Clone(res.Outcomes)
+	for j := range outs {
+		if transient(outs[j].Err) {
+			outs[j].Err = err
+		}
+	}
+	return outs, nil
+}
+
 // heldCarts returns the carts at pending whose partition grant still holds,
 // and settles the others with errLapsed.
-func (w *Worker) heldCarts(r *run, carts [][]*delivery, pending []int, settle func(int, []cartcache.Outcome, error)) []int {
+func (w *Worker) heldCarts(r *run, carts [][]*delivery, pending []int) []int {
 	held := pending[:0:0]
 	for _, i := range pending {
 		if r.owner.Holds(carts[i][0].grant) {
 			held = append(held, i)
 			continue
 		}
-		settle(i, nil, errLapsed)
+		w.settleCart(r, carts[i], nil, errLapsed)
 	}
 	return held
 }
 
-// countFailure records one more transient failure of every delivery, the
-// attempt-th in this hold, and returns the most any of them has had.
-// Without the shared count, JetStream's delivery count plus the attempts
-// here is the closest bound: never retry forever.
-func (w *Worker) countFailure(r *run, ds []*delivery, attempt int) int {
-	// The work context may be cancelled already; the count must still get
-	// out.
-	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
-	defer cancel()
-	most := 0
-	for _, d := range ds {
-		failed, err := r.failures.add(ctx, d.md.Sequence.Stream)
-		if err != nil {
-			failed = int(d.md.NumDelivered) - 1 + attempt
-			w.log.Warn("failure count not stored; counting deliveries", "subject", w.subject(d.msg), "err", err)
-		}
-		most = max(most, failed)
+// settleCarts settles every cart at pending with err.
+func (w *Worker) settleCarts(r *run, carts [][]*delivery, pending []int, err error) {
+	for _, i := range pending {
+		w.settleCart(r, carts[i], nil, err)
 	}
-	return most
 }
 
-// environmentFault reports whether err is the fault of the instance's own
-// configuration or surroundings rather than the command's: daprd refused our
-// token, has no such store, or cannot be reached.
-func environmentFault(err error) bool {
-	return errors.Is(err, statepool.ErrUnauthorized) ||
-		errors.Is(err, statepool.ErrStoreNotFound) ||
-		errors.Is(err, statepool.ErrUnreachable)
+// settleCart concludes (fate.go) each of a cart's deliveries ds, in order,
+// from what its apply made of them: outs, an outcome per delivery, or err
+// for the whole cart.
+func (w *Worker) settleCart(r *run, ds []*delivery, outs []cartcache.Outcome, err error) {
+	for j, d := range ds {
+		res, derr := cartcache.Result{}, err
+		if err == nil {
+			res, derr = outs[j].Result, outs[j].Err
+		}
+		d.outcome = w.conclude(r, d, res, derr)
+	}
 }

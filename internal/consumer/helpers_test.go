@@ -511,7 +511,6 @@ type recObserver struct {
 	done         map[[2]string]int // {type, outcome}
 	redelivered  int
 	deadLettered int
-	batches      []int
 	applies      []int
 	inflight     int
 	lag, dlq     uint64
@@ -539,11 +538,7 @@ func (o *recObserver) DeadLettered() {
 	o.deadLettered++
 }
 
-func (o *recObserver) Batch(n int) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.batches = append(o.batches, n)
-}
+func (o *recObserver) Batch(int) {}
 
 func (o *recObserver) Apply(n int) {
 	o.mu.Lock()
@@ -595,17 +590,11 @@ func (o *recObserver) gauges() (inflight int, lag, dlq uint64, sampled bool) {
 	return o.inflight, o.lag, o.dlq, o.sampled
 }
 
-// batchSizes returns the size of every batch applied so far.
+// applySizes returns the carts of every call to the Applier so far.
 func (o *recObserver) applySizes() []int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return slices.Clone(o.applies)
-}
-
-func (o *recObserver) batchSizes() []int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return slices.Clone(o.batches)
 }
 
 // count reports CommandDone calls with outcome, for type typ or any type

@@ -50,11 +50,6 @@ type Consumers struct {
 	Members, Leases jetstream.KeyValue
 }
 
-// all returns every consumer, strays first.
-func (c Consumers) all() []jetstream.Consumer {
-	return append([]jetstream.Consumer{c.Strays}, c.Partitions...)
-}
-
 func (w *Worker) wantStreams() []wantStream {
 	s := w.cfg.Subjects
 	src, dst := s.PartitionTransform(w.cfg.Partitions)

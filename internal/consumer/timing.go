@@ -9,9 +9,11 @@ import (
 
 // Every delay and backoff of the consumer: before a command, its event, its
 // dead letter, a rewind or its environment is tried again, the bounds of
-// each try, and the timing of the partitions' leases.
-// Their configurable bases (Config.RetryBaseDelay, RetryMaxDelay,
-// ProbeInterval) have their defaults in config.go.
+// each try, and the timing of the partitions' leases. Whether a failed step
+// is tried again at all is the retry policy's (retry.go); how long it waits
+// is here, next to the probes' backoff, which doubles alike. Their
+// configurable bases (Config.RetryBaseDelay, RetryMaxDelay, ProbeInterval)
+// have their defaults in config.go.
 
 const (
 	// probeTimeout bounds one probe of the environment.
@@ -99,10 +101,10 @@ func (w *Worker) ownershipConfig() ownership.Config {
 // gone (pullsGone). An idle partition costs a pull request a second.
 func (w *Worker) pullExpiry() time.Duration { return time.Second }
 
-// backoff is the wait before a command that failed for the failures-th
-// time is tried again, in place: RetryBaseDelay doubling up to
-// RetryMaxDelay.
-func (w *Worker) backoff(failures int) time.Duration {
+// backoffAfter is the wait, after a step's failures-th failure, before the
+// retry policy (retry.go) tries it again in place: RetryBaseDelay doubling
+// up to RetryMaxDelay.
+func (w *Worker) backoffAfter(failures int) time.Duration {
 	return doubling(w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay, min(max(failures, 1), maxAttempt+1)-1)
 }
 

@@ -119,18 +119,15 @@ func (w *Worker) endDelivery(d *delivery, batch int, outcome string) {
 	d.span.End()
 }
 
-// applyCarts is one attempt at applying the commands of the carts at
-// pending, traced as one "apply" span: a child of the first delivery's
-// span, linked both ways with the others'. Its results are in the order of
-// pending.
-func (w *Worker) applyCarts(ctx context.Context, carts [][]*delivery, cmds [][]command.Command, pending []int) []cartcache.CartResult {
-	batches := make([]cartcache.CartBatch, len(pending))
-	for k, i := range pending {
-		batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i], Epoch: epochOf(carts[i][0].grant)}
-	}
+// startApply starts the span of one attempt at applying the carts at
+// pending: a child of the first delivery's span, linked both ways with the
+// others'. It returns the context to call the Applier with and a func that
+// ends the span with the attempt's results. Without spans the context only
+// carries the first delivery's span context, and end does nothing.
+func (w *Worker) startApply(ctx context.Context, carts [][]*delivery, pending []int) (context.Context, func([]cartcache.CartResult)) {
 	first := carts[pending[0]][0]
 	if w.tracing.tracer == nil {
-		return w.app.ApplyCarts(traced(ctx, first), batches)
+		return traced(ctx, first), func([]cartcache.CartResult) {}
 	}
 	var links []trace.Link
 	count := 0
@@ -143,14 +140,13 @@ func (w *Worker) applyCarts(ctx context.Context, carts [][]*delivery, cmds [][]c
 		}
 	}
 	ctx, span := w.tracing.tracer.Start(traced(ctx, first), applySpan, trace.WithLinks(links...))
-	defer span.End()
 	if span.IsRecording() {
 		attrs := []attribute.KeyValue{
 			semconv.MessagingBatchMessageCount(count),
-			attribute.Int("cartworker.carts", len(batches)),
+			attribute.Int("cartworker.carts", len(pending)),
 		}
-		if len(batches) == 1 {
-			attrs = append(attrs, attribute.String("cartworker.cart_id", batches[0].CartID))
+		if len(pending) == 1 {
+			attrs = append(attrs, attribute.String("cartworker.cart_id", first.cmd.CartID))
 		}
 		span.SetAttributes(attrs...)
 		for _, i := range pending {
@@ -161,16 +157,18 @@ func (w *Worker) applyCarts(ctx context.Context, carts [][]*delivery, cmds [][]c
 			}
 		}
 	}
-	results := w.app.ApplyCarts(ctx, batches)
-	if span.IsRecording() {
+	return ctx, func(results []cartcache.CartResult) {
+		defer span.End()
+		if !span.IsRecording() {
+			return
+		}
 		for _, res := range results {
 			if res.Err != nil {
 				span.SetStatus(codes.Error, res.Err.Error())
-				break
+				return
 			}
 		}
 	}
-	return results
 }
 
 // traced returns ctx carrying d's span, whose trace context the event and

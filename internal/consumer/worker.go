@@ -53,8 +53,10 @@ type owner interface {
 
 var _ owner = (*ownership.Leases)(nil)
 
-// Worker consumes cart commands. Create it with New, then Run it; Run sets
-// JetStream up first (Setup, which may also be called on its own).
+// Worker consumes cart commands. Create it with New, then Run it: Run sets
+// JetStream up itself (Setup, tried again for up to SetupTimeout), so
+// calling Setup first is not needed; it may be called on its own, to set
+// JetStream up without consuming.
 type Worker struct {
 	js   jetstream.JetStream
 	pub  Publisher
@@ -105,6 +107,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	return w.consume(ctx, cons)
 }
 
+// consume runs the pullers, the pool and what runs beside them
+// (startBackground) until ctx ends, then stops pulling, lets the pool
+// finish what it holds within ShutdownTimeout (cutOffWork), and returns
+// the error of a puller that failed, if one did.
 func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	// work is the context handlers run under: it outlives ctx by at most
 	// ShutdownTimeout so that in-flight commands can finish.
@@ -113,54 +119,65 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	r := &run{stop: ctx, work: work, beats: newHeartbeats(), failures: failures{kv: cons.Failures},
 		owner: ownership.New(w.js, cons.Members, cons.Leases, w.gate, w.ownershipConfig())}
 
-	// The prober stops when shutdown begins; heartbeats go on until every
-	// held command is settled; the leases are given back after that.
 	var bg sync.WaitGroup
+	poolDone := make(chan struct{})
+	stopBackground := w.startBackground(ctx, &bg, r, cons, poolDone)
+	defer func() {
+		stopBackground()
+		bg.Wait()
+	}()
+	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.Held, w.cfg.BatchMax, w.cfg.BatchMaxBytes, w.cfg.BatchCarts,
+		func(batches [][]jetstream.Msg) { w.handle(r, batches) })
+	bg.Go(func() { w.cutOffWork(ctx, poolDone, cancelWork) })
+
+	err := w.pullAll(ctx, cons, pool, r)
+	pool.close()
+	close(poolDone)
+	return err
+}
+
+// startBackground starts, in bg, what runs beside the pullers: the prober
+// and the sampler, which stop when shutdown begins (ctx); the heartbeats,
+// which go on until every held command is settled, when stop is called;
+// and the leases, which are given back once poolDone is closed.
+func (w *Worker) startBackground(ctx context.Context, bg *sync.WaitGroup, r *run, cons Consumers, poolDone <-chan struct{}) (stop func()) {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
 	bg.Go(func() { w.gate.run(probeCtx) })
 	bg.Go(func() { r.beats.run(beatCtx, w.cfg.AckWait/3) })
-	poolDone := make(chan struct{})
 	bg.Go(func() { r.owner.Run(probeCtx, poolDone) })
 	bg.Go(func() { w.sample(probeCtx, r, cons) })
-	defer func() {
+	return func() {
 		stopProbes()
 		stopBeats()
-		bg.Wait()
-	}()
+	}
+}
 
-	pool := newKeyedPool(w.cfg.Concurrency, w.cfg.Buffer+1, w.cfg.Held, w.cfg.BatchMax, w.cfg.BatchMaxBytes, w.cfg.BatchCarts, func(batches [][]jetstream.Msg) {
-		w.handleGroup(r, batches)
-		for _, msgs := range batches {
-			w.cfg.Observer.InFlight(-len(msgs))
-			for _, msg := range msgs {
-				r.beats.remove(msg)
-				if g := grantOf(msg); g.Partition >= 0 {
-					r.owner.Settled(g.Partition)
-				}
-			}
-		}
-	})
-	bg.Go(func() {
-		select {
-		case <-ctx.Done():
-			t := time.NewTimer(w.cfg.ShutdownTimeout)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				// Handlers see a cancelled context and Nak; the pull
-				// loop stops waiting on a drain stuck on a broken
-				// connection.
-				cancelWork()
-			case <-poolDone:
-			}
-		case <-poolDone:
-		}
-	})
+// cutOffWork cancels the work (cancelWork) once ShutdownTimeout has passed
+// since ctx ended, unless the pool is done (poolDone) first: handlers then
+// see a cancelled context and Nak, and the pull loop stops waiting on a
+// drain stuck on a broken connection.
+func (w *Worker) cutOffWork(ctx context.Context, poolDone <-chan struct{}, cancelWork context.CancelFunc) {
+	select {
+	case <-ctx.Done():
+	case <-poolDone:
+		return
+	}
+	t := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		cancelWork()
+	case <-poolDone:
+	}
+}
 
-	// Every consumer has its own puller. One that fails (its consumer was
-	// deleted, the connection closed for good) stops them all, so that Run
-	// fails and a supervisor restarts the worker.
+// pullAll runs a puller for every consumer until ctx ends: the strays'
+// first, and the partitions' once the strays are drained. One that fails
+// (its consumer was deleted, the connection closed for good) stops them
+// all and its error is returned, so that Run fails and a supervisor
+// restarts the worker.
+func (w *Worker) pullAll(ctx context.Context, cons Consumers, pool *keyedPool, r *run) error {
 	pullCtx, stopPulling := context.WithCancel(ctx)
 	defer stopPulling()
 	var (
@@ -191,8 +208,6 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 		}
 	})
 	pullers.Wait()
-	pool.close()
-	close(poolDone)
 	return pullErr
 }
 
