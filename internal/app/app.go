@@ -50,34 +50,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	m := metrics.New()
 	m.SetBuildInfo(buildInfo())
-	stateCfg := cfg.State
-	stateCfg.Hooks = m.StateHooks()
-	stateCfg.TracerProvider = tracing.TracerProvider()
-	state, err := statepool.New(stateCfg)
+	st, err := newStateSide(cfg, m, tracing, log)
 	if err != nil {
-		return fmt.Errorf("state client: %w", err)
+		return err
 	}
-	defer state.Close()
-	breakerCfg := cfg.Breaker
-	// Called under the breaker's lock: record, never call back into it.
-	breakerCfg.OnStateChange = func(from, to breaker.State) {
-		m.SetBreakerState(to)
-		log.Warn("state breaker changed", "from", from.String(), "to", to.String())
-	}
-	guarded, err := breaker.New(state, breakerCfg)
-	if err != nil {
-		return fmt.Errorf("breaker: %w", err)
-	}
-	// The one memory setting: commands and carts have separate shares, so
-	// that commands waiting for their apply never hold what it needs.
-	heldCommands, heldCarts, err := budget.Split(int64(cfg.MaxHeldBytes))
-	if err != nil {
-		return fmt.Errorf("WORKER_MAX_HELD_BYTES: %w", err)
-	}
-	m.HeldFrom(heldCommands, heldCarts)
-	cartsCfg := cfg.Carts
-	cartsCfg.Held = heldCarts
-	carts := cartcache.New(guarded, cartsCfg)
+	defer st.client.Close()
 
 	nc, err := natsconn.Connect(ctx, cfg.NATS, log)
 	if err != nil {
@@ -89,12 +66,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	consumerCfg := cfg.Consumer
-	consumerCfg.Probe = stateProbe(cfg.State, state, guarded)
+	consumerCfg.Probe = stateProbe(cfg.State, st.client, st.guarded)
 	consumerCfg.Logger = log
 	consumerCfg.Observer = m
 	consumerCfg.TracerProvider = tracing.TracerProvider()
-	consumerCfg.Held = heldCommands
-	w, err := consumer.New(js, nc, carts, consumerCfg)
+	consumerCfg.Held = st.heldCommands
+	w, err := consumer.New(js, nc, st.carts, consumerCfg)
 	if err != nil {
 		return err
 	}
@@ -103,37 +80,90 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if !nc.IsConnected() {
 			return errors.New("NATS is not connected")
 		}
-		if err := breakerOpen(guarded); err != nil {
+		if err := breakerOpen(st.guarded); err != nil {
 			return err
 		}
 		return w.Ready()
 	}
 	m.ReadyFrom(ready)
+	stop, err := serve(cfg, ready, m, log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	err = w.Run(ctx)
+	log.Info("stopped", "err", err)
+	return err
+}
+
+// stateSide is the worker's side of the state store: the one pooled client,
+// its breaker, the carts kept through them, and the share of
+// WORKER_MAX_HELD_BYTES left for the commands.
+type stateSide struct {
+	client       *statepool.Client
+	guarded      *breaker.Breaker
+	carts        *cartcache.Carts
+	heldCommands *budget.Bytes
+}
+
+// newStateSide builds the state side; the caller closes st.client.
+func newStateSide(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Tracing, log *slog.Logger) (*stateSide, error) {
+	stateCfg := cfg.State
+	stateCfg.Hooks = m.StateHooks()
+	stateCfg.TracerProvider = tracing.TracerProvider()
+	client, err := statepool.New(stateCfg)
+	if err != nil {
+		return nil, fmt.Errorf("state client: %w", err)
+	}
+	breakerCfg := cfg.Breaker
+	// Called under the breaker's lock: record, never call back into it.
+	breakerCfg.OnStateChange = func(from, to breaker.State) {
+		m.SetBreakerState(to)
+		log.Warn("state breaker changed", "from", from.String(), "to", to.String())
+	}
+	guarded, err := breaker.New(client, breakerCfg)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("breaker: %w", err)
+	}
+	// The one memory setting: commands and carts have separate shares, so
+	// that commands waiting for their apply never hold what it needs.
+	heldCommands, heldCarts, err := budget.Split(int64(cfg.MaxHeldBytes))
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("WORKER_MAX_HELD_BYTES: %w", err)
+	}
+	m.HeldFrom(heldCommands, heldCarts)
+	cartsCfg := cfg.Carts
+	cartsCfg.Held = heldCarts
+	return &stateSide{client: client, guarded: guarded, carts: cartcache.New(guarded, cartsCfg), heldCommands: heldCommands}, nil
+}
+
+// serve serves /healthz, /readyz, /metrics (and pprof when asked) on
+// WORKER_HTTP_ADDR until stop, which shuts the server down and waits for it.
+func serve(cfg config.Config, ready func() error, m *metrics.Metrics, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("WORKER_HTTP_ADDR: %w", err)
+		return nil, fmt.Errorf("WORKER_HTTP_ADDR: %w", err)
 	}
 	srv := &http.Server{
 		Handler:           health.Handler(ready, m.Handler(), cfg.Pprof),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	})
-	defer func() {
+	log.Info("serving", "http_addr", ln.Addr().String(), "healthz", "/healthz", "readyz", "/readyz", "metrics", config.DefaultMetricsPath)
+	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-	}()
-	log.Info("serving", "http_addr", ln.Addr().String(), "healthz", "/healthz", "readyz", "/readyz", "metrics", config.DefaultMetricsPath)
-
-	err = w.Run(ctx)
-	log.Info("stopped", "err", err)
-	return err
+		wg.Wait()
+	}, nil
 }
 
 // NewLogger returns the structured logger cfg asks for, writing to out.
