@@ -21,8 +21,8 @@ const (
 	MinKeepAppliedIDs = 1000
 	// DefaultTombstoneTTL is the default of TombstoneTTL.
 	DefaultTombstoneTTL = time.Hour
-	// DefaultMaxConflictRetries is the default of MaxConflictRetries.
-	DefaultMaxConflictRetries = 16
+	// DefaultMaxConflictRereads is the default of MaxConflictRereads.
+	DefaultMaxConflictRereads = 16
 	// DefaultMaxCartBytes is the default of MaxCartBytes: 2 MiB, half of
 	// daprd's default max-body-size (4 MiB), which bounds a save over
 	// HTTP and gRPC alike. The other half is room for what a save sends
@@ -52,9 +52,11 @@ type Config struct {
 	// while the cart was missing, are still recognised. Default:
 	// DefaultTombstoneTTL.
 	TombstoneTTL time.Duration
-	// MaxConflictRetries bounds the re-reads after an ETag conflict.
-	// Default: DefaultMaxConflictRetries.
-	MaxConflictRetries int
+	// MaxConflictRereads bounds the re-reads after an ETag conflict: the
+	// compare-and-swap's loop, concurrency control rather than a retry of
+	// a failure (the consumer's retry policy is internal/consumer/retry.go).
+	// Default: DefaultMaxConflictRereads.
+	MaxConflictRereads int
 	// MaxCartBytes bounds a cart's stored document, as encoded for the
 	// save: a command that would make the cart larger than it, and larger
 	// than it was, is refused with a *cart.TooLargeError
@@ -96,8 +98,8 @@ func (c Config) withDefaults() Config {
 	if c.TombstoneTTL <= 0 {
 		c.TombstoneTTL = DefaultTombstoneTTL
 	}
-	if c.MaxConflictRetries <= 0 {
-		c.MaxConflictRetries = DefaultMaxConflictRetries
+	if c.MaxConflictRereads <= 0 {
+		c.MaxConflictRereads = DefaultMaxConflictRereads
 	}
 	if c.MaxCartBytes <= 0 {
 		c.MaxCartBytes = DefaultMaxCartBytes
@@ -161,7 +163,7 @@ func (c *Carts) change(cmd command.Command) Change {
 // *PriorRejection with the code it was refused with. Otherwise the next
 // cart is saved with cmdID added to its handled ids, guarded by the ETag
 // read, and re-read and re-applied after a conflicting write, at most
-// MaxConflictRetries times (then ErrConflict). Deleting writes the
+// MaxConflictRereads times (then ErrConflict). Deleting writes the
 // tombstone first, then deletes the cart guarded by its ETag.
 //
 // change's errors are returned as they are. A rejection of the cart rules
@@ -229,7 +231,7 @@ func (c *Carts) UpdateBatchAt(ctx context.Context, cartID string, epoch Epoch, s
 	// No pause between attempts: the worker runs one batch per cart at a
 	// time, so a conflict means an outside writer, and the sooner the
 	// re-read the likelier it sees that writer's last word.
-	for range c.cfg.MaxConflictRetries + 1 {
+	for range c.cfg.MaxConflictRereads + 1 {
 		out, err := c.updateBatch(ctx, cartID, epoch, steps)
 		if !errors.Is(err, statepool.ErrETagMismatch) {
 			return out, err
@@ -609,7 +611,7 @@ func (c *Carts) write(ctx context.Context, p plan) error {
 		return c.store.Save(ctx, p.key, p.doc, p.opts)
 	case writeDelete:
 		// The tombstone goes first: if the delete then fails, the cart is
-		// still there and the retry writes the tombstone again. Dapr's
+		// still there and the command's next attempt writes the tombstone again. Dapr's
 		// transactions are not atomic on ETag conflicts, so they would
 		// not help here.
 		if err := c.store.Save(ctx, p.key, p.doc, p.opts); err != nil {

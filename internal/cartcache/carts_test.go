@@ -357,14 +357,14 @@ func TestConflictRereadsAndRetries(t *testing.T) {
 	require.Len(t, e.cart(t, "c1")["line_items"], 1)
 
 	rs.races = 100
-	_, err = cartcache.New(rs, cartcache.Config{MaxConflictRetries: 2}).Apply(context.Background(), addCmd("a2", "c1", item("A", 1, "5", "00")))
+	_, err = cartcache.New(rs, cartcache.Config{MaxConflictRereads: 2}).Apply(context.Background(), addCmd("a2", "c1", item("A", 1, "5", "00")))
 	require.ErrorIs(t, err, cartcache.ErrConflict)
 }
 
 func TestConcurrentWritersLoseNothing(t *testing.T) {
 	// Eight writers on one cart collide far more than instances do in
 	// practice; enough retries make the outcome deterministic.
-	e := newEnv(t, cartcache.Config{MaxConflictRetries: 200})
+	e := newEnv(t, cartcache.Config{MaxConflictRereads: 200})
 	e.apply(t, cacheCmd("c1", ""))
 	const writers, each = 8, 10
 	var wg sync.WaitGroup

@@ -148,11 +148,8 @@ func TestUnpartitionedStreamIsMigrated(t *testing.T) {
 	}
 	backlog := e.scan(t, carts, 8, "B")
 
-	var apps []*recApplier
 	for range 2 {
-		app := newApplier(e.svc, jitter)
-		apps = append(apps, app)
-		e.startWorker(t, consumer.Config{Concurrency: 4}, app)
+		e.startWorker(t, consumer.Config{Concurrency: 4}, newApplier(e.svc, jitter))
 	}
 	fresh := e.scan(t, carts, 8, "N")
 	e.events.waitApplied(t, append(idsOf(backlog), idsOf(fresh)...)...)

@@ -79,7 +79,7 @@ func TestTraceFollowsCommandToStateEventAndDeadLetter(t *testing.T) {
 	require.Equal(t, traceparentOf(process.SpanContext), ev.Header.Get("Traceparent"), "the event continues the delivery's trace")
 
 	// A command that is no command: dead-lettered, with the trace.
-	ctx, parent = tp.Tracer("test").Start(context.Background(), "bad publish")
+	_, parent = tp.Tracer("test").Start(context.Background(), "bad publish")
 	m := nats.NewMsg(subjects.Command("tr1", command.TypeAddItem))
 	m.Data = []byte(`{"id":"tr-bad",`)
 	m.Header.Set(command.HeaderMsgID, "tr-bad")
