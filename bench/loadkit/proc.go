@@ -19,22 +19,19 @@ import (
 const clockTicks = 100
 
 // ProcRSSKiB returns the resident set size (VmRSS) of pid in KiB.
-func ProcRSSKiB(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	return parseStatusKiB(b, "VmRSS:")
-}
+func ProcRSSKiB(pid int) (int64, error) { return procStatusKiB(pid, "VmRSS:") }
 
 // ProcHWMKiB returns the largest resident set size pid has had (VmHWM) in
 // KiB: the kernel's own peak, which no sampling interval can miss.
-func ProcHWMKiB(pid int) (int64, error) {
+func ProcHWMKiB(pid int) (int64, error) { return procStatusKiB(pid, "VmHWM:") }
+
+// procStatusKiB reads field, a size in KiB, from pid's /proc status.
+func procStatusKiB(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
-	return parseStatusKiB(b, "VmHWM:")
+	return parseStatusKiB(b, field)
 }
 
 func parseStatusKiB(status []byte, field string) (int64, error) {
