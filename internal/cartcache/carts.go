@@ -323,9 +323,9 @@ const (
 //
 // The size limit is checked on the document plan encodes for the save, once
 // for the batch: measuring after every step would cost the common case an
-// encoding of the cart's handled ids per command. Only when that document, or a cart a
-// later step of the batch replaced or deleted, is over MaxCartBytes are the
-// steps applied again, from a fresh parse of what st read, each one's cart
+// encoding of the cart's handled ids per command. Only when that document,
+// or a cart a later step of the batch replaced or deleted, is over
+// MaxCartBytes are the steps applied again, from a fresh parse of what st read, each one's cart
 // measured (sized), so that exactly the steps that would take the cart over
 // the limit are refused, as if each had come on its own.
 func (c *Carts) plan(cartID string, st stored, epoch Epoch, steps []Step) (plan, error) {

@@ -118,6 +118,9 @@ func (p *keyedPool) run(key string) {
 		for range n {
 			<-p.slots
 		}
+		// One Give for the lot is what the Takes took: messages held
+		// together sum to no more than held's total, so none of them was
+		// a take larger than the budget, which waits to be held alone.
 		p.held.Give(size)
 		// Keep the keys with more queued; the rest are done.
 		p.mu.Lock()
