@@ -151,6 +151,32 @@ func (c *Carts) Apply(ctx context.Context, cmd command.Command) (Result, error) 
 	return c.Update(ctx, cmd.CartID, cmd.ID, c.change(cmd))
 }
 
+// ApplyCarts applies several carts' validated commands with the cart rules
+// of cart.Apply: what the worker calls. One cart goes through UpdateBatchAt,
+// several through UpdateCarts, in two bulk calls for the lot.
+func (c *Carts) ApplyCarts(ctx context.Context, batches []CartBatch) []CartResult {
+	if len(batches) == 1 {
+		b := batches[0]
+		out, err := c.UpdateBatchAt(ctx, b.CartID, b.Epoch, c.steps(b.Cmds))
+		return []CartResult{{Outcomes: out, Err: err}}
+	}
+	carts := make([]CartSteps, len(batches))
+	for i, b := range batches {
+		carts[i] = CartSteps{CartID: b.CartID, Epoch: b.Epoch, Steps: c.steps(b.Cmds)}
+	}
+	return c.UpdateCarts(ctx, carts)
+}
+
+// steps binds each command to the cart rules: a Step whose Change is
+// cart.Apply of that command.
+func (c *Carts) steps(cmds []command.Command) []Step {
+	steps := make([]Step, len(cmds))
+	for j, cmd := range cmds {
+		steps[j] = Step{CmdID: cmd.ID, Change: c.change(cmd)}
+	}
+	return steps
+}
+
 func (c *Carts) change(cmd command.Command) Change {
 	return func(cur *cart.Document) (*cart.Document, error) {
 		return cart.Apply(cur, cmd, c.cfg.TaxTable, c.cfg.Now())
@@ -228,33 +254,37 @@ func (c *Carts) UpdateBatch(ctx context.Context, cartID string, steps []Step) ([
 // whole batch may be tried again. After a conflicting write the batch is
 // re-read, fenced again, and every change called again.
 func (c *Carts) UpdateBatchAt(ctx context.Context, cartID string, epoch Epoch, steps []Step) ([]Outcome, error) {
-	// No pause between attempts: the worker runs one batch per cart at a
-	// time, so a conflict means an outside writer, and the sooner the
-	// re-read the likelier it sees that writer's last word.
+	// The ETag's compare-and-swap loop. No pause between attempts: the
+	// worker runs one batch per cart at a time, so a conflict means an
+	// outside writer, and the sooner the re-read the likelier it sees that
+	// writer's last word.
 	for range c.cfg.MaxConflictRereads + 1 {
-		out, err := c.updateBatch(ctx, cartID, epoch, steps)
+		// Read the cart, or, when it is missing, its tombstone.
+		e, err := c.store.Get(ctx, cartID)
+		var st stored
+		switch {
+		case errors.Is(err, statepool.ErrNotFound):
+			st, err = c.readTombstone(ctx, cartID)
+		case err == nil:
+			st, err = parseEntry(e)
+		}
+		if err != nil {
+			return nil, err
+		}
+		held := heldFor(len(st.raw.Value))
+		if err := c.cfg.Held.Take(ctx, held); err != nil {
+			return nil, fmt.Errorf("cart %s: wait for memory to apply it: %w", cartID, err)
+		}
+		p, err := c.plan(cartID, st, epoch, steps)
+		if err == nil {
+			err = c.write(ctx, p)
+		}
+		c.cfg.Held.Give(held)
 		if !errors.Is(err, statepool.ErrETagMismatch) {
-			return out, err
+			return p.out, err
 		}
 	}
 	return nil, fmt.Errorf("cart %s: %w", cartID, ErrConflict)
-}
-
-func (c *Carts) updateBatch(ctx context.Context, cartID string, epoch Epoch, steps []Step) ([]Outcome, error) {
-	st, err := c.read(ctx, cartID)
-	if err != nil {
-		return nil, err
-	}
-	held := heldFor(len(st.raw.Value))
-	if err := c.cfg.Held.Take(ctx, held); err != nil {
-		return nil, fmt.Errorf("cart %s: wait for memory to apply it: %w", cartID, err)
-	}
-	defer c.cfg.Held.Give(held)
-	p, err := c.plan(cartID, st, epoch, steps)
-	if err != nil {
-		return nil, err
-	}
-	return p.out, c.write(ctx, p)
 }
 
 // stored is what one read found of a cart: the cart and its ETag or, when
@@ -620,19 +650,6 @@ func (c *Carts) write(ctx context.Context, p plan) error {
 		return c.store.Delete(ctx, p.cartID, p.etag)
 	}
 	return nil
-}
-
-// read returns what is stored of a cart: the cart, or, when it is missing,
-// its tombstone.
-func (c *Carts) read(ctx context.Context, cartID string) (stored, error) {
-	e, err := c.store.Get(ctx, cartID)
-	if errors.Is(err, statepool.ErrNotFound) {
-		return c.readTombstone(ctx, cartID)
-	}
-	if err != nil {
-		return stored{}, err
-	}
-	return parseEntry(e)
 }
 
 // parseEntry parses a stored cart.

@@ -4,8 +4,9 @@
 // compute the next cart, and save it guarded by the ETag it read,
 // re-reading after a conflicting write. UpdateBatchAt does it for several
 // commands of one cart in one read and one save, UpdateCarts for several
-// carts at once, and ApplyCarts, what the worker calls, is UpdateCarts with
-// the cart rules. Apply (Update for one command) is the same for a caller
+// carts at once, in one bulk read and one bulk save, and ApplyCarts, what
+// the worker calls, binds each command to the cart rules and takes one
+// cart through UpdateBatchAt, several through UpdateCarts. Apply (Update for one command) is the same for a caller
 // that applies one command at a time, such as the Watermill peer in
 // bench/watermillpeer.
 //

@@ -49,19 +49,6 @@ type CartResult struct {
 	Err      error
 }
 
-// ApplyCarts applies several carts' validated commands: UpdateCarts with the
-// cart rules of cart.Apply.
-func (c *Carts) ApplyCarts(ctx context.Context, batches []CartBatch) []CartResult {
-	carts := make([]CartSteps, len(batches))
-	for i, b := range batches {
-		carts[i] = CartSteps{CartID: b.CartID, Epoch: b.Epoch, Steps: make([]Step, len(b.Cmds))}
-		for j, cmd := range b.Cmds {
-			carts[i].Steps[j] = Step{CmdID: cmd.ID, Change: c.change(cmd)}
-		}
-	}
-	return c.UpdateCarts(ctx, carts)
-}
-
 // UpdateCarts is UpdateBatchAt for several carts at once, each at its own
 // Epoch and with its own result, in the order given. The carts must be
 // distinct. It reads them in one bulk call (and the tombstones of the

@@ -148,7 +148,8 @@ func transient(err error) bool {
 }
 
 // conclude decides the fate of a delivery whose decoding or apply returned
-// err, carries it out and returns its outcome label. d.cmd is what could be
+// res and err (decide), carries it out (carryOut) and returns its outcome
+// label. d.cmd is what could be
 // decoded. A delivery whose partition grant no longer holds is left
 // unsettled, whatever its fate: an ack, a Nak or a Term of a stale holder
 // could settle a command the partition's new holder has not applied yet.

@@ -88,7 +88,7 @@ func TestMessageWithoutMetadataIsCountedInvalid(t *testing.T) {
 	require.NoError(t, err)
 
 	msg := &plainMsg{subject: "cart.cmd.c1.add-item", data: []byte(`{"id":"a1"}`)}
-	w.handleGroup(&run{stop: context.Background(), work: context.Background()}, [][]jetstream.Msg{{msg}})
+	w.handle(&run{stop: context.Background(), work: context.Background(), beats: newHeartbeats()}, [][]jetstream.Msg{{msg}})
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
@@ -359,7 +359,7 @@ func TestFateOfEveryDelivery(t *testing.T) {
 				// while the command is being applied.
 				app.during = cancel
 			}
-			w.handleGroup(r, [][]jetstream.Msg{{&inbound{Msg: msg, grant: grant, replay: tc.replay}}})
+			w.handle(r, [][]jetstream.Msg{{&inbound{Msg: msg, grant: grant, replay: tc.replay}}})
 
 			if tc.want.settled == "" {
 				require.Empty(t, msg.settled, "a fenced delivery is left for the partition's holder")
@@ -416,6 +416,9 @@ type fakeOwner struct {
 }
 
 func (o *fakeOwner) Holds(g ownership.Grant) bool { return g == o.grant && !o.lapsed }
+
+// Settled: handle lets go of each message it took.
+func (o *fakeOwner) Settled(int) {}
 
 // A transient failure backs off exponentially, from RetryBaseDelay to
 // RetryMaxDelay, by the failures counted.

@@ -18,7 +18,7 @@ import (
 	"github.com/cartworker/cartworker/internal/ownership"
 )
 
-// delivery is one message of a batch on its way through handleGroup.
+// delivery is one message of a batch on its way through handle.
 type delivery struct {
 	msg jetstream.Msg
 	md  *jetstream.MsgMetadata
@@ -33,43 +33,19 @@ type delivery struct {
 	grant ownership.Grant
 }
 
-// handle is the pool's handler: it takes the batches of one or more carts
-// through handleGroup, then lets go of their messages, settled or dropped:
-// they leave the in-flight gauge, the heartbeats and their partition's
-// count of what this instance holds.
+// handle is the pool's handler: it takes the batches of one or more carts,
+// each cart's in stream order, through decoding (decode) and one apply of
+// every cart's valid commands together (apply, which holds them while the
+// environment is at fault and retries them after a transient failure, and
+// settles each cart as soon as it is done). Then it lets go of their
+// messages, settled or dropped: they leave the metrics' in-flight count,
+// the heartbeats and their partition's count of what this instance holds.
 func (w *Worker) handle(r *run, batches [][]jetstream.Msg) {
-	w.handleGroup(r, batches)
-	for _, msgs := range batches {
-		w.cfg.Observer.InFlight(-len(msgs))
-		for _, msg := range msgs {
-			r.beats.remove(msg)
-			if g := grantOf(msg); g.Partition >= 0 {
-				r.owner.Settled(g.Partition)
-			}
-		}
-	}
-}
-
-// handleGroup takes the deliveries of one or more carts, each cart's in
-// stream order, through decoding (command.Decode) and one apply of every
-// cart's valid commands together (apply, which holds them while the
-// environment is at fault and retries them after a transient failure);
-// settleCart then concludes each delivery, in its cart's order, as soon as
-// its cart is done.
-func (w *Worker) handleGroup(r *run, batches [][]jetstream.Msg) {
 	start := time.Now()
-	all := make([][]*delivery, len(batches))
-	defer func() {
-		for _, ds := range all {
-			for _, d := range ds {
-				w.cfg.Observer.CommandDone(d.typ, cmp.Or(d.outcome, LabelRetry), time.Since(start))
-				w.endDelivery(d, len(ds), cmp.Or(d.outcome, LabelRetry))
-			}
-		}
-	}()
 	var valid [][]*delivery
+	all := make([][]*delivery, len(batches))
 	for i, msgs := range batches {
-		all[i] = w.decodeBatch(r, msgs)
+		all[i] = w.decode(r, msgs)
 		var v []*delivery
 		for _, d := range all[i] {
 			if d.outcome == "" {
@@ -83,13 +59,24 @@ func (w *Worker) handleGroup(r *run, batches [][]jetstream.Msg) {
 	if len(valid) > 0 {
 		w.apply(r, valid)
 	}
+	for _, ds := range all {
+		w.cfg.Observer.InFlight(-len(ds))
+		for _, d := range ds {
+			w.cfg.Observer.CommandDone(d.typ, cmp.Or(d.outcome, LabelRetry), time.Since(start))
+			w.endDelivery(d, len(ds), cmp.Or(d.outcome, LabelRetry))
+			r.beats.remove(d.msg)
+			if d.grant.Partition >= 0 {
+				r.owner.Settled(d.grant.Partition)
+			}
+		}
+	}
 }
 
-// decodeBatch decodes one cart's deliveries, in order, and settles at once
+// decode decodes one cart's deliveries, in order, and settles at once
 // those that are no valid command: they never change their cart, so
 // settling them before the valid ones around them keeps order. The valid
 // ones are left with no outcome.
-func (w *Worker) decodeBatch(r *run, msgs []jetstream.Msg) []*delivery {
+func (w *Worker) decode(r *run, msgs []jetstream.Msg) []*delivery {
 	ds := make([]*delivery, 0, len(msgs))
 	for _, msg := range msgs {
 		d := &delivery{msg: msg, typ: "unknown", span: w.startDelivery(msg), grant: grantOf(msg)}
@@ -187,8 +174,8 @@ var (
 )
 
 // apply applies the commands of carts, each cart's deliveries in order, in
-// one read-modify-write per cart and one call to the Applier for them all
-// (applyOnce), and settles each cart (settleCart) as soon as it is done. It
+// one read-modify-write per cart and one call to the Applier for them all,
+// and settles each cart (judge, settleCart) as soon as it is done. It
 // holds the carts while the environment is at fault: they are tried again
 // once the gate reopens, and handed back for another instance if this one
 // stays not ready for handBackAfter. Neither counts as a failure, so a
@@ -225,10 +212,42 @@ func (w *Worker) apply(r *run, carts [][]*delivery) {
 		if pending = w.heldCarts(r, carts, pending); len(pending) == 0 {
 			return
 		}
+		// One call for every cart left, fenced by each cart's partition
+		// grant, traced as one apply span (trace.go).
+		batches := make([]cartcache.CartBatch, len(pending))
+		for k, i := range pending {
+			batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i], Epoch: epochOf(carts[i][0].grant)}
+		}
+		w.cfg.Observer.Apply(len(pending))
+		start := time.Now()
+		ctx, end := w.startApply(r.work, carts, pending)
+		results := w.app.ApplyCarts(ctx, batches)
+		end(results)
+		// Settle each cart that is done; judge the others: settled, or
+		// tried again once the longest delay the retry policy asks for has
+		// passed, or once the environment fault that holds them is gone.
 		var delay time.Duration
 		var fault error
-		pending, delay, fault = w.tryCarts(r, carts, cmds, pending, attempt)
-		switch {
+		again := make([]int, 0, len(pending))
+		for k, i := range pending {
+			res, ds := results[k], carts[i]
+			failing, err := ds, res.Err
+			if err == nil {
+				failing, err = transientSteps(ds, res.Outcomes)
+			}
+			if err == nil || (res.Err == nil && r.work.Err() != nil) {
+				// Done, or shutdown cut a failing step short: fate Naks it.
+				w.cfg.Observer.Batch(len(ds))
+				w.settleCart(r, ds, res.Outcomes, nil)
+				continue
+			}
+			retry, wait, held := w.judge(r, ds, failing, res, err, attempt, start)
+			if retry {
+				again = append(again, i)
+				delay, fault = max(delay, wait), cmp.Or(held, fault)
+			}
+		}
+		switch pending = again; {
 		case len(pending) == 0:
 			return
 		case fault != nil:
@@ -242,46 +261,8 @@ func (w *Worker) apply(r *run, carts [][]*delivery) {
 	}
 }
 
-// tryCarts applies the carts at pending once, the attempt-th time, and
-// judges what it made of each. It returns the carts to try again; with
-// them, the longest wait the retry policy asks for after their transient
-// failures, and the fault of the environment that holds them, if one does.
-func (w *Worker) tryCarts(r *run, carts [][]*delivery, cmds [][]command.Command, pending []int, attempt int) (
-	again []int, delay time.Duration, fault error) {
-	start := time.Now()
-	results := w.applyOnce(r, carts, cmds, pending)
-	again = make([]int, 0, len(pending))
-	for k, i := range pending {
-		retry, wait, held := w.judge(r, carts[i], results[k], attempt, start)
-		if !retry {
-			continue
-		}
-		if held != nil {
-			fault = held
-		}
-		delay = max(delay, wait)
-		again = append(again, i)
-	}
-	return again, delay, fault
-}
-
-// applyOnce applies the carts at pending in one call to the Applier: the
-// state store's bulk read-modify-write, fenced by each cart's partition
-// grant and traced as one apply span (trace.go). Its results are in the
-// order of pending.
-func (w *Worker) applyOnce(r *run, carts [][]*delivery, cmds [][]command.Command, pending []int) []cartcache.CartResult {
-	batches := make([]cartcache.CartBatch, len(pending))
-	for k, i := range pending {
-		batches[k] = cartcache.CartBatch{CartID: cmds[i][0].CartID, Cmds: cmds[i], Epoch: epochOf(carts[i][0].grant)}
-	}
-	w.cfg.Observer.Apply(len(pending))
-	ctx, end := w.startApply(r.work, carts, pending)
-	results := w.app.ApplyCarts(ctx, batches)
-	end(results)
-	return results
-}
-
-// judge settles what one attempt made of cart ds, or reports that the cart
+// judge settles cart ds, whose attempt failed with err (res.Err, or the
+// first transient failure of its failing steps), or reports that the cart
 // must be tried again (retry): once delay has passed after a transient
 // failure, or once fault, the fault of the environment that holds it, is
 // gone.
@@ -290,17 +271,8 @@ func (w *Worker) applyOnce(r *run, carts [][]*delivery, cmds [][]command.Command
 // its steps (the steps before and after it applied): either way the cart is
 // tried again in place, its applied steps then reading as duplicates, until
 // the retry policy gives up on its failing commands.
-func (w *Worker) judge(r *run, ds []*delivery, res cartcache.CartResult, attempt int, start time.Time) (
+func (w *Worker) judge(r *run, ds, failing []*delivery, res cartcache.CartResult, err error, attempt int, start time.Time) (
 	retry bool, delay time.Duration, fault error) {
-	err, failing := res.Err, ds
-	if err == nil {
-		if failing, err = transientSteps(ds, res.Outcomes); err == nil || r.work.Err() != nil {
-			// Shutdown cut a failing step short: fate Naks it.
-			w.cfg.Observer.Batch(len(ds))
-			w.settleCart(r, ds, res.Outcomes, nil)
-			return false, 0, nil
-		}
-	}
 	switch {
 	case r.work.Err() != nil:
 		w.settleCart(r, ds, nil, err)
