@@ -1,6 +1,7 @@
 package loadkit
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -328,7 +329,10 @@ func (g groupTotals) procPct() map[string]float64 {
 	}
 	out := map[string]float64{}
 	accounted := g.lcpu
-	for name, c := range g.procCPU {
+	// In name order: a float sum in a map's order would differ in its
+	// last digits from run to run, and so would results.json.
+	for _, name := range slices.Sorted(maps.Keys(g.procCPU)) {
+		c := g.procCPU[name]
 		out[name] = g.pct(c)
 		accounted += c
 	}

@@ -253,7 +253,7 @@ func waitSpan(t *testing.T, exp *tracetest.InMemoryExporter, match func(tracetes
 func spanAttrs(s tracetest.SpanStub) map[attribute.Key]string {
 	m := map[attribute.Key]string{}
 	for _, kv := range s.Attributes {
-		m[kv.Key] = kv.Value.Emit()
+		m[kv.Key] = kv.Value.String()
 	}
 	return m
 }
