@@ -89,7 +89,9 @@ func (c *Carts) UpdateCarts(ctx context.Context, carts []CartSteps) []CartResult
 			// A delete writes a tombstone, then deletes guarded by the
 			// ETag: two ordered calls that a bulk save cannot make.
 			deletes = append(deletes, i)
-		default:
+		case p.write == writeNone:
+			// Nothing to write: every step a duplicate or refused
+			// without a record.
 			res[i].Outcomes = p.out
 		}
 	}
