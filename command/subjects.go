@@ -2,6 +2,7 @@ package command
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -119,6 +120,18 @@ func PartitionConsumer(p int) string { return fmt.Sprintf("%s-p%02d", ConsumerNa
 func (s Subjects) PartitionTransform(n int) (source, destination string) {
 	return s.prefix() + ".cmd.*.*",
 		fmt.Sprintf("%s.pcmd.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", s.prefix(), n)
+}
+
+// CartPartition is the partition of cart cartID's commands among n: what
+// PartitionTransform's partition(n, cart_id) computes on the server, the
+// FNV-1a hash of the cart id modulo n.
+func CartPartition(cartID string, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(cartID))
+	return int(h.Sum32() % uint32(n))
 }
 
 // Partition is the subject filter of partition p's commands.

@@ -305,6 +305,25 @@ type Observer interface {
 	// its partition: its age grows while the partition's later commands
 	// wait.
 	OldestUnacked(ages map[int]time.Duration)
+	// Acked is called for every command acked as applied (a duplicate
+	// included), with when it passed each stage of its way, so that the
+	// time from publish to ack can be told apart by stage.
+	Acked(s Stages)
+}
+
+// Stages is when one command passed each stage of its way through an
+// instance. Stored is JetStream's clock, the others the instance's.
+type Stages struct {
+	// Stored: JetStream stored the command.
+	Stored time.Time
+	// Fetched: a fetch of this instance received it.
+	Fetched time.Time
+	// Started: a goroutine of the pool began to handle its batch.
+	Started time.Time
+	// Applied: the read-modify-write of its cart returned.
+	Applied time.Time
+	// Acked: its outcome event was published and it was acked.
+	Acked time.Time
 }
 
 type nopObserver struct{}
@@ -318,3 +337,4 @@ func (nopObserver) InFlight(int)                              {}
 func (nopObserver) Lag(uint64)                                {}
 func (nopObserver) DeadLetterDepth(uint64)                    {}
 func (nopObserver) OldestUnacked(map[int]time.Duration)       {}
+func (nopObserver) Acked(Stages)                              {}

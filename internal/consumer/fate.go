@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -203,10 +204,20 @@ func (w *Worker) ack(r *run, d *delivery, dup bool) string {
 		return w.conclude(r, d, cartcache.Result{}, err)
 	}
 	w.settle(d.msg, d.msg.Ack(), "ack")
+	w.cfg.Observer.Acked(stagesOf(d))
 	if dup {
 		return LabelDuplicate
 	}
 	return LabelApplied
+}
+
+// stagesOf is when d, acked now, passed each stage of its way.
+func stagesOf(d *delivery) Stages {
+	s := Stages{Stored: d.md.Timestamp, Started: d.started, Applied: d.applied, Acked: time.Now()}
+	if in, ok := d.msg.(*inbound); ok {
+		s.Fetched = in.taken
+	}
+	return s
 }
 
 // inPlace runs publish until it succeeds, waiting after each failure as

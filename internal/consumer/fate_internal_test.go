@@ -71,6 +71,7 @@ func (o *outcomes) InFlight(int)                        {}
 func (o *outcomes) Lag(uint64)                          {}
 func (o *outcomes) DeadLetterDepth(uint64)              {}
 func (o *outcomes) OldestUnacked(map[int]time.Duration) {}
+func (o *outcomes) Acked(Stages)                        {}
 
 func (o *outcomes) DeadLettered() {
 	o.mu.Lock()

@@ -31,6 +31,9 @@ type delivery struct {
 	span trace.Span
 	// grant is the partition grant the message was pulled under.
 	grant ownership.Grant
+	// started is when handle began; applied when its cart's apply
+	// returned (Observer.Acked).
+	started, applied time.Time
 }
 
 // handle is the pool's handler: it takes the batches of one or more carts,
@@ -45,7 +48,7 @@ func (w *Worker) handle(r *run, batches [][]jetstream.Msg) {
 	var valid [][]*delivery
 	all := make([][]*delivery, len(batches))
 	for i, msgs := range batches {
-		all[i] = w.decode(r, msgs)
+		all[i] = w.decode(r, msgs, start)
 		var v []*delivery
 		for _, d := range all[i] {
 			if d.outcome == "" {
@@ -72,14 +75,14 @@ func (w *Worker) handle(r *run, batches [][]jetstream.Msg) {
 	}
 }
 
-// decode decodes one cart's deliveries, in order, and settles at once
-// those that are no valid command: they never change their cart, so
-// settling them before the valid ones around them keeps order. The valid
-// ones are left with no outcome.
-func (w *Worker) decode(r *run, msgs []jetstream.Msg) []*delivery {
+// decode decodes one cart's deliveries, which handle began at start, in
+// order, and settles at once those that are no valid command: they never
+// change their cart, so settling them before the valid ones around them
+// keeps order. The valid ones are left with no outcome.
+func (w *Worker) decode(r *run, msgs []jetstream.Msg, start time.Time) []*delivery {
 	ds := make([]*delivery, 0, len(msgs))
 	for _, msg := range msgs {
-		d := &delivery{msg: msg, typ: "unknown", span: w.startDelivery(msg), grant: grantOf(msg)}
+		d := &delivery{msg: msg, typ: "unknown", span: w.startDelivery(msg), grant: grantOf(msg), started: start}
 		ds = append(ds, d)
 		subject := w.subject(msg)
 		md, err := msg.Metadata()
@@ -223,6 +226,7 @@ func (w *Worker) apply(r *run, carts [][]*delivery) {
 		ctx, end := w.startApply(r.work, carts, pending)
 		results := w.app.ApplyCarts(ctx, batches)
 		end(results)
+		applied := time.Now()
 		// Settle each cart that is done; judge the others: settled, or
 		// tried again once the longest delay the retry policy asks for has
 		// passed, or once the environment fault that holds them is gone.
@@ -231,6 +235,9 @@ func (w *Worker) apply(r *run, carts [][]*delivery) {
 		again := make([]int, 0, len(pending))
 		for k, i := range pending {
 			res, ds := results[k], carts[i]
+			for _, d := range ds {
+				d.applied = applied
+			}
 			failing, err := ds, res.Err
 			if err == nil {
 				failing, err = transientSteps(ds, res.Outcomes)

@@ -516,6 +516,7 @@ type recObserver struct {
 	lag, dlq     uint64
 	sampled      bool
 	oldest       map[int]time.Duration
+	acked        []consumer.Stages
 }
 
 func newObserver() *recObserver { return &recObserver{done: map[[2]string]int{}} }
@@ -524,6 +525,18 @@ func (o *recObserver) CommandDone(typ, outcome string, d time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.done[[2]string{typ, outcome}]++
+}
+
+func (o *recObserver) Acked(s consumer.Stages) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.acked = append(o.acked, s)
+}
+
+func (o *recObserver) stages() []consumer.Stages {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.acked)
 }
 
 func (o *recObserver) Redelivered() {

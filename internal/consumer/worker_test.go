@@ -89,6 +89,19 @@ func TestHappyPath(t *testing.T) {
 	require.Zero(t, deadLettered)
 	require.Len(t, e.events.all(), 7, "one event per command")
 	require.Empty(t, e.deadLetters(t))
+
+	// Every applied command reports its stages, in the order it passed
+	// them (the embedded server shares the test's clock).
+	eventually(t, func() bool { return len(obs.stages()) == 7 }, waitFor, tick, "acked stages: %d", len(obs.stages()))
+	for _, st := range obs.stages() {
+		times := []time.Time{st.Stored, st.Fetched, st.Started, st.Applied, st.Acked}
+		for i := range times {
+			require.False(t, times[i].IsZero(), "stage %d of %+v", i, st)
+			if i > 0 {
+				require.False(t, times[i].Before(times[i-1]), "stage %d before %d: %+v", i, i-1, st)
+			}
+		}
+	}
 }
 
 func TestIdempotency(t *testing.T) {

@@ -8,11 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cartworker/cartworker/internal/breaker"
 	"github.com/cartworker/cartworker/internal/budget"
+	"github.com/cartworker/cartworker/internal/consumer"
 )
 
 func TestMetricsRecordAndServe(t *testing.T) {
@@ -110,4 +113,32 @@ func TestNamesListsTheWorkersMetrics(t *testing.T) {
 		require.Contains(t, names, want)
 	}
 	require.NotContains(t, names, "go_goroutines", "only the worker's own prefix")
+}
+
+// Acked observes each stage of an applied command: a stage whose start is
+// unknown is left out, and one that clocks make negative counts as 0.
+func TestAckedObservesEachStage(t *testing.T) {
+	m := New()
+	t0 := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	m.Acked(consumer.Stages{Stored: at(0), Fetched: at(2), Started: at(5), Applied: at(9), Acked: at(10)})
+	// JetStream's server clock ahead of this instance's: fetch is 0.
+	m.Acked(consumer.Stages{Stored: at(3), Fetched: at(2), Started: at(4), Applied: at(6), Acked: at(7)})
+	// No fetch time: fetch and queue are left out.
+	m.Acked(consumer.Stages{Stored: at(0), Started: at(1), Applied: at(2), Acked: at(3)})
+
+	sum := func(stage string) (count uint64, seconds float64) {
+		h := &dto.Metric{}
+		require.NoError(t, m.stages.WithLabelValues(stage).(prometheus.Histogram).Write(h))
+		return h.GetHistogram().GetSampleCount(), h.GetHistogram().GetSampleSum()
+	}
+	for _, tc := range []struct {
+		stage string
+		count uint64
+		ms    float64
+	}{{"fetch", 2, 2}, {"queue", 2, 5}, {"apply", 3, 7}, {"ack", 3, 3}} {
+		count, seconds := sum(tc.stage)
+		require.Equal(t, tc.count, count, tc.stage)
+		require.InDelta(t, tc.ms/1000, seconds, 1e-9, tc.stage)
+	}
 }
