@@ -294,7 +294,8 @@ type Observer interface {
 	// unsettled (fenced, invalid).
 	InFlight(delta int)
 	// Lag is called, every sampleEvery, with the commands not yet
-	// delivered in the partitions this instance owns.
+	// delivered in the partitions this instance owns; a parked partition
+	// (idle.go), whose last fetch found nothing, counts none.
 	Lag(messages uint64)
 	// DeadLetterDepth is called, every sampleEvery, with the number of
 	// messages in the dead-letter stream.

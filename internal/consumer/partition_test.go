@@ -16,6 +16,7 @@ import (
 	"github.com/cartworker/cartworker/internal/cartcache"
 	"github.com/cartworker/cartworker/internal/consumer"
 	"github.com/cartworker/cartworker/internal/statepool"
+	"github.com/cartworker/cartworker/internal/testkit"
 )
 
 // The tests in this file hold the rule that a cart's commands apply in
@@ -265,4 +266,36 @@ func TestLeaseRevisionMovedOnIsStillRenewedAndReleased(t *testing.T) {
 		_, err := kv.Get(ctx, k)
 		require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "lease %s left behind at shutdown", k)
 	}
+}
+
+// An idle instance keeps no pull request waiting on the server: once a
+// partition's fetch comes back empty its puller parks, and a command
+// published for one of its carts wakes it (idle.go).
+func TestIdlePartitionsKeepNoPullWaiting(t *testing.T) {
+	const partitions = 4
+	e := newEnv(t)
+	e.startWorker(t, consumer.Config{Partitions: partitions}, nil)
+	e.publishCmd(t, cacheCmd("c1", ""))
+	e.events.waitApplied(t, "cache-c1")
+
+	waiting := func() (n int) {
+		ctx := testkit.Context(t, 5*time.Second)
+		for p := range partitions {
+			c, err := e.js.Consumer(ctx, command.StreamCommands, command.PartitionConsumer(p))
+			require.NoError(t, err)
+			info, err := c.Info(ctx)
+			require.NoError(t, err)
+			n += info.NumWaiting
+		}
+		return n
+	}
+	eventually(t, func() bool { return waiting() == 0 }, waitFor, 50*time.Millisecond, "pull requests waiting: %d", waiting())
+
+	for i := range 3 {
+		id := fmt.Sprintf("a%d", i)
+		e.publishCmd(t, addCmd(id, "c1", item("I", 1, "10", "01")))
+		e.events.waitApplied(t, id)
+		eventually(t, func() bool { return waiting() == 0 }, waitFor, 50*time.Millisecond, "pull requests waiting: %d", waiting())
+	}
+	require.Equal(t, []string{"I", "I", "I"}, e.lineCodes(t, "c1"))
 }

@@ -41,6 +41,12 @@ func (w *Worker) sampleOnce(ctx context.Context, r *run, cons Consumers) {
 	var lag uint64
 	ok := true
 	for _, p := range owned {
+		if r.idle != nil && r.idle.isParked(p) {
+			// Its last fetch found nothing, and a command since wakes
+			// it: asking the server would cost an idle instance a
+			// request a partition.
+			continue
+		}
 		info, err := cons.Partitions[p].Info(ctx)
 		if err != nil {
 			ok = false

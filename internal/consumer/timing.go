@@ -96,9 +96,10 @@ func (w *Worker) ownershipConfig() ownership.Config {
 	}
 }
 
-// pullExpiry is how long one pull request waits: the least nats.go allows,
-// because a partition changes hands only once its holder's requests are
-// gone (pullsGone). An idle partition costs a pull request a second.
+// pullExpiry is how long one pull request waits: short, because a
+// partition changes hands only once its holder's requests are gone
+// (pullsGone). A partition whose fetch comes back empty parks rather than
+// pull again (idle.go), so an idle one costs no request a second.
 func (w *Worker) pullExpiry() time.Duration { return time.Second }
 
 // backoffAfter is the wait, after a step's failures-th failure, before the
@@ -123,6 +124,17 @@ func doubling(base, limit time.Duration, attempt int) time.Duration {
 	}
 	return min(d, limit)
 }
+
+// idleRecheck is how often watch looks whether the command stream stored
+// anything while partitions were parked: the longest a command the
+// subscription did not hear waits.
+const idleRecheck = 5 * time.Second
+
+// lastLook is the expiry of the fetch a puller makes once its partition is
+// parked, before it stops pulling: it takes a command that was published
+// before the subscription was in place and stored after the empty fetch.
+// It is shorter than pullExpiry, so a partition's hand-back waits no longer.
+const lastLook = 100 * time.Millisecond
 
 // sampleEvery is how often an instance samples its consumers' lag and the
 // dead-letter stream's depth: a few info requests, cheap next to a

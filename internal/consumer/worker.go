@@ -46,6 +46,7 @@ type owner interface {
 	Pulling(p int, on bool)
 	Received(p int)
 	Settled(p int)
+	Holding(p int) int
 	Rewind(ctx context.Context, g ownership.Grant) error
 	ReplayedUpTo(p int) uint64
 	Owned(n int) []int
@@ -118,6 +119,9 @@ func (w *Worker) consume(ctx context.Context, cons Consumers) error {
 	defer cancelWork()
 	r := &run{stop: ctx, work: work, beats: newHeartbeats(), failures: failures{kv: cons.Failures},
 		owner: ownership.New(w.js, cons.Members, cons.Leases, w.gate, w.ownershipConfig())}
+	if len(cons.Partitions) > 0 {
+		r.idle = newIdlePartitions(w.js.Conn(), w.cfg.Subjects, len(cons.Partitions))
+	}
 
 	var bg sync.WaitGroup
 	poolDone := make(chan struct{})
@@ -147,6 +151,9 @@ func (w *Worker) startBackground(ctx context.Context, bg *sync.WaitGroup, r *run
 	bg.Go(func() { r.beats.run(beatCtx, w.cfg.AckWait/3) })
 	bg.Go(func() { r.owner.Run(probeCtx, poolDone) })
 	bg.Go(func() { w.sample(probeCtx, r, cons) })
+	if r.idle != nil {
+		bg.Go(func() { r.idle.watch(probeCtx, w.js) })
+	}
 	return func() {
 		stopProbes()
 		stopBeats()
@@ -225,13 +232,15 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 	var (
 		last      uint64
 		lastGrant ownership.Grant
+		// changed is closed once the partition's ownership changes.
+		changed <-chan struct{}
 	)
 	for err == nil && ctx.Err() == nil && w.gate.wait(ctx) == nil {
 		grant := ownership.Grant{Partition: -1}
 		if partition >= 0 {
 			// Only the instance holding the partition's lease pulls it.
-			g, ok, changed := r.owner.MayPull(partition)
-			if !ok {
+			g, ok, ch := r.owner.MayPull(partition)
+			if changed = ch; !ok {
 				select {
 				case <-changed:
 				case <-ctx.Done():
@@ -244,9 +253,16 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 		if grant != lastGrant {
 			last, lastGrant = 0, grant
 		}
-		err = w.pull(ctx, cons, grant, &last, pool, r)
+		var parked <-chan struct{}
+		parked, err = w.pull(ctx, cons, grant, &last, pool, r)
 		if partition >= 0 {
 			r.owner.Pulling(partition, false)
+		}
+		if parked != nil {
+			r.idle.sleep(ctx, r.owner, grant, parked, changed)
+		}
+		if partition >= 0 && r.idle != nil {
+			r.idle.unpark(partition)
 		}
 	}
 	return err
@@ -295,7 +311,8 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 // the ones after it: the partition is then rewound to its ack floor, which
 // delivers every unacknowledged command again in stream order, rather than
 // waiting for the lost one's AckWait.
-func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) error {
+func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) (
+	parked <-chan struct{}, err error) {
 	name := cons.CachedInfo().Name
 	partition := grant.Partition
 	// A fetch asks for no more than the consumer lets be in flight: a
@@ -307,12 +324,17 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 	for ctx.Err() == nil && w.gate.err() == nil {
 		if partition >= 0 {
 			if g, ok, _ := r.owner.MayPull(partition); !ok || g != grant {
-				return nil
+				return nil, nil
 			}
 		}
-		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(w.pullExpiry()))
+		wait := w.pullExpiry()
+		if parked != nil {
+			wait = lastLook
+		}
+		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(wait))
+		taken := 0
 		if err == nil {
-			err = w.take(ctx, batch, grant, last, pool, r)
+			taken, err = w.take(ctx, batch, grant, last, pool, r)
 		}
 		if err == nil {
 			w.stalls.ok(name)
@@ -320,15 +342,33 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 			w.stalls.failed(name, err)
 		}
 		switch {
+		case err == nil && taken == 0 && partition >= 0 && r.idle != nil && r.owner.Holding(partition) == 0:
+			// Nothing came, and nothing of the partition is unacked here
+			// to hold back what the server may deliver (MaxAckPending):
+			// the partition is idle.
+			if parked != nil {
+				// The last look found nothing either: stop pulling
+				// until a command may have come (idle.go).
+				return parked, nil
+			}
+			// Subscribing fails only on a closed connection, which the
+			// next fetch reports.
+			if ch, perr := r.idle.park(partition); perr == nil {
+				parked = ch
+			}
 		case err == nil:
 			failures = 0
+			if parked != nil {
+				r.idle.unpark(partition)
+				parked = nil
+			}
 		case stopped(err):
 			// The consumer is gone or the connection closed for good:
 			// stopping quietly would leave a live process that consumes
 			// nothing, so fail and let the supervisor restart the worker.
-			return fmt.Errorf("%w: pull from %s: %w", ErrStopped, name, err)
+			return nil, fmt.Errorf("%w: pull from %s: %w", ErrStopped, name, err)
 		case r.work.Err() != nil:
-			return nil
+			return nil, nil
 		case partition >= 0:
 			// A gap, or a failed fetch that may have lost deliveries the
 			// consumer's new leader does not know were made (and numbers
@@ -338,7 +378,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 					"consumer", name, "err", err)
 			}
 			if !w.rewind(ctx, grant, r) {
-				return nil
+				return nil, nil
 			}
 			*last = 0
 		default:
@@ -350,7 +390,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 			sleepCtx(ctx, pullErrorDelay)
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // rewind rewinds grant's partition, trying again while NATS cannot be
@@ -396,7 +436,8 @@ func (w *Worker) rewind(ctx context.Context, grant ownership.Grant, r *run) bool
 // returns errGap: the puller rewinds the partition once what it holds is
 // done with, and everything abandoned comes again in order, lost delivery
 // first.
-func (w *Worker) take(ctx context.Context, batch jetstream.MessageBatch, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) error {
+func (w *Worker) take(ctx context.Context, batch jetstream.MessageBatch, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) (
+	taken int, err error) {
 	partition := grant.Partition
 	gap := false
 	msgs, stop := batch.Messages(), ctx.Done()
@@ -408,7 +449,7 @@ fetch:
 			if !w.js.Conn().IsConnected() {
 				// Nothing can arrive with NATS down: stop waiting for the
 				// fetch to time out, so that shutdown is not held up.
-				return nil
+				return taken, nil
 			}
 			stop = nil // read the fetch to its end
 			continue
@@ -435,14 +476,15 @@ fetch:
 		r.beats.add(in)
 		w.cfg.Observer.InFlight(1)
 		pool.submit(w.cartOf(msg), in)
+		taken++
 	}
 	if gap {
-		return errGap
+		return taken, errGap
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		return err
+		return taken, err
 	}
-	return nil
+	return taken, nil
 }
 
 // errGap: a delivery of the partition was lost on its way.
@@ -470,6 +512,9 @@ type run struct {
 	beats    *heartbeats
 	failures failures
 	owner    owner
+	// idle holds the parked partitions (idle.go); nil for a run that
+	// pulls no partitions.
+	idle *idlePartitions
 }
 
 // inbound is a message taken from JetStream, with the grant it was pulled

@@ -265,6 +265,14 @@ func (l *Leases) Received(p int) {
 	l.mu.Unlock()
 }
 
+// Holding returns how many messages of partition p this instance holds:
+// received and not yet settled.
+func (l *Leases) Holding(p int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held[p]
+}
+
 // Settled notes that a message of partition p is done with: settled, or
 // dropped because its grant lapsed.
 func (l *Leases) Settled(p int) {
