@@ -197,8 +197,8 @@ func (s *Stack) runWorkerContainer(ctx context.Context, w *Worker, spec workerSp
 // waitWorker polls the worker until /readyz answers 200 (/healthz with
 // healthyOnly), it exits, or the startup timeout passes.
 func (s *Stack) waitWorker(ctx context.Context, w *Worker, healthyOnly bool) error {
-	ctx, cancel := context.WithTimeout(ctx, s.set.startupTimeout)
-	defer cancel()
+	deadline := time.NewTimer(s.set.startupTimeout)
+	defer deadline.Stop()
 	url := w.ReadyURL()
 	if healthyOnly {
 		url = w.HealthURL()
@@ -222,9 +222,11 @@ func (s *Stack) waitWorker(ctx context.Context, w *Worker, healthyOnly bool) err
 				w.name, w.kind, w.Err(), w.tail())
 		}
 		select {
-		case <-ctx.Done():
+		case <-deadline.C:
 			return fmt.Errorf("cartworkertest: worker %s (%s) not ready within %s: GET %s: %s; its last log lines:\n%s",
 				w.name, w.kind, s.set.startupTimeout, url, last, w.tail())
+		case <-ctx.Done():
+			return fmt.Errorf("cartworkertest: worker %s (%s) not ready: %w; GET %s: %s", w.name, w.kind, ctx.Err(), url, last)
 		case <-tick.C:
 		}
 	}
