@@ -242,4 +242,3 @@ func TestTimeToReady(t *testing.T) {
 	t.Logf("one in-process worker ready in %s (median of %d; %s to %s)",
 		took[len(took)/2].Round(10*time.Millisecond), runs, took[0].Round(10*time.Millisecond), took[len(took)-1].Round(10*time.Millisecond))
 }
-

@@ -40,14 +40,20 @@ func WithAbort(abort <-chan struct{}) Option {
 }
 
 // abortOn waits for abort or the end of ctx; on abort it cuts the worker
-// off from NATS and daprd, then cancels its run.
+// off from NATS and daprd, then cancels its run. An abort closed just
+// before ctx ends still wins, so that a caller may do both.
 func abortOn(ctx context.Context, abort <-chan struct{}, nc *nats.Conn, state *statepool.Client, cancel context.CancelFunc, log *slog.Logger) {
 	select {
 	case <-abort:
-		log.Warn("aborted: NATS connection and state client closed without a drain")
-		nc.Close()
-		state.Close()
-		cancel()
 	case <-ctx.Done():
+		select {
+		case <-abort:
+		default:
+			return
+		}
 	}
+	log.Warn("aborted: NATS connection and state client closed without a drain")
+	nc.Close()
+	state.Close()
+	cancel()
 }
