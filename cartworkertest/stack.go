@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -284,6 +285,29 @@ func (s *Stack) RedisContainer() *tcredis.RedisContainer { return s.redis }
 
 // DaprdContainer is the daprd container.
 func (s *Stack) DaprdContainer() *testcontainers.DockerContainer { return s.daprd }
+
+// Logs returns the last n lines of the output of each container and
+// each worker, headed by its name: for the log of a test that failed.
+func (s *Stack) Logs(n int) string {
+	var b strings.Builder
+	container := func(name string, c testcontainers.Container) {
+		fmt.Fprintf(&b, "--- last log lines of %s ---\n%s\n", name, containerTail(c, n))
+	}
+	// Each only if it was made: a typed nil would not be a nil interface.
+	if s.nats != nil {
+		container("nats", s.nats)
+	}
+	if s.redis != nil {
+		container("redis", s.redis)
+	}
+	if s.daprd != nil {
+		container("daprd", s.daprd)
+	}
+	for _, w := range s.Workers() {
+		fmt.Fprintf(&b, "--- last log lines of worker %s (%s) ---\n%s\n", w.name, w.kind, w.lastLines(n))
+	}
+	return b.String()
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

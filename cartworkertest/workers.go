@@ -232,12 +232,15 @@ func (s *Stack) waitWorker(ctx context.Context, w *Worker, healthyOnly bool) err
 	}
 }
 
-// tail is the last lines of the worker's output.
-func (w *Worker) tail() string {
+// tail is the last lines of the worker's output, for errors.
+func (w *Worker) tail() string { return w.lastLines(logTail) }
+
+// lastLines is the last n lines of the worker's output.
+func (w *Worker) lastLines(n int) string {
 	if w.ctr != nil {
-		return containerTail(w.ctr, logTail)
+		return containerTail(w.ctr, n)
 	}
-	return w.logs.tail(logTail)
+	return w.logs.tail(n)
 }
 
 // get fetches url: its status and body.
