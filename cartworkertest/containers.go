@@ -186,11 +186,12 @@ func withVolume(target string) testcontainers.CustomizeRequestOption {
 	})
 }
 
-// withFixedPorts starts a container whose host ports are fixed, picking
-// them with FreePort: a port can be taken between the pick and Docker's
-// bind, so a start that fails on "port is already allocated" is removed
-// and made again on other ports, a few times.
-func (s *Stack) withFixedPorts(ctx context.Context, ports int, start func(ports []int) (testcontainers.Container, error)) (testcontainers.Container, error) {
+// runOnFixedPorts starts a generic container whose host ports are fixed,
+// with the customizers made for them, and has Terminate remove it. It
+// picks the ports with FreePort: a port can be taken between the pick and
+// Docker's bind, so a start that fails on "port is already allocated" is
+// removed and made again on other ports, a few times.
+func (s *Stack) runOnFixedPorts(ctx context.Context, role, image string, ports int, customizers func(ports []int) []testcontainers.ContainerCustomizer) (*testcontainers.DockerContainer, error) {
 	const tries = 3
 	var err error
 	for range tries {
@@ -201,13 +202,18 @@ func (s *Stack) withFixedPorts(ctx context.Context, ports int, start func(ports 
 			}
 		}
 		var c testcontainers.Container
-		c, err = start(picked)
-		if err == nil || !isPortTaken(err) {
-			return c, err
+		c, err = s.runContainer(ctx, role, image, runGeneric, customizers(picked)...)
+		if err != nil && isPortTaken(err) {
+			if c != nil {
+				_ = c.Terminate(ctx)
+			}
+			continue
 		}
-		if c != nil {
-			_ = c.Terminate(ctx)
+		if c == nil {
+			return nil, err
 		}
+		s.addContainer(c)
+		return c.(*testcontainers.DockerContainer), err
 	}
 	return nil, err
 }

@@ -200,22 +200,22 @@ func killOptions(sig syscall.Signal) client.ContainerKillOptions {
 	return client.ContainerKillOptions{Signal: name}
 }
 
-// poll calls check until it returns nil, every 50 ms, for at most timeout,
-// and returns its last error otherwise.
+// poll calls check until it returns nil, every 50 ms, for at most timeout
+// (0: until ctx ends), and returns its last error otherwise.
 func poll(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
+	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
-		if err == nil {
+		switch {
+		case err == nil:
 			return nil
+		case timeout > 0 && time.Now().After(deadline):
+			return fmt.Errorf("waiting %s for %s: %w", timeout, what, err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting %s for %s: %w", timeout, what, err)
-		case <-tick.C:
+			return fmt.Errorf("waiting for %s: %w (last: %w)", what, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

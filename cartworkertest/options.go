@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/cartworker/cartworker/publisher"
 )
 
 // Defaults of Run, written once here.
@@ -36,6 +38,8 @@ type settings struct {
 	natsCustom, redisCustom, daprdCustom []testcontainers.ContainerCustomizer
 	// natsOptions are added to the stack's own NATS connection.
 	natsOptions []nats.Option
+	// publisherOptions make the stack's Publisher.
+	publisherOptions []publisher.Option
 }
 
 func defaultSettings() settings {
@@ -156,6 +160,17 @@ func WithDaprd(customizers ...testcontainers.ContainerCustomizer) Option {
 func WithNATSOptions(opts ...nats.Option) Option {
 	return func(s *settings) error {
 		s.natsOptions = append(s.natsOptions, opts...)
+		return nil
+	}
+}
+
+// WithPublisherOptions makes Stack.Publisher with opts:
+// publisher.WithWaitTimeout for a test that waits out a killed worker's
+// leases (which PublishAndWait's default of 10 s may not), or
+// publisher.WithTracerProvider.
+func WithPublisherOptions(opts ...publisher.Option) Option {
+	return func(s *settings) error {
+		s.publisherOptions = append(s.publisherOptions, opts...)
 		return nil
 	}
 }

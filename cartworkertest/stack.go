@@ -131,18 +131,14 @@ func (s *Stack) startContainers(ctx context.Context) error {
 }
 
 func (s *Stack) startNATS(ctx context.Context) error {
-	c, err := s.withFixedPorts(ctx, 1, func(ports []int) (testcontainers.Container, error) {
-		opts := append(natsCustomizers(s.network, ports[0], s.set.startupTimeout), s.set.natsCustom...)
-		return s.runContainer(ctx, "nats", s.images.nats, runGeneric, opts...)
+	c, err := s.runOnFixedPorts(ctx, "nats", s.images.nats, 1, func(ports []int) []testcontainers.ContainerCustomizer {
+		return append(natsCustomizers(s.network, ports[0], s.set.startupTimeout), s.set.natsCustom...)
 	})
-	if c != nil {
-		s.addContainer(c)
-		s.nats = c.(*testcontainers.DockerContainer)
-	}
 	if err != nil {
 		return err
 	}
-	s.natsURL, err = s.nats.PortEndpoint(ctx, natsPort, "nats")
+	s.nats = c
+	s.natsURL, err = c.PortEndpoint(ctx, natsPort, "nats")
 	return err
 }
 
@@ -157,21 +153,17 @@ func (s *Stack) startRedis(ctx context.Context) error {
 }
 
 func (s *Stack) startDaprd(ctx context.Context) error {
-	c, err := s.withFixedPorts(ctx, 2, func(ports []int) (testcontainers.Container, error) {
-		opts := append(daprdCustomizers(s.network, s.set.daprToken, ports[0], ports[1], s.set.startupTimeout), s.set.daprdCustom...)
-		return s.runContainer(ctx, "daprd", s.images.daprd, runGeneric, opts...)
+	c, err := s.runOnFixedPorts(ctx, "daprd", s.images.daprd, 2, func(ports []int) []testcontainers.ContainerCustomizer {
+		return append(daprdCustomizers(s.network, s.set.daprToken, ports[0], ports[1], s.set.startupTimeout), s.set.daprdCustom...)
 	})
-	if c != nil {
-		s.addContainer(c)
-		s.daprd = c.(*testcontainers.DockerContainer)
-	}
 	if err != nil {
 		return err
 	}
-	if s.daprHTTP, err = s.daprd.PortEndpoint(ctx, daprPort, "http"); err != nil {
+	s.daprd = c
+	if s.daprHTTP, err = c.PortEndpoint(ctx, daprPort, "http"); err != nil {
 		return err
 	}
-	s.daprGRPC, err = s.daprd.PortEndpoint(ctx, daprGRPCPort, "")
+	s.daprGRPC, err = c.PortEndpoint(ctx, daprGRPCPort, "")
 	return err
 }
 
@@ -192,7 +184,7 @@ func (s *Stack) connect(ctx context.Context) error {
 	if s.js, err = jetstream.New(nc); err != nil {
 		return fmt.Errorf("cartworkertest: JetStream: %w", err)
 	}
-	if s.pub, err = publisher.New(s.js, nc); err != nil {
+	if s.pub, err = publisher.New(s.js, nc, s.set.publisherOptions...); err != nil {
 		return fmt.Errorf("cartworkertest: publisher: %w", err)
 	}
 	s.addCloser(func(context.Context) error { return s.pub.Close() })

@@ -26,11 +26,13 @@ import (
 //	TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 \
 //	  go test -tags integration ./cartworkertest/
 
-// run starts a stack that t's cleanup terminates.
+// run starts a stack that t's cleanup terminates. Its Publisher waits
+// long enough for a killed worker's leases to expire.
 func run(t *testing.T, opts ...Option) *Stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
+	opts = append([]Option{WithPublisherOptions(publisher.WithWaitTimeout(time.Minute))}, opts...)
 	st, err := Run(ctx, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/testcontainers/testcontainers-go"
 )
@@ -140,22 +139,22 @@ func (w *Worker) Err() error {
 }
 
 func (w *Worker) waitContainer(ctx context.Context) (int, error) {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	code := 0
+	err := poll(ctx, 0, "worker "+w.name+" to exit", func() error {
 		st, err := w.ctr.State(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("cartworkertest: state of worker container %s: %w", w.name, err)
+			return fmt.Errorf("state of worker container %s: %w", w.name, err)
 		}
-		if !st.Running {
-			return st.ExitCode, nil
+		if st.Running {
+			return errors.New("still running")
 		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("cartworkertest: worker %s still runs: %w", w.name, ctx.Err())
-		case <-tick.C:
-		}
+		code = st.ExitCode
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cartworkertest: %w", err)
 	}
+	return code, nil
 }
 
 // Stop stops the worker gracefully: it drains what it holds, hands back
