@@ -92,10 +92,13 @@ func (s *Stack) AddWorker(ctx context.Context, opts ...WorkerOption) (*Worker, e
 	case container:
 		err = s.runWorkerContainer(ctx, w, spec)
 	}
-	if err == nil {
-		err = s.waitWorker(ctx, w, spec.healthyOnly)
-	}
 	if err != nil {
+		// It never ran (a container that did is removed by Terminate).
+		w.exitErr, w.exitCode = err, 1
+		close(w.done)
+		return nil, err
+	}
+	if err := s.waitWorker(ctx, w, spec.healthyOnly); err != nil {
 		return nil, errors.Join(err, w.stopOrKill(context.WithoutCancel(ctx)))
 	}
 	return w, nil
