@@ -11,15 +11,23 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 )
 
-// Workers returns the stack's workers, in the order they were started
-// (Run's first, then AddWorker's), stopped ones included.
+// Workers returns the stack's workers in the order of their numbers,
+// stopped ones included.
 func (s *Stack) Workers() []*Worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*Worker(nil), s.workers...)
+	var out []*Worker
+	for _, w := range s.workers {
+		if w != nil {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
-// Worker returns worker i of Workers, or nil if there is none.
+// Worker returns worker number i, or nil if there is none. Workers are
+// numbered from 0 in the order their start began: Run's, then AddWorker's.
+// A worker that failed to start, or is starting, has no Worker.
 func (s *Stack) Worker(i int) *Worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()

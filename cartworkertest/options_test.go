@@ -107,15 +107,14 @@ func TestLoopbackURL(t *testing.T) {
 	require.ErrorContains(t, err, "WORKER_HTTP_ADDR")
 }
 
-// A worker that cannot start is reported as exited, and stopping it, as
-// Terminate does, is safe.
+// A worker that cannot start is no worker of the stack, and Terminate
+// has nothing of it to stop.
 func TestWorkerThatNeverStartedStops(t *testing.T) {
 	st := &Stack{set: defaultSettings(), natsURL: "nats://127.0.0.1:1"}
 	_, err := st.AddWorker(context.Background(), WorkerEnv(map[string]string{"WORKER_CONCURRENCY": "many"}))
 	require.ErrorContains(t, err, "WORKER_CONCURRENCY")
-	w := st.Worker(0)
-	require.True(t, w.Exited())
-	require.Error(t, w.Err())
+	require.Nil(t, st.Worker(0))
+	require.Empty(t, st.Workers())
 	require.NoError(t, st.Terminate(context.Background()))
 	_, err = st.AddWorker(context.Background(), WorkerBinary(""))
 	require.ErrorContains(t, err, "WithWorkerBinary")

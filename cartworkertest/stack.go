@@ -215,7 +215,9 @@ func (s *Stack) Terminate(ctx context.Context) error {
 
 	var errs []error
 	for _, w := range workers {
-		errs = append(errs, w.stopOrKill(ctx))
+		if w != nil { // nil: still starting; AddWorker stops it
+			errs = append(errs, w.stopOrKill(ctx))
+		}
 	}
 	if paused {
 		errs = append(errs, s.UnpauseDaprd(ctx))

@@ -76,12 +76,16 @@ func (s *Stack) AddWorker(ctx context.Context, opts ...WorkerOption) (*Worker, e
 		s.mu.Unlock()
 		return nil, errors.New("cartworkertest: AddWorker on a terminated stack")
 	}
+	// Its number, and its place in workers once it has started: Terminate
+	// stops only workers whose start is over, and this one is stopped
+	// below should Terminate come first.
+	i := len(s.workers)
+	s.workers = append(s.workers, nil)
+	s.mu.Unlock()
 	if spec.name == "" {
-		spec.name = "worker-" + strconv.Itoa(len(s.workers))
+		spec.name = "worker-" + strconv.Itoa(i)
 	}
 	w := &Worker{name: spec.name, kind: spec.kind, logs: &logBuffer{}, abort: make(chan struct{}), done: make(chan struct{})}
-	s.workers = append(s.workers, w)
-	s.mu.Unlock()
 
 	var err error
 	switch spec.kind {
@@ -93,10 +97,15 @@ func (s *Stack) AddWorker(ctx context.Context, opts ...WorkerOption) (*Worker, e
 		err = s.runWorkerContainer(ctx, w, spec)
 	}
 	if err != nil {
-		// It never ran (a container that did is removed by Terminate).
-		w.exitErr, w.exitCode = err, 1
-		close(w.done)
-		return nil, err
+		return nil, err // it never ran (a container that did is removed by Terminate)
+	}
+	s.mu.Lock()
+	s.workers[i] = w
+	terminated := s.terminated
+	s.mu.Unlock()
+	if terminated {
+		return nil, errors.Join(fmt.Errorf("cartworkertest: the stack was terminated while worker %s started", w.name),
+			w.stopOrKill(context.WithoutCancel(ctx)))
 	}
 	if err := s.waitWorker(ctx, w, spec.healthyOnly); err != nil {
 		return nil, errors.Join(err, w.stopOrKill(context.WithoutCancel(ctx)))
