@@ -45,7 +45,8 @@
 // Run with one in-process worker returns in 1.7 s: the median of 9 runs,
 // from 1.2 to 2.3 s (TestTimeToReady with CARTWORKERTEST_READY_RUNS=9
 // times Run from its call to its return). With three container workers it
-// takes 2.3 s (median of 3, 2.1 to 2.3 s). NATS and Redis start side by
-// side, then daprd, then the workers side by side. One stack per test, in
-// parallel subtests, is fine.
+// takes 2.3 s (median of 3, 2.1 to 2.3 s). While the machine's other work
+// ran its own tests, single runs took up to 2.7 s and 4.3 s. NATS and
+// Redis start side by side, then daprd, then the workers side by side. One
+// stack per test, in parallel subtests, is fine.
 package cartworkertest
