@@ -21,7 +21,7 @@ CHAOS_RUNS    ?= 20
 CHAOS_TIMEOUT ?= 4h
 CHAOS_TESTS   := TestOrder(SIGKILLWithQueuedCommands|SIGSTOPTenSeconds|NATSRestartThenLeave)
 
-.PHONY: help run demo stop logs images test test-unit test-integration chaos-order lint bench bench-memory build k8s-tools
+.PHONY: help run demo stop logs images test test-unit test-integration test-example chaos-order lint bench bench-memory build k8s-tools
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -50,7 +50,8 @@ lint: ## gofmt and go vet, both must be clean
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags integration ./integration/...
+	$(GO) vet -tags integration ./integration/... ./cartworkertest/...
+	cd examples/gotest && $(GO) vet ./...
 
 test-unit: k8s-tools ## unit tests with the race detector
 	$(GO) test -race -count=1 ./...
@@ -58,10 +59,23 @@ test-unit: k8s-tools ## unit tests with the race detector
 k8s-tools: ## build helm and kustomize (tools/helm/go.mod, cached), which the deployments/ tests run
 	@scripts/k8s-tools.sh >/dev/null
 
-test-integration: ## integration suite against real containers (builds images first)
+# -p 1: the two suites one after the other, not competing for the CPUs.
+test-integration: ## integration suite and cartworkertest's own tests against real containers, then examples/gotest (builds images first)
 	@scripts/ensure-docker.sh
 	@scripts/build-images.sh
-	CHAOS_RUNS=1 $(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./integration/...
+	CHAOS_RUNS=1 $(GO) test -p 1 -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./integration/... ./cartworkertest/...
+	$(MAKE) --no-print-directory example-tests
+
+test-example: ## examples/gotest alone: a publisher's own go test against cartworkertest (builds images first)
+	@scripts/ensure-docker.sh
+	@scripts/build-images.sh
+	$(MAKE) --no-print-directory example-tests
+
+# examples/gotest is a module of its own (a user's service): go test there,
+# with the TESTCONTAINERS_* variables exported above.
+.PHONY: example-tests
+example-tests:
+	cd examples/gotest && $(GO) test -count=1 -timeout 10m ./...
 
 chaos-order: ## the order scenarios (SIGKILL with queued commands, SIGSTOP 10 s, NATS restart then leave) CHAOS_RUNS times each (default 20); not part of make test
 	@scripts/ensure-docker.sh

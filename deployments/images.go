@@ -1,7 +1,8 @@
 // Package deployments holds the files that run cartworker outside go test
-// (Compose, Kubernetes, Dapr components, image Dockerfiles). Its only Go is
-// the default container images, images.env, for the Go code that starts or
-// checks the stack.
+// (Compose, Kubernetes, Dapr components, image Dockerfiles). Its only Go
+// embeds what Go code that starts or checks the stack needs: the default
+// container images, images.env, and the Dapr component and configuration
+// daprd is given.
 package deployments
 
 import (

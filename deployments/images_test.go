@@ -1,6 +1,7 @@
 package deployments
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -28,5 +29,25 @@ func TestParseImages(t *testing.T) {
 	}
 	if _, err := Images(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestEmbeddedDaprFilesAreTheShippedOnes(t *testing.T) {
+	for _, f := range []struct {
+		path string
+		got  []byte
+	}{{"dapr/components/cartstore.yaml", CartstoreComponent()}, {"dapr/config.yaml", DaprConfig()}} {
+		want, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(f.got) != string(want) {
+			t.Errorf("%s: embedded copy differs from the file", f.path)
+		}
+	}
+	c := CartstoreComponent()
+	c[0] = 'X'
+	if CartstoreComponent()[0] == 'X' {
+		t.Error("CartstoreComponent returns the embedded bytes, not a copy")
 	}
 }

@@ -29,12 +29,11 @@ const (
 // applied exactly once and the worker is ready again.
 func TestBreakerTripsAndRecovers(t *testing.T) {
 	ctx := testkit.Context(t, 4*time.Minute)
-	nats := sharedStack(t)
-	// daprd on a fixed loopback port, so the worker keeps its endpoint
-	// across the stop and start.
-	st := newTestStack(t, stackOptions{daprHostPort: freePort(t), daprGRPCHostPort: freePort(t)})
-	b := connectBus(ctx, t, nats.NATSURL)
-	w := inProcessWorker(t, "breaker", workerEnv(t, st, nats, map[string]string{
+	// A stack of its own, whose daprd stops and starts: it keeps its
+	// endpoints across that, so the worker does too.
+	st := newTestStack(t)
+	b := connectBus(ctx, t, st.NATSURL())
+	w := inProcessWorker(t, st, "breaker", map[string]string{
 		"WORKER_BREAKER_FAILURES":      "3",
 		"WORKER_BREAKER_OPEN_TIMEOUT":  "1s",
 		"WORKER_MAX_DELIVER":           strconv.Itoa(brkMaxDeliver),
@@ -42,15 +41,14 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 		"WORKER_STATE_DIAL_TIMEOUT":    "500ms",
 		"WORKER_STATE_HEADER_TIMEOUT":  "1s",
 		"WORKER_STATE_REQUEST_TIMEOUT": "2s",
-	}))
+	})
 	b.waitConsumer(ctx, t)
 
 	carts := newCartIDs("brk", brkCarts)
 	cacheIDs := cacheCarts(ctx, t, b, carts)
 	plan := newLoad(carts, brkCommands)
 
-	stopTimeout := 5 * time.Second
-	require.NoError(t, st.daprd.Stop(ctx, &stopTimeout), "stop daprd")
+	require.NoError(t, st.StopDaprd(ctx))
 	for _, c := range plan.cmds {
 		_, err := b.pub.Publish(ctx, c)
 		require.NoError(t, err)
@@ -106,7 +104,7 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 
 	// daprd comes back on the same port: everything is applied, once.
 	downFor := time.Now()
-	require.NoError(t, st.daprd.Start(ctx), "start daprd again")
+	require.NoError(t, st.StartDaprd(ctx))
 	b.events.waitApplied(ctx, t, time.Minute, plan.byCart())
 	t.Logf("all %d commands applied %s after daprd restarted", brkCommands, time.Since(downFor).Round(time.Millisecond))
 	poll(ctx, t, 30*time.Second, "breaker closed and /readyz 200", func() error {

@@ -4,7 +4,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/cartworker/cartworker/money"
@@ -41,53 +41,21 @@ func daprGet(ctx context.Context, daprURL, token, key string) (e statepool.Entry
 	return e, status, err
 }
 
-// cartDoc is the part of a stored cart the tests check.
-type cartDoc struct {
-	CartID     string     `json:"cart_id"`
-	TenantID   string     `json:"tenant_id"`
-	StoreCode  string     `json:"store_code"`
-	TerminalNo int        `json:"terminal_no"`
-	Status     string     `json:"status"`
-	LineItems  []lineItem `json:"line_items"`
-	Taxes      []struct {
-		TaxNo          int     `json:"tax_no"`
-		TaxCode        string  `json:"tax_code"`
-		TaxType        string  `json:"tax_type"`
-		TaxName        string  `json:"tax_name"`
-		TaxAmount      float64 `json:"tax_amount"`
-		TargetAmount   float64 `json:"target_amount"`
-		TargetQuantity int     `json:"target_quantity"`
-	} `json:"taxes"`
-	Sales struct {
-		TotalAmount        float64 `json:"total_amount"`
-		TotalAmountWithTax float64 `json:"total_amount_with_tax"`
-		TaxAmount          float64 `json:"tax_amount"`
-		TotalQuantity      int     `json:"total_quantity"`
-	} `json:"sales"`
-	SubtotalAmount float64  `json:"subtotal_amount"`
-	BalanceAmount  float64  `json:"balance_amount"`
-	AppliedIDs     []string `json:"applied_command_ids"`
-}
-
-type lineItem struct {
-	LineNo      int     `json:"line_no"`
-	ItemCode    string  `json:"item_code"`
-	Description string  `json:"description"`
-	Quantity    int     `json:"quantity"`
-	UnitPrice   float64 `json:"unit_price"`
-	Amount      float64 `json:"amount"`
-	TaxCode     string  `json:"tax_code"`
-	IsCancelled bool    `json:"is_cancelled"`
-}
-
 // readCart reads a cart through Dapr and requires it to exist.
-func readCart(ctx context.Context, t *testing.T, st *stack, cartID string) (cartDoc, statepool.Entry) {
+func readCart(ctx context.Context, t *testing.T, st *stack, cartID string) *cartworkertest.Cart {
 	t.Helper()
-	e, _, err := daprGet(ctx, st.DaprURL, st.DaprToken, cartID)
+	c, err := st.Cart(ctx, cartID)
 	require.NoError(t, err, "GET cart %s through Dapr", cartID)
-	var d cartDoc
-	require.NoError(t, json.Unmarshal(e.Value, &d), "cart %s: %s", cartID, e.Value)
-	return d, e
+	return c
+}
+
+// amount is a decimal amount written out, as the carts' totals are
+// compared.
+func amount(t *testing.T, s string) money.Amount {
+	t.Helper()
+	a, err := money.Parse(s)
+	require.NoError(t, err)
+	return a
 }
 
 // newCartIDs returns n cart ids unique to this run and test.
@@ -258,7 +226,7 @@ func (l *load) expected() map[string]*expectedTotals {
 func (l *load) verify(ctx context.Context, t *testing.T, st *stack, cacheIDs map[string]string) {
 	t.Helper()
 	for cart, want := range l.expected() {
-		d, _ := readCart(ctx, t, st, cart)
+		d := readCart(ctx, t, st, cart)
 		got := map[string]int{}
 		for i, line := range d.LineItems {
 			require.Equal(t, i+1, line.LineNo, "cart %s line_no", cart)
@@ -289,16 +257,16 @@ func (l *load) verify(ctx context.Context, t *testing.T, st *stack, cacheIDs map
 		require.Empty(t, unknown, "cart %s: lines from no command of this cart", cart)
 		require.Len(t, d.LineItems, len(want.ids), "cart %s lines", cart)
 
-		require.Equal(t, float64(want.subtotal), d.SubtotalAmount, "cart %s subtotal_amount", cart)
-		require.Equal(t, float64(want.subtotal), d.Sales.TotalAmount, "cart %s sales.total_amount", cart)
-		require.Equal(t, float64(want.tax), d.Sales.TaxAmount, "cart %s sales.tax_amount", cart)
-		require.Equal(t, float64(want.subtotal+want.tax), d.Sales.TotalAmountWithTax, "cart %s sales.total_amount_with_tax", cart)
+		require.Equal(t, money.FromInt(want.subtotal), d.SubtotalAmount, "cart %s subtotal_amount", cart)
+		require.Equal(t, money.FromInt(want.subtotal), d.Sales.TotalAmount, "cart %s sales.total_amount", cart)
+		require.Equal(t, money.FromInt(want.tax), d.Sales.TaxAmount, "cart %s sales.tax_amount", cart)
+		require.Equal(t, money.FromInt(want.subtotal+want.tax), d.Sales.TotalAmountWithTax, "cart %s sales.total_amount_with_tax", cart)
 		require.Equal(t, want.qty, d.Sales.TotalQuantity, "cart %s sales.total_quantity", cart)
 		require.Equal(t, "EnteringItem", d.Status, "cart %s status", cart)
 
 		// The applied-id list holds the cache and every add-item once.
 		wantApplied := append([]string{cacheIDs[cart]}, want.ids...)
-		require.ElementsMatch(t, wantApplied, d.AppliedIDs, "cart %s applied_command_ids", cart)
+		require.ElementsMatch(t, wantApplied, d.AppliedCommandIDs, "cart %s applied_command_ids", cart)
 	}
 }
 

@@ -31,12 +31,12 @@ func TestCartSizeLimit(t *testing.T) {
 	st := sharedStack(t)
 	// Its own stack for the dead letters, which the shared one must not
 	// keep.
-	own := newTestStack(t, stackOptions{nats: true})
+	own := newTestStack(t)
 	for _, protocol := range []string{"grpc", "http"} {
 		t.Run(protocol+"/worker limit", func(t *testing.T) {
 			ctx := testkit.Context(t, 4*time.Minute)
-			b := connectBus(ctx, t, st.NATSURL)
-			w := inProcessWorker(t, "size-"+protocol, workerEnv(t, st, st, map[string]string{"WORKER_STATE_PROTOCOL": protocol}))
+			b := connectBus(ctx, t, st.NATSURL())
+			w := inProcessWorker(t, st, "size-"+protocol, map[string]string{"WORKER_STATE_PROTOCOL": protocol})
 			b.waitConsumer(ctx, t)
 			applied, last := growCart(ctx, t, st, b, 2<<20, func(err error) bool {
 				var rej *publisher.RejectedError
@@ -56,11 +56,11 @@ func TestCartSizeLimit(t *testing.T) {
 		t.Run(protocol+"/daprd limit", func(t *testing.T) {
 			ctx := testkit.Context(t, 4*time.Minute)
 			st := own
-			b := connectBus(ctx, t, st.NATSURL)
-			w := inProcessWorker(t, "dapr-size-"+protocol, workerEnv(t, st, st, map[string]string{
+			b := connectBus(ctx, t, st.NATSURL())
+			w := inProcessWorker(t, st, "dapr-size-"+protocol, map[string]string{
 				"WORKER_STATE_PROTOCOL": protocol,
 				"WORKER_MAX_CART_BYTES": strconv.Itoa(6 << 20),
-			}))
+			})
 			b.waitConsumer(ctx, t)
 			applied, last := growCart(ctx, t, st, b, 6<<20, func(err error) bool {
 				var rej *publisher.RejectedError
@@ -103,9 +103,9 @@ func growCart(ctx context.Context, t *testing.T, st *stack, b *bus, most int, st
 		_, err := b.pub.PublishAndWait(ctx, cmd)
 		if err != nil {
 			require.True(t, stop(err), "add-item %d: %v", n, err)
-			doc, e := readCart(ctx, t, st, cart)
+			doc := readCart(ctx, t, st, cart)
 			require.Len(t, doc.LineItems, n*command.MaxItems, "the cart keeps exactly the applied lines")
-			require.LessOrEqual(t, len(e.Value), most+64<<10, "the stored cart is within the limit, but for the ids it records")
+			require.LessOrEqual(t, len(doc.Raw), most+64<<10, "the stored cart is within the limit, but for the ids it records")
 			return n, err
 		}
 	}

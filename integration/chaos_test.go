@@ -4,18 +4,15 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"github.com/testcontainers/testcontainers-go"
 
 	"github.com/cartworker/cartworker/command"
 )
@@ -179,7 +176,7 @@ func startOwners(ctx context.Context, t *testing.T, b *bus, st *stack, n int, na
 				before[id] = true
 			}
 		}
-		p := startProcess(t, fmt.Sprintf("%s-%d", name, i), workerEnv(t, st, st, extra))
+		p := startProcess(t, st, fmt.Sprintf("%s-%d", name, i), extra)
 		if i == 0 {
 			b.waitConsumer(ctx, t)
 		}
@@ -268,76 +265,21 @@ func waitUntil(ctx context.Context, t *testing.T, at time.Time) {
 	}
 }
 
-// docker runs f with a client of the Docker daemon testcontainers uses.
-func docker(ctx context.Context, f func(cli *testcontainers.DockerClient) error) error {
-	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	return f(cli)
-}
-
-// withDefaults calls a Docker client method on container id with its zero
-// options: none for pause and unpause, SIGKILL for kill. (It spares this
-// package an import of the Docker client module, which go.mod only has
-// through testcontainers.)
-func withDefaults[O, R any](ctx context.Context, id string, call func(context.Context, string, O) (R, error)) error {
-	var opts O
-	_, err := call(ctx, id, opts)
-	return err
-}
-
-// pauseContainer freezes every process of c (docker pause) and returns
-// the function that thaws it. t's cleanup thaws it if the test ends
-// first, so that a shared container is never left frozen.
-func pauseContainer(ctx context.Context, t *testing.T, c *testcontainers.DockerContainer, role string) (unpause func()) {
+// pauseDaprd freezes st's daprd (docker pause) and returns the function
+// that thaws it. t's cleanup thaws it if the test ends first, so that a
+// shared daprd is never left frozen.
+func pauseDaprd(ctx context.Context, t *testing.T, st *stack) (unpause func()) {
 	t.Helper()
-	id := c.GetContainerID()
-	require.NoError(t, docker(ctx, func(cli *testcontainers.DockerClient) error {
-		return withDefaults(ctx, id, cli.ContainerPause)
-	}), "docker pause %s", role)
-	var (
-		once sync.Once
-		err  error
-	)
-	thaw := func() error {
-		once.Do(func() {
-			uctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			err = docker(uctx, func(cli *testcontainers.DockerClient) error {
-				return withDefaults(uctx, id, cli.ContainerUnpause)
-			})
-		})
-		return err
-	}
+	require.NoError(t, st.PauseDaprd(ctx))
 	t.Cleanup(func() {
-		if err := thaw(); err != nil {
-			t.Errorf("docker unpause %s: %v", role, err)
+		uctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := st.UnpauseDaprd(uctx); err != nil {
+			t.Errorf("unpause daprd: %v", err)
 		}
 	})
 	return func() {
 		t.Helper()
-		require.NoError(t, thaw(), "docker unpause %s", role)
+		require.NoError(t, st.UnpauseDaprd(ctx))
 	}
-}
-
-// killContainer sends c SIGKILL (docker kill) and waits until it has
-// exited. c keeps its volumes and its port bindings: Start runs it again.
-func killContainer(ctx context.Context, t *testing.T, c *testcontainers.DockerContainer, role string) {
-	t.Helper()
-	id := c.GetContainerID()
-	require.NoError(t, docker(ctx, func(cli *testcontainers.DockerClient) error {
-		return withDefaults(ctx, id, cli.ContainerKill) // SIGKILL
-	}), "docker kill %s", role)
-	poll(ctx, t, 30*time.Second, role+" exited", func() error {
-		s, err := c.State(ctx)
-		if err != nil {
-			return err
-		}
-		if s.Running {
-			return errors.New("still running")
-		}
-		return nil
-	})
 }

@@ -26,8 +26,8 @@ import (
 func TestContractEndToEnd(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
-	w := inProcessWorker(t, "contract", workerEnv(t, st, st, nil))
+	b := connectBus(ctx, t, st.NATSURL())
+	w := inProcessWorker(t, st, "contract", nil)
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("contract", 1)[0]
 
@@ -54,9 +54,9 @@ func TestContractEndToEnd(t *testing.T) {
 	}
 
 	// The cart read back through Dapr, as upstream reads it.
-	d, s := readCart(ctx, t, st, cart)
-	require.NotEmpty(t, s.ETag, "Dapr answers a stored cart with an ETag")
-	requireSnakeCase(t, s.Value)
+	d := readCart(ctx, t, st, cart)
+	require.NotEmpty(t, d.ETag, "Dapr answers a stored cart with an ETag")
+	requireSnakeCase(t, d.Raw)
 	require.Equal(t, cart, d.CartID)
 	require.Equal(t, "T1", d.TenantID)
 	require.Equal(t, "S1", d.StoreCode)
@@ -71,18 +71,19 @@ func TestContractEndToEnd(t *testing.T) {
 		require.Equal(t, items[i].Description, line.Description)
 		require.False(t, line.IsCancelled)
 	}
-	require.Equal(t, []float64{240, 1100, 999}, []float64{d.LineItems[0].Amount, d.LineItems[1].Amount, d.LineItems[2].Amount})
-	require.Equal(t, 2339.0, d.SubtotalAmount)
-	require.Equal(t, 2339.0, d.Sales.TotalAmount)
-	require.Equal(t, 103.0, d.Sales.TaxAmount, "external taxes only: 24 + 79")
-	require.Equal(t, 2442.0, d.Sales.TotalAmountWithTax)
+	require.Equal(t, []money.Amount{money.FromInt(240), money.FromInt(1100), money.FromInt(999)},
+		[]money.Amount{d.LineItems[0].Amount, d.LineItems[1].Amount, d.LineItems[2].Amount})
+	require.Equal(t, money.FromInt(2339), d.SubtotalAmount)
+	require.Equal(t, money.FromInt(2339), d.Sales.TotalAmount)
+	require.Equal(t, money.FromInt(103), d.Sales.TaxAmount, "external taxes only: 24 + 79")
+	require.Equal(t, money.FromInt(2442), d.Sales.TotalAmountWithTax)
 	require.Equal(t, 6, d.Sales.TotalQuantity)
-	require.Equal(t, 2442.0, d.BalanceAmount)
+	require.Equal(t, money.FromInt(2442), d.BalanceAmount)
 	require.Len(t, d.Taxes, 3)
 	type tax struct {
 		No               int
 		Code, Type       string
-		Amount, Target   float64
+		Amount, Target   money.Amount
 		TargetQuantities int
 	}
 	var taxes []tax
@@ -91,18 +92,18 @@ func TestContractEndToEnd(t *testing.T) {
 		require.NotEmpty(t, x.TaxName)
 	}
 	require.Equal(t, []tax{
-		{2, "01", "External", 24, 240, 2},
-		{3, "02", "Internal", 100, 1100, 1},
-		{4, "11", "External", 79, 999, 3},
+		{2, "01", "External", money.FromInt(24), money.FromInt(240), 2},
+		{3, "02", "Internal", money.FromInt(100), money.FromInt(1100), 1},
+		{4, "11", "External", money.FromInt(79), money.FromInt(999), 3},
 	}, taxes)
-	require.Equal(t, []string{cacheEv.CommandID, adds[0].ID, adds[1].ID, adds[2].ID}, d.AppliedIDs)
+	require.Equal(t, []string{cacheEv.CommandID, adds[0].ID, adds[1].ID, adds[2].ID}, d.AppliedCommandIDs)
 
 	// The same document in Redis, under daprd's app-id prefix, with the
 	// component's store-wide TTL.
 	key := redisKey(cart)
 	require.Equal(t, "1", st.redisCLI(ctx, t, "EXISTS", key), "key %q in Redis DB %s", key, redisDB)
 	require.Equal(t, "0", st.redisCLI(ctx, t, "EXISTS", cart), "no key without the app-id prefix")
-	require.JSONEq(t, string(s.Value), st.redisCLI(ctx, t, "HGET", key, "data"))
+	require.JSONEq(t, string(d.Raw), st.redisCLI(ctx, t, "HGET", key, "data"))
 	requireTTL(t, st.redisCLI(ctx, t, "TTL", key), 36000)
 
 	// Valid commands the cart refuses are rejected, not dead-lettered.
@@ -122,10 +123,10 @@ func TestContractEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, command.OutcomeApplied, delEv.Outcome)
 	require.False(t, delEv.Duplicate)
-	_, status, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart)
+	_, status, err := daprGet(ctx, st.DaprHTTPEndpoint(), st.DaprToken(), cart)
 	require.ErrorIs(t, err, statepool.ErrNotFound)
 	require.Equal(t, http.StatusNoContent, status, "Dapr answers 204 for a deleted cart: %v", err)
-	tomb, _, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart+":tombstone")
+	tomb, _, err := daprGet(ctx, st.DaprHTTPEndpoint(), st.DaprToken(), cart+":tombstone")
 	require.NoError(t, err, "tombstone")
 	var ts struct {
 		CartID    string            `json:"cart_id"`
@@ -150,7 +151,7 @@ func TestContractEndToEnd(t *testing.T) {
 	require.NoError(t, b.republish(ctx, adds[0], adds[0].ID+"-again"))
 	dup := b.events.waitFor(ctx, t, cart, adds[0].ID, func(ev command.Event) bool { return ev.Duplicate })
 	require.Equal(t, command.OutcomeApplied, dup.Outcome)
-	_, status, err = daprGet(ctx, st.DaprURL, st.DaprToken, cart)
+	_, status, err = daprGet(ctx, st.DaprHTTPEndpoint(), st.DaprToken(), cart)
 	require.ErrorIs(t, err, statepool.ErrNotFound)
 	require.Equal(t, http.StatusNoContent, status, "the duplicate resurrected the cart: %v", err)
 	nonDup := 0

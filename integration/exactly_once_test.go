@@ -72,15 +72,15 @@ var malformedKinds = []malformed{
 func TestExactlyOnceThreeInstances(t *testing.T) {
 	ctx := testkit.Context(t, 5*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
+	b := connectBus(ctx, t, st.NATSURL())
 
 	var workers []*process
 	for i := range eoInstances {
-		workers = append(workers, startProcess(t, fmt.Sprintf("eo-%d", i), workerEnv(t, st, st, map[string]string{
+		workers = append(workers, startProcess(t, st, fmt.Sprintf("eo-%d", i), map[string]string{
 			"WORKER_CONCURRENCY":     strconv.Itoa(eoConcurrency),
 			"WORKER_STATE_MAX_CONNS": strconv.Itoa(eoPoolLimit),
 			"LOG_LEVEL":              "warn",
-		})))
+		}))
 	}
 	b.waitConsumer(ctx, t)
 	b.waitSpread(ctx, t, eoInstances)

@@ -58,11 +58,11 @@ func waitNotReady(ctx context.Context, t *testing.T, w *worker, setting string) 
 func TestMissingStateStoreHoldsCommands(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
+	b := connectBus(ctx, t, st.NATSURL())
 
-	bad := startProcess(t, "nostore", workerEnv(t, st, st, map[string]string{
+	bad := startProcess(t, st, "nostore", map[string]string{
 		"CART_STATE_STORE": "nosuchstore", "WORKER_MAX_DELIVER": "1",
-	}))
+	})
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("nostore", 1)[0]
 	cache := publisher.CacheCommand(cart, publisher.NewCart{})
@@ -85,7 +85,7 @@ func TestMissingStateStoreHoldsCommands(t *testing.T) {
 	code, _ := bad.waitExit(t, 30*time.Second)
 	require.Zero(t, code)
 
-	good := inProcessWorker(t, "store", workerEnv(t, st, st, nil))
+	good := inProcessWorker(t, st, "store", nil)
 	_ = good
 	b.events.waitFor(ctx, t, cart, cache.ID, func(e command.Event) bool { return e.Outcome == command.OutcomeApplied })
 	require.Empty(t, b.deadLetters(ctx, t))
@@ -93,19 +93,18 @@ func TestMissingStateStoreHoldsCommands(t *testing.T) {
 
 func TestDaprAbsentAtStartHoldsCommands(t *testing.T) {
 	ctx := testkit.Context(t, 4*time.Minute)
-	nats := sharedStack(t)
-	b := connectBus(ctx, t, nats.NATSURL)
-	port := freePort(t)
+	// A stack of its own whose daprd is stopped before the worker starts:
+	// it comes back on the same ports.
+	st := newTestStack(t)
+	b := connectBus(ctx, t, st.NATSURL())
+	require.NoError(t, st.StopDaprd(ctx))
+	endpoint := st.DaprHTTPEndpoint()
 
 	// No daprd yet: the worker starts, is not ready, and pulls nothing.
-	w := inProcessWorker(t, "nodapr", map[string]string{
-		"NATS_URL":           nats.NATSURL,
-		"DAPR_HTTP_ENDPOINT": fmt.Sprintf("http://127.0.0.1:%d", port),
-		// daprd's HTTP API is what comes up on that port below.
+	w := inProcessWorker(t, st, "nodapr", map[string]string{
+		// daprd's HTTP API is what comes up below.
 		"WORKER_STATE_PROTOCOL": "http",
-		"WORKER_HTTP_ADDR":      fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"WORKER_MAX_DELIVER":    "1",
-		"LOG_FORMAT":            "text",
 	})
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("nodapr", 1)[0]
@@ -122,12 +121,12 @@ func TestDaprAbsentAtStartHoldsCommands(t *testing.T) {
 
 	// daprd comes up on that port: the same worker finds it and applies
 	// both, in order, without a restart.
-	st := newTestStack(t, stackOptions{daprHostPort: port})
-	require.Equal(t, fmt.Sprintf("http://127.0.0.1:%d", port), st.DaprURL)
+	require.NoError(t, st.StartDaprd(ctx))
+	require.Equal(t, endpoint, st.DaprHTTPEndpoint())
 	b.events.waitFor(ctx, t, cart, add.ID, func(e command.Event) bool { return e.Outcome == command.OutcomeApplied })
-	d, _ := readCart(ctx, t, st, cart)
-	require.Equal(t, []string{cache.ID, add.ID}, d.AppliedIDs)
-	require.Equal(t, 264.0, d.Sales.TotalAmountWithTax)
+	d := readCart(ctx, t, st, cart)
+	require.Equal(t, []string{cache.ID, add.ID}, d.AppliedCommandIDs)
+	require.Equal(t, money.FromInt(264), d.Sales.TotalAmountWithTax)
 	require.Empty(t, b.deadLetters(ctx, t))
 	code, _, err := w.get("/readyz")
 	require.NoError(t, err)
@@ -137,8 +136,8 @@ func TestDaprAbsentAtStartHoldsCommands(t *testing.T) {
 func TestDeadLetterOfNearMaxPayloadBodyIsStored(t *testing.T) {
 	ctx := testkit.Context(t, 2*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
-	w := inProcessWorker(t, "bigdlq", workerEnv(t, st, st, nil))
+	b := connectBus(ctx, t, st.NATSURL())
+	w := inProcessWorker(t, st, "bigdlq", nil)
 	b.waitConsumer(ctx, t)
 
 	// A malformed body as large as the server accepts with its headers:

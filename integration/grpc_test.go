@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/breaker"
 	"github.com/cartworker/cartworker/internal/statepool"
@@ -63,11 +64,11 @@ func (c *codedClient) code() string {
 }
 
 func grpcStateConfig(st *stack) statepool.Config {
-	return statepool.Config{Protocol: statepool.ProtocolGRPC, GRPCEndpoint: st.DaprGRPCAddr, APIToken: st.DaprToken}
+	return statepool.Config{Protocol: statepool.ProtocolGRPC, GRPCEndpoint: st.DaprGRPCEndpoint(), APIToken: st.DaprToken()}
 }
 
 func httpStateConfig(st *stack) statepool.Config {
-	return statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: st.DaprURL, APIToken: st.DaprToken}
+	return statepool.Config{Protocol: statepool.ProtocolHTTP, Endpoint: st.DaprHTTPEndpoint(), APIToken: st.DaprToken()}
 }
 
 // transports are the two protocols under test, each with the code daprd
@@ -409,7 +410,7 @@ func TestGRPCStoreContract(t *testing.T) {
 // whose daprd requires an API token and whose Redis is stopped half way.
 func TestGRPCErrorCodes(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
-	st := newTestStack(t, stackOptions{daprToken: "tok-" + randomHex(16)})
+	st := newTestStack(t, cartworkertest.WithDaprToken("tok-"+randomHex(16)))
 	good := newCodedClient(t, grpcStateConfig(st))
 	require.NoError(t, good.Check(ctx))
 	require.Equal(t, "OK", good.code())
@@ -487,7 +488,7 @@ func TestGRPCErrorCodes(t *testing.T) {
 		// ErrETagMismatch, which the breaker does not count (the re-read
 		// that follows fails and is counted). GetMetadata still answers:
 		// the store is configured.
-		require.NoError(t, st.redis.Stop(ctx, nil))
+		require.NoError(t, st.RedisContainer().Stop(ctx, nil))
 		h := newCodedClient(t, httpStateConfig(st))
 		for _, c := range []*codedClient{good, h} {
 			transport := "grpc"
@@ -533,7 +534,7 @@ func TestGRPCErrorCodes(t *testing.T) {
 		// Error while dialing: dial tcp 127.0.0.1:<port>: connect:
 		// connection refused"", from the client's side: ErrUnreachable, a
 		// failure.
-		require.NoError(t, st.daprd.Stop(ctx, nil))
+		require.NoError(t, st.StopDaprd(ctx))
 		_, err := good.Get(ctx, "k")
 		require.ErrorIs(t, err, statepool.ErrUnreachable)
 		require.Contains(t, err.Error(), "connection refused")
@@ -549,14 +550,14 @@ func TestGRPCErrorCodes(t *testing.T) {
 func TestGRPCWorker(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
-	w := inProcessWorker(t, "grpc", workerEnv(t, st, st, map[string]string{
+	b := connectBus(ctx, t, st.NATSURL())
+	w := inProcessWorker(t, st, "grpc", map[string]string{
 		"WORKER_STATE_PROTOCOL": "grpc",
-		"DAPR_GRPC_ENDPOINT":    "http://" + st.DaprGRPCAddr,
+		"DAPR_GRPC_ENDPOINT":    "http://" + st.DaprGRPCEndpoint(),
 		// The HTTP API is out of the worker's reach: everything goes
 		// through gRPC.
 		"DAPR_HTTP_ENDPOINT": "http://127.0.0.1:1",
-	}))
+	})
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("grpc", 1)[0]
 	cacheCarts(ctx, t, b, []string{cart})
@@ -565,9 +566,9 @@ func TestGRPCWorker(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, command.OutcomeApplied, ev.Outcome)
 
-	d, _ := readCart(ctx, t, st, cart)
+	d := readCart(ctx, t, st, cart)
 	require.Len(t, d.LineItems, 1)
-	require.Equal(t, 264.0, d.Sales.TotalAmountWithTax)
+	require.Equal(t, money.FromInt(264), d.Sales.TotalAmountWithTax)
 
 	m := w.metrics(t)
 	require.Positive(t, m.get(t, "cartworker_state_requests_total", "op", "save", "code", "OK"))

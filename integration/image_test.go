@@ -14,9 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
-	tcnetwork "github.com/testcontainers/testcontainers-go/network"
-	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/money"
@@ -65,43 +64,21 @@ func requireRunsAs(ctx context.Context, t *testing.T, c testcontainers.Container
 	require.Equal(t, all(gid), ids["Gid"], "gid of /worker: real, effective, saved, filesystem")
 }
 
-// TestWorkerImage runs WORKER_IMAGE next to the shared containers, reaching
-// NATS and daprd by their network aliases as in docker compose, and checks
-// that it serves /readyz, runs as the non-root user the Kubernetes
-// manifests expect, and applies a command.
+// TestWorkerImage runs WORKER_IMAGE on a stack of its own
+// (cartworkertest.WithWorkerImage), reaching NATS and daprd by their
+// network aliases as in docker compose, and checks that it serves /readyz,
+// runs as the non-root user the Kubernetes manifests expect, and applies a
+// command.
 func TestWorkerImage(t *testing.T) {
 	ctx := testkit.Context(t, 2*time.Minute)
-	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
-
-	name := fmt.Sprintf("cwit-%s-image-worker-%s", suiteID, randomHex(2))
-	c, err := testcontainers.Run(ctx, workerImage,
-		testcontainers.WithName(name),
-		testcontainers.WithLabels(map[string]string{"cartworker.it.suite": suiteID}),
-		tcnetwork.WithNetwork([]string{"worker"}, st.network),
-		testcontainers.WithEnv(map[string]string{
-			"NATS_URL":           "nats://" + natsAlias + ":4222",
-			"DAPR_HTTP_ENDPOINT": "http://" + daprAlias + ":3500",
-			"DAPR_GRPC_ENDPOINT": "http://" + daprAlias + ":50001",
-			"WORKER_HTTP_ADDR":   ":8080",
-			"LOG_FORMAT":         "text",
-		}),
-		publishOnLoopback("8080/tcp", 0),
-		testcontainers.WithWaitStrategyAndDeadline(startupTimeout,
-			wait.ForHTTP("/readyz").WithPort("8080/tcp").WithPollInterval(100*time.Millisecond)),
-	)
-	if c != nil {
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("--- last log lines of %s ---\n%s", name, containerTail(c, 40))
-			}
-			tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			require.NoError(t, c.Terminate(tctx, testcontainers.StopTimeout(10*time.Second)))
-		})
-	}
-	require.NoError(t, err, "worker container")
-	requireRunsAs(ctx, t, c, workerUID, workerGID)
+	img, err := cartworkertest.Image(cartworkertest.WorkerImageVar)
+	require.NoError(t, err)
+	st := newTestStack(t, cartworkertest.WithWorkerImage(img), cartworkertest.WithWorkers(1))
+	w := st.Worker(0)
+	// The worker made the streams and serves /readyz (Run waited for it):
+	// join them as they are.
+	b := joinBus(t, st.NATSURL())
+	requireRunsAs(ctx, t, w.Container(), workerUID, workerGID)
 	b.waitConsumer(ctx, t)
 
 	cart := newCartIDs("img", 1)[0]
@@ -110,20 +87,17 @@ func TestWorkerImage(t *testing.T) {
 		command.Item{ItemCode: "IMG", Quantity: 3, UnitPrice: money.FromInt(333), TaxCode: "11"}))
 	require.NoError(t, err)
 	require.Equal(t, command.OutcomeApplied, ev.Outcome)
-	d, _ := readCart(ctx, t, st, cart)
-	require.Equal(t, 1078.0, d.Sales.TotalAmountWithTax, "999 + floor(79.92)")
+	d := readCart(ctx, t, st, cart)
+	require.Equal(t, money.FromInt(1078), d.Sales.TotalAmountWithTax, "999 + floor(79.92)")
 
-	endpoint, err := c.PortEndpoint(ctx, "8080/tcp", "http")
-	require.NoError(t, err)
-	resp, err := httpClient.Get(endpoint + "/metrics")
+	resp, err := httpClient.Get(w.MetricsURL())
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	// SIGTERM (docker stop) ends the worker cleanly.
-	stop := 10 * time.Second
-	require.NoError(t, c.Stop(ctx, &stop))
-	state, err := c.State(ctx)
+	require.NoError(t, st.StopWorker(ctx, 0))
+	code, err := w.Wait(ctx)
 	require.NoError(t, err)
-	require.Zero(t, state.ExitCode, "worker container exit code")
+	require.Zero(t, code, "worker container exit code")
 }

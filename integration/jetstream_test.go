@@ -38,16 +38,24 @@ type bus struct {
 // options, such as TLS and credentials.
 func connectBus(ctx context.Context, t *testing.T, url string, opts ...nats.Option) *bus {
 	t.Helper()
+	b := joinBus(t, url, opts...)
+	for _, s := range []string{command.StreamCommands, command.StreamDeadLetters} {
+		if err := b.js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			require.NoError(t, err, "delete stream %s", s)
+		}
+	}
+	return b
+}
+
+// joinBus is connectBus for a NATS whose streams a running worker made:
+// it leaves them as they are.
+func joinBus(t *testing.T, url string, opts ...nats.Option) *bus {
+	t.Helper()
 	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("cartworker-integration-test")}, opts...)...)
 	require.NoError(t, err, "connect to NATS at %s", url)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	for _, s := range []string{command.StreamCommands, command.StreamDeadLetters} {
-		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			require.NoError(t, err, "delete stream %s", s)
-		}
-	}
 	pub, err := publisher.New(js, nc, publisher.WithWaitTimeout(30*time.Second))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })

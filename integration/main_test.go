@@ -1,55 +1,44 @@
 //go:build integration
 
 // Package integration runs cartworker against real NATS JetStream, Redis and
-// daprd containers (testcontainers-go), both in-process through app.Run and
-// as worker processes built from ./cmd/worker.
+// daprd containers, with workers in-process (through internal/app), as
+// processes of ./cmd/worker and as containers of the worker image. Every
+// stack is made by package cartworkertest, which users' tests use too:
+// what this suite needs and cartworkertest cannot express is a gap in
+// cartworkertest. The few test-only customizers that remain are marked so.
 //
 // Run it with
 //
 //	TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 \
 //	  go test -tags integration -count=1 -timeout 20m -v ./integration/...
 //
-// Images are never pulled: NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE and
-// WORKER_IMAGE must exist locally (`make images`). Ryuk is disabled, so every
-// container and network is removed by t.Cleanup or by TestMain's teardown.
-// Tests that run workers share the durable consumers and must stay
-// sequential: none of them calls t.Parallel.
+// Images are NATS_IMAGE, REDIS_IMAGE, DAPRD_IMAGE and WORKER_IMAGE, else
+// deployments/images.env; `make images` builds them. Ryuk is disabled, so
+// every container and network is removed by t.Cleanup or by TestMain's
+// teardown. Tests that run workers share the durable consumers and must
+// stay sequential: none of them calls t.Parallel.
 package integration
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
-	"github.com/testcontainers/testcontainers-go"
 
-	"github.com/cartworker/cartworker/deployments"
+	"github.com/cartworker/cartworker/cartworkertest"
 )
 
-// Images, from the environment like the scripts', else the defaults in
-// deployments/images.env; set by TestMain.
-var natsImage, redisImage, daprdImage, workerImage string
+// workerBin is ./cmd/worker built once by TestMain.
+var workerBin string
 
-var (
-	// suiteID makes this run's container names unique next to other runs
-	// and other tools using the same Docker daemon.
-	suiteID = randomHex(3)
-	// workerBin is ./cmd/worker built once by TestMain.
-	workerBin string
-)
-
-// shared is the suite-wide stack (network, NATS, Redis, daprd), started on
-// first use and torn down by TestMain.
+// shared is the suite-wide stack (NATS, Redis, daprd, no worker), started
+// on first use and terminated by TestMain.
 var shared struct {
 	once  sync.Once
 	stack *stack
@@ -66,23 +55,15 @@ func runSuite(m *testing.M) int {
 	setenvDefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 	setenvDefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 
-	if err := setImages(); err != nil {
-		fmt.Fprintln(os.Stderr, "integration:", err)
-		return 1
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := checkImages(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "integration:", err)
-		return 1
-	}
 	dir, err := os.MkdirTemp("", "cartworker-it-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if workerBin, err = buildWorker(ctx, dir); err != nil {
+	if workerBin, err = cartworkertest.BuildWorker(ctx, dir); err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
 	}
@@ -92,7 +73,7 @@ func runSuite(m *testing.M) int {
 	if shared.stack != nil {
 		tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer tcancel()
-		if err := shared.stack.close(tctx); err != nil {
+		if err := shared.stack.Terminate(tctx); err != nil {
 			fmt.Fprintln(os.Stderr, "integration: teardown of the shared stack:", err)
 			if code == 0 {
 				code = 1
@@ -109,70 +90,15 @@ func sharedStack(t testing.TB) *stack {
 	shared.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		shared.stack, shared.err = startStack(ctx, "shared", stackOptions{nats: true})
+		var st *cartworkertest.Stack
+		st, shared.err = cartworkertest.Run(ctx, cartworkertest.WithWorkers(0))
+		if shared.err == nil {
+			shared.stack = &stack{Stack: st, name: "shared"}
+		}
 	})
 	require.NoError(t, shared.err, "shared stack")
 	shared.stack.logOnFailure(t)
 	return shared.stack
-}
-
-// setImages sets the image names from the environment or images.env.
-func setImages() error {
-	defaults, err := deployments.Images()
-	if err != nil {
-		return err
-	}
-	for _, img := range []struct {
-		name string
-		dst  *string
-	}{{"NATS_IMAGE", &natsImage}, {"REDIS_IMAGE", &redisImage}, {"DAPRD_IMAGE", &daprdImage}, {"WORKER_IMAGE", &workerImage}} {
-		if *img.dst = envOr(img.name, defaults[img.name]); *img.dst == "" {
-			return fmt.Errorf("%s: not set and not in deployments/images.env", img.name)
-		}
-	}
-	return nil
-}
-
-// checkImages fails with a clear message when an image is missing, rather
-// than letting testcontainers try a registry this machine does not have.
-func checkImages(ctx context.Context) error {
-	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
-	if err != nil {
-		return fmt.Errorf("docker client (is dockerd running? scripts/ensure-docker.sh): %w", err)
-	}
-	defer cli.Close()
-	var missing []error
-	for _, img := range []string{natsImage, redisImage, daprdImage, workerImage} {
-		if _, err := cli.ImageInspect(ctx, img); err != nil {
-			if cerrdefs.IsNotFound(err) {
-				missing = append(missing, fmt.Errorf("image %s is missing: run make images", img))
-				continue
-			}
-			missing = append(missing, fmt.Errorf("inspect image %s: %w", img, err))
-		}
-	}
-	return errors.Join(missing...)
-}
-
-// buildWorker compiles ./cmd/worker into dir.
-func buildWorker(ctx context.Context, dir string) (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("build the worker: %w", err)
-	}
-	out := filepath.Join(dir, "worker")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "github.com/cartworker/cartworker/cmd/worker")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/worker: %v\n%s", err, b)
-	}
-	return out, nil
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
 
 func setenvDefault(key, value string) {

@@ -37,7 +37,7 @@ const (
 func TestMigratesUnpartitionedStream(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
+	b := connectBus(ctx, t, st.NATSURL())
 
 	// The previous version's streams and consumer, as it created them.
 	_, err := b.js.CreateStream(ctx, jetstream.StreamConfig{
@@ -106,15 +106,15 @@ func TestMigratesUnpartitionedStream(t *testing.T) {
 
 	// Two processes of this version. Once they have partitioned the stream
 	// and are working through the backlog, terminals go on scanning.
-	daprHost := hostPort(t, st.DaprURL)
+	daprHost := hostPort(t, st.DaprHTTPEndpoint())
 	var procs []*process
 	for i := range 2 {
 		link := startSlowLink(t, daprHost, migSlowDapr)
-		procs = append(procs, startProcess(t, fmt.Sprintf("migrate-%d", i), workerEnv(t, st, st, map[string]string{
+		procs = append(procs, startProcess(t, st, fmt.Sprintf("migrate-%d", i), map[string]string{
 			"DAPR_HTTP_ENDPOINT": "http://" + link.addr(),
 			// The slow link delays HTTP calls.
 			"WORKER_STATE_PROTOCOL": "http",
-		})))
+		}))
 	}
 	src, dst := b.subj.PartitionTransform(command.DefaultPartitions)
 	transform := &jetstream.SubjectTransformConfig{Source: src, Destination: dst}
@@ -165,8 +165,8 @@ func TestMigratesUnpartitionedStream(t *testing.T) {
 	// Every cart: its lines in publish order, backlog first, each command
 	// applied once.
 	for _, cart := range carts {
-		d, _ := readCart(ctx, t, st, cart)
-		require.Equal(t, want[cart], d.AppliedIDs, "cart %s applied_command_ids", cart)
+		d := readCart(ctx, t, st, cart)
+		require.Equal(t, want[cart], d.AppliedCommandIDs, "cart %s applied_command_ids", cart)
 		var codes []string
 		for _, line := range d.LineItems {
 			codes = append(codes, line.ItemCode)

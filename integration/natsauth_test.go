@@ -3,7 +3,7 @@
 package integration
 
 import (
-	"context"
+	"bytes"
 	"fmt"
 	"maps"
 	"net/http"
@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
-	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/testkit"
 )
@@ -37,60 +37,45 @@ func TestNATSAuthErrorsAreClear(t *testing.T) {
 	password := "right-" + randomHex(8)
 	wrong := "wrong-" + randomHex(8)
 
-	// One NATS container with a password, in a stack of its own so that
-	// it is named, labelled and removed like every other container.
-	natsAuth := &stack{name: "natsauth"}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := natsAuth.close(cctx); err != nil {
-			t.Errorf("remove natsauth containers: %v", err)
-		}
-	})
-	natsAuth.logOnFailure(t)
-	var err error
-	natsAuth.nats, err = natsAuth.run(ctx, "nats", natsImage,
-		testcontainers.WithCmd("-js", "-sd", "/data", "--user", user, "--pass", password),
-		publishOnLoopback(natsPort, 0),
-		testcontainers.WithWaitStrategyAndDeadline(startupTimeout,
-			wait.ForLog("Server is ready"),
-			wait.ForListeningPort(natsPort).SkipInternalCheck()),
-	)
-	require.NoError(t, err)
-	natsAuth.NATSURL, err = natsAuth.nats.PortEndpoint(ctx, natsPort, "nats")
-	require.NoError(t, err)
-	hostPort := strings.TrimPrefix(natsAuth.NATSURL, "nats://")
-	dapr := sharedStack(t)
+	// A stack of its own whose NATS requires a password: the stack's own
+	// connection has it, its workers get it only from the test.
+	natsAuth := newTestStack(t,
+		cartworkertest.WithNATS(testcontainers.WithCmdArgs("--user", user, "--pass", password)),
+		cartworkertest.WithNATSOptions(nats.UserInfo(user, password)))
+	hostPort := strings.TrimPrefix(natsAuth.NATSURL(), "nats://")
+	env := func(extra map[string]string) map[string]string {
+		env := natsAuth.WorkerEnv()
+		env["WORKER_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		maps.Copy(env, extra)
+		return env
+	}
 
 	t.Run("wrong password", func(t *testing.T) {
-		env := workerEnv(t, dapr, natsAuth, map[string]string{"NATS_USER": user, "NATS_PASSWORD": wrong})
-		out := runUntilExit(t, env, clearWithin)
-		require.Contains(t, out, "NATS_URL "+natsAuth.NATSURL+": authorization failed")
+		out := runUntilExit(t, env(map[string]string{"NATS_USER": user, "NATS_PASSWORD": wrong}), clearWithin)
+		require.Contains(t, out, "NATS_URL "+natsAuth.NATSURL()+": authorization failed")
 		require.Contains(t, out, "check NATS_USER/NATS_PASSWORD")
 		require.NotContains(t, out, wrong)
 		require.NotContains(t, out, password)
 	})
 
 	t.Run("wrong password in the URL", func(t *testing.T) {
-		env := workerEnv(t, dapr, natsAuth, map[string]string{"NATS_URL": "nats://" + user + ":" + wrong + "@" + hostPort})
-		out := runUntilExit(t, env, clearWithin)
+		out := runUntilExit(t, env(map[string]string{"NATS_URL": "nats://" + user + ":" + wrong + "@" + hostPort}), clearWithin)
 		require.Contains(t, out, "NATS_URL nats://"+user+":xxxxx@"+hostPort+": authorization failed")
 		require.NotContains(t, out, wrong)
 	})
 
 	t.Run("nothing listening", func(t *testing.T) {
 		url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
-		env := workerEnv(t, dapr, natsAuth, map[string]string{"NATS_URL": url, "NATS_USER": user, "NATS_PASSWORD": password})
-		out := runUntilExit(t, env, clearWithin)
+		out := runUntilExit(t, env(map[string]string{"NATS_URL": url, "NATS_USER": user, "NATS_PASSWORD": password}), clearWithin)
 		require.Contains(t, out, "NATS_URL "+url+": not reachable after 10s")
 		require.Contains(t, out, "connection refused")
 		require.NotContains(t, out, password)
 	})
 
 	t.Run("right password", func(t *testing.T) {
-		w := startProcess(t, "natsauth-right", workerEnv(t, dapr, natsAuth, map[string]string{"NATS_USER": user, "NATS_PASSWORD": password}))
+		w := startProcess(t, natsAuth, "natsauth-right", map[string]string{"NATS_USER": user, "NATS_PASSWORD": password})
 		// Stop it once it consumes, not while it is still setting up.
-		nc, err := nats.Connect(natsAuth.NATSURL, nats.UserInfo(user, password))
+		nc, err := nats.Connect(natsAuth.NATSURL(), nats.UserInfo(user, password))
 		require.NoError(t, err)
 		t.Cleanup(nc.Close)
 		js, err := jetstream.New(nc)
@@ -126,7 +111,7 @@ func runUntilExit(t *testing.T, env map[string]string, limit time.Duration) stri
 			cmd.Env = append(cmd.Env, k+"="+env[k])
 		}
 	}
-	var out syncBuffer
+	var out bytes.Buffer // written by cmd.Wait's copying, read after it
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	start := time.Now()
@@ -140,11 +125,11 @@ func runUntilExit(t *testing.T, env map[string]string, limit time.Duration) stri
 	case <-timer.C:
 		_ = cmd.Process.Kill()
 		<-done
-		t.Fatalf("the worker still ran after %s; output:\n%s", limit, out.tail(40))
+		t.Fatalf("the worker still ran after %s; output:\n%s", limit, lastLines(out.String(), 40))
 	}
 	took := time.Since(start)
-	require.NotZero(t, cmd.ProcessState.ExitCode(), "exit code; output:\n%s", out.tail(40))
-	last := strings.TrimSpace(out.tail(1))
+	require.NotZero(t, cmd.ProcessState.ExitCode(), "exit code; output:\n%s", lastLines(out.String(), 40))
+	last := strings.TrimSpace(lastLines(out.String(), 1))
 	require.True(t, strings.HasPrefix(last, "cartworker: "), "the last line is the reason: %q", last)
 	t.Logf("exited with %d after %s: %s", cmd.ProcessState.ExitCode(), took.Round(time.Millisecond), last)
 	return out.String()

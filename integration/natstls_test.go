@@ -3,8 +3,8 @@
 package integration
 
 import (
-	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
-	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/natsconn/natstest"
 	"github.com/cartworker/cartworker/internal/testkit"
@@ -51,36 +51,24 @@ func TestNATSTLSWorker(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "nats.conf")
 	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil, natsTLSConf, user.Public), 0o644))
 
-	natsTLS := &stack{name: "natstls"}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := natsTLS.close(cctx); err != nil {
-			t.Errorf("remove natstls containers: %v", err)
-		}
-	})
-	natsTLS.logOnFailure(t)
+	// A stack of its own whose NATS is run from that configuration; the
+	// stack's own connection (which Run waits on) and the test's use the
+	// client certificate and the nkey.
+	nkey, err := nats.NkeyOptionFromSeed(user.SeedFile)
+	require.NoError(t, err)
 	file := func(host, ctr string) testcontainers.ContainerFile {
 		return testcontainers.ContainerFile{HostFilePath: host, ContainerFilePath: ctr, FileMode: 0o644}
 	}
-	var err error
-	natsTLS.nats, err = natsTLS.run(ctx, "nats", natsImage,
-		testcontainers.WithCmd("-c", "/etc/nats/nats.conf"),
-		testcontainers.WithFiles(
-			file(conf, "/etc/nats/nats.conf"),
-			file(pki.CA, "/etc/nats/tls/ca.pem"),
-			file(pki.ServerCert, "/etc/nats/tls/server.pem"),
-			file(pki.ServerKey, "/etc/nats/tls/server-key.pem"),
-		),
-		publishOnLoopback(natsPort, 0),
-		testcontainers.WithWaitStrategyAndDeadline(startupTimeout,
-			wait.ForLog("Server is ready"),
-			wait.ForListeningPort(natsPort).SkipInternalCheck()),
-	)
-	require.NoError(t, err)
-	natsTLS.NATSURL, err = natsTLS.nats.PortEndpoint(ctx, natsPort, "nats")
-	require.NoError(t, err)
-	dapr := sharedStack(t)
+	natsTLS := newTestStack(t,
+		cartworkertest.WithNATS(
+			testcontainers.WithCmd("-c", "/etc/nats/nats.conf"),
+			testcontainers.WithFiles(
+				file(conf, "/etc/nats/nats.conf"),
+				file(pki.CA, "/etc/nats/tls/ca.pem"),
+				file(pki.ServerCert, "/etc/nats/tls/server.pem"),
+				file(pki.ServerKey, "/etc/nats/tls/server-key.pem"),
+			)),
+		cartworkertest.WithNATSOptions(nats.Secure(pki.ClientTLS(t)), nkey))
 	secure := map[string]string{
 		"NATS_TLS_CA":    pki.CA,
 		"NATS_TLS_CERT":  pki.ClientCert,
@@ -88,18 +76,16 @@ func TestNATSTLSWorker(t *testing.T) {
 		"NATS_NKEY_SEED": user.SeedFile,
 	}
 	with := func(changes map[string]string) map[string]string {
-		env := workerEnv(t, dapr, natsTLS, secure)
-		for k, v := range changes {
-			env[k] = v // "" unsets: runUntilExit and startProcess skip empty values
-		}
+		env := natsTLS.WorkerEnv()
+		env["WORKER_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		maps.Copy(env, secure)
+		maps.Copy(env, changes) // "" unsets: runUntilExit and startProcess skip empty values
 		return env
 	}
 
 	t.Run("mutual TLS and nkey", func(t *testing.T) {
-		nkey, err := nats.NkeyOptionFromSeed(user.SeedFile)
-		require.NoError(t, err)
-		b := connectBus(ctx, t, natsTLS.NATSURL, nats.Secure(pki.ClientTLS(t)), nkey)
-		w := startProcess(t, "natstls", with(nil))
+		b := connectBus(ctx, t, natsTLS.NATSURL(), nats.Secure(pki.ClientTLS(t)), nkey)
+		w := startProcess(t, natsTLS, "natstls", secure)
 		b.waitConsumer(ctx, t)
 
 		cart := newCartIDs("tls", 1)[0]
@@ -108,10 +94,10 @@ func TestNATSTLSWorker(t *testing.T) {
 			command.Item{ItemCode: "TLS", Quantity: 2, UnitPrice: money.FromInt(120), TaxCode: "01"}))
 		require.NoError(t, err)
 		require.Equal(t, command.OutcomeApplied, ev.Outcome)
-		d, _ := readCart(ctx, t, dapr, cart)
+		d := readCart(ctx, t, natsTLS, cart)
 		require.Len(t, d.LineItems, 1)
-		require.Equal(t, 264.0, d.Sales.TotalAmountWithTax)
-		require.Equal(t, []string{cacheIDs[cart], ev.CommandID}, d.AppliedIDs)
+		require.Equal(t, money.FromInt(264), d.Sales.TotalAmountWithTax)
+		require.Equal(t, []string{cacheIDs[cart], ev.CommandID}, d.AppliedCommandIDs)
 
 		w.signal(t, syscall.SIGTERM)
 		code, _ := w.waitExit(t, 30*time.Second)
@@ -142,7 +128,7 @@ func TestNATSTLSWorker(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			out := runUntilExit(t, with(tt.changes), clearWithin)
-			require.Contains(t, out, "cartworker: connect to NATS: NATS_URL "+natsTLS.NATSURL+": ")
+			require.Contains(t, out, "cartworker: connect to NATS: NATS_URL "+natsTLS.NATSURL()+": ")
 			for _, w := range tt.want {
 				require.Contains(t, out, w)
 			}

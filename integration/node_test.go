@@ -22,6 +22,7 @@ import (
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/telemetry/telemetrytest"
 	"github.com/cartworker/cartworker/internal/testkit"
+	"github.com/cartworker/cartworker/money"
 )
 
 // TestNodePublisherExample runs examples/node/publish.mjs, the publisher
@@ -62,8 +63,8 @@ func TestNodePublisherExample(t *testing.T) {
 	t.Cleanup(otlp.Close)
 
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
-	w := inProcessWorker(t, "node", workerEnv(t, st, st, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.URL}))
+	b := connectBus(ctx, t, st.NATSURL())
+	w := inProcessWorker(t, st, "node", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.URL})
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("node", 1)[0]
 
@@ -86,7 +87,7 @@ func TestNodePublisherExample(t *testing.T) {
 		return o.String(), cmd.ProcessState.ExitCode()
 	}
 
-	stdout, code := run(map[string]string{"NATS_URL": st.NATSURL, "CART_ID": cart, "EVENT_TIMEOUT_MS": "30000"})
+	stdout, code := run(map[string]string{"NATS_URL": st.NATSURL(), "CART_ID": cart, "EVENT_TIMEOUT_MS": "30000"})
 	require.Zero(t, code, "every command applied")
 	traceID, events := parseNodeOutput(t, stdout)
 
@@ -140,27 +141,27 @@ func TestNodePublisherExample(t *testing.T) {
 
 	// The cart through Dapr, exactly: 2 × 120 at 01 (external 10 %: 24),
 	// 1 × 450 at 11 (external 8 %: 36), 1 × 99.5 at 00 (exempt).
-	d, _ := readCart(ctx, t, st, cart)
+	d := readCart(ctx, t, st, cart)
 	require.Equal(t, "EnteringItem", d.Status)
 	require.Equal(t, []string{"T1", "S1"}, []string{d.TenantID, d.StoreCode})
 	require.Equal(t, 1, d.TerminalNo)
 	require.Len(t, d.LineItems, 3)
-	var amounts []float64
+	var amounts []money.Amount
 	for _, l := range d.LineItems {
 		amounts = append(amounts, l.Amount)
 	}
-	require.Equal(t, []float64{240, 450, 99.5}, amounts)
-	require.Equal(t, 789.5, d.SubtotalAmount)
-	require.Equal(t, 789.5, d.Sales.TotalAmount)
-	require.Equal(t, 60.0, d.Sales.TaxAmount)
-	require.Equal(t, 849.5, d.Sales.TotalAmountWithTax)
+	require.Equal(t, []money.Amount{money.FromInt(240), money.FromInt(450), amount(t, "99.5")}, amounts)
+	require.Equal(t, amount(t, "789.5"), d.SubtotalAmount)
+	require.Equal(t, amount(t, "789.5"), d.Sales.TotalAmount)
+	require.Equal(t, money.FromInt(60), d.Sales.TaxAmount)
+	require.Equal(t, amount(t, "849.5"), d.Sales.TotalAmountWithTax)
 	require.Equal(t, 4, d.Sales.TotalQuantity)
-	require.Equal(t, 849.5, d.BalanceAmount)
-	require.Equal(t, ids, d.AppliedIDs)
+	require.Equal(t, amount(t, "849.5"), d.BalanceAmount)
+	require.Equal(t, ids, d.AppliedCommandIDs)
 
 	// With --delete the same run ends by removing the cart.
 	other := newCartIDs("node-delete", 1)[0]
-	stdout, code = run(map[string]string{"NATS_URL": st.NATSURL, "CART_ID": other, "EVENT_TIMEOUT_MS": "30000"}, "--delete")
+	stdout, code = run(map[string]string{"NATS_URL": st.NATSURL(), "CART_ID": other, "EVENT_TIMEOUT_MS": "30000"}, "--delete")
 	require.Zero(t, code)
 	_, events = parseNodeOutput(t, stdout)
 	require.Len(t, events, 5)
@@ -169,7 +170,7 @@ func TestNodePublisherExample(t *testing.T) {
 
 	// A publish JetStream refuses (no stream holds the subject) ends it
 	// non-zero.
-	_, code = run(map[string]string{"NATS_URL": st.NATSURL, "CART_SUBJECT_PREFIX": "nostream", "EVENT_TIMEOUT_MS": "2000"})
+	_, code = run(map[string]string{"NATS_URL": st.NATSURL(), "CART_SUBJECT_PREFIX": "nostream", "EVENT_TIMEOUT_MS": "2000"})
 	require.Equal(t, 2, code)
 
 	m := w.metrics(t)

@@ -17,9 +17,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
-	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/cartworker/cartworker/internal/testkit"
+	"github.com/cartworker/cartworker/money"
 )
 
 // The order scenarios: POS terminals scan items into carts while an
@@ -54,7 +55,7 @@ func TestOrderSIGKILLWithQueuedCommands(t *testing.T) {
 	runChaos(t, "sigkill-queued", func(t *testing.T, r *runReport) {
 		ctx := testkit.Context(t, 4*time.Minute)
 		st := sharedStack(t)
-		b := connectBus(ctx, t, st.NATSURL)
+		b := connectBus(ctx, t, st.NATSURL())
 		owners := startOwners(ctx, t, b, st, workerCount, "sq", nil)
 
 		s := newScanOf(b, "sq", orderCarts, orderScans)
@@ -62,7 +63,7 @@ func TestOrderSIGKILLWithQueuedCommands(t *testing.T) {
 		published := make(chan error, 1)
 		go func() { published <- s.publish(ctx, orderScanEvery) }()
 		waitUntil(ctx, t, s.waitStarted(ctx, t).Add(pauseAt))
-		unpause := pauseContainer(ctx, t, st.daprd, "daprd")
+		unpause := pauseDaprd(ctx, t, st)
 		paused := time.Now()
 
 		waitUntil(ctx, t, paused.Add(pauseFor))
@@ -97,7 +98,7 @@ func TestOrderSIGSTOPTenSeconds(t *testing.T) {
 	runChaos(t, "sigstop-10s", func(t *testing.T, r *runReport) {
 		ctx := testkit.Context(t, 4*time.Minute)
 		st := sharedStack(t)
-		b := connectBus(ctx, t, st.NATSURL)
+		b := connectBus(ctx, t, st.NATSURL())
 		owners := startOwners(ctx, t, b, st, workerCount, "ss", nil)
 
 		s := newScanOf(b, "ss", orderCarts, orderScans)
@@ -110,12 +111,8 @@ func TestOrderSIGSTOPTenSeconds(t *testing.T) {
 		inflight := inflightOf(owners)
 		victim.signal(t, syscall.SIGSTOP)
 		stopped := time.Now()
-		t.Cleanup(func() {
-			// A frozen process would ignore the cleanup's SIGTERM.
-			if victim.running() {
-				_ = victim.cmd.Process.Signal(syscall.SIGCONT)
-			}
-		})
+		// Should the test end here, the cleanup's stop thaws the process
+		// (cartworkertest's Stop sends SIGCONT after SIGTERM).
 		waitUntil(ctx, t, stopped.Add(stopFor))
 		victim.signal(t, syscall.SIGCONT)
 		woke := time.Now()
@@ -171,16 +168,18 @@ func TestOrderNATSRestartThenLeave(t *testing.T) {
 		worstBound  = 60 * time.Second
 		workerCount = 2
 	)
-	st := newTestStack(t, stackOptions{nats: true, natsHostPort: freePort(t), natsStoreVolume: true})
+	// NATS of its own: its store is in a volume and its port stays across
+	// the restart (cartworkertest.KillNATS, StartNATS).
+	st := newTestStack(t)
 	runChaos(t, "nats-restart-leave", func(t *testing.T, r *runReport) {
 		ctx := testkit.Context(t, 5*time.Minute)
-		b := connectBus(ctx, t, st.NATSURL)
+		b := connectBus(ctx, t, st.NATSURL())
 		owners := startOwners(ctx, t, b, st, workerCount, "nl", nil)
 		stream, err := b.js.Stream(ctx, command.StreamCommands)
 		require.NoError(t, err)
 		created := stream.CachedInfo().Created
 
-		killContainer(ctx, t, st.nats, "nats")
+		require.NoError(t, st.KillNATS(ctx))
 		killed := time.Now()
 		// Each instance notices: NATS is not connected.
 		for _, o := range owners {
@@ -193,7 +192,7 @@ func TestOrderNATSRestartThenLeave(t *testing.T) {
 				r.note("%s did not report not ready while NATS was down: %v", o.name, err)
 			}
 		}
-		require.NoError(t, st.nats.Start(ctx), "start nats again")
+		require.NoError(t, st.StartNATS(ctx))
 		restarted := time.Now()
 		// The same store: the stream is the one created before the kill.
 		poll(ctx, t, 30*time.Second, "the command stream back from the store", func() error {
@@ -279,7 +278,7 @@ func TestOrderNATSRestartThenLeave(t *testing.T) {
 func TestOrderCheckerWithoutFaults(t *testing.T) {
 	ctx := testkit.Context(t, 4*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
+	b := connectBus(ctx, t, st.NATSURL())
 	owners := startOwners(ctx, t, b, st, 3, "ok", nil)
 
 	s := newScanOf(b, "ok", orderCarts, orderScans)
@@ -489,8 +488,8 @@ func (s *scan) audit(ctx context.Context, t *testing.T, st *stack, r *runReport,
 	doubled := map[string]bool{}
 	var outOfOrder, notCreated []string
 	for _, cart := range s.carts {
-		e, _, err := daprGet(ctx, st.DaprURL, st.DaprToken, cart)
-		if errors.Is(err, statepool.ErrNotFound) {
+		d, err := st.Cart(ctx, cart)
+		if errors.Is(err, cartworkertest.ErrCartNotFound) {
 			notCreated = append(notCreated, cart)
 			lost[cart+"/"+s.cacheIDs[cart]] = true
 			for _, c := range s.cmds[cart] {
@@ -499,8 +498,6 @@ func (s *scan) audit(ctx context.Context, t *testing.T, st *stack, r *runReport,
 			continue
 		}
 		require.NoError(t, err, "GET cart %s through Dapr", cart)
-		var d cartDoc
-		require.NoError(t, json.Unmarshal(e.Value, &d), "cart %s: %s", cart, e.Value)
 
 		index := map[string]int{s.cacheIDs[cart]: -1}
 		for i, c := range s.cmds[cart] {
@@ -522,7 +519,7 @@ func (s *scan) audit(ctx context.Context, t *testing.T, st *stack, r *runReport,
 		}
 		applied := map[string]int{}
 		var appliedSeq []string
-		for _, id := range d.AppliedIDs {
+		for _, id := range d.AppliedCommandIDs {
 			if _, ok := index[id]; ok {
 				applied[id]++
 				appliedSeq = append(appliedSeq, id)
@@ -552,8 +549,8 @@ func (s *scan) audit(ctx context.Context, t *testing.T, st *stack, r *runReport,
 		if cartLost == 0 && cartDoubled == 0 {
 			l := &load{carts: []string{cart}, cmds: s.cmds[cart]}
 			want := l.expected()[cart]
-			if float64(want.subtotal) != d.SubtotalAmount || float64(want.tax) != d.Sales.TaxAmount ||
-				float64(want.subtotal+want.tax) != d.Sales.TotalAmountWithTax || want.qty != d.Sales.TotalQuantity {
+			if money.FromInt(want.subtotal) != d.SubtotalAmount || money.FromInt(want.tax) != d.Sales.TaxAmount ||
+				money.FromInt(want.subtotal+want.tax) != d.Sales.TotalAmountWithTax || want.qty != d.Sales.TotalQuantity {
 				r.problem("cart %s totals: subtotal %v tax %v with tax %v qty %d, want %d %d %d %d", cart,
 					d.SubtotalAmount, d.Sales.TaxAmount, d.Sales.TotalAmountWithTax, d.Sales.TotalQuantity,
 					want.subtotal, want.tax, want.subtotal+want.tax, want.qty)

@@ -55,19 +55,19 @@ const (
 func TestScaleOutKeepsCartOrder(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
+	b := connectBus(ctx, t, st.NATSURL())
 
-	daprHost := hostPort(t, st.DaprURL)
+	daprHost := hostPort(t, st.DaprHTTPEndpoint())
 	links := map[*process]*slowLink{}
 	start := func(name string, slow time.Duration) *process {
-		endpoint := st.DaprURL
+		endpoint := st.DaprHTTPEndpoint()
 		var link *slowLink
 		if slow > 0 {
 			link = startSlowLink(t, daprHost, slow)
 			endpoint = "http://" + link.addr()
 		}
 		// The slow link delays HTTP calls.
-		p := startProcess(t, name, workerEnv(t, st, st, map[string]string{"DAPR_HTTP_ENDPOINT": endpoint, "WORKER_STATE_PROTOCOL": "http"}))
+		p := startProcess(t, st, name, map[string]string{"DAPR_HTTP_ENDPOINT": endpoint, "WORKER_STATE_PROTOCOL": "http"})
 		links[p] = link
 		return p
 	}
@@ -357,7 +357,7 @@ func (s *scan) verify(ctx context.Context, t *testing.T, st *stack) (violations,
 	outOfOrder := 0
 	var example string
 	for _, cart := range s.carts {
-		d, _ := readCart(ctx, t, st, cart)
+		d := readCart(ctx, t, st, cart)
 		want := []string{s.cacheIDs[cart]}
 		index := map[string]int{}
 		for i, c := range s.cmds[cart] {
@@ -371,10 +371,10 @@ func (s *scan) verify(ctx context.Context, t *testing.T, st *stack) (violations,
 				violations++
 			}
 		}
-		if !slices.Equal(codes, want[1:]) || !slices.Equal(d.AppliedIDs, want) {
+		if !slices.Equal(codes, want[1:]) || !slices.Equal(d.AppliedCommandIDs, want) {
 			outOfOrder++
 			if example == "" {
-				example = fmt.Sprintf("cart %s lines %v, applied %v", cart, codes, d.AppliedIDs)
+				example = fmt.Sprintf("cart %s lines %v, applied %v", cart, codes, d.AppliedCommandIDs)
 			}
 		}
 	}

@@ -26,9 +26,9 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	)
 	ctx := testkit.Context(t, 4*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
+	b := connectBus(ctx, t, st.NATSURL())
 	env := func() map[string]string {
-		return workerEnv(t, st, st, map[string]string{
+		return map[string]string{
 			"WORKER_SHUTDOWN_TIMEOUT": shutdownTimeout.String(),
 			"WORKER_ACK_WAIT":         ackWait.String(),
 			"WORKER_CONCURRENCY":      "8",
@@ -37,9 +37,9 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 			"WORKER_BUFFER":    "32",
 			"WORKER_BATCH_MAX": "1",
 			"LOG_LEVEL":        "warn",
-		})
+		}
 	}
-	first := startProcess(t, "term-1", env())
+	first := startProcess(t, st, "term-1", env())
 	b.waitConsumer(ctx, t)
 
 	cartIDs := newCartIDs("term", carts)
@@ -62,7 +62,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	require.Less(t, appliedAtExit, commands, "the first worker was stopped mid-load")
 
 	restart := time.Now()
-	second := startProcess(t, "term-2", env())
+	second := startProcess(t, st, "term-2", env())
 	b.events.waitApplied(ctx, t, 2*ackWait, plan.byCart())
 	finish := time.Since(restart)
 	poll(ctx, t, time.Minute, "the consumer to settle", func() error { return b.consumerSettled(ctx) })

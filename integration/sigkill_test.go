@@ -24,14 +24,14 @@ func TestSIGKILLMidLoad(t *testing.T) {
 	)
 	ctx := testkit.Context(t, 4*time.Minute)
 	st := sharedStack(t)
-	b := connectBus(ctx, t, st.NATSURL)
+	b := connectBus(ctx, t, st.NATSURL())
 	var workers []*process
 	for i := range 3 {
-		workers = append(workers, startProcess(t, fmt.Sprintf("kill-%d", i), workerEnv(t, st, st, map[string]string{
+		workers = append(workers, startProcess(t, st, fmt.Sprintf("kill-%d", i), map[string]string{
 			"WORKER_ACK_WAIT":    ackWait.String(),
 			"WORKER_CONCURRENCY": "8",
 			"LOG_LEVEL":          "warn",
-		})))
+		}))
 	}
 	b.waitConsumer(ctx, t)
 

@@ -27,8 +27,8 @@ func TestOperatorStreamUntouched(t *testing.T) {
 	ctx := testkit.Context(t, 4*time.Minute)
 	// A NATS of its own: on the shared one, every other test deletes and
 	// recreates CART_COMMANDS.
-	st := newTestStack(t, stackOptions{nats: true})
-	b := connectBus(ctx, t, st.NATSURL)
+	st := newTestStack(t)
+	b := connectBus(ctx, t, st.NATSURL())
 
 	op := jetstream.StreamConfig{
 		Name:        command.StreamCommands,
@@ -44,7 +44,7 @@ func TestOperatorStreamUntouched(t *testing.T) {
 	require.NoError(t, err, "the operator creates %s", op.Name)
 	before := s.CachedInfo().Config
 
-	w := startProcess(t, "operator-stream", workerEnv(t, st, st, nil))
+	w := startProcess(t, st, "operator-stream", nil)
 	b.waitConsumer(ctx, t)
 
 	cart := newCartIDs("opstream", 1)[0]
@@ -53,9 +53,9 @@ func TestOperatorStreamUntouched(t *testing.T) {
 		command.Item{ItemCode: "OPS", Quantity: 2, UnitPrice: money.FromInt(120), TaxCode: "01"}))
 	require.NoError(t, err)
 	require.Equal(t, command.OutcomeApplied, ev.Outcome)
-	d, _ := readCart(ctx, t, st, cart)
+	d := readCart(ctx, t, st, cart)
 	require.Len(t, d.LineItems, 1)
-	require.Equal(t, []string{cacheIDs[cart], ev.CommandID}, d.AppliedIDs)
+	require.Equal(t, []string{cacheIDs[cart], ev.CommandID}, d.AppliedCommandIDs)
 
 	s, err = b.js.Stream(ctx, command.StreamCommands)
 	require.NoError(t, err)

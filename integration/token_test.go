@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
 	"github.com/cartworker/cartworker/internal/statepool"
 	"github.com/cartworker/cartworker/internal/testkit"
@@ -23,27 +24,25 @@ import (
 // holds its commands without spending a delivery and says it is not ready
 // because of DAPR_API_TOKEN; neither token ever shows in the workers' output.
 func TestDaprAPITokenEnforced(t *testing.T) {
-	const maxDeliver = 3
 	ctx := testkit.Context(t, 3*time.Minute)
-	nats := sharedStack(t)
 	token := "tok-" + randomHex(16)
 	wrong := "tok-" + randomHex(16)
-	st := newTestStack(t, stackOptions{daprToken: token})
+	st := newTestStack(t, cartworkertest.WithDaprToken(token))
 
 	// daprd itself refuses a request without the token, or with another.
-	_, status, err := daprGet(ctx, st.DaprURL, "", "anything")
+	_, status, err := daprGet(ctx, st.DaprHTTPEndpoint(), "", "anything")
 	require.ErrorIs(t, err, statepool.ErrUnauthorized)
 	require.Equal(t, http.StatusUnauthorized, status, "no token: %v", err)
-	_, status, err = daprGet(ctx, st.DaprURL, wrong, "anything")
+	_, status, err = daprGet(ctx, st.DaprHTTPEndpoint(), wrong, "anything")
 	require.ErrorIs(t, err, statepool.ErrUnauthorized)
 	require.Equal(t, http.StatusUnauthorized, status, "wrong token: %v", err)
-	_, status, err = daprGet(ctx, st.DaprURL, token, "anything")
+	_, status, err = daprGet(ctx, st.DaprHTTPEndpoint(), token, "anything")
 	require.ErrorIs(t, err, statepool.ErrNotFound)
 	require.Equal(t, http.StatusNoContent, status, "right token, missing key: %v", err)
 
 	// The right token: commands are applied.
-	b := connectBus(ctx, t, nats.NATSURL)
-	good := startProcess(t, "token-right", workerEnv(t, st, nats, nil))
+	b := connectBus(ctx, t, st.NATSURL())
+	good := startProcess(t, st, "token-right", nil)
 	b.waitConsumer(ctx, t)
 	cart := newCartIDs("tok", 1)[0]
 	cacheIDs := cacheCarts(ctx, t, b, []string{cart})
@@ -51,9 +50,9 @@ func TestDaprAPITokenEnforced(t *testing.T) {
 		command.Item{ItemCode: "GOOD", Quantity: 2, UnitPrice: money.FromInt(120), TaxCode: "01"}))
 	require.NoError(t, err)
 	require.Equal(t, command.OutcomeApplied, ev.Outcome)
-	d, _ := readCart(ctx, t, st, cart)
+	d := readCart(ctx, t, st, cart)
 	require.Len(t, d.LineItems, 1)
-	require.Equal(t, 264.0, d.Sales.TotalAmountWithTax)
+	require.Equal(t, money.FromInt(264), d.Sales.TotalAmountWithTax)
 	good.signal(t, syscall.SIGTERM)
 	code, _ := good.waitExit(t, 30*time.Second)
 	require.Zero(t, code, "worker with the right token exits cleanly")
@@ -63,9 +62,7 @@ func TestDaprAPITokenEnforced(t *testing.T) {
 	// DAPR_API_TOKEN, pulls nothing and dead-letters nothing, however long
 	// it runs (WORKER_MAX_DELIVER 1 would dead-letter at the first spent
 	// delivery).
-	envWrong := workerEnv(t, st, nats, map[string]string{"WORKER_MAX_DELIVER": "1"})
-	envWrong["DAPR_API_TOKEN"] = wrong
-	bad := startProcess(t, "token-wrong", envWrong)
+	bad := startProcess(t, st, "token-wrong", map[string]string{"WORKER_MAX_DELIVER": "1", "DAPR_API_TOKEN": wrong})
 	cmd := publisher.AddItemCommand(cart, command.Item{ItemCode: "LATER", Quantity: 1, UnitPrice: money.FromInt(1), TaxCode: "01"})
 	cmd.ID = "later-" + cart
 	_, err = b.pub.Publish(ctx, cmd)
@@ -93,11 +90,11 @@ func TestDaprAPITokenEnforced(t *testing.T) {
 	require.Zero(t, code)
 
 	// With the token fixed, the command is applied, not lost.
-	fixed := startProcess(t, "token-fixed", workerEnv(t, st, nats, nil))
+	fixed := startProcess(t, st, "token-fixed", nil)
 	b.events.waitFor(ctx, t, cart, cmd.ID, func(e command.Event) bool { return e.Outcome == command.OutcomeApplied })
-	after, _ := readCart(ctx, t, st, cart)
+	after := readCart(ctx, t, st, cart)
 	require.Len(t, after.LineItems, 2)
-	require.Equal(t, []string{cacheIDs[cart], ev.CommandID, cmd.ID}, after.AppliedIDs)
+	require.Equal(t, []string{cacheIDs[cart], ev.CommandID, cmd.ID}, after.AppliedCommandIDs)
 	require.Empty(t, b.deadLetters(ctx, t))
 	fixed.signal(t, syscall.SIGTERM)
 	code, _ = fixed.waitExit(t, 30*time.Second)

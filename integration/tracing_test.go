@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,15 +26,13 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cartworker/cartworker/cartworkertest"
 	"github.com/cartworker/cartworker/command"
+	"github.com/cartworker/cartworker/deployments"
 	"github.com/cartworker/cartworker/internal/telemetry/telemetrytest"
 	"github.com/cartworker/cartworker/internal/testkit"
 	"github.com/cartworker/cartworker/publisher"
 )
-
-// daprConfig is the Dapr Configuration `make run` and Compose give daprd
-// (tracing); the test adds a Zipkin exporter to it.
-const daprConfig = "../deployments/dapr/config.yaml"
 
 // TestTraceSpansPublisherWorkerAndDaprd publishes one command through the
 // publisher package under a parent span and finds, in the publisher's
@@ -67,8 +67,10 @@ func TestTraceSpansPublisherWorkerAndDaprd(t *testing.T) {
 		{"no export", map[string]string{"WORKER_STATE_PROTOCOL": "grpc"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := connectBus(ctx, t, shared.NATSURL)
-			inProcessWorker(t, "tracing-"+strings.ReplaceAll(tc.name, " ", "-"), workerEnv(t, daprd, shared, tc.env))
+			b := connectBus(ctx, t, shared.NATSURL())
+			env := maps.Clone(tc.env)
+			env["DAPR_HTTP_ENDPOINT"], env["DAPR_GRPC_ENDPOINT"] = daprd.httpURL, "http://"+daprd.grpcAddr
+			inProcessWorker(t, shared, "tracing-"+strings.ReplaceAll(tc.name, " ", "-"), env)
 			b.waitConsumer(ctx, t)
 
 			pubSpans := tracetest.NewInMemoryExporter()
@@ -146,29 +148,33 @@ func TestTraceSpansPublisherWorkerAndDaprd(t *testing.T) {
 	}
 }
 
+// tracedDaprd is the endpoints of startTracedDaprd's daprd.
+type tracedDaprd struct{ httpURL, grpcAddr string }
+
 // startTracedDaprd runs daprd on the host network with loopback ports, the
 // shipped component pointed at st's Redis and the shipped Configuration
-// with a Zipkin exporter to zipkinURL. The returned stack carries only its
-// endpoints.
-func startTracedDaprd(ctx context.Context, t *testing.T, st *stack, zipkinURL string) *stack {
+// with a Zipkin exporter to zipkinURL.
+//
+// A test-only customizer, not cartworkertest.WithDaprd: the sink is an
+// httptest server on the test's loopback, which a container on the
+// stack's network cannot reach, so this daprd joins the host's network
+// instead, beside the stack rather than in it.
+func startTracedDaprd(ctx context.Context, t *testing.T, st *stack, zipkinURL string) tracedDaprd {
 	t.Helper()
-	redisAddr, err := st.redis.PortEndpoint(ctx, redisPort, "")
+	redisAddr, err := st.RedisContainer().PortEndpoint(ctx, "6379/tcp", "")
 	require.NoError(t, err)
 	dir := t.TempDir()
 
-	comp, err := os.ReadFile(cartstoreComponent)
-	require.NoError(t, err)
-	require.Contains(t, string(comp), "value: redis:6379")
+	comp := string(deployments.CartstoreComponent())
+	require.Contains(t, comp, "value: redis:6379")
 	compFile := filepath.Join(dir, "cartstore.yaml")
-	require.NoError(t, os.WriteFile(compFile, []byte(strings.Replace(string(comp), "value: redis:6379", "value: "+redisAddr, 1)), 0o644))
+	require.NoError(t, os.WriteFile(compFile, []byte(strings.Replace(comp, "value: redis:6379", "value: "+redisAddr, 1)), 0o644))
 
-	raw, err := os.ReadFile(daprConfig)
-	require.NoError(t, err)
 	var cfg map[string]any
-	require.NoError(t, yaml.Unmarshal(raw, &cfg))
+	require.NoError(t, yaml.Unmarshal(deployments.DaprConfig(), &cfg))
 	spec, _ := cfg["spec"].(map[string]any)
 	tracing, _ := spec["tracing"].(map[string]any)
-	require.NotNil(t, tracing, "%s has no spec.tracing", daprConfig)
+	require.NotNil(t, tracing, "deployments/dapr/config.yaml has no spec.tracing")
 	require.Equal(t, "1", tracing["samplingRate"])
 	tracing["zipkin"] = map[string]any{"endpointAddress": zipkinURL}
 	out, err := yaml.Marshal(cfg)
@@ -180,16 +186,10 @@ func startTracedDaprd(ctx context.Context, t *testing.T, st *stack, zipkinURL st
 	for i := range ports {
 		ports[i] = freePort(t)
 	}
-	ds := &stack{name: strings.ToLower(shortName(t.Name()))}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := ds.close(cctx); err != nil {
-			t.Errorf("remove daprd: %v", err)
-		}
-	})
-	ds.logOnFailure(t)
-	ds.daprd, err = ds.run(ctx, "daprd", daprdImage,
+	image, err := cartworkertest.Image(cartworkertest.DaprdImageVar)
+	require.NoError(t, err)
+	c, err := testcontainers.Run(ctx, image,
+		testcontainers.WithName("cwit-traced-daprd-"+randomHex(4)),
 		testcontainers.WithHostConfigModifier(func(hc *dockercontainer.HostConfig) { hc.NetworkMode = "host" }),
 		testcontainers.WithCmd("./daprd", "--app-id", appID,
 			"--dapr-http-port", strconv.Itoa(ports[0]), "--dapr-grpc-port", strconv.Itoa(ports[1]),
@@ -203,11 +203,24 @@ func startTracedDaprd(ctx context.Context, t *testing.T, st *stack, zipkinURL st
 			testcontainers.ContainerFile{HostFilePath: cfgFile, ContainerFilePath: "/config/config.yaml", FileMode: 0o644},
 		),
 	)
-	require.NoError(t, err)
-	ds.DaprURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	ds.DaprGRPCAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
-	poll(ctx, t, startupTimeout, "daprd healthy", func() error {
-		resp, err := httpClient.Get(ds.DaprURL + "/v1.0/healthz")
+	if c != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				if rc, err := c.Logs(context.Background()); err == nil {
+					b, _ := io.ReadAll(rc)
+					rc.Close()
+					t.Logf("--- last log lines of the traced daprd ---\n%s", lastLines(string(b), 40))
+				}
+			}
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			require.NoError(t, c.Terminate(cctx, testcontainers.StopTimeout(5*time.Second)))
+		})
+	}
+	require.NoError(t, err, "traced daprd")
+	d := tracedDaprd{httpURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), grpcAddr: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	poll(ctx, t, time.Minute, "daprd healthy", func() error {
+		resp, err := httpClient.Get(d.httpURL + "/v1.0/healthz")
 		if err != nil {
 			return err
 		}
@@ -217,7 +230,7 @@ func startTracedDaprd(ctx context.Context, t *testing.T, st *stack, zipkinURL st
 		}
 		return nil
 	})
-	return ds
+	return d
 }
 
 // zipkinSpan is the part of a Zipkin v2 span the test reads.

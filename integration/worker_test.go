@@ -5,12 +5,8 @@ package integration
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
-	"maps"
 	"net/http"
-	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,129 +15,84 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/cartworker/cartworker/internal/app"
-	"github.com/cartworker/cartworker/internal/config"
-	"github.com/cartworker/cartworker/internal/testkit"
+	"github.com/cartworker/cartworker/cartworkertest"
 )
 
-// workerEnv is the environment of a worker on st: NATS and Dapr endpoints,
-// a loopback HTTP address of its own, text logs. extra wins.
-func workerEnv(t *testing.T, st, natsStack *stack, extra map[string]string) map[string]string {
-	t.Helper()
-	env := map[string]string{
-		"NATS_URL":           natsStack.NATSURL,
-		"DAPR_HTTP_ENDPOINT": st.DaprURL,
-		"DAPR_GRPC_ENDPOINT": "http://" + st.DaprGRPCAddr,
-		"DAPR_API_TOKEN":     st.DaprToken,
-		"WORKER_HTTP_ADDR":   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		"LOG_FORMAT":         "text",
-		"LOG_LEVEL":          "info",
-	}
-	maps.Copy(env, extra)
-	return env
-}
-
-// worker is the part of a running worker the tests observe: its HTTP
-// endpoints and its log output.
+// worker is a cartworkertest worker as the tests use it: its name, its
+// HTTP endpoints and its output.
 type worker struct {
-	name     string
-	httpAddr string
-	logs     *syncBuffer
-}
-
-// inProcessWorker runs app.Run in a goroutine owned by t. Cleanup cancels it
-// and waits for Run to return, failing t if it does not within 30s or
-// returns an error.
-func inProcessWorker(t *testing.T, name string, env map[string]string) *worker {
-	t.Helper()
-	cfg, err := config.Load(nil, func(k string) string { return env[k] }, io.Discard)
-	require.NoError(t, err, "worker config")
-	w := &worker{name: name, httpAddr: cfg.HTTPAddr, logs: &syncBuffer{}}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, app.NewLogger(cfg, w.logs)) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("worker %s: app.Run returned %v", name, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("worker %s: app.Run did not return within 30s of cancel", name)
-		}
-		if t.Failed() {
-			t.Logf("--- last log lines of worker %s ---\n%s", name, w.logs.tail(60))
-		}
-	})
-	w.waitHTTP(t)
-	return w
+	*cartworkertest.Worker
+	name string
+	logs workerLogs
 }
 
 // process is a worker running as its own OS process (./cmd/worker).
-type process struct {
-	*worker
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
+type process struct{ *worker }
+
+// workerLogs is a worker's output.
+type workerLogs struct{ w *cartworkertest.Worker }
+
+func (l workerLogs) String() string { return l.w.Logs() }
+
+// tail is the last n lines of the output.
+func (l workerLogs) tail(n int) string { return lastLines(l.w.Logs(), n) }
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// startProcess starts the worker binary with exactly env. Cleanup sends
-// SIGTERM (SIGKILL after 30s) if it still runs and logs its output if t
-// failed.
-func startProcess(t *testing.T, name string, env map[string]string) *process {
+// inProcessWorker runs a worker through internal/app in the test's process
+// on st, with extra over the stack's environment. It returns once the
+// worker serves /healthz. Cleanup stops it, failing t if it does not stop
+// within 30s or app.Run returned an error.
+func inProcessWorker(t *testing.T, st *stack, name string, extra map[string]string) *worker {
 	t.Helper()
-	p := &process{
-		worker: &worker{name: name, httpAddr: env["WORKER_HTTP_ADDR"], logs: &syncBuffer{}},
-		done:   make(chan struct{}),
+	return addWorker(t, st, name, extra, true)
+}
+
+// startProcess runs the worker binary on st, with extra over the stack's
+// environment ("" unsets a variable). Cleanup stops it (SIGTERM, SIGKILL
+// after 30s) if it still runs.
+func startProcess(t *testing.T, st *stack, name string, extra map[string]string) *process {
+	t.Helper()
+	return &process{addWorker(t, st, name, extra, false)}
+}
+
+// addWorker adds a worker to st, in-process or as a process, and stops it
+// at cleanup.
+func addWorker(t *testing.T, st *stack, name string, extra map[string]string, inProcess bool) *worker {
+	t.Helper()
+	kind := cartworkertest.WorkerBinary(workerBin)
+	if inProcess {
+		kind = cartworkertest.WorkerInProcess()
 	}
-	p.cmd = exec.Command(workerBin)
-	keys := slices.Sorted(maps.Keys(env))
-	for _, k := range keys {
-		if env[k] != "" {
-			p.cmd.Env = append(p.cmd.Env, k+"="+env[k])
-		}
-	}
-	p.cmd.Stdout = p.logs
-	p.cmd.Stderr = p.logs
-	require.NoError(t, p.cmd.Start(), "start worker %s", name)
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
+	w, err := st.AddWorker(t.Context(), kind, cartworkertest.WorkerName(name),
+		cartworkertest.WorkerEnv(extra), cartworkertest.WorkerWaitHealthy())
+	require.NoError(t, err, "worker %s", name)
 	t.Cleanup(func() {
-		if p.running() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(30 * time.Second):
-				t.Errorf("worker %s ignored SIGTERM for 30s; killing it", name)
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := w.Stop(ctx); err != nil {
+			t.Errorf("worker %s did not stop: %v", name, err)
+		}
+		if err := w.Err(); err != nil && inProcess {
+			t.Errorf("worker %s: app.Run returned %v", name, err)
 		}
 		if t.Failed() {
-			t.Logf("--- last log lines of worker process %s ---\n%s", name, p.logs.tail(60))
+			t.Logf("--- last log lines of worker %s ---\n%s", name, workerLogs{w}.tail(60))
 		}
 	})
-	p.waitHTTP(t)
-	return p
+	return &worker{Worker: w, name: name, logs: workerLogs{w}}
 }
 
-func (p *process) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
+func (p *process) running() bool { return !p.Exited() }
 
 // signal sends sig to the process (and only to it).
 func (p *process) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(sig), "signal %s to worker %s", sig, p.name)
+	require.NoError(t, p.Signal(t.Context(), sig), "signal %s to worker %s", sig, p.name)
 }
 
 // waitExit waits up to timeout for the process to exit and returns its exit
@@ -149,36 +100,18 @@ func (p *process) signal(t *testing.T, sig syscall.Signal) {
 func (p *process) waitExit(t *testing.T, timeout time.Duration) (int, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("worker %s did not exit within %s", p.name, timeout)
-	}
-	return p.cmd.ProcessState.ExitCode(), time.Since(start)
-}
-
-// waitHTTP waits until the worker serves /healthz, failing early if the
-// process died.
-func (w *worker) waitHTTP(t *testing.T) {
-	t.Helper()
-	err := pollErr(t.Context(), 30*time.Second, 50*time.Millisecond, func() error {
-		code, _, err := w.get("/healthz")
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("healthz %d", code)
-		}
-		return nil
-	})
-	require.NoError(t, err, "worker %s HTTP endpoint; logs:\n%s", w.name, w.logs.tail(40))
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	code, err := p.Wait(ctx)
+	require.NoError(t, err, "worker %s did not exit within %s", p.name, timeout)
+	return code, time.Since(start)
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
 // get fetches path from the worker's HTTP endpoint.
 func (w *worker) get(path string) (int, string, error) {
-	resp, err := httpClient.Get("http://" + w.httpAddr + path)
+	resp, err := httpClient.Get(w.URL() + path)
 	if err != nil {
 		return 0, "", err
 	}
@@ -249,12 +182,6 @@ func hasLabels(raw string, want []string) bool {
 	}
 	return true
 }
-
-// syncBuffer collects a worker's output while the test reads it, and gives
-// the last lines for failure messages.
-type syncBuffer struct{ testkit.SyncBuffer }
-
-func (b *syncBuffer) tail(n int) string { return tailLines(strings.NewReader(b.String()), n) }
 
 // requireNoPanic fails t if a worker's output shows a panic or a data race.
 func requireNoPanic(t *testing.T, ws ...*worker) {

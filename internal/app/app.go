@@ -31,8 +31,14 @@ import (
 
 // Run wires the worker from cfg and blocks until ctx ends and everything it
 // started has stopped. It is the whole worker; cmd/worker only loads the
-// configuration and the integration tests run it in-process.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// configuration, and package cartworkertest runs it in-process (with opts).
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) error {
+	var o runOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	log.Info("starting", "config", cfg)
 
 	// Shut down last, once every span has ended: its deferred flush runs
@@ -61,6 +67,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
 	defer closeNATS(nc, log)
+	if o.abort != nil {
+		var aborter sync.WaitGroup
+		defer aborter.Wait()
+		defer cancel() // before the Wait: it ends the aborter
+		aborter.Go(func() { abortOn(ctx, o.abort, nc, st.client, cancel, log) })
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -86,7 +98,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return w.Ready()
 	}
 	m.ReadyFrom(ready)
-	stop, err := serve(cfg, ready, m, log)
+	stop, err := serve(cfg, o.listener, ready, m, log)
 	if err != nil {
 		return err
 	}
@@ -140,12 +152,14 @@ func newStateSide(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Trac
 	return &stateSide{client: client, guarded: guarded, carts: cartcache.New(guarded, cartsCfg), heldCommands: heldCommands}, nil
 }
 
-// serve serves /healthz, /readyz, /metrics (and pprof when asked) on
-// WORKER_HTTP_ADDR until stop, which shuts the server down and waits for it.
-func serve(cfg config.Config, ready func() error, m *metrics.Metrics, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("WORKER_HTTP_ADDR: %w", err)
+// serve serves /healthz, /readyz, /metrics (and pprof when asked) on ln, or
+// on WORKER_HTTP_ADDR when ln is nil, until stop, which shuts the server
+// down and waits for it.
+func serve(cfg config.Config, ln net.Listener, ready func() error, m *metrics.Metrics, log *slog.Logger) (stop func(), err error) {
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("WORKER_HTTP_ADDR: %w", err)
+		}
 	}
 	srv := &http.Server{
 		Handler:           health.Handler(ready, m.Handler(), cfg.Pprof),
