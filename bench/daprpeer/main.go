@@ -38,7 +38,8 @@
 // pubsub.jetstream is a push consumer with no bulk support of its own, so
 // daprd emulates it, gathering into a batch the messages the component
 // hands it at once; with single delivery that is always one, which waits
-// out -bulk-await before it goes. The go-sdk's service has no bulk callback
+// out -bulk-await before it goes (and daprd's batch timer ticks at that
+// period per subscription, idle or not). The go-sdk's service has no bulk callback
 // (dapr/go-sdk#800), so the app answers OnBulkTopicEvent through a gRPC
 // interceptor on the SDK's server, and asks for bulk delivery in the
 // subscriptions it lists. -bulk-parallel is what batches: one subscription
