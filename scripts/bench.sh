@@ -59,7 +59,8 @@
 #   BENCH_PEER_PROTOCOL  the Watermill peer's state transport, grpc or http;
 #                    it is compared with the worker on the same one (grpc)
 #   BENCH_DAPR_PUBSUB 1 to run the Dapr pub/sub peer without and with bulk
-#                    subscribe, 0 to skip it (1)
+#                    subscribe, 0 to skip it (1; with BENCH_CLOSED=0, only
+#                    when BENCH_BACKLOG_MODES names one of its modes)
 #   BENCH_TRANSPORTS 1 to run worker-grpc and worker-http, 0 to skip (1)
 #   BENCH_CLOSED     1 to run the paced and closed-loop points and write the
 #                    report, 0 for the backlog drains alone, summed up by
@@ -150,6 +151,9 @@ for m in $BENCH_BACKLOG_MODES; do
 	[[ "$m" =~ ^(pooled|per-request|worker-grpc|worker-http|watermill|dapr-pubsub|dapr-pubsub-bulk)$ ]] || die "BENCH_BACKLOG_MODES: '$m' is not a consumer mode"
 done
 [[ "$BENCH_DAPR_PUBSUB" =~ ^[01]$ ]] || die "BENCH_DAPR_PUBSUB=$BENCH_DAPR_PUBSUB: want 0 or 1"
+# The drains alone run the Dapr pub/sub peer only when told to drain with it
+# (make bench-memory, which drains with pooled alone, has no use for it).
+if [ "$BENCH_CLOSED" = 0 ] && [[ " $BENCH_BACKLOG_MODES " != *" dapr-pubsub"* ]]; then BENCH_DAPR_PUBSUB=0; fi
 [[ "$BENCH_PEER_PROTOCOL" =~ ^(grpc|http)$ ]] || die "BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL: want grpc or http"
 [[ "$BENCH_TRACING" =~ ^[01]$ ]] || die "BENCH_TRACING=$BENCH_TRACING: want 0 or 1"
 for kv in $BENCH_WORKER_ENV; do [[ "$kv" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*$ ]] || die "BENCH_WORKER_ENV: '$kv' is not VAR=value"; done
