@@ -34,11 +34,11 @@
 # and the load generator are host processes, so their RSS and CPU are read
 # from /proc. Each Dapr pub/sub peer runs a daprd of its own as its child
 # (the binary of the daprd image, from scripts/build-images.sh
-# --daprd-binary), against the same Redis. The consumers run for the whole benchmark (until the
-# backlog phase restarts them one drain at a time); the modes of each point
-# are interleaved round by round. Everything is removed on exit, and every
-# step is bounded in time. Images are never pulled: missing ones are built
-# locally by scripts/build-images.sh.
+# --daprd-binary), against the same Redis. The consumers run for the whole
+# benchmark (until the backlog phase restarts them one drain at a time); the
+# modes of each point are interleaved round by round. Everything is removed
+# on exit, and every step is bounded in time. Images are never pulled:
+# missing ones are built locally by scripts/build-images.sh.
 #
 # Settings (environment):
 #   BENCH_DURATION   closed-loop measured time per point and mode, split over
@@ -314,8 +314,8 @@ declare -A NATS_PORT=() HTTP_PORT=() DP_PORTS=()
 for m in "${CONSUMERS[@]}"; do
 	read -r NATS_PORT[$m] HTTP_PORT[$m] REST <<<"$REST"
 	if is_dapr_peer "$m"; then
-		read -r a b c d REST <<<"$REST"
-		DP_PORTS[$m]="$a $b $c $d"
+		read -r dh dg di da REST <<<"$REST"
+		DP_PORTS[$m]="$dh $dg $di $da"
 	fi
 done
 
