@@ -174,13 +174,13 @@ build_redis() {
 # daprd_binary: tools/daprd's main package, which is dapr's cmd/daprd plus
 # pubsub.jetstream (for the bench's Dapr pub/sub peer), compiled or taken
 # from the cache; prints its path. The cache key holds a hash of that
-# module's sources besides dapr's version, so that a binary cached before a
-# change to them is not reused.
+# module's sources (go.mod, go.sum and every Go file) besides dapr's
+# version, so that a binary cached before a change to them is not reused.
 daprd_binary() {
 	local dir=$ROOT/tools/daprd version src
 	version=$(module_version "$dir" github.com/dapr/dapr)
 	local v=${version#v}
-	src=$(cd "$dir" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-12)
+	src=$(cd "$dir" && find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-12)
 	cached_go_build daprd "$version-$src" "$dir" . \
 		-tags stablecomponents \
 		-ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$v -X github.com/dapr/kit/logger.DaprVersion=$v"
