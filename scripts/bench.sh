@@ -10,6 +10,11 @@
 #   worker-http  the same binary with WORKER_STATE_PROTOCOL=http
 #   watermill    bench/watermillpeer (a separate module): a Watermill router
 #                instead of the worker, on the transport BENCH_PEER_PROTOCOL
+#   dapr-pubsub  bench/daprpeer (a separate module): a Dapr Go SDK app that
+#                its own daprd (tools/daprd's, run on the host) feeds from
+#                the command stream through pubsub.jetstream, one ordered
+#                subscription per partition; state through the SDK over gRPC
+#   dapr-pubsub-bulk  the same with Dapr's bulk subscribe (emulated by daprd)
 #   ceiling      the scenario's state calls straight to daprd through the
 #                worker's pooled HTTP client (loadgen ceiling), no NATS/worker
 #   go-sdk       the same calls through the Dapr Go SDK over gRPC
@@ -23,15 +28,17 @@
 # through Dapr and checked (loadgen backlog).
 #
 # Layout: Redis, daprd and one NATS server per consumer (each worker mode,
-# the Watermill peer) are containers on the host network, listening on
-# random 127.0.0.1 ports, so that no docker-proxy sits between the worker
-# and its sidecar (as in a pod, where they share localhost). The workers,
-# the peers and the load generator are host processes, so their RSS and CPU
-# are read from /proc. The consumers run for the whole benchmark (until the
-# backlog phase restarts them one drain at a time); the modes of each point
-# are interleaved round by round. Everything is removed on exit, and every
-# step is bounded in time. Images are never pulled: missing ones are built
-# locally by scripts/build-images.sh.
+# each peer) are containers on the host network, listening on random
+# 127.0.0.1 ports, so that no docker-proxy sits between the worker and its
+# sidecar (as in a pod, where they share localhost). The workers, the peers
+# and the load generator are host processes, so their RSS and CPU are read
+# from /proc. Each Dapr pub/sub peer runs a daprd of its own as its child
+# (the binary of the daprd image, from scripts/build-images.sh
+# --daprd-binary), against the same Redis. The consumers run for the whole
+# benchmark (until the backlog phase restarts them one drain at a time); the
+# modes of each point are interleaved round by round. Everything is removed
+# on exit, and every step is bounded in time. Images are never pulled:
+# missing ones are built locally by scripts/build-images.sh.
 #
 # Settings (environment):
 #   BENCH_DURATION   closed-loop measured time per point and mode, split over
@@ -51,6 +58,9 @@
 #   BENCH_WATERMILL  1 to run the Watermill peer, 0 to skip it (1)
 #   BENCH_PEER_PROTOCOL  the Watermill peer's state transport, grpc or http;
 #                    it is compared with the worker on the same one (grpc)
+#   BENCH_DAPR_PUBSUB 1 to run the Dapr pub/sub peer without and with bulk
+#                    subscribe, 0 to skip it (1; with BENCH_CLOSED=0, only
+#                    when BENCH_BACKLOG_MODES names one of its modes)
 #   BENCH_TRANSPORTS 1 to run worker-grpc and worker-http, 0 to skip (1)
 #   BENCH_CLOSED     1 to run the paced and closed-loop points and write the
 #                    report, 0 for the backlog drains alone, summed up by
@@ -59,7 +69,8 @@
 #                    BENCH_CLOSED=0 (64)
 #   BENCH_BACKLOG    backlog scenarios of hot, wide, many and huge, or "" to
 #                    skip ("hot wide")
-#   BENCH_BACKLOG_MODES  consumers that drain them ("pooled watermill")
+#   BENCH_BACKLOG_MODES  consumers that drain them (pooled and every peer
+#                    that runs: "pooled watermill dapr-pubsub dapr-pubsub-bulk")
 #   BENCH_BACKLOG_ROUNDS drains per scenario and consumer (BENCH_ROUNDS)
 #   BENCH_BACKLOG_TIMEOUT bound on one drain (5m)
 #   BENCH_PROFILE    1 to save a CPU profile of the pooled worker at saturation,
@@ -89,11 +100,13 @@ BENCH_TIMEOUT=${BENCH_TIMEOUT:-10s}
 BENCH_PEER=${BENCH_PEER:-1}
 BENCH_WATERMILL=${BENCH_WATERMILL:-1}
 BENCH_PEER_PROTOCOL=${BENCH_PEER_PROTOCOL:-grpc}
+BENCH_DAPR_PUBSUB=${BENCH_DAPR_PUBSUB:-1}
 BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-1}
 BENCH_CLOSED=${BENCH_CLOSED:-1}
 BENCH_MEMORY_MIB=${BENCH_MEMORY_MIB:-64}
 BENCH_BACKLOG=${BENCH_BACKLOG-hot wide}
-BENCH_BACKLOG_MODES=${BENCH_BACKLOG_MODES:-pooled watermill}
+# Unset: pooled and every peer that runs (set once the peers are built).
+BENCH_BACKLOG_MODES=${BENCH_BACKLOG_MODES:-}
 BENCH_BACKLOG_ROUNDS=${BENCH_BACKLOG_ROUNDS:-$BENCH_ROUNDS}
 BENCH_BACKLOG_TIMEOUT=${BENCH_BACKLOG_TIMEOUT:-5m}
 BENCH_PROFILE=${BENCH_PROFILE:-0}
@@ -135,8 +148,12 @@ for b in $BENCH_BACKLOG; do [[ "$b" =~ ^(hot|wide|many|huge)$ ]] || die "BENCH_B
 # The drains alone: no traced worker, nothing closed-loop to compare.
 [ "$BENCH_CLOSED" = 0 ] && BENCH_TRACING=0
 for m in $BENCH_BACKLOG_MODES; do
-	[[ "$m" =~ ^(pooled|per-request|worker-grpc|worker-http|watermill)$ ]] || die "BENCH_BACKLOG_MODES: '$m' is not a consumer mode"
+	[[ "$m" =~ ^(pooled|per-request|worker-grpc|worker-http|watermill|dapr-pubsub|dapr-pubsub-bulk)$ ]] || die "BENCH_BACKLOG_MODES: '$m' is not a consumer mode"
 done
+[[ "$BENCH_DAPR_PUBSUB" =~ ^[01]$ ]] || die "BENCH_DAPR_PUBSUB=$BENCH_DAPR_PUBSUB: want 0 or 1"
+# The drains alone run the Dapr pub/sub peer only when told to drain with it
+# (make bench-memory, which drains with pooled alone, has no use for it).
+if [ "$BENCH_CLOSED" = 0 ] && [[ " $BENCH_BACKLOG_MODES " != *" dapr-pubsub"* ]]; then BENCH_DAPR_PUBSUB=0; fi
 [[ "$BENCH_PEER_PROTOCOL" =~ ^(grpc|http)$ ]] || die "BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL: want grpc or http"
 [[ "$BENCH_TRACING" =~ ^[01]$ ]] || die "BENCH_TRACING=$BENCH_TRACING: want 0 or 1"
 for kv in $BENCH_WORKER_ENV; do [[ "$kv" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*$ ]] || die "BENCH_WORKER_ENV: '$kv' is not VAR=value"; done
@@ -240,21 +257,66 @@ if [ "$BENCH_WATERMILL" = 1 ]; then
 	fi
 fi
 
+DP_STATUS="not available: disabled (BENCH_DAPR_PUBSUB=0)"
+DP_CLIENT=
+if [ "$BENCH_DAPR_PUBSUB" = 1 ]; then
+	# The daprd binary of the daprd image, with pubsub.jetstream (compiled
+	# if missing: minutes, the first time).
+	if ! DAPRD_BIN=$("$ROOT/scripts/build-images.sh" --daprd-binary); then
+		DP_STATUS="not available: tools/daprd did not build (scripts/build-images.sh --daprd-binary failed)"
+		log "$DP_STATUS"
+	elif ! (cd bench/daprpeer && CGO_ENABLED=0 go build -o "$BIN/daprpeer" .) >"$WORK/daprpeer-build.log" 2>&1; then
+		DP_STATUS="not available: bench/daprpeer did not build: $(tail -n 1 "$WORK/daprpeer-build.log")"
+		log "$DP_STATUS"
+	else
+		# Named daprd, as it shows in ps.
+		ln -sfn "$DAPRD_BIN" "$BIN/daprd"
+		dp_ver() { (cd "$1" && go list -m -f '{{.Version}}' "$2"); }
+		DP_CLIENT="bench/daprpeer: go-sdk $(dp_ver bench/daprpeer github.com/dapr/go-sdk) gRPC service and state client, fed by a daprd of its own ($(dp_ver tools/daprd github.com/dapr/dapr), pubsub.jetstream of components-contrib $(dp_ver tools/daprd github.com/dapr/components-contrib)): one durable push consumer per partition, single delivery"
+		DP_STATUS="ok: $DP_CLIENT; without and with bulk subscribe"
+	fi
+fi
+# dp_client MODE: the Dapr pub/sub peer of MODE, as the runs record it.
+dp_client() {
+	if [ "$1" = dapr-pubsub-bulk ]; then
+		echo "$DP_CLIENT; bulk subscribe (daprd's emulation: up to 100 messages, 1 ms await)"
+	else
+		echo "$DP_CLIENT; no bulk subscribe"
+	fi
+}
+
 # The consumers: workers (one per state client or transport) and the
-# Watermill peer, each with a NATS server of its own.
+# peers, each with a NATS server of its own.
 CONSUMERS=(pooled per-request)
 [ "$BENCH_TRANSPORTS" = 1 ] && CONSUMERS+=(worker-grpc worker-http)
 [ -n "$WM_CLIENT" ] && CONSUMERS+=(watermill)
+[ -n "$DP_CLIENT" ] && CONSUMERS+=(dapr-pubsub dapr-pubsub-bulk)
 [ "$BENCH_TRACING" = 1 ] && CONSUMERS+=(traced)
+if [ -z "$BENCH_BACKLOG_MODES" ]; then
+	BENCH_BACKLOG_MODES=pooled
+	for m in watermill dapr-pubsub dapr-pubsub-bulk; do
+		[[ " ${CONSUMERS[*]} " == *" $m "* ]] && BENCH_BACKLOG_MODES+=" $m"
+	done
+fi
 for m in $BENCH_BACKLOG_MODES; do
 	[[ " ${CONSUMERS[*]} " == *" $m "* ]] || die "BENCH_BACKLOG_MODES: $m is not running in this benchmark"
 done
+is_dapr_peer() { [[ "$1" == dapr-pubsub || "$1" == dapr-pubsub-bulk ]]; }
 
-PORTS=$("$LOADGEN" free-ports -n $((5 + 2 * ${#CONSUMERS[@]})) | tr '\n' ' ')
+# Ports: five of the stack's, two per consumer (NATS, readiness) and four
+# more per Dapr pub/sub peer (its daprd's HTTP, gRPC and internal gRPC, its
+# app's gRPC service).
+NPORTS=$((5 + 2 * ${#CONSUMERS[@]}))
+for m in "${CONSUMERS[@]}"; do is_dapr_peer "$m" && NPORTS=$((NPORTS + 4)); done
+PORTS=$("$LOADGEN" free-ports -n "$NPORTS" | tr '\n' ' ')
 read -r P_REDIS P_HTTP P_GRPC P_INT P_SINK REST <<<"$PORTS"
-declare -A NATS_PORT=() HTTP_PORT=()
+declare -A NATS_PORT=() HTTP_PORT=() DP_PORTS=()
 for m in "${CONSUMERS[@]}"; do
 	read -r NATS_PORT[$m] HTTP_PORT[$m] REST <<<"$REST"
+	if is_dapr_peer "$m"; then
+		read -r dh dg di da REST <<<"$REST"
+		DP_PORTS[$m]="$dh $dg $di $da"
+	fi
 done
 
 # The component of `make run` and compose, pointed at this run's Redis;
@@ -302,6 +364,15 @@ write_launcher() { # MODE
 	if [ "$m" = watermill ]; then
 		cmd=("$BIN/watermillpeer" -nats "nats://127.0.0.1:${NATS_PORT[$m]}" -protocol "$BENCH_PEER_PROTOCOL"
 			-dapr-http "http://127.0.0.1:$P_HTTP" -dapr-grpc "127.0.0.1:$P_GRPC" -http-addr "127.0.0.1:${HTTP_PORT[$m]}")
+	elif is_dapr_peer "$m"; then
+		local dh dg di da
+		read -r dh dg di da <<<"${DP_PORTS[$m]}"
+		# Its daprd gets the state store component of the shared one and
+		# the pubsub.jetstream components the peer writes in -work-dir.
+		cmd=("$BIN/daprpeer" -nats "nats://127.0.0.1:${NATS_PORT[$m]}" -daprd "$BIN/daprd" -resources "$WORK/components"
+			-work-dir "$WORK/components-$m" -dapr-http-port "$dh" -dapr-grpc-port "$dg" -dapr-internal-grpc-port "$di"
+			-app-port "$da" -http-addr "127.0.0.1:${HTTP_PORT[$m]}")
+		[ "$m" = dapr-pubsub-bulk ] && cmd+=(-bulk)
 	else
 		# Every worker is told where both of daprd's APIs are, so that the
 		# as-shipped one works whichever its default transport.
@@ -358,9 +429,11 @@ WATCH=(-watch "daprd=$(cpid daprd)" -watch "redis=$(cpid redis)")
 BACKLOG_WATCH=("${WATCH[@]}")
 for m in "${CONSUMERS[@]}"; do
 	name=worker-$m
-	case $m in worker-* | watermill) name=$m ;; esac
+	case $m in worker-* | watermill | dapr-pubsub*) name=$m ;; esac
 	WATCH+=(-watch "$name=${PID[$m]}" -watch "nats-$m=$(cpid "nats-$m")")
 	BACKLOG_WATCH+=(-watch "nats-$m=$(cpid "nats-$m")")
+	# A Dapr pub/sub peer's daprd is its one child.
+	is_dapr_peer "$m" && WATCH+=(-watch "daprd-$m=$(pgrep -P "${PID[$m]}" | head -n 1)")
 done
 [ -n "${PID[otlp-sink]:-}" ] && WATCH+=(-watch "otlp-sink=${PID[otlp-sink]}")
 
@@ -442,6 +515,10 @@ run_point() { # MODE SCENARIO USERS ROUND [sat]
 		timeout --foreground -k 5 "$limit" "$LOADGEN" run -mode watermill -nats "nats://127.0.0.1:${NATS_PORT[$mode]}" \
 			-client "publisher.PublishAndWait over NATS JetStream; $WM_CLIENT" -worker-pid "${PID[$mode]}" "${args[@]}" || rc=$?
 		;;
+	dapr-pubsub | dapr-pubsub-bulk)
+		timeout --foreground -k 5 "$limit" "$LOADGEN" run -mode "$mode" -nats "nats://127.0.0.1:${NATS_PORT[$mode]}" \
+			-client "publisher.PublishAndWait over NATS JetStream; $(dp_client "$mode")" -worker-pid "${PID[$mode]}" "${args[@]}" || rc=$?
+		;;
 	*)
 		timeout --foreground -k 5 "$limit" "$LOADGEN" run -mode "$mode" -nats "nats://127.0.0.1:${NATS_PORT[$mode]}" \
 			-worker-metrics "http://127.0.0.1:${HTTP_PORT[$mode]}/metrics" -worker-pid "${PID[$mode]}" "${args[@]}" || rc=$?
@@ -519,8 +596,15 @@ conns_to() { # PID PORT
 }
 declare -A OPEN_HTTP=() OPEN_GRPC=()
 for m in "${CONSUMERS[@]}"; do
-	OPEN_HTTP[$m]=$(conns_to "${PID[$m]}" "$P_HTTP")
-	OPEN_GRPC[$m]=$(conns_to "${PID[$m]}" "$P_GRPC")
+	if is_dapr_peer "$m"; then
+		# A Dapr pub/sub peer talks to its own daprd.
+		read -r dh dg _ _ <<<"${DP_PORTS[$m]}"
+		OPEN_HTTP[$m]=$(conns_to "${PID[$m]}" "$dh")
+		OPEN_GRPC[$m]="$(conns_to "${PID[$m]}" "$dg") (its own daprd)"
+	else
+		OPEN_HTTP[$m]=$(conns_to "${PID[$m]}" "$P_HTTP")
+		OPEN_GRPC[$m]=$(conns_to "${PID[$m]}" "$P_GRPC")
+	fi
 done
 
 # Backlog drains: each consumer of BENCH_BACKLOG_MODES is stopped for good;
@@ -539,6 +623,8 @@ run_backlog() { # MODE SCENARIO ROUND
 		-ready "http://127.0.0.1:${HTTP_PORT[$mode]}/readyz" -timeout "$BENCH_BACKLOG_TIMEOUT" -out "$out" "${BACKLOG_WATCH[@]}")
 	if [ "$mode" = watermill ]; then
 		args+=(-client "$WM_CLIENT")
+	elif is_dapr_peer "$mode"; then
+		args+=(-client "$(dp_client "$mode")")
 	else
 		args+=(-metrics "http://127.0.0.1:${HTTP_PORT[$mode]}/metrics" -client "cartworker ($mode)")
 		[ "$BENCH_PROFILE" = 1 ] && [ "$round" = 1 ] &&
@@ -609,10 +695,10 @@ NOTES=$WORK/notes.md
 	true
 } >"$NOTES"
 
-SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_PACED_USERS='$BENCH_PACED_USERS' BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL BENCH_BACKLOG='$BENCH_BACKLOG' BENCH_BACKLOG_MODES='$BENCH_BACKLOG_MODES' BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS BENCH_TRACING=$BENCH_TRACING"
-TOPOLOGY="one host, loopback only: Redis, daprd and one NATS server per consumer (${CONSUMERS[*]}) in containers on the host network (no docker-proxy between worker and daprd, as in a pod); the workers, the Watermill peer, the load generator and the go-sdk peer as host processes; all share the machine's cores."
+SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_PACED_USERS='$BENCH_PACED_USERS' BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL BENCH_DAPR_PUBSUB=$BENCH_DAPR_PUBSUB BENCH_BACKLOG='$BENCH_BACKLOG' BENCH_BACKLOG_MODES='$BENCH_BACKLOG_MODES' BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS BENCH_TRACING=$BENCH_TRACING"
+TOPOLOGY="one host, loopback only: Redis, daprd and one NATS server per consumer (${CONSUMERS[*]}) in containers on the host network (no docker-proxy between worker and daprd, as in a pod); the workers, the Watermill peer, the Dapr pub/sub peers with their own daprd each (same Redis), the load generator and the go-sdk peer as host processes; all share the machine's cores."
 "$LOADGEN" report -raw "$RAW" -backlog "$RAW_BL" -tracing "$RAW_TR" -docs "$DOCS" -out "$BENCH_OUT" -peer "$PEER_STATUS" \
-	-watermill "$WM_STATUS" -watermill-protocol "$BENCH_PEER_PROTOCOL" -paced-samples "$BENCH_PACED_SAMPLES" \
+	-watermill "$WM_STATUS" -watermill-protocol "$BENCH_PEER_PROTOCOL" -dapr-pubsub "$DP_STATUS" -paced-samples "$BENCH_PACED_SAMPLES" \
 	-settings "$SETTINGS" -topology "$TOPOLOGY" -notes "$NOTES" \
 	-version "cartworker=$GIT_VER" -version "nats-server=${NATS_VER:-unknown} ($NATS_IMAGE)" \
 	-version "daprd=${DAPR_VER:-unknown} ($DAPRD_IMAGE, state.redis)" -version "redis=${REDIS_VER:-unknown} ($REDIS_IMAGE)" \

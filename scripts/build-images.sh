@@ -3,20 +3,23 @@
 #
 #   scripts/build-images.sh            # build what is missing (+ worker)
 #   FORCE=1 scripts/build-images.sh    # rebuild everything
+#   scripts/build-images.sh --daprd-binary   # print the path of the daprd
+#                                      # binary the image holds (built if
+#                                      # missing), and build no image
 #
 # Images (override by env; the defaults, in deployments/images.env, are the
 # official names, so a machine with a registry can `docker pull` them
 # instead):
 #   NATS_IMAGE    nats-server from the main go.mod
 #   REDIS_IMAGE   Debian's redis-server + its libs
-#   DAPRD_IMAGE   daprd from tools/daprd/go.mod
+#   DAPRD_IMAGE   daprd from tools/daprd (dapr's + pubsub.jetstream)
 #   WORKER_IMAGE  ./cmd/worker (always rebuilt)
 #
 # An image that already exists is skipped unless FORCE=1. Built binaries are
 # cached in ${CARTWORKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cartworker}/bin
-# (daprd-<version>, nats-server-<version>) so that rebuilding the images
-# after `docker system prune` takes seconds. The first daprd build takes
-# minutes and fills ~5 GB of Go module cache.
+# (daprd-<version>-<hash of tools/daprd>, nats-server-<version>) so that
+# rebuilding the images after `docker system prune` takes seconds. The first
+# daprd build takes minutes and fills ~5 GB of Go module cache.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -168,13 +171,24 @@ build_redis() {
 	docker_build "$REDIS_IMAGE" "$ctx"
 }
 
-build_daprd() {
-	local dir=$ROOT/tools/daprd version bin ctx
+# daprd_binary: tools/daprd's main package, which is dapr's cmd/daprd plus
+# pubsub.jetstream (for the bench's Dapr pub/sub peer), compiled or taken
+# from the cache; prints its path. The cache key holds a hash of that
+# module's sources (go.mod, go.sum and every Go file) besides dapr's
+# version, so that a binary cached before a change to them is not reused.
+daprd_binary() {
+	local dir=$ROOT/tools/daprd version src
 	version=$(module_version "$dir" github.com/dapr/dapr)
 	local v=${version#v}
-	bin=$(cached_go_build daprd "$version" "$dir" github.com/dapr/dapr/cmd/daprd \
+	src=$(cd "$dir" && find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-12)
+	cached_go_build daprd "$version-$src" "$dir" . \
 		-tags stablecomponents \
-		-ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$v -X github.com/dapr/kit/logger.DaprVersion=$v")
+		-ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$v -X github.com/dapr/kit/logger.DaprVersion=$v"
+}
+
+build_daprd() {
+	local bin ctx
+	bin=$(daprd_binary)
 	ctx=$(new_context daprd)
 	mkdir -p "$ctx/home"
 	chmod 700 "$ctx/home"
@@ -207,6 +221,13 @@ run_step() {
 	fi
 	printf '%-7s %-28s built   %3ds\n' "$name" "$image" $((SECONDS - start))
 }
+
+# The daprd binary alone, for scripts/bench.sh's Dapr pub/sub peer, which
+# runs it on the host: the same build as the image's.
+if [ "${1:-}" = --daprd-binary ]; then
+	daprd_binary
+	exit 0
+fi
 
 run_step nats "$NATS_IMAGE" 0
 run_step redis "$REDIS_IMAGE" 0

@@ -64,6 +64,7 @@ func (k *kvFlag) versions() []report.Version {
 type reportFlags struct {
 	raw, docs, out            string
 	peer, watermill, wmProto  string
+	daprPubSub                string
 	settings, topology, notes string
 	backlog, tracing          string
 	pacedSamples              int
@@ -83,6 +84,7 @@ func (f *reportFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tracing, "tracing", "", "directory of the tracing rounds' runs (pooled with span export off, traced with it on)")
 	fs.StringVar(&f.watermill, "watermill", "", `Watermill peer status: "ok: <client>" or "not available: <reason>"`)
 	fs.StringVar(&f.wmProto, "watermill-protocol", "grpc", "the Watermill peer's state transport (grpc or http): it is compared with the worker on the same one")
+	fs.StringVar(&f.daprPubSub, "dapr-pubsub", "", `Dapr pub/sub peer status: "ok: <client>" or "not available: <reason>"`)
 	fs.IntVar(&f.pacedSamples, "paced-samples", report.DefaultPacedSamples, "add-item samples each paced point was sized for")
 	fs.Var(&f.versions, "version", "component=version, repeatable (shown in the report)")
 }
@@ -139,6 +141,7 @@ func (f *reportFlags) input(now time.Time) (report.Input, error) {
 	}
 	in.Peer = report.PeerOf(loadkit.ModeGoSDK, f.peer, in.Runs)
 	in.WatermillPeer = report.WatermillPeerOf(f.watermill, in.Runs)
+	in.DaprPubSubPeer = report.DaprPubSubPeerOf(f.daprPubSub, in.Runs)
 	if in.Backlog, err = report.ReadBacklog(f.backlog); err != nil {
 		return in, err
 	}

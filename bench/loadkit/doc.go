@@ -11,8 +11,9 @@
 // Vocabulary:
 //
 //   - A run is one measurement of one mode (Modes: the worker's pooled,
-//     per-request, worker-grpc, worker-http; the Watermill peer; the
-//     ceiling and go-sdk direct clients) at one user count in one scenario
+//     per-request, worker-grpc, worker-http; the Watermill peer; the Dapr
+//     pub/sub peer without and with bulk subscribe; the ceiling and go-sdk
+//     direct clients) at one user count in one scenario
 //     (paced, closed-loop) for one round. Its raw latencies are kept so
 //     that rounds can be merged.
 //   - A point is the aggregate of a mode, scenario and user count over its

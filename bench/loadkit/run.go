@@ -35,6 +35,12 @@ const (
 	// ModeWatermill is bench/watermillpeer, a Watermill router instead of
 	// the worker.
 	ModeWatermill = "watermill"
+	// ModeDaprPubSub is bench/daprpeer, a Dapr app that daprd's
+	// pubsub.jetstream component delivers the commands to, one ordered
+	// subscription per partition; ModeDaprPubSubBulk is the same peer with
+	// Dapr's (emulated) bulk subscribe.
+	ModeDaprPubSub     = "dapr-pubsub"
+	ModeDaprPubSubBulk = "dapr-pubsub-bulk"
 	// ModeCeiling is the scenario's state calls straight to daprd through
 	// the worker's pooled HTTP client, no NATS and no worker.
 	ModeCeiling = "ceiling"
@@ -47,10 +53,10 @@ const (
 )
 
 // Modes lists the modes in report order.
-var Modes = []string{ModePooled, ModePerRequest, ModeWorkerGRPC, ModeWorkerHTTP, ModeWatermill, ModeCeiling, ModeGoSDK}
+var Modes = []string{ModePooled, ModePerRequest, ModeWorkerGRPC, ModeWorkerHTTP, ModeWatermill, ModeDaprPubSub, ModeDaprPubSubBulk, ModeCeiling, ModeGoSDK}
 
 // ThroughNATS reports whether mode sends commands through NATS to a
-// consumer (the worker or the Watermill peer) rather than state calls
+// consumer (the worker or a peer consuming the stream) rather than state calls
 // straight to daprd.
 func ThroughNATS(mode string) bool {
 	switch mode {

@@ -250,6 +250,11 @@ type Drain struct {
 	MeanApplyCarts *float64 `json:"mean_apply_carts,omitempty"`
 	// PeakRSSMiB is the worker's largest RSS during the drains.
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// DaprPubSubDrainPerS is the Dapr pub/sub peer's drain of the same
+	// scenario, commands per second: the better of its modes (without and
+	// with bulk subscribe), a drain that left every cart right first; nil
+	// when it did not drain it.
+	DaprPubSubDrainPerS *float64 `json:"dapr_pubsub_drain_per_s"`
 }
 
 // BacklogSummary is one scenario drained by one consumer, over its rounds.
@@ -407,6 +412,9 @@ func drainOf(summary []BacklogSummary, scenario string) *Drain {
 			continue
 		}
 		d := &Drain{DrainPerS: b.CommandsPerS, PeakRSSMiB: b.PeakRSSMiB}
+		if p := bestDaprPubSubDrain(summary, scenario); p != nil {
+			d.DaprPubSubDrainPerS = p.CommandsPerS
+		}
 		if b.Batch != nil && b.Batch.Count > 0 {
 			d.MeanBatch = &b.Batch.Mean
 		}

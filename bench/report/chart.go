@@ -50,6 +50,10 @@ func modeColor(mode string) string {
 		return "#66a61e"
 	case loadkit.ModeWatermill:
 		return "#e7298a"
+	case loadkit.ModeDaprPubSub:
+		return "#e6ab02"
+	case loadkit.ModeDaprPubSubBulk:
+		return "#b8860b"
 	case loadkit.ModeCeiling:
 		return "#555555"
 	case loadkit.ModeGoSDK:

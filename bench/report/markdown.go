@@ -163,6 +163,7 @@ func parseReportTemplate() (*template.Template, error) {
 		"batchMean":      batchMean,
 		"batchSpread":    batchSpread,
 		"totalsCell":     totalsCell,
+		"okCell":         okCell,
 		// Text.
 		"mdEscape": mdEscape,
 		"orNA":     orNA,
@@ -189,6 +190,8 @@ type reportView struct {
 	// Speed floors passed, missed and not measured.
 	SpeedPassed, SpeedMissed, SpeedMissing  int
 	FloorWorkerOverWatermill, FloorHotDrain float64
+	// The floors of the worker against the Dapr pub/sub peer.
+	FloorWorkerOverDaprPubSub, FloorHotDrainOverDaprPubSub float64
 	// BacklogVsWatermill is the worker as shipped's drain rate over the
 	// Watermill peer's, per backlog scenario both drained.
 	BacklogVsWatermill []scenarioRatio
@@ -272,6 +275,7 @@ func newReportView(res Results, in Input) *reportView {
 	v.Passed, v.Failed, v.Missing = countVerdicts(res.Floors, "FAIL")
 	v.SpeedPassed, v.SpeedMissed, v.SpeedMissing = countVerdicts(res.SpeedFloors, "MISS")
 	v.FloorWorkerOverWatermill, v.FloorHotDrain = floorWorkerOverWatermill, floorHotDrainOverCeiling
+	v.FloorWorkerOverDaprPubSub, v.FloorHotDrainOverDaprPubSub = floorWorkerOverDaprPubSub, floorHotDrainOverDaprPubSub
 	for _, r := range res.Backlog.Runs {
 		v.BacklogFailed = v.BacklogFailed || !r.Complete()
 	}
@@ -340,9 +344,9 @@ func optFormat(kind string, v *float64) (string, error) {
 // cpuOrder is the column order of the CPU table; other names follow.
 func cpuOrder() []string {
 	return []string{
-		"worker-pooled", "worker-per-request", "worker-grpc", "worker-http", "watermill",
-		"nats-pooled", "nats-per-request", "nats-worker-grpc", "nats-worker-http", "nats-watermill",
-		"daprd", "redis", "loadgen", "other",
+		"worker-pooled", "worker-per-request", "worker-grpc", "worker-http", "watermill", "dapr-pubsub", "dapr-pubsub-bulk",
+		"nats-pooled", "nats-per-request", "nats-worker-grpc", "nats-worker-http", "nats-watermill", "nats-dapr-pubsub", "nats-dapr-pubsub-bulk",
+		"daprd", "daprd-dapr-pubsub", "daprd-dapr-pubsub-bulk", "redis", "loadgen", "other",
 	}
 }
 
@@ -523,6 +527,17 @@ func batchSpread(b *BatchSizes, note string) string {
 		return mdEscape(note)
 	}
 	return "≤ " + b.P50 + " / ≤ " + b.P90 + " / ≤ " + b.Max
+}
+
+// okCell is "ok", a bold "FAIL", or "n/a" when not measured.
+func okCell(ok *bool) string {
+	switch {
+	case ok == nil:
+		return "n/a"
+	case *ok:
+		return "ok"
+	}
+	return "**FAIL**"
 }
 
 // totalsCell is "ok" or a bold failure.

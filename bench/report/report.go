@@ -30,10 +30,11 @@ type Input struct {
 	Docs     *loadkit.Docs
 	Versions []Version
 	// Peer says whether the go-sdk peer ran, WatermillPeer whether the
-	// Watermill peer did.
-	Peer          Peer
-	WatermillPeer Peer
-	Backlog       []*BacklogRun
+	// Watermill peer did, DaprPubSubPeer whether the Dapr pub/sub peer did.
+	Peer           Peer
+	WatermillPeer  Peer
+	DaprPubSubPeer Peer
+	Backlog        []*BacklogRun
 	// Tracing are the tracing rounds' runs (pooled and traced).
 	Tracing []*loadkit.Run
 	// WatermillProtocol is the Watermill peer's state transport;
@@ -62,12 +63,14 @@ func Build(in Input) (Results, []byte, []byte, error) {
 		versions[v.Name] = v.Value
 	}
 	wm, backlog, speed, maxRSS := computeSpeed(points, in.Backlog, sat, in.WatermillProtocol)
+	speed = append(speed, daprPubSubFloors(points, backlog.Summary, satUsers)...)
 	res := Results{
 		GeneratedAt: in.Now.Format(time.RFC3339), Machine: in.Machine, Versions: versions, Config: cfg,
 		Peer: in.Peer, Points: points, Saturation: sat, WorkerRSSMiB15u: rss15, PerRequestRSSMiB15u: rss15req,
 		Ratios: ratios, Floors: floors, Upstream: upstreamFigures(), Notes: in.Notes,
 		SpeedFloors: speed, PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
 		Watermill: wm, WatermillPeer: in.WatermillPeer, Tracing: computeTracing(in.Tracing),
+		DaprPubSub: daprPubSubOf(points, backlog.Summary, satUsers), DaprPubSubPeer: in.DaprPubSubPeer,
 		MaxWorkerRSSMiB: maxRSS,
 	}
 	if res.Points == nil {
@@ -173,7 +176,12 @@ func PeerOf(mode, status string, runs []*loadkit.Run) Peer {
 // runs describe the whole chain (publisher, NATS, peer), the status the
 // peer alone.
 func WatermillPeerOf(status string, runs []*loadkit.Run) Peer {
-	p := PeerOf(loadkit.ModeWatermill, status, runs)
+	return namedByStatus(PeerOf(loadkit.ModeWatermill, status, runs), status)
+}
+
+// namedByStatus is p with the client its status ("ok: <client>") names,
+// when it ran.
+func namedByStatus(p Peer, status string) Peer {
 	if c, ok := strings.CutPrefix(status, "ok: "); ok && p.Available {
 		p.Client = c
 	}

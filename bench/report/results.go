@@ -45,8 +45,12 @@ type Results struct {
 	Tracing       *Tracing     `json:"tracing,omitempty"`
 	Watermill     WatermillSat `json:"watermill"`
 	WatermillPeer Peer         `json:"watermill_peer"`
-	Upstream      Upstream     `json:"upstream"`
-	Notes         []string     `json:"notes,omitempty"`
+	// DaprPubSub is the Dapr pub/sub peer without and with bulk subscribe
+	// against the worker as shipped; DaprPubSubPeer says whether it ran.
+	DaprPubSub     DaprPubSub `json:"dapr_pubsub"`
+	DaprPubSubPeer Peer       `json:"dapr_pubsub_peer"`
+	Upstream       Upstream   `json:"upstream"`
+	Notes          []string   `json:"notes,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -86,7 +90,7 @@ type PacedWindow struct {
 	WindowS float64 `json:"window_s"`
 }
 
-// Peer says whether a peer (go-sdk, Watermill) ran.
+// Peer says whether a peer (go-sdk, Watermill, Dapr pub/sub) ran.
 type Peer struct {
 	Available bool   `json:"available"`
 	Client    string `json:"client,omitempty"`
@@ -95,14 +99,17 @@ type Peer struct {
 
 // Saturation is the closed-loop point at the highest user count.
 type Saturation struct {
-	Users                   int      `json:"users"`
-	WorkerAddItemPerS       *float64 `json:"worker_add_item_per_s"`
-	PerRequestAddItemPerS   *float64 `json:"per_request_add_item_per_s"`
-	CeilingAddItemPerS      *float64 `json:"ceiling_add_item_per_s"`
-	GoSDKAddItemPerS        *float64 `json:"go_sdk_add_item_per_s"`
-	WorkerGRPCAddItemPerS   *float64 `json:"worker_grpc_add_item_per_s"`
-	WorkerHTTPAddItemPerS   *float64 `json:"worker_http_add_item_per_s"`
-	WatermillAddItemPerS    *float64 `json:"watermill_add_item_per_s"`
+	Users                 int      `json:"users"`
+	WorkerAddItemPerS     *float64 `json:"worker_add_item_per_s"`
+	PerRequestAddItemPerS *float64 `json:"per_request_add_item_per_s"`
+	CeilingAddItemPerS    *float64 `json:"ceiling_add_item_per_s"`
+	GoSDKAddItemPerS      *float64 `json:"go_sdk_add_item_per_s"`
+	WorkerGRPCAddItemPerS *float64 `json:"worker_grpc_add_item_per_s"`
+	WorkerHTTPAddItemPerS *float64 `json:"worker_http_add_item_per_s"`
+	WatermillAddItemPerS  *float64 `json:"watermill_add_item_per_s"`
+	// DaprPubSubAddItemPerS is the Dapr pub/sub peer's, the better of its
+	// modes (without and with bulk subscribe).
+	DaprPubSubAddItemPerS   *float64 `json:"dapr_pubsub_add_item_per_s"`
 	WorkerOverPerRequest    *float64 `json:"worker_over_per_request"`
 	WorkerOverCeiling       *float64 `json:"worker_over_ceiling"`
 	WorkerAddItemP99MS      *float64 `json:"worker_add_item_p99_ms"`
@@ -264,6 +271,7 @@ func saturationOf(points []loadkit.Point, satUsers int) Saturation {
 	sat.WorkerGRPCAddItemPerS = field(points, loadkit.ModeWorkerGRPC, cl, satUsers, add, thr)
 	sat.WorkerHTTPAddItemPerS = field(points, loadkit.ModeWorkerHTTP, cl, satUsers, add, thr)
 	sat.WatermillAddItemPerS = field(points, loadkit.ModeWatermill, cl, satUsers, add, thr)
+	_, sat.DaprPubSubAddItemPerS = bestDaprPubSubSat(points, satUsers)
 	sat.WorkerOverPerRequest = ratio(sat.WorkerAddItemPerS, sat.PerRequestAddItemPerS)
 	sat.WorkerOverCeiling = ratio(sat.WorkerAddItemPerS, sat.CeilingAddItemPerS)
 	sat.WorkerAddItemP99MS = field(points, loadkit.ModePooled, cl, satUsers, add, p99)

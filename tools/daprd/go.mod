@@ -1,21 +1,25 @@
-// Separate module that pins the Dapr sidecar (daprd) used by
+// Separate module that builds the Dapr sidecar (daprd) used by
 // scripts/build-images.sh. It is kept out of the main module so that
 // github.com/cartworker/cartworker never builds daprd's runtime: the main
 // module requires github.com/dapr/dapr only for its generated gRPC protos
 // (pkg/proto/runtime/v1, pkg/proto/common/v1).
 //
-// Build (from this directory):
+// Its main package (main.go) is dapr's cmd/daprd plus pubsub.jetstream,
+// which the stablecomponents build leaves out and the bench's Dapr pub/sub
+// peer needs. Build (from this directory):
 //
-//	CGO_ENABLED=0 go build -tags stablecomponents -o daprd github.com/dapr/dapr/cmd/daprd
+//	CGO_ENABLED=0 go build -tags stablecomponents -o daprd .
 //
-// The `tool` directive keeps the requirement (and the whole dependency
-// graph) alive under `go mod tidy`, since a main package cannot be imported
-// from a tools.go file.
+// main.go imports dapr and components-contrib, which keeps the whole
+// dependency graph alive under `go mod tidy`.
 module github.com/cartworker/cartworker/tools/daprd
 
 go 1.26.4
 
-tool github.com/dapr/dapr/cmd/daprd
+require (
+	github.com/dapr/components-contrib v1.18.0
+	github.com/dapr/dapr v1.18.0
+)
 
 require (
 	cel.dev/expr v0.25.1 // indirect
@@ -150,8 +154,6 @@ require (
 	github.com/creasty/defaults v1.5.2 // indirect
 	github.com/cyphar/filepath-securejoin v0.6.1 // indirect
 	github.com/dancannon/gorethink v4.0.0+incompatible // indirect
-	github.com/dapr/components-contrib v1.18.0 // indirect
-	github.com/dapr/dapr v1.18.0 // indirect
 	github.com/dapr/durabletask-go v0.12.1 // indirect
 	github.com/dapr/kit v0.18.1 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
