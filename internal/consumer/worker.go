@@ -311,6 +311,11 @@ func (w *Worker) cartOf(msg jetstream.Msg) string {
 // the ones after it: the partition is then rewound to its ack floor, which
 // delivers every unacknowledged command again in stream order, rather than
 // waiting for the lost one's AckWait.
+//
+// A partition whose fetch comes back empty, and of which the instance holds
+// nothing, is idle: pull parks it (idle.go), makes a last, short fetch, and
+// if that finds nothing either returns parked, closed once a command may
+// have come; its caller waits for it without pulling.
 func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) (
 	parked <-chan struct{}, err error) {
 	name := cons.CachedInfo().Name
@@ -331,16 +336,7 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 		if parked != nil {
 			wait = lastLook
 		}
-		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(wait))
-		taken := 0
-		if err == nil {
-			taken, err = w.take(ctx, batch, grant, last, pool, r)
-		}
-		if err == nil {
-			w.stalls.ok(name)
-		} else {
-			w.stalls.failed(name, err)
-		}
+		taken, err := w.fetch(ctx, cons, size, wait, grant, last, pool, r)
 		switch {
 		case err == nil && taken == 0 && partition >= 0 && r.idle != nil && r.owner.Holding(partition) == 0:
 			// Nothing came, and nothing of the partition is unacked here
@@ -391,6 +387,23 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, grant owners
 		}
 	}
 	return nil, nil
+}
+
+// fetch makes one fetch of up to size commands, waiting up to wait, and
+// hands what it gets to the pool (take); it notes whether the consumer
+// stalls.
+func (w *Worker) fetch(ctx context.Context, cons jetstream.Consumer, size int, wait time.Duration, grant ownership.Grant, last *uint64, pool *keyedPool, r *run) (
+	taken int, err error) {
+	batch, err := cons.Fetch(size, jetstream.FetchMaxWait(wait))
+	if err == nil {
+		taken, err = w.take(ctx, batch, grant, last, pool, r)
+	}
+	if name := cons.CachedInfo().Name; err == nil {
+		w.stalls.ok(name)
+	} else {
+		w.stalls.failed(name, err)
+	}
+	return taken, err
 }
 
 // rewind rewinds grant's partition, trying again while NATS cannot be
