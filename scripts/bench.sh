@@ -66,7 +66,7 @@
 #                    report, 0 for the backlog drains alone, summed up by
 #                    `loadgen memory` against BENCH_MEMORY_MIB (1)
 #   BENCH_MEMORY_MIB the peak RSS every drain must stay at or under when
-#                    BENCH_CLOSED=0 (64)
+#                    BENCH_CLOSED=0 (48, the report's floor)
 #   BENCH_BACKLOG    backlog scenarios of hot, wide, many and huge, or "" to
 #                    skip ("hot wide")
 #   BENCH_BACKLOG_MODES  consumers that drain them (pooled and every peer
@@ -103,7 +103,7 @@ BENCH_PEER_PROTOCOL=${BENCH_PEER_PROTOCOL:-grpc}
 BENCH_DAPR_PUBSUB=${BENCH_DAPR_PUBSUB:-1}
 BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-1}
 BENCH_CLOSED=${BENCH_CLOSED:-1}
-BENCH_MEMORY_MIB=${BENCH_MEMORY_MIB:-64}
+BENCH_MEMORY_MIB=${BENCH_MEMORY_MIB:-48}
 BENCH_BACKLOG=${BENCH_BACKLOG-hot wide}
 # Unset: pooled and every peer that runs (set once the peers are built).
 BENCH_BACKLOG_MODES=${BENCH_BACKLOG_MODES:-}

@@ -86,6 +86,9 @@ func floorValue(f Floor) string {
 	}
 }
 
+// figureValue is the value of a figure with its unit, as a floor's.
+func figureValue(f Figure) string { return floorValue(Floor{Value: f.Value, Unit: f.Unit}) }
+
 // floorVerdict is "pass", "FAIL" (or "MISS" for a speed floor) or "not
 // measured".
 func floorVerdict(f Floor) string {
@@ -148,14 +151,15 @@ func parseReportTemplate() (*template.Template, error) {
 		"opt":       optFormat,
 		"ratio":     ratio,
 		// Cells.
-		"pctOrDash":  pctOrDash,
-		"pctPlain":   pctPlain,
-		"rssText":    rssText,
-		"callsText":  callsText,
-		"otherCPU":   otherCPU,
-		"floorValue": floorValue,
-		"floorCell":  floorCell,
-		"limitText":  limitText,
+		"pctOrDash":   pctOrDash,
+		"pctPlain":    pctPlain,
+		"rssText":     rssText,
+		"callsText":   callsText,
+		"otherCPU":    otherCPU,
+		"floorValue":  floorValue,
+		"figureValue": figureValue,
+		"floorCell":   floorCell,
+		"limitText":   limitText,
 		// New figures.
 		"speedLimitText": speedLimitText,
 		"roundsList":     roundsList,

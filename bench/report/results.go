@@ -29,6 +29,9 @@ type Results struct {
 	// SpeedFloors are the floors of "faster than a direct Dapr client",
 	// each from medians over rounds of this run.
 	SpeedFloors []Floor `json:"speed_floors"`
+	// Figures are shown beside the floors without a verdict (the paced
+	// p99 against the ceiling's, a floor no more).
+	Figures []Figure `json:"figures"`
 	// PacedP99Spread is how much each paced point's add-item p99 moves
 	// between rounds.
 	PacedP99Spread []P99Spread `json:"paced_p99_spread"`
