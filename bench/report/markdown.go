@@ -168,6 +168,8 @@ func parseReportTemplate() (*template.Template, error) {
 		"batchSpread":    batchSpread,
 		"totalsCell":     totalsCell,
 		"okCell":         okCell,
+		"stageCell":      stageCell,
+		"stages":         loadkit.WorkerStages,
 		// Text.
 		"mdEscape": mdEscape,
 		"orNA":     orNA,

@@ -68,7 +68,7 @@ func Build(in Input) (Results, []byte, []byte, error) {
 		GeneratedAt: in.Now.Format(time.RFC3339), Machine: in.Machine, Versions: versions, Config: cfg,
 		Peer: in.Peer, Points: points, Saturation: sat, WorkerRSSMiB15u: rss15, PerRequestRSSMiB15u: rss15req,
 		Ratios: ratios, Floors: floors, Upstream: upstreamFigures(), Notes: in.Notes,
-		SpeedFloors: speed, Figures: pacedFigures(points), PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
+		SpeedFloors: speed, Figures: pacedFigures(points), StageBreakdown: stageBreakdown(points), PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
 		Watermill: wm, WatermillPeer: in.WatermillPeer, Tracing: computeTracing(in.Tracing),
 		DaprPubSub: daprPubSubOf(points, backlog.Summary, satUsers), DaprPubSubPeer: in.DaprPubSubPeer,
 		MaxWorkerRSSMiB: maxRSS,

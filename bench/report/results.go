@@ -32,6 +32,9 @@ type Results struct {
 	// Figures are shown beside the floors without a verdict (the paced
 	// p99 against the ceiling's, a floor no more).
 	Figures []Figure `json:"figures"`
+	// StageBreakdown is where an applied command's time goes in the worker,
+	// stage by stage, at every worker point that has the figures.
+	StageBreakdown []StageRow `json:"stage_breakdown"`
 	// PacedP99Spread is how much each paced point's add-item p99 moves
 	// between rounds.
 	PacedP99Spread []P99Spread `json:"paced_p99_spread"`
