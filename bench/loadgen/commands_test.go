@@ -49,11 +49,18 @@ func TestRunReportWritesFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	idle := filepath.Join(dir, "idle.json")
+	if err := os.WriteFile(idle, []byte(`{"kind":"idle","window_s":20,"rounds":1,"procs":{"worker":{"pid":1,"cpu_pct_rounds":[0.25],"cpu_pct":0.25}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "out")
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"report", "-raw", raw, "-out", out, "-peer", "ok", "-version", "daprd=1.18.0"}, &stdout, &stderr)
+	err := run(context.Background(), []string{"report", "-raw", raw, "-out", out, "-peer", "ok", "-version", "daprd=1.18.0", "-idle", idle}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	if res, err := os.ReadFile(filepath.Join(out, report.ResultsFile)); err != nil || !strings.Contains(string(res), `"worker_cpu_pct": 0.25`) {
+		t.Errorf("results.json lacks the idle worker's CPU (%v)", err)
 	}
 	for _, f := range []string{report.ReportFile, report.ResultsFile, report.ChartFile} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {

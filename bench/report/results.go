@@ -44,6 +44,9 @@ type Results struct {
 	// whole run, backlog drains included (the peers' and the direct
 	// clients' are not counted).
 	MaxWorkerRSSMiB *float64 `json:"max_worker_rss_mib"`
+	// Idle is the pooled worker's and its NATS server's CPU with no
+	// commands sent; nil when it was not measured.
+	Idle *Idle `json:"idle"`
 	// Watermill is the Watermill peer at saturation against the worker on
 	// the same transport; WatermillPeer says whether it ran.
 	// Tracing is the cost of span export at saturation; nil when the
