@@ -272,6 +272,16 @@ func wantReportLines() []string {
 	}
 }
 
+// reportHas checks that REPORT.md, md, holds every line of want.
+func reportHas(t *testing.T, md []byte, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !bytes.Contains(md, []byte(w)) {
+			t.Errorf("report lacks %q", w)
+		}
+	}
+}
+
 func checkSVG(t *testing.T, svg []byte) {
 	t.Helper()
 	dec := xml.NewDecoder(bytes.NewReader(svg))
