@@ -22,7 +22,7 @@ func writeIdle(t *testing.T, text string) string {
 const idleFile = `{"kind": "idle", "settle_s": 15, "window_s": 20, "rounds": 3,
  "procs": {"worker": {"pid": 11, "cpu_pct_rounds": [0.25, 0.15, 0.2], "cpu_pct": 0.2},
            "nats": {"pid": 12, "cpu_pct_rounds": [0.6, 0.55, 0.7], "cpu_pct": 0.6}},
- "host_busy_pct_rounds": [3.5, 4, 12]}`
+ "host_busy_pct_rounds": [3.2, 4, 12]}`
 
 func TestIdleFiguresAndFloors(t *testing.T) {
 	run, err := ReadIdle(writeIdle(t, idleFile))
@@ -47,7 +47,7 @@ func TestIdleFiguresAndFloors(t *testing.T) {
 		"15 s for the worker to take its partitions and park them, then 3 window(s) of 20 s",
 		"| worker (pooled) | 0.20 % | 0.25 % / 0.15 % / 0.20 % | ≤ 0.5 % |",
 		"| its nats-server | 0.60 % | 0.60 % / 0.55 % / 0.70 % | ≤ 0.5 % |",
-		"| machine busy | – | 3.50 % / 4.00 % / 12.00 % | – |",
+		"| machine busy | – | 3 % / 4 % / 12 % | – |",
 	)
 	for _, f := range res.SpeedFloors {
 		if strings.HasPrefix(f.Name, "an idle instance") && f.Detail != "at most; median of 3 windows of 20 s with no commands" {
