@@ -83,9 +83,9 @@ chaos-order: ## the order scenarios (SIGKILL with queued commands, SIGSTOP 10 s,
 	CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -tags integration -count=1 -timeout $(CHAOS_TIMEOUT) -v -run '$(CHAOS_TESTS)' ./integration/
 
 # make bench-memory: the two memory drains, BENCH_BACKLOG_ROUNDS each (3).
-BENCH_MEMORY_MIB ?= 64
+BENCH_MEMORY_MIB ?= 48
 
-bench-memory: ## memory drains (200 carts x 100 add-items; 2 carts x 10,000, past the size limit): peak RSS of each against BENCH_MEMORY_MIB (64), heap profile tops
+bench-memory: ## memory drains (200 carts x 100 add-items; 2 carts x 10,000, past the size limit): peak RSS of each against BENCH_MEMORY_MIB (48), heap profile tops
 	@BENCH_CLOSED=0 BENCH_PEER=0 BENCH_WATERMILL=0 BENCH_TRANSPORTS=0 BENCH_BACKLOG="many huge" BENCH_BACKLOG_MODES=pooled \
 	  BENCH_PROFILE=1 BENCH_MEMORY_MIB=$(BENCH_MEMORY_MIB) scripts/bench.sh
 

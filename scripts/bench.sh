@@ -22,7 +22,11 @@
 #   traced       the pooled worker with its OTLP span export on, to
 #                `loadgen otlp-sink`, which counts the spans: at saturation
 #                only, interleaved with pooled, for the cost of tracing
-# and the backlog drains: with the consumer stopped, a backlog of hot carts
+# Before any command, the idle cost: with every consumer started and ready,
+# the pooled worker's CPU and its NATS server's while nothing is sent
+# (loadgen idle: a settle for the worker to park its partitions, then
+# windows of /proc readings).
+# After the closed-loop points, the backlog drains: with the consumer stopped, a backlog of hot carts
 # (50 x 100 add-items) and of many carts (1,000 x 20) is published, the
 # consumer is started and the drain timed; every cart is then read back
 # through Dapr and checked (loadgen backlog).
@@ -66,7 +70,7 @@
 #                    report, 0 for the backlog drains alone, summed up by
 #                    `loadgen memory` against BENCH_MEMORY_MIB (1)
 #   BENCH_MEMORY_MIB the peak RSS every drain must stay at or under when
-#                    BENCH_CLOSED=0 (64)
+#                    BENCH_CLOSED=0 (48, the report's floor)
 #   BENCH_BACKLOG    backlog scenarios of hot, wide, many and huge, or "" to
 #                    skip ("hot wide")
 #   BENCH_BACKLOG_MODES  consumers that drain them (pooled and every peer
@@ -76,6 +80,9 @@
 #   BENCH_PROFILE    1 to save a CPU profile of the pooled worker at saturation,
 #                    and each worker's heap profile during its first round
 #                    of each drain (0)
+#   BENCH_IDLE       1 to measure the idle pooled worker's and its NATS
+#                    server's CPU before the first command (loadgen idle,
+#                    about 75 s), 0 to skip it (1; never with BENCH_CLOSED=0)
 #   BENCH_TRACING    1 to measure the cost of span export (pooled at saturation,
 #                    export off and on, BENCH_ROUNDS each), 0 to skip it (1)
 #   BENCH_WORKER_ENV extra VAR=value settings of every worker, space
@@ -103,7 +110,7 @@ BENCH_PEER_PROTOCOL=${BENCH_PEER_PROTOCOL:-grpc}
 BENCH_DAPR_PUBSUB=${BENCH_DAPR_PUBSUB:-1}
 BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-1}
 BENCH_CLOSED=${BENCH_CLOSED:-1}
-BENCH_MEMORY_MIB=${BENCH_MEMORY_MIB:-64}
+BENCH_MEMORY_MIB=${BENCH_MEMORY_MIB:-48}
 BENCH_BACKLOG=${BENCH_BACKLOG-hot wide}
 # Unset: pooled and every peer that runs (set once the peers are built).
 BENCH_BACKLOG_MODES=${BENCH_BACKLOG_MODES:-}
@@ -111,6 +118,7 @@ BENCH_BACKLOG_ROUNDS=${BENCH_BACKLOG_ROUNDS:-$BENCH_ROUNDS}
 BENCH_BACKLOG_TIMEOUT=${BENCH_BACKLOG_TIMEOUT:-5m}
 BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_TRACING=${BENCH_TRACING:-1}
+BENCH_IDLE=${BENCH_IDLE:-1}
 BENCH_WORKER_ENV=${BENCH_WORKER_ENV:-}
 BENCH_OUT=${BENCH_OUT:-$ROOT/bench}
 
@@ -145,8 +153,13 @@ for u in $BENCH_USERS $BENCH_PACED_USERS; do [[ "$u" =~ ^[1-9][0-9]*$ ]] || die 
 for b in $BENCH_BACKLOG; do [[ "$b" =~ ^(hot|wide|many|huge)$ ]] || die "BENCH_BACKLOG: '$b' is not hot, wide, many or huge"; done
 [[ "$BENCH_CLOSED" =~ ^[01]$ ]] || die "BENCH_CLOSED=$BENCH_CLOSED: want 0 or 1"
 [[ "$BENCH_MEMORY_MIB" =~ ^[1-9][0-9]*$ ]] || die "BENCH_MEMORY_MIB=$BENCH_MEMORY_MIB: want a positive number of MiB"
-# The drains alone: no traced worker, nothing closed-loop to compare.
-[ "$BENCH_CLOSED" = 0 ] && BENCH_TRACING=0
+[[ "$BENCH_IDLE" =~ ^[01]$ ]] || die "BENCH_IDLE=$BENCH_IDLE: want 0 or 1"
+# The drains alone: no traced worker, nothing closed-loop to compare, no
+# report for the idle figures.
+if [ "$BENCH_CLOSED" = 0 ]; then
+	BENCH_TRACING=0
+	BENCH_IDLE=0
+fi
 for m in $BENCH_BACKLOG_MODES; do
 	[[ "$m" =~ ^(pooled|per-request|worker-grpc|worker-http|watermill|dapr-pubsub|dapr-pubsub-bulk)$ ]] || die "BENCH_BACKLOG_MODES: '$m' is not a consumer mode"
 done
@@ -437,6 +450,29 @@ for m in "${CONSUMERS[@]}"; do
 done
 [ -n "${PID[otlp-sink]:-}" ] && WATCH+=(-watch "otlp-sink=${PID[otlp-sink]}")
 
+stopped_by_signal() { # RC: 130/143 means the run was interrupted (Ctrl-C, SIGTERM): stop here.
+	# bash itself would carry on, since the child handled the signal.
+	if [ "$1" -eq 130 ] || [ "$1" -eq 143 ]; then
+		log "interrupted"
+		exit 130
+	fi
+}
+
+# The idle cost, before the first command of the run: the pooled worker and
+# its NATS server (a container on the host network: cpid is its host pid).
+# The other consumers are idle too, each with a NATS server of its own.
+# loadgen idle's own defaults set the settle, the windows and the rounds;
+# its timeout is a bound well past them. Without the file the report shows
+# the idle figures as not measured.
+IDLE=$WORK/idle.json
+if [ "$BENCH_IDLE" = 1 ]; then
+	log "idle: the pooled worker and its NATS server with no commands sent"
+	rc=0
+	timeout --foreground -k 5 300 "$LOADGEN" idle -watch "worker=${PID[pooled]}" -watch "nats=$(cpid nats-pooled)" -out "$IDLE" || rc=$?
+	stopped_by_signal "$rc"
+	[ "$rc" -eq 0 ] || log "warning: loadgen idle failed (exit $rc); the idle figures will be missing"
+fi
+
 DOCS=$WORK/docs.json
 if [ "$BENCH_CLOSED" = 0 ]; then
 	: # no ceiling runs, no documents to capture
@@ -474,7 +510,7 @@ NDRAINS=$((${#BACKLOGS[@]} * ${#BACKLOG_MODES[@]} * BENCH_BACKLOG_ROUNDS))
 NTRACE=0
 [ "$BENCH_TRACING" = 1 ] && NTRACE=$((2 * BENCH_ROUNDS))
 NCLOSED=$((NCLOSED + NTRACE))
-EST=$((PACED_S + NCLOSED * (WARM_MS + ROUND_MS) / 1000 + (NPACED + NCLOSED) * 7 / 10 + NDRAINS * 35 + NTRACE * 3))
+EST=$((PACED_S + NCLOSED * (WARM_MS + ROUND_MS) / 1000 + (NPACED + NCLOSED) * 7 / 10 + NDRAINS * 35 + NTRACE * 3 + BENCH_IDLE * 75))
 log "$NPACED paced runs (windows: $(for u in "${PACED_USERS[@]}"; do printf '%su %sms ' "$u" "${PACED_MS[$u]}"; done)), $NCLOSED closed-loop runs of ${BENCH_WARMUP} warm-up + $ROUND_DUR, $NDRAINS backlog drains; about $((EST / 60))m$((EST % 60))s (raw data: $WORK)"
 
 SEQ=0
@@ -484,13 +520,6 @@ alive() { # every long-lived consumer is still running
 	for m in "${!PID[@]}"; do
 		kill -0 "${PID[$m]}" 2>/dev/null || die "the $m consumer died; see $WORK/$m.log"
 	done
-}
-stopped_by_signal() { # RC: 130/143 means the run was interrupted (Ctrl-C, SIGTERM): stop here.
-	# bash itself would carry on, since the child handled the signal.
-	if [ "$1" -eq 130 ] || [ "$1" -eq 143 ]; then
-		log "interrupted"
-		exit 130
-	fi
 }
 run_point() { # MODE SCENARIO USERS ROUND [sat]
 	local mode=$1 sc=$2 users=$3 round=$4 sat=${5:-} out rc=0 window=$ROUND_MS limit
@@ -695,9 +724,9 @@ NOTES=$WORK/notes.md
 	true
 } >"$NOTES"
 
-SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_PACED_USERS='$BENCH_PACED_USERS' BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL BENCH_DAPR_PUBSUB=$BENCH_DAPR_PUBSUB BENCH_BACKLOG='$BENCH_BACKLOG' BENCH_BACKLOG_MODES='$BENCH_BACKLOG_MODES' BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS BENCH_TRACING=$BENCH_TRACING"
+SETTINGS="BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_THINK=$BENCH_THINK BENCH_USERS='$BENCH_USERS' BENCH_PACED_USERS='$BENCH_PACED_USERS' BENCH_PACED_SAMPLES=$BENCH_PACED_SAMPLES BENCH_SAT_USERS=$BENCH_SAT_USERS BENCH_TIMEOUT=$BENCH_TIMEOUT BENCH_PEER_PROTOCOL=$BENCH_PEER_PROTOCOL BENCH_DAPR_PUBSUB=$BENCH_DAPR_PUBSUB BENCH_BACKLOG='$BENCH_BACKLOG' BENCH_BACKLOG_MODES='$BENCH_BACKLOG_MODES' BENCH_BACKLOG_ROUNDS=$BENCH_BACKLOG_ROUNDS BENCH_TRACING=$BENCH_TRACING BENCH_IDLE=$BENCH_IDLE"
 TOPOLOGY="one host, loopback only: Redis, daprd and one NATS server per consumer (${CONSUMERS[*]}) in containers on the host network (no docker-proxy between worker and daprd, as in a pod); the workers, the Watermill peer, the Dapr pub/sub peers with their own daprd each (same Redis), the load generator and the go-sdk peer as host processes; all share the machine's cores."
-"$LOADGEN" report -raw "$RAW" -backlog "$RAW_BL" -tracing "$RAW_TR" -docs "$DOCS" -out "$BENCH_OUT" -peer "$PEER_STATUS" \
+"$LOADGEN" report -raw "$RAW" -backlog "$RAW_BL" -tracing "$RAW_TR" -idle "$IDLE" -docs "$DOCS" -out "$BENCH_OUT" -peer "$PEER_STATUS" \
 	-watermill "$WM_STATUS" -watermill-protocol "$BENCH_PEER_PROTOCOL" -dapr-pubsub "$DP_STATUS" -paced-samples "$BENCH_PACED_SAMPLES" \
 	-settings "$SETTINGS" -topology "$TOPOLOGY" -notes "$NOTES" \
 	-version "cartworker=$GIT_VER" -version "nats-server=${NATS_VER:-unknown} ($NATS_IMAGE)" \

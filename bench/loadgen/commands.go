@@ -53,6 +53,7 @@ func subcommands() []subcommand {
 		{"ceiling", "run the same state calls directly against daprd (pooled HTTP); write one run", runCeiling},
 		{"backlog", "publish a backlog with the consumer stopped, launch it, time the drain, check every cart", runBacklog},
 		{"capture", "build one 20-line cart through the worker and save its documents", runCapture},
+		{"idle", "measure the CPU of processes with no commands sent (the idle worker and its NATS server); write it as JSON", runIdle},
 		{"memory", "print the backlog drains' peak RSS and fail when one is over a budget (make bench-memory)", runMemory},
 		{"report", "aggregate runs into REPORT.md, results.json and the chart", runReport},
 		{"free-ports", "print N free TCP ports on 127.0.0.1", runFreePorts},

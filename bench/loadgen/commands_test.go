@@ -16,6 +16,7 @@ import (
 
 	"github.com/cartworker/cartworker/bench/loadkit"
 	"github.com/cartworker/cartworker/bench/report"
+	workerconsumer "github.com/cartworker/cartworker/internal/consumer"
 	"github.com/cartworker/cartworker/internal/metrics"
 )
 
@@ -48,11 +49,18 @@ func TestRunReportWritesFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	idle := filepath.Join(dir, "idle.json")
+	if err := os.WriteFile(idle, []byte(`{"kind":"idle","window_s":20,"rounds":1,"procs":{"worker":{"pid":1,"cpu_pct_rounds":[0.25],"cpu_pct":0.25}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "out")
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"report", "-raw", raw, "-out", out, "-peer", "ok", "-version", "daprd=1.18.0"}, &stdout, &stderr)
+	err := run(context.Background(), []string{"report", "-raw", raw, "-out", out, "-peer", "ok", "-version", "daprd=1.18.0", "-idle", idle}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	if res, err := os.ReadFile(filepath.Join(out, report.ResultsFile)); err != nil || !strings.Contains(string(res), `"worker_cpu_pct": 0.25`) {
+		t.Errorf("results.json lacks the idle worker's CPU (%v)", err)
 	}
 	for _, f := range []string{report.ReportFile, report.ResultsFile, report.ChartFile} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
@@ -79,6 +87,11 @@ cartworker_command_duration_seconds_sum{type="add-item"} 1.5
 cartworker_command_duration_seconds_count{type="add-item"} 300
 cartworker_command_duration_seconds_sum{type="cache"} 0.5
 cartworker_command_duration_seconds_count{type="cache"} 100
+cartworker_command_stage_seconds_bucket{stage="fetch",le="0.001"} 10
+cartworker_command_stage_seconds_sum{stage="fetch"} 0.4
+cartworker_command_stage_seconds_count{stage="fetch"} 400
+cartworker_command_stage_seconds_sum{stage="apply"} 1.2
+cartworker_command_stage_seconds_count{stage="apply"} 400
 `
 	c, err := parseWorkerMetrics(strings.NewReader(text))
 	if err != nil {
@@ -86,6 +99,9 @@ cartworker_command_duration_seconds_count{type="cache"} 100
 	}
 	if c.Dials != 7 || c.StateCalls != 2410 || c.StateFailures != 5 || c.HandleS != 2 || c.Handled != 400 {
 		t.Fatalf("%+v", c)
+	}
+	if len(c.Stages) != 2 || c.Stages["fetch"] != (sumCount{0.4, 400}) || c.Stages["apply"] != (sumCount{1.2, 400}) {
+		t.Fatalf("stages %+v", c.Stages)
 	}
 	if _, err := parseWorkerMetrics(strings.NewReader("up 1\n")); err == nil {
 		t.Fatal("missing dial metric not reported")
@@ -158,6 +174,13 @@ func TestParseWorkerExposition(t *testing.T) {
 	for _, n := range []int{1, 2, 2} {
 		m.Apply(n)
 	}
+	// Two applied commands through a fetch: fetch 2 and 1 ms, queue 3 and
+	// 1 ms, apply 4 and 2 ms, ack 1 and 3 ms; a third not through a fetch,
+	// apply 3 ms and ack 1 ms.
+	at := func(ms int) time.Time { return time.Unix(1_700_000_000, 0).Add(time.Duration(ms) * time.Millisecond) }
+	m.Acked(workerconsumer.Stages{Stored: at(0), Fetched: at(2), Started: at(5), Applied: at(9), Acked: at(10)})
+	m.Acked(workerconsumer.Stages{Stored: at(0), Fetched: at(1), Started: at(2), Applied: at(4), Acked: at(7)})
+	m.Acked(workerconsumer.Stages{Started: at(0), Applied: at(3), Acked: at(4)})
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	page := rec.Body.String()
@@ -169,6 +192,7 @@ func TestParseWorkerExposition(t *testing.T) {
 	if c.Dials != 2 || c.StateCalls != 9 || c.StateFailures != 2 || c.Handled != 3 || math.Abs(c.HandleS-0.0055) > 1e-9 {
 		t.Fatalf("%+v", c)
 	}
+	checkStages(t, c.Stages)
 	h, err := parseHistogram(strings.NewReader(page), metricBatchSize)
 	if err != nil || h == nil {
 		t.Fatalf("%v %v", h, err)
@@ -184,6 +208,43 @@ func TestParseWorkerExposition(t *testing.T) {
 	a, err := parseHistogram(strings.NewReader(page), metricApplyCarts)
 	if err != nil || a == nil || a.Count != 3 || a.Sum != 5 || a.P50 != "2" || a.Max != "2" {
 		t.Fatalf("carts per apply %+v %v", a, err)
+	}
+}
+
+// checkStages checks the stage sums and counts of the page
+// TestParseWorkerExposition serves: a command without a fetch time counts
+// in apply and ack only.
+func checkStages(t *testing.T, got map[string]sumCount) {
+	t.Helper()
+	want := map[string]sumCount{"fetch": {0.003, 2}, "queue": {0.004, 2}, "apply": {0.009, 3}, "ack": {0.005, 3}}
+	if len(got) != len(want) {
+		t.Fatalf("stages %+v", got)
+	}
+	for st, w := range want {
+		if g := got[st]; g.Count != w.Count || math.Abs(g.Sum-w.Sum) > 1e-9 {
+			t.Errorf("stage %s: %+v, want %+v", st, g, w)
+		}
+	}
+}
+
+// A run's stage times are the observations between the two readings: a
+// stage that saw none in between is left out, and so is one the first
+// reading had not seen at all and the second has none of.
+func TestStageMeans(t *testing.T) {
+	before := map[string]sumCount{"fetch": {1, 100}, "queue": {0.5, 100}, "ack": {2, 100}}
+	after := map[string]sumCount{"fetch": {1.3, 200}, "queue": {0.5, 100}, "apply": {0.4, 100}, "ack": {2.05, 150}}
+	got := stageMeans(before, after)
+	want := map[string]float64{"fetch": 3, "apply": 4, "ack": 1}
+	if len(got) != len(want) {
+		t.Fatalf("%v, want %v", got, want)
+	}
+	for st, w := range want {
+		if math.Abs(got[st]-w) > 1e-9 {
+			t.Errorf("%s: %v, want %v", st, got[st], w)
+		}
+	}
+	if got := stageMeans(nil, nil); got != nil {
+		t.Errorf("no stages: %v", got)
 	}
 }
 

@@ -12,6 +12,9 @@
 //	                   read back through Dapr; writes a drain
 //	loadgen capture    builds one 20-line cart through the worker and saves
 //	                   the documents it stored, for the ceiling and the peer
+//	loadgen idle       measures the CPU of the worker and its NATS server
+//	                   while no command is sent (after a settle, windows
+//	                   of /proc readings); writes them for the report
 //	loadgen memory     prints the backlog drains' peak RSS against a budget
 //	                   (make bench-memory)
 //	loadgen report     aggregates runs and drains into bench/REPORT.md,

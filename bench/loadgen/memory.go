@@ -14,7 +14,7 @@ import (
 func runMemory(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("memory", stderr)
 	dir := fs.String("backlog", "", "directory of backlog drains (*.json) written by 'loadgen backlog'")
-	budget := fs.Float64("budget-mib", 64, "the peak RSS (VmHWM) every drain must stay at or under, in MiB")
+	budget := fs.Float64("budget-mib", report.FloorMaxRSSMiB, "the peak RSS (VmHWM) every drain must stay at or under, in MiB (the report's floor)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

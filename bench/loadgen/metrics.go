@@ -26,6 +26,9 @@ const (
 	// read-modify-write, and metricApplyCarts of carts per apply.
 	metricBatchSize  = "cartworker_batch_size"
 	metricApplyCarts = "cartworker_apply_carts"
+	// metricStages is the worker's histogram of the time an applied
+	// command spent in each stage (loadkit.WorkerStages), by label stage.
+	metricStages = "cartworker_command_stage_seconds"
 )
 
 // maxMetricsBytes bounds a /metrics page read.
@@ -42,7 +45,13 @@ type workerCounters struct {
 	// command handling time (pull to ack), all types.
 	HandleS float64
 	Handled int64
+	// Stages are the sum and count of each stage's histogram, by stage;
+	// nil when the worker exports none.
+	Stages map[string]sumCount
 }
+
+// sumCount is a histogram's sum and count of observations.
+type sumCount struct{ Sum, Count float64 }
 
 // scrapeWorker reads the worker's /metrics.
 func scrapeWorker(ctx context.Context, url string) (workerCounters, error) {
@@ -95,8 +104,8 @@ func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
 }
 
 // parseWorkerMetrics reads the dial counter, the state call counter summed
-// over its labels (the failed calls apart) and the command handling time's
-// sum and count.
+// over its labels (the failed calls apart), the command handling time's
+// sum and count, and each stage's.
 func parseWorkerMetrics(r io.Reader) (workerCounters, error) {
 	families, err := parseMetrics(r)
 	if err != nil {
@@ -120,7 +129,60 @@ func parseWorkerMetrics(r io.Reader) (workerCounters, error) {
 	if h := histogramOf(families, metricHandle); h != nil {
 		c.HandleS, c.Handled = h.Sum, int64(h.Count)
 	}
+	c.Stages = histogramByLabel(families, metricStages, "stage")
 	return c, nil
+}
+
+// histogramByLabel is the sum and count of the histogram metric per value
+// of label, summed over any other labels; nil when the page has none of it.
+// As in histogramOf, a histogram without its "# TYPE" line is read from
+// its untyped metric_sum and metric_count families.
+func histogramByLabel(families map[string]*dto.MetricFamily, metric, label string) map[string]sumCount {
+	out := map[string]sumCount{}
+	add := func(m *dto.Metric, sum, count float64) {
+		k := labelValue(m, label)
+		if k == "" {
+			return
+		}
+		sc := out[k]
+		sc.Sum += sum
+		sc.Count += count
+		out[k] = sc
+	}
+	if mf := families[metric]; mf.GetType() == dto.MetricType_HISTOGRAM {
+		for _, m := range mf.GetMetric() {
+			add(m, m.GetHistogram().GetSampleSum(), histogramCount(m.GetHistogram()))
+		}
+	}
+	for _, m := range families[metric+"_sum"].GetMetric() {
+		add(m, sampleValue(m), 0)
+	}
+	for _, m := range families[metric+"_count"].GetMetric() {
+		add(m, 0, sampleValue(m))
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// stageMeans is each stage's mean time between two readings, in ms: the
+// observations added between them, over how many there were; a stage
+// nothing was added to is left out, and nil is returned for none.
+func stageMeans(before, after map[string]sumCount) map[string]float64 {
+	var out map[string]float64
+	for st, a := range after {
+		b := before[st]
+		n := a.Count - b.Count
+		if n <= 0 {
+			continue
+		}
+		if out == nil {
+			out = map[string]float64{}
+		}
+		out[st] = (a.Sum - b.Sum) / n * 1000
+	}
+	return out
 }
 
 // stateCallOK reports whether a state call's code is a success: HTTP

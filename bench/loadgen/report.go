@@ -66,7 +66,7 @@ type reportFlags struct {
 	peer, watermill, wmProto  string
 	daprPubSub                string
 	settings, topology, notes string
-	backlog, tracing          string
+	backlog, tracing, idle    string
 	pacedSamples              int
 	versions                  kvFlag
 }
@@ -82,6 +82,7 @@ func (f *reportFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.notes, "notes", "", "optional file of extra markdown bullet lines for the Notes section")
 	fs.StringVar(&f.backlog, "backlog", "", "directory of backlog drains (*.json) written by 'loadgen backlog'")
 	fs.StringVar(&f.tracing, "tracing", "", "directory of the tracing rounds' runs (pooled with span export off, traced with it on)")
+	fs.StringVar(&f.idle, "idle", "", "file written by 'loadgen idle' (none, or no file there: the idle figures are not measured)")
 	fs.StringVar(&f.watermill, "watermill", "", `Watermill peer status: "ok: <client>" or "not available: <reason>"`)
 	fs.StringVar(&f.wmProto, "watermill-protocol", "grpc", "the Watermill peer's state transport (grpc or http): it is compared with the worker on the same one")
 	fs.StringVar(&f.daprPubSub, "dapr-pubsub", "", `Dapr pub/sub peer status: "ok: <client>" or "not available: <reason>"`)
@@ -149,6 +150,9 @@ func (f *reportFlags) input(now time.Time) (report.Input, error) {
 		if in.Tracing, err = loadkit.ReadRuns(f.tracing); err != nil {
 			return in, err
 		}
+	}
+	if in.Idle, err = report.ReadIdle(f.idle); err != nil {
+		return in, err
 	}
 	if in.Notes, err = readNotes(f.notes); err != nil {
 		return in, err

@@ -157,8 +157,8 @@ func (p *workerProbe) before(ctx context.Context) error {
 	return nil
 }
 
-// after records the run's dials, state calls, handling time and spans per
-// command. A reading that fails leaves its figures unknown and the
+// after records the run's dials, state calls, handling time, time per
+// stage and spans per command. A reading that fails leaves its figures unknown and the
 // latencies kept, with a warning on stderr.
 func (p *workerProbe) after(ctx context.Context, run *loadkit.Run, stderr io.Writer) {
 	if p.metricsURL == "" {
@@ -176,6 +176,7 @@ func (p *workerProbe) after(ctx context.Context, run *loadkit.Run, stderr io.Wri
 	run.StateCalls = int64p(after.StateCalls - before.StateCalls)
 	run.DialsTotal = int64p(after.Dials)
 	run.StateFailures = int64p(after.StateFailures - before.StateFailures)
+	run.WorkerStagesMS = stageMeans(before.Stages, after.Stages)
 	n := after.Handled - before.Handled
 	if n <= 0 {
 		return

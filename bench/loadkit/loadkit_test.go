@@ -383,3 +383,33 @@ func TestRoundP99Spread(t *testing.T) {
 		t.Error("ThroughNATS")
 	}
 }
+
+// A point's stage times are each the mean over the rounds that had it: a
+// round whose worker exported none, or not every stage, does not pull the
+// mean towards zero.
+func TestAggregateStageMeans(t *testing.T) {
+	mk := func(round int, stages map[string]float64) *Run {
+		return &Run{Mode: ModePooled, Scenario: ScenarioClosed, Users: 15, Round: round, WindowS: 1,
+			LatenciesUS: map[string][]int64{TypeAddItem: {1000}, TypeCache: {1000}}, WorkerStagesMS: stages}
+	}
+	pts := Aggregate([]*Run{
+		mk(1, map[string]float64{"fetch": 1, "queue": 0.2, "apply": 2, "ack": 0.5}),
+		mk(2, map[string]float64{"fetch": 3, "queue": 0.4, "apply": 4}),
+		mk(3, nil),
+	})
+	want := map[string]float64{"fetch": 2, "queue": 0.3, "apply": 3, "ack": 0.5}
+	for _, typ := range []string{TypeAddItem, TypeCache} {
+		p, ok := Find(pts, ModePooled, ScenarioClosed, 15, typ)
+		if !ok || len(p.WorkerStageMeanMS) != len(want) {
+			t.Fatalf("%s: %+v", typ, p.WorkerStageMeanMS)
+		}
+		for st, v := range want {
+			if math.Abs(p.WorkerStageMeanMS[st]-v) > 1e-9 {
+				t.Errorf("%s %s: %v, want %v", typ, st, p.WorkerStageMeanMS[st], v)
+			}
+		}
+	}
+	if p := Aggregate([]*Run{mk(1, nil)}); p[0].WorkerStageMeanMS != nil {
+		t.Errorf("no stages: %v", p[0].WorkerStageMeanMS)
+	}
+}

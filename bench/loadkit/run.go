@@ -66,6 +66,14 @@ func ThroughNATS(mode string) bool {
 	return true
 }
 
+// WorkerStages are the stages of an applied command's way through the
+// worker, in order, as the label stage of its
+// cartworker_command_stage_seconds names them: fetch (stored by JetStream
+// to fetched by the worker), queue (fetched to started by a pool
+// goroutine), apply (started to its cart's read-modify-write returned) and
+// ack (applied to its outcome event published and the command acked).
+func WorkerStages() []string { return []string{"fetch", "queue", "apply", "ack"} }
+
 // Scenarios.
 const (
 	ScenarioPaced  = "paced"
@@ -128,7 +136,12 @@ type Run struct {
 	HostCPUS float64 `json:"host_cpu_s,omitempty"`
 	// WorkerHandleMS is the worker's own mean time per command, pull to
 	// ack (cartworker_command_duration_seconds), over the whole run.
-	WorkerHandleMS float64            `json:"worker_handle_mean_ms,omitempty"`
+	WorkerHandleMS float64 `json:"worker_handle_mean_ms,omitempty"`
+	// WorkerStagesMS is the worker's own mean time per stage of the
+	// commands it applied over the whole run, in ms, by stage
+	// (WorkerStages; cartworker_command_stage_seconds); nil when the
+	// worker exports none.
+	WorkerStagesMS map[string]float64 `json:"worker_stage_mean_ms,omitempty"`
 	ProcCPUS       map[string]float64 `json:"proc_cpu_s,omitempty"`
 	// SpansPerCommand is the spans the worker exported per command it
 	// handled over the run, when it exported any (ModeTraced).

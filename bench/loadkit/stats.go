@@ -158,6 +158,10 @@ type Point struct {
 	// command's latency is messaging (publish, delivery, event) and the
 	// load generator.
 	WorkerHandleMeanMS float64 `json:"worker_handle_mean_ms,omitempty"`
+	// WorkerStageMeanMS is the worker's own mean time per stage of an
+	// applied command (WorkerStages), each averaged over the rounds that
+	// had it; nil when none did.
+	WorkerStageMeanMS map[string]float64 `json:"worker_stage_mean_ms,omitempty"`
 }
 
 // PointKey identifies the runs that make up one point.
@@ -244,6 +248,10 @@ type groupTotals struct {
 	// runs had one.
 	handle  float64
 	nHandle int
+	// stages sums the runs' mean time of each stage, nStages counts the
+	// runs that had it.
+	stages  map[string]float64
+	nStages map[string]int
 	sat     bool
 	rounds  int
 }
@@ -251,7 +259,8 @@ type groupTotals struct {
 // totalsOf sums the figures of runs that every command type of their point
 // shares.
 func totalsOf(runs []*Run) groupTotals {
-	g := groupTotals{total: -1, fails: -1, procCPU: map[string]float64{}, rounds: len(runs)}
+	g := groupTotals{total: -1, fails: -1, procCPU: map[string]float64{}, rounds: len(runs),
+		stages: map[string]float64{}, nStages: map[string]int{}}
 	dialsKnown, callsKnown := true, true
 	for _, r := range runs {
 		g.hostCPU += r.HostCPUS
@@ -261,6 +270,10 @@ func totalsOf(runs []*Run) groupTotals {
 		}
 		for name, c := range r.ProcCPUS {
 			g.procCPU[name] += c
+		}
+		for st, ms := range r.WorkerStagesMS {
+			g.stages[st] += ms
+			g.nStages[st]++
 		}
 		if r.Dials == nil {
 			dialsKnown = false
@@ -318,6 +331,19 @@ func (g groupTotals) meanHandle() float64 {
 		return g.handle
 	}
 	return g.handle / float64(g.nHandle)
+}
+
+// meanStages is the worker's mean time per stage, each over the runs that
+// had it; nil when none did.
+func (g groupTotals) meanStages() map[string]float64 {
+	if len(g.stages) == 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(g.stages))
+	for st, sum := range g.stages {
+		out[st] = sum / float64(g.nStages[st])
+	}
+	return out
 }
 
 // procPct is each watched process's CPU in % of one core, with "loadgen"
@@ -386,6 +412,7 @@ func typePoint(k PointKey, typ string, runs []*Run, g groupTotals) (Point, bool)
 		WindowS:            g.window,
 		ProcCPUPct:         g.procPct(),
 		WorkerHandleMeanMS: g.meanHandle(),
+		WorkerStageMeanMS:  g.meanStages(),
 	}, true
 }
 

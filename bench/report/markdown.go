@@ -81,10 +81,28 @@ func floorValue(f Floor) string {
 		return strconv.FormatFloat(*f.Value, 'f', 0, 64)
 	case "MiB":
 		return strconv.FormatFloat(*f.Value, 'f', 1, 64) + " MiB"
+	case "%":
+		return pct2(*f.Value)
 	default:
 		return strconv.FormatFloat(*f.Value, 'f', 3, 64)
 	}
 }
+
+// unitRounds is each round's value in unit, as a floor's value is written,
+// separated by slashes; "–" for none.
+func unitRounds(unit string, rounds []float64) string {
+	if len(rounds) == 0 {
+		return "–"
+	}
+	parts := make([]string, len(rounds))
+	for i, v := range rounds {
+		parts[i] = floorValue(Floor{Value: &v, Unit: unit})
+	}
+	return strings.Join(parts, " / ")
+}
+
+// figureValue is the value of a figure with its unit, as a floor's.
+func figureValue(f Figure) string { return floorValue(Floor{Value: f.Value, Unit: f.Unit}) }
 
 // floorVerdict is "pass", "FAIL" (or "MISS" for a speed floor) or "not
 // measured".
@@ -148,14 +166,16 @@ func parseReportTemplate() (*template.Template, error) {
 		"opt":       optFormat,
 		"ratio":     ratio,
 		// Cells.
-		"pctOrDash":  pctOrDash,
-		"pctPlain":   pctPlain,
-		"rssText":    rssText,
-		"callsText":  callsText,
-		"otherCPU":   otherCPU,
-		"floorValue": floorValue,
-		"floorCell":  floorCell,
-		"limitText":  limitText,
+		"pctOrDash":   pctOrDash,
+		"pctPlain":    pctPlain,
+		"rssText":     rssText,
+		"callsText":   callsText,
+		"otherCPU":    otherCPU,
+		"floorValue":  floorValue,
+		"figureValue": figureValue,
+		"unitRounds":  unitRounds,
+		"floorCell":   floorCell,
+		"limitText":   limitText,
 		// New figures.
 		"speedLimitText": speedLimitText,
 		"roundsList":     roundsList,
@@ -164,6 +184,8 @@ func parseReportTemplate() (*template.Template, error) {
 		"batchSpread":    batchSpread,
 		"totalsCell":     totalsCell,
 		"okCell":         okCell,
+		"stageCell":      stageCell,
+		"stages":         loadkit.WorkerStages,
 		// Text.
 		"mdEscape": mdEscape,
 		"orNA":     orNA,
@@ -192,6 +214,8 @@ type reportView struct {
 	FloorWorkerOverWatermill, FloorHotDrain float64
 	// The floors of the worker against the Dapr pub/sub peer.
 	FloorWorkerOverDaprPubSub, FloorHotDrainOverDaprPubSub float64
+	// FloorIdleCPUPct is the idle worker's and its NATS server's floor.
+	FloorIdleCPUPct float64
 	// BacklogVsWatermill is the worker as shipped's drain rate over the
 	// Watermill peer's, per backlog scenario both drained.
 	BacklogVsWatermill []scenarioRatio
@@ -280,6 +304,7 @@ func newReportView(res Results, in Input) *reportView {
 		v.BacklogFailed = v.BacklogFailed || !r.Complete()
 	}
 	v.BacklogVsWatermill = backlogVsWatermill(res)
+	v.FloorIdleCPUPct = floorIdleCPUPct
 	return v
 }
 
@@ -324,7 +349,7 @@ func backlogVsWatermill(res Results) []scenarioRatio {
 // functions, by name.
 func optFormats() map[string]func(float64) string {
 	return map[string]func(float64) string{
-		"ms": msUnit, "rate": rate, "times": times, "pct": pct, "pctPlain": pctPlain, "mib": mib,
+		"ms": msUnit, "rate": rate, "times": times, "pct": pct, "pctPlain": pctPlain, "pct2": pct2, "mib": mib,
 		"spans": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	}
 }

@@ -37,6 +37,8 @@ type Input struct {
 	Backlog        []*BacklogRun
 	// Tracing are the tracing rounds' runs (pooled and traced).
 	Tracing []*loadkit.Run
+	// Idle is what `loadgen idle` measured; nil when it did not run.
+	Idle *IdleRun
 	// WatermillProtocol is the Watermill peer's state transport;
 	// PacedSamples the paced windows' sample target.
 	WatermillProtocol string
@@ -64,14 +66,16 @@ func Build(in Input) (Results, []byte, []byte, error) {
 	}
 	wm, backlog, speed, maxRSS := computeSpeed(points, in.Backlog, sat, in.WatermillProtocol)
 	speed = append(speed, daprPubSubFloors(points, backlog.Summary, satUsers)...)
+	idle := idleOf(in.Idle)
+	speed = append(speed, idleFloors(idle)...)
 	res := Results{
 		GeneratedAt: in.Now.Format(time.RFC3339), Machine: in.Machine, Versions: versions, Config: cfg,
 		Peer: in.Peer, Points: points, Saturation: sat, WorkerRSSMiB15u: rss15, PerRequestRSSMiB15u: rss15req,
 		Ratios: ratios, Floors: floors, Upstream: upstreamFigures(), Notes: in.Notes,
-		SpeedFloors: speed, PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
+		SpeedFloors: speed, Figures: pacedFigures(points), StageBreakdown: stageBreakdown(points), PacedP99Spread: pacedSpreads(points, cfg.PacedSamplesTarget), Backlog: backlog,
 		Watermill: wm, WatermillPeer: in.WatermillPeer, Tracing: computeTracing(in.Tracing),
 		DaprPubSub: daprPubSubOf(points, backlog.Summary, satUsers), DaprPubSubPeer: in.DaprPubSubPeer,
-		MaxWorkerRSSMiB: maxRSS,
+		MaxWorkerRSSMiB: maxRSS, Idle: idle,
 	}
 	if res.Points == nil {
 		res.Points = []loadkit.Point{}

@@ -29,6 +29,12 @@ type Results struct {
 	// SpeedFloors are the floors of "faster than a direct Dapr client",
 	// each from medians over rounds of this run.
 	SpeedFloors []Floor `json:"speed_floors"`
+	// Figures are shown beside the floors without a verdict (the paced
+	// p99 against the ceiling's, a floor no more).
+	Figures []Figure `json:"figures"`
+	// StageBreakdown is where an applied command's time goes in the worker,
+	// stage by stage, at every worker point that has the figures.
+	StageBreakdown []StageRow `json:"stage_breakdown"`
 	// PacedP99Spread is how much each paced point's add-item p99 moves
 	// between rounds.
 	PacedP99Spread []P99Spread `json:"paced_p99_spread"`
@@ -38,6 +44,9 @@ type Results struct {
 	// whole run, backlog drains included (the peers' and the direct
 	// clients' are not counted).
 	MaxWorkerRSSMiB *float64 `json:"max_worker_rss_mib"`
+	// Idle is the pooled worker's and its NATS server's CPU with no
+	// commands sent; nil when it was not measured.
+	Idle *Idle `json:"idle"`
 	// Watermill is the Watermill peer at saturation against the worker on
 	// the same transport; WatermillPeer says whether it ran.
 	// Tracing is the cost of span export at saturation; nil when the

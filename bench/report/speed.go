@@ -9,8 +9,9 @@ import (
 
 // This file computes the figures of "faster than a direct Dapr client":
 // how much the paced p99 moves between rounds, the backlog drains, the
-// Watermill peer at saturation, and the floors that compare them with the
-// direct HTTP ceiling, all from one run.
+// Watermill peer at saturation, the floors that compare them with the
+// direct HTTP ceiling, and the figures shown beside the floors without a
+// verdict, all from one run.
 
 // Floors of "faster than a direct Dapr client". Each is computed from
 // medians over rounds.
@@ -21,21 +22,23 @@ const (
 	// Hot-cart backlog drain, commands per second: at least this multiple
 	// of the HTTP ceiling's add-items per second at saturation.
 	floorHotDrainOverCeiling = 2.5
-	// Paced 15-user add-item p99: at most this multiple of the ceiling's
-	// at the same pacing.
-	floorPacedP99OverCeiling = 1.5
 	// The worker at saturation: at least this multiple of the Watermill
 	// peer's add-items per second on the same state transport.
-	floorWorkerOverWatermill = 1.3
-	// floorPacedUsers is the paced point of the p99 floor.
-	floorPacedUsers = 15
+	floorWorkerOverWatermill = 1.5
 	// The worker as shipped at saturation: at most this much CPU per
 	// command, in ms.
-	floorCPUMSPerCommand = 0.45
-	// Every cartworker process over the whole run, backlog drains
-	// included: at most this RSS, in MiB.
-	floorMaxRSSMiB = 64
+	floorCPUMSPerCommand = 0.25
 )
+
+// FloorMaxRSSMiB is the most RSS, in MiB, that any cartworker process may
+// reach over the whole run, backlog drains included; `loadgen memory`
+// (make bench-memory) holds each drain to it by default.
+const FloorMaxRSSMiB = 48
+
+// pacedFigureUsers is the paced point whose add-item p99 the report sets
+// against the ceiling's. It was a floor (at most 1.5× the ceiling's) and is
+// now a figure: the stage breakdown shows where that time goes instead.
+const pacedFigureUsers = 15
 
 // DefaultPacedSamples is the add-item samples a paced point should rest on
 // (scripts/bench.sh sizes the windows for it; BENCH_PACED_SAMPLES).
@@ -60,6 +63,18 @@ type P99Spread struct {
 	SpreadPct *float64 `json:"p99_spread_pct"`
 	// P99AllMS is the p99 of every round's samples pooled.
 	P99AllMS float64 `json:"p99_all_rounds_ms"`
+}
+
+// Figure is a figure the report shows next to the floors without a
+// verdict: a comparison that every run should show, not a bar to clear.
+type Figure struct {
+	Name  string   `json:"name"`
+	Value *float64 `json:"value"`
+	Unit  string   `json:"unit"`
+	// Detail says how it is computed.
+	Detail string `json:"detail,omitempty"`
+	// Rounds is each round's own value.
+	Rounds []float64 `json:"rounds,omitempty"`
 }
 
 // WatermillSat is the Watermill peer against the worker at saturation, on
@@ -130,11 +145,10 @@ func computeSpeed(points []loadkit.Point, backlog []*BacklogRun, sat Saturation,
 	floors := []Floor{
 		judgeSpeed(s.satOverCeiling(), false),
 		judgeSpeed(s.hotDrainOverCeiling(), false),
-		judgeSpeed(s.pacedP99OverCeiling(), true),
 		judgeSpeed(s.workerOverWatermill(), false),
 		judgeSpeed(Floor{Name: "worker CPU per command at saturation (pooled)", Limit: floorCPUMSPerCommand, Unit: "ms",
 			Detail: "at most; CPU time over commands of all types, medians over rounds", Value: sat.WorkerPerCommandCPUMS}, true),
-		judgeSpeed(Floor{Name: "largest cartworker RSS over the run, backlog drains included", Limit: floorMaxRSSMiB, Unit: "MiB",
+		judgeSpeed(Floor{Name: "largest cartworker RSS over the run, backlog drains included", Limit: FloorMaxRSSMiB, Unit: "MiB",
 			Detail: "at most", Value: maxRSS}, true),
 	}
 	return s.wm, s.backlog, floors, maxRSS
@@ -205,7 +219,13 @@ type speedFigures struct {
 
 // addItem is the add-item point of mode, nil when it was not measured.
 func (s speedFigures) addItem(mode, scenario string, users int) *loadkit.Point {
-	p, ok := loadkit.Find(s.points, mode, scenario, users, loadkit.TypeAddItem)
+	return addItemPoint(s.points, mode, scenario, users)
+}
+
+// addItemPoint is the add-item point of mode among points, nil when it was
+// not measured.
+func addItemPoint(points []loadkit.Point, mode, scenario string, users int) *loadkit.Point {
+	p, ok := loadkit.Find(points, mode, scenario, users, loadkit.TypeAddItem)
 	if !ok || p.Count == 0 {
 		return nil
 	}
@@ -246,18 +266,20 @@ func (s speedFigures) hotDrainOverCeiling() Floor {
 	return f
 }
 
-// pacedP99OverCeiling is the paced p99 against the ceiling's at the same
-// pacing.
-func (s speedFigures) pacedP99OverCeiling() Floor {
-	f := Floor{Name: fmt.Sprintf("paced %d users add-item p99: worker as shipped (pooled) / HTTP ceiling", floorPacedUsers), Limit: floorPacedP99OverCeiling, Unit: "×",
-		Detail: "at most; median of the rounds' p99"}
-	w := s.addItem(loadkit.ModePooled, loadkit.ScenarioPaced, floorPacedUsers)
-	c := s.addItem(loadkit.ModeCeiling, loadkit.ScenarioPaced, floorPacedUsers)
+// pacedFigures are the figures shown beside the floors: the paced p99 of
+// the worker as shipped against the ceiling's at the same pacing, with each
+// round's. A floor once, retired: at that light load the p99 is mostly the
+// messaging's tail, which the stage breakdown shows.
+func pacedFigures(points []loadkit.Point) []Figure {
+	f := Figure{Name: fmt.Sprintf("paced %d users add-item p99: worker as shipped (pooled) / HTTP ceiling", pacedFigureUsers), Unit: "×",
+		Detail: "median of the rounds' p99, the ceiling at the same pacing; a floor no more (it was ≤ 1.5×): where the worker's time goes is under \"Where a command's time goes\""}
+	w := addItemPoint(points, loadkit.ModePooled, loadkit.ScenarioPaced, pacedFigureUsers)
+	c := addItemPoint(points, loadkit.ModeCeiling, loadkit.ScenarioPaced, pacedFigureUsers)
 	if w != nil && c != nil {
 		f.Value = ratio(f64(w.P99RoundMedianMS), f64(c.P99RoundMedianMS))
 		f.Rounds = roundRatios(w.P99RoundsMS, c.P99RoundsMS)
 	}
-	return f
+	return []Figure{f}
 }
 
 // workerOverWatermill is the worker against the Watermill peer on the same
