@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 )
 
@@ -84,6 +85,7 @@ func newGRPCBackend(cfg Config) (*grpcBackend, error) {
 	if target.tls {
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
 	}
+	buffers := &grpcBuffers{}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithContextDialer(dial),
@@ -94,8 +96,9 @@ func newGRPCBackend(cfg Config) (*grpcBackend, error) {
 		grpc.WithInitialConnWindowSize(flowWindow),
 		// A bulk read answers with several carts at once: take as much as
 		// daprd may send (its max-body-size), not gRPC's 4 MiB default.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg), grpc.ForceCodecV2(protoCodec{pool: buffers})),
 		grpc.WithUnaryInterceptor(newTracing(cfg.TracerProvider, target.addr).unaryInterceptor),
+		experimental.WithBufferPool(buffers),
 	}
 	if cfg.APIToken != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{metadataAPIToken: cfg.APIToken}))
