@@ -89,5 +89,5 @@ bench-memory: ## memory drains (200 carts x 100 add-items; 2 carts x 10,000, pas
 	@BENCH_CLOSED=0 BENCH_PEER=0 BENCH_WATERMILL=0 BENCH_TRANSPORTS=0 BENCH_BACKLOG="many huge" BENCH_BACKLOG_MODES=pooled \
 	  BENCH_PROFILE=1 BENCH_MEMORY_MIB=$(BENCH_MEMORY_MIB) scripts/bench.sh
 
-bench: ## load test (bench/loadgen): worker modes, Watermill peer, HTTP and go-sdk ceilings, backlog drains; writes bench/REPORT.md
+bench: ## load test (bench/loadgen): worker modes, Watermill and Dapr pub/sub peers, HTTP and go-sdk ceilings, backlog drains, an idle instance; writes bench/REPORT.md
 	@scripts/bench.sh
