@@ -85,12 +85,12 @@ func (ip *idlePartitions) unpark(p int) {
 	ip.wakeLocked(p)
 }
 
-// sleep waits, with no request of this instance waiting on the server,
+// sleepParked waits, with no request of this instance waiting on the server,
 // until parked is closed (a command may have come), ctx ends, or grant
 // no longer lets its partition be pulled. The leases change, and changed
 // is closed, at every renewal of any of them: only a change of this grant
 // ends the sleep.
-func (ip *idlePartitions) sleep(ctx context.Context, o owner, grant ownership.Grant, parked, changed <-chan struct{}) {
+func sleepParked(ctx context.Context, o owner, grant ownership.Grant, parked, changed <-chan struct{}) {
 	for {
 		select {
 		case <-parked:
@@ -162,18 +162,14 @@ func (ip *idlePartitions) recheck(ctx context.Context, js jetstream.JetStream) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	s, err := js.Stream(ctx, command.StreamCommands)
+	state, err := streamState(ctx, js, command.StreamCommands)
 	if err != nil {
 		return // the next look, or the puller's own errors, tell
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return
-	}
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
-	if info.State.LastSeq != ip.stored {
-		ip.stored = info.State.LastSeq
+	if state.LastSeq != ip.stored {
+		ip.stored = state.LastSeq
 		for p := range ip.parked {
 			ip.wakeLocked(p)
 		}

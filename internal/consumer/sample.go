@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/cartworker/cartworker/command"
 )
 
@@ -63,14 +65,20 @@ func (w *Worker) sampleOnce(ctx context.Context, r *run, cons Consumers) {
 }
 
 func (w *Worker) sampleDeadLetters(ctx context.Context) error {
-	s, err := w.js.Stream(ctx, command.StreamDeadLetters)
+	state, err := streamState(ctx, w.js, command.StreamDeadLetters)
 	if err != nil {
 		return err
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
-	w.cfg.Observer.DeadLetterDepth(info.State.Msgs)
+	w.cfg.Observer.DeadLetterDepth(state.Msgs)
 	return nil
+}
+
+// streamState is the state of stream name, in one request: js.Stream reads
+// the stream's info already, which a second call of Info would read again.
+func streamState(ctx context.Context, js jetstream.JetStream, name string) (jetstream.StreamState, error) {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return jetstream.StreamState{}, err
+	}
+	return s.CachedInfo().State, nil
 }

@@ -259,7 +259,7 @@ func (w *Worker) pullLoop(ctx context.Context, cons jetstream.Consumer, pool *ke
 			r.owner.Pulling(partition, false)
 		}
 		if parked != nil {
-			r.idle.sleep(ctx, r.owner, grant, parked, changed)
+			sleepParked(ctx, r.owner, grant, parked, changed)
 		}
 		if partition >= 0 && r.idle != nil {
 			r.idle.unpark(partition)
